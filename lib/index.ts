@@ -1,0 +1,14 @@
+/**
+ * reconpatch: industrial anomaly detection (PatchCore / ReConPatch) for Node.js on libtorch.
+ * @example
+ * import { Engine } from 'reconpatch';
+ * const engine = await Engine.create({ backbone: 'random_cnn' });
+ */
+export { Engine } from './engine.js';
+export type { EngineInfo, FitOptions, FitSummary, Progress, ScoreResult } from './engine.js';
+export type { EngineOptions } from './options.js';
+export { BUILTIN_BACKBONES } from './options.js';
+export type { ImageInput, RawImage } from './images.js';
+export { toRawFrame } from './images.js';
+export { ReconpatchError } from './errors.js';
+export type { ErrorCode } from './errors.js';

@@ -1,0 +1,123 @@
+/**
+ * Loads the native addon (prebuild or local build, via node-gyp-build) and types its surface.
+ * A missing system libtorch is reported with the exact package to install.
+ */
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+import { ReconpatchError } from './errors.js';
+
+/** A raw frame as the addon takes it: HWC uint8, 1 or 3 channels, no padding. */
+export interface RawFrame {
+  data: Uint8Array;
+  width: number;
+  height: number;
+  channels: 1 | 3;
+}
+
+/** Options as the addon's plain struct expects them (every field present). */
+export interface NativeOptions {
+  backbone: string;
+  weights: string;
+  resize: number;
+  crop: number;
+  resizeMode: 'shorter' | 'squash';
+  patchSize: number;
+  pretrainDim: number;
+  targetDim: number;
+  coresetRatio: number;
+  coresetProjection: number;
+  coresetStarts: number;
+  distance: 'euclidean' | 'squared';
+  reweight: boolean;
+  reweightNeighbors: number;
+  blurSigma: number;
+  device: 'cpu' | 'cuda' | 'auto';
+  threads: number;
+  seed: number;
+  batchSize: number;
+}
+
+export interface NativeInfo {
+  backboneName: string;
+  backboneSha256: string;
+  fitted: boolean;
+  bankRows: number;
+  featureDim: number;
+  trainImages: number;
+  trainPatches: number;
+  device: string;
+}
+
+export interface NativeScore {
+  score: number;
+  map: Float32Array;
+  width: number;
+  height: number;
+}
+
+export interface FloatArray {
+  data: Float32Array;
+  shape: number[];
+}
+
+export interface NativeEngine {
+  info(): NativeInfo;
+  options(): NativeOptions;
+  fitBegin(): void;
+  fitAdd(images: RawFrame[]): Promise<void>;
+  fitEnd(onProgress?: (stage: string, done: number, total: number) => void): Promise<void>;
+  fitAbort(): void;
+  cancel(): void;
+  score(images: RawFrame[]): Promise<NativeScore[]>;
+  save(path: string): Promise<void>;
+  embed(images: [RawFrame]): Promise<FloatArray>;
+}
+
+/** Single pipeline steps on small arrays, synchronous. For tests and tools, not for serving. */
+export interface NativeInternals {
+  patchFeatures(taps: FloatArray[], patchSize: number, pretrainDim: number, targetDim: number): FloatArray;
+  preprocess(image: RawFrame, resize: number, crop: number, mode: 'shorter' | 'squash'): FloatArray;
+  greedyCoreset(projected: FloatArray, starts: number[], count: number): number[];
+  knn(bank: FloatArray, queries: FloatArray, k: number): { distances: FloatArray; indices: number[] };
+  gaussianBlur(map: FloatArray, sigma: number): FloatArray;
+  anomalyMap(grid: FloatArray, outH: number, outW: number, sigma: number): FloatArray;
+  reweightedScore(bank: FloatArray, queries: FloatArray, neighbours: number): number;
+}
+
+export interface NativeModule {
+  createEngine(options: NativeOptions): Promise<NativeEngine>;
+  loadEngine(path: string): Promise<NativeEngine>;
+  internals: NativeInternals;
+}
+
+/** The package root: one level above lib/ (sources) or dist/ (build). */
+export const packageRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+
+let cached: NativeModule | undefined;
+
+/** The addon, loaded once per thread. Throws ERR_NATIVE_LOAD with what to do. */
+export function native(): NativeModule {
+  if (cached) return cached;
+  const require = createRequire(import.meta.url);
+  try {
+    const load = require('node-gyp-build') as (dir: string) => NativeModule;
+    cached = load(packageRoot);
+    return cached;
+  } catch (err) {
+    const msg = err instanceof Error ? err.message : String(err);
+    let help: string;
+    if (/lib(torch|c10)[^ ]*\.so/.test(msg)) {
+      help =
+        'the system libtorch is missing. On Debian bookworm install it with ' +
+        '`sudo apt-get install libtorch1.13 libopenblas0-pthread` (or `sudo bash scripts/setup.sh` in a source checkout), ' +
+        'or build from source against a libtorch of your own (see README: Building).';
+    } else if (/No native build was found/.test(msg)) {
+      help = 'no prebuilt binary matches this platform and no local build exists; run `npm rebuild reconpatch` to build from source (needs libtorch-dev).';
+    } else {
+      help = 'the native addon could not be loaded.';
+    }
+    throw new ReconpatchError('ERR_NATIVE_LOAD', `reconpatch: ${help}\n  cause: ${msg}`, { cause: err });
+  }
+}

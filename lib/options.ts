@@ -1,0 +1,130 @@
+/**
+ * Engine options: the public shape, defaults, and validation. JS validates; the addon receives a
+ * complete plain object ({@link NativeOptions}) and trusts it.
+ */
+import { existsSync, statSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+
+import { ReconpatchError } from './errors.js';
+import type { NativeOptions } from './native.js';
+
+/** Built-in backbones (no weight files needed). */
+export const BUILTIN_BACKBONES = ['random_cnn'] as const;
+
+/**
+ * Options for {@link Engine.create}.
+ * @example
+ * const engine = await Engine.create({
+ *   backbone: '/models/mobilenet_v1_imagenet.pt', resizeMode: 'squash', resize: 256, crop: 224,
+ *   coreset: { ratio: 0.1 },
+ * });
+ */
+export interface EngineOptions {
+  /** A built-in name (`'random_cnn'`: a seeded random CNN, for tests) or a TorchScript `.pt` file path. */
+  backbone: string;
+  /** Weights file for a built-in architecture. Not used by TorchScript backbones (their file holds the weights). */
+  weights?: string;
+  /** The ReConPatch representation head. Only `false` (PatchCore features as they are) is available in this version. */
+  head?: false;
+  /** Greedy coreset: `ratio` of patches kept (default 0.1), random `projection` size (128), random `starts` (10). */
+  coreset?: { ratio?: number; projection?: number; starts?: number };
+  /** Resize target in pixels (default 256): the shorter side, or both sides with `resizeMode: 'squash'`. `null` keeps the size. */
+  resize?: number | null;
+  /** Center crop in pixels after resizing (default 224). `null`: no crop. */
+  crop?: number | null;
+  /** `'shorter'` keeps the aspect ratio (default); `'squash'` resizes straight to `resize` x `resize`. */
+  resizeMode?: 'shorter' | 'squash';
+  /** Patch-feature sizes: per-layer pooled size (default 1024) and final size (default 1024). */
+  features?: { pretrainDim?: number; targetDim?: number };
+  /** Scoring: `distance` (`'euclidean'` default, or `'squared'` as faiss), `reweight` (PatchCore Eq. 7, default false) with `neighbors` (9), map `blurSigma` (4). */
+  scoring?: { distance?: 'euclidean' | 'squared'; reweight?: boolean; neighbors?: number; blurSigma?: number };
+  /** Images embedded per native call during fit and batch scoring (default 8). */
+  batchSize?: number;
+  /** libtorch intra-op threads (default: all cores). */
+  threads?: number;
+  /** `'cpu'`, `'cuda'`, or `'auto'` (CUDA when this build and machine have it; default). */
+  device?: 'cpu' | 'cuda' | 'auto';
+  /** Seed for every random choice (random CNN weights, coreset projection and starts). Default 0. */
+  seed?: number;
+}
+
+function fail(message: string): never {
+  throw new ReconpatchError('ERR_INVALID_OPTION', message);
+}
+
+function int(value: unknown, name: string, min: number, max = Number.MAX_SAFE_INTEGER): number {
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max)
+    fail(`${name} must be an integer in [${min}, ${max}], got ${JSON.stringify(value)}`);
+  return value;
+}
+
+function oneOf<T extends string>(value: unknown, name: string, allowed: readonly T[]): T {
+  if (!allowed.includes(value as T)) fail(`${name} must be one of ${allowed.map((a) => `'${a}'`).join(', ')}, got ${JSON.stringify(value)}`);
+  return value as T;
+}
+
+function plainObject(value: unknown, name: string): Record<string, unknown> {
+  if (value === undefined) return {};
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) fail(`${name} must be an object`);
+  return value as Record<string, unknown>;
+}
+
+const TOP_LEVEL = new Set([
+  'backbone', 'weights', 'head', 'coreset', 'resize', 'crop', 'resizeMode', 'features', 'scoring',
+  'batchSize', 'threads', 'device', 'seed',
+]);
+
+/** Validates user options and fills every default. Throws ERR_INVALID_OPTION with what to change. */
+export function resolveOptions(options: EngineOptions): NativeOptions {
+  const o = plainObject(options, 'options');
+  for (const key of Object.keys(o)) if (!TOP_LEVEL.has(key)) fail(`unknown option '${key}'`);
+  if (typeof o.backbone !== 'string' || o.backbone === '')
+    fail(`backbone must be a built-in name (${BUILTIN_BACKBONES.join(', ')}) or a path to a TorchScript .pt file`);
+  let backbone = o.backbone;
+  if (!(BUILTIN_BACKBONES as readonly string[]).includes(backbone)) {
+    backbone = path.resolve(backbone);
+    if (!existsSync(backbone) || !statSync(backbone).isFile())
+      fail(`backbone '${o.backbone}' is neither a built-in name (${BUILTIN_BACKBONES.join(', ')}) nor an existing TorchScript file`);
+  }
+  if (o.weights !== undefined) {
+    if (typeof o.weights !== 'string') fail('weights must be a file path');
+    fail(`weights: backbone '${o.backbone}' takes no separate weights file`);
+  }
+  if (o.head !== undefined && o.head !== false)
+    fail('head: only `false` is supported by this version (the ReConPatch head is not available yet)');
+
+  const coreset = plainObject(o.coreset, 'coreset');
+  const ratio = coreset.ratio ?? 0.1;
+  if (typeof ratio !== 'number' || !(ratio > 0 && ratio <= 1)) fail(`coreset.ratio must be in (0, 1], got ${JSON.stringify(ratio)}`);
+  const features = plainObject(o.features, 'features');
+  const scoring = plainObject(o.scoring, 'scoring');
+  const blurSigma = scoring.blurSigma ?? 4;
+  if (typeof blurSigma !== 'number' || !(blurSigma >= 0 && blurSigma <= 64)) fail('scoring.blurSigma must be a number in [0, 64]');
+
+  const resize = o.resize === undefined ? 256 : o.resize === null ? 0 : int(o.resize, 'resize', 16, 8192);
+  const crop = o.crop === undefined ? 224 : o.crop === null ? 0 : int(o.crop, 'crop', 16, 8192);
+  if (resize > 0 && crop > resize) fail(`crop (${crop}) must not exceed resize (${resize})`);
+
+  return {
+    backbone,
+    weights: '',
+    resize,
+    crop,
+    resizeMode: oneOf(o.resizeMode ?? 'shorter', 'resizeMode', ['shorter', 'squash'] as const),
+    patchSize: 3,
+    pretrainDim: int(features.pretrainDim ?? 1024, 'features.pretrainDim', 1, 65536),
+    targetDim: int(features.targetDim ?? 1024, 'features.targetDim', 1, 65536),
+    coresetRatio: ratio,
+    coresetProjection: int(coreset.projection ?? 128, 'coreset.projection', 1, 65536),
+    coresetStarts: int(coreset.starts ?? 10, 'coreset.starts', 1, 100000),
+    distance: oneOf(scoring.distance ?? 'euclidean', 'scoring.distance', ['euclidean', 'squared'] as const),
+    reweight: scoring.reweight === undefined ? false : scoring.reweight === true ? true : scoring.reweight === false ? false : fail('scoring.reweight must be a boolean'),
+    reweightNeighbors: int(scoring.neighbors ?? 9, 'scoring.neighbors', 1, 1024),
+    blurSigma,
+    device: oneOf(o.device ?? 'auto', 'device', ['cpu', 'cuda', 'auto'] as const),
+    threads: int(o.threads ?? os.availableParallelism(), 'threads', 1, 1024),
+    seed: int(o.seed ?? 0, 'seed', 0, 2 ** 32 - 1),
+    batchSize: int(o.batchSize ?? 8, 'batchSize', 1, 1024),
+  };
+}

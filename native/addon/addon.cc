@@ -1,0 +1,111 @@
+// Module init: createEngine, loadEngine, the NativeEngine class, and `internals` (single pipeline
+// steps on small arrays, synchronous, for tests).
+#include "addon/addon.h"
+
+#include "addon/convert.h"
+#include "addon/engine_wrap.h"
+#include "core/internals.h"
+
+namespace rpn {
+
+namespace {
+
+// Runs a core call on the JS thread, mapping rp::Error to a JS error with its code.
+template <class Fn>
+Napi::Value sync(Napi::Env env, Fn&& fn) {
+  try {
+    return fn();
+  } catch (const rp::Error& e) {
+    throw makeError(env, rp::errorCodeName(e.code()), e.what());
+  }
+}
+
+std::vector<int64_t> intVector(const Napi::Value& v) {
+  std::vector<int64_t> out;
+  auto a = v.As<Napi::Array>();
+  for (uint32_t i = 0; i < a.Length(); ++i) out.push_back(a.Get(i).ToNumber().Int64Value());
+  return out;
+}
+
+Napi::Array toJsArray(Napi::Env env, const std::vector<int64_t>& v) {
+  Napi::Array a = Napi::Array::New(env, v.size());
+  for (size_t i = 0; i < v.size(); ++i) a.Set(static_cast<uint32_t>(i), static_cast<double>(v[i]));
+  return a;
+}
+
+Napi::Object makeInternals(Napi::Env env) {
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("patchFeatures", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
+          return sync(info.Env(), [&]() -> Napi::Value {
+            std::vector<rp::FloatArray> taps;
+            auto a = info[0].As<Napi::Array>();
+            for (uint32_t i = 0; i < a.Length(); ++i) taps.push_back(floatArrayFromJs(a.Get(i)));
+            return floatArrayToJs(info.Env(), rp::internals::patchFeatures(taps, info[1].ToNumber().Int64Value(),
+                                                                             info[2].ToNumber().Int64Value(),
+                                                                             info[3].ToNumber().Int64Value()));
+          });
+        }));
+  o.Set("preprocess", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
+          return sync(info.Env(), [&]() -> Napi::Value {
+            auto view = imageFromJs(info[0], 0);
+            auto mode = info[3].ToString().Utf8Value() == "squash" ? rp::ResizeMode::Squash : rp::ResizeMode::Shorter;
+            return floatArrayToJs(info.Env(), rp::internals::preprocess(view, info[1].ToNumber().Int64Value(),
+                                                                          info[2].ToNumber().Int64Value(), mode));
+          });
+        }));
+  o.Set("greedyCoreset", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
+          return sync(info.Env(), [&]() -> Napi::Value {
+            return toJsArray(info.Env(), rp::internals::greedyCoreset(floatArrayFromJs(info[0]), intVector(info[1]),
+                                                                       info[2].ToNumber().Int64Value()));
+          });
+        }));
+  o.Set("knn", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
+          return sync(info.Env(), [&]() -> Napi::Value {
+            std::vector<int64_t> idx;
+            auto d = rp::internals::knn(floatArrayFromJs(info[0]), floatArrayFromJs(info[1]),
+                                        info[2].ToNumber().Int64Value(), &idx);
+            Napi::Object r = Napi::Object::New(info.Env());
+            r.Set("distances", floatArrayToJs(info.Env(), std::move(d)));
+            r.Set("indices", toJsArray(info.Env(), idx));
+            return r;
+          });
+        }));
+  o.Set("gaussianBlur", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
+          return sync(info.Env(), [&]() -> Napi::Value {
+            return floatArrayToJs(info.Env(),
+                                  rp::internals::gaussianBlur(floatArrayFromJs(info[0]), info[1].ToNumber().DoubleValue()));
+          });
+        }));
+  o.Set("anomalyMap", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
+          return sync(info.Env(), [&]() -> Napi::Value {
+            return floatArrayToJs(info.Env(), rp::internals::anomalyMap(floatArrayFromJs(info[0]),
+                                                                          info[1].ToNumber().Int64Value(),
+                                                                          info[2].ToNumber().Int64Value(),
+                                                                          info[3].ToNumber().DoubleValue()));
+          });
+        }));
+  o.Set("reweightedScore", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
+          return sync(info.Env(), [&]() -> Napi::Value {
+            return Napi::Number::New(info.Env(), rp::internals::reweightedScore(floatArrayFromJs(info[0]),
+                                                                                  floatArrayFromJs(info[1]),
+                                                                                  info[2].ToNumber().Int64Value()));
+          });
+        }));
+  return o;
+}
+
+}  // namespace
+
+Addon::Addon(Napi::Env env, Napi::Object exports) {
+  Napi::Function ctor = EngineWrap::Define(env);
+  engineConstructor = Napi::Persistent(ctor);
+  exports.Set("NativeEngine", ctor);
+  exports.Set("createEngine", Napi::Function::New(env, CreateEngine, "createEngine"));
+  exports.Set("loadEngine", Napi::Function::New(env, LoadEngine, "loadEngine"));
+  exports.Set("internals", makeInternals(env));
+}
+
+}  // namespace rpn
+
+using ReconpatchAddon = rpn::Addon;
+NODE_API_ADDON(ReconpatchAddon)

@@ -1,0 +1,241 @@
+#include "addon/engine_wrap.h"
+
+#include "addon/addon.h"
+#include "addon/convert.h"
+#include "addon/promise_worker.h"
+#include "core/image.h"
+
+namespace rpn {
+
+namespace {
+
+using EnginePtr = std::shared_ptr<rp::Engine>;
+
+class CreateWorker : public PromiseWorker {
+ public:
+  CreateWorker(Napi::Env env, rp::EngineOptions options)
+      : PromiseWorker(env, "reconpatch:create"), options_(std::move(options)) {}
+  void Run() override { engine_ = std::make_shared<rp::Engine>(options_); }
+  Napi::Value Result(Napi::Env env) override { return EngineWrap::Wrap(env, engine_); }
+
+ private:
+  rp::EngineOptions options_;
+  EnginePtr engine_;
+};
+
+class LoadWorker : public PromiseWorker {
+ public:
+  LoadWorker(Napi::Env env, std::string path) : PromiseWorker(env, "reconpatch:load"), path_(std::move(path)) {}
+  void Run() override { engine_ = rp::Engine::load(path_); }
+  Napi::Value Result(Napi::Env env) override { return EngineWrap::Wrap(env, engine_); }
+
+ private:
+  std::string path_;
+  EnginePtr engine_;
+};
+
+// Base for work on raw frames: keeps the JS array (and so its buffers) alive until settled.
+class ImagesWorker : public PromiseWorker {
+ public:
+  ImagesWorker(Napi::Env env, const char* name, EnginePtr engine, const Napi::Array& images)
+      : PromiseWorker(env, name), engine_(std::move(engine)), images_(imagesFromJs(images)),
+        keepAlive_(Napi::Persistent(images.As<Napi::Object>())) {}
+
+ protected:
+  EnginePtr engine_;
+  std::vector<rp::RawImageView> images_;
+
+ private:
+  Napi::ObjectReference keepAlive_;
+};
+
+class FitAddWorker : public ImagesWorker {
+ public:
+  using ImagesWorker::ImagesWorker;
+  void Run() override { engine_->fitAdd(images_); }
+};
+
+class ScoreWorker : public ImagesWorker {
+ public:
+  using ImagesWorker::ImagesWorker;
+  void Run() override { results_ = engine_->score(images_); }
+  Napi::Value Result(Napi::Env env) override {
+    Napi::Array out = Napi::Array::New(env, results_.size());
+    for (size_t i = 0; i < results_.size(); ++i) {
+      auto& r = results_[i];
+      Napi::Object o = Napi::Object::New(env);
+      o.Set("score", r.score);
+      o.Set("width", static_cast<double>(r.width));
+      o.Set("height", static_cast<double>(r.height));
+      o.Set("map", externalFloat32(env, std::move(r.map)));
+      out.Set(static_cast<uint32_t>(i), o);
+    }
+    return out;
+  }
+
+ private:
+  std::vector<rp::ScoreResult> results_;
+};
+
+class EmbedWorker : public ImagesWorker {
+ public:
+  using ImagesWorker::ImagesWorker;
+  void Run() override { features_.data = engine_->embed(images_.at(0), &rows_, &dim_); }
+  Napi::Value Result(Napi::Env env) override {
+    features_.shape = {rows_, dim_};
+    return floatArrayToJs(env, std::move(features_));
+  }
+
+ private:
+  rp::FloatArray features_;
+  int64_t rows_ = 0, dim_ = 0;
+};
+
+struct StageProgress {
+  const char* stage;
+  int64_t done, total;
+};
+
+// fitEnd: progress events cross to JS through a thread-safe function.
+class FitEndWorker : public PromiseWorker {
+ public:
+  FitEndWorker(Napi::Env env, EnginePtr engine, Napi::Value onProgress)
+      : PromiseWorker(env, "reconpatch:fitEnd"), engine_(std::move(engine)) {
+    if (onProgress.IsFunction()) {
+      tsfn_ = Napi::ThreadSafeFunction::New(env, onProgress.As<Napi::Function>(), "reconpatch:progress", 0, 1);
+      hasProgress_ = true;
+    }
+  }
+  ~FitEndWorker() override {
+    if (hasProgress_) tsfn_.Release();
+  }
+  void Run() override {
+    rp::StageProgressFn fn;
+    if (hasProgress_) {
+      fn = [this](const char* stage, int64_t done, int64_t total) {
+        auto* p = new StageProgress{stage, done, total};
+        napi_status s = tsfn_.NonBlockingCall(p, [](Napi::Env env, Napi::Function cb, StageProgress* p) {
+          cb.Call({Napi::String::New(env, p->stage), Napi::Number::New(env, static_cast<double>(p->done)),
+                   Napi::Number::New(env, static_cast<double>(p->total))});
+          delete p;
+        });
+        if (s != napi_ok) delete p;
+      };
+    }
+    engine_->fitEnd(fn);
+  }
+
+ private:
+  EnginePtr engine_;
+  Napi::ThreadSafeFunction tsfn_;
+  bool hasProgress_ = false;
+};
+
+class SaveWorker : public PromiseWorker {
+ public:
+  SaveWorker(Napi::Env env, EnginePtr engine, std::string path)
+      : PromiseWorker(env, "reconpatch:save"), engine_(std::move(engine)), path_(std::move(path)) {}
+  void Run() override { engine_->save(path_); }
+
+ private:
+  EnginePtr engine_;
+  std::string path_;
+};
+
+Napi::Array arrayArg(const Napi::CallbackInfo& info, size_t i) {
+  if (info.Length() <= i || !info[i].IsArray()) throw makeError(info.Env(), "ERR_INVALID_IMAGE", "expected an array of raw frames");
+  return info[i].As<Napi::Array>();
+}
+
+std::string stringArg(const Napi::CallbackInfo& info, size_t i, const char* what) {
+  if (info.Length() <= i || !info[i].IsString())
+    throw makeError(info.Env(), "ERR_INVALID_OPTION", std::string(what) + " must be a string");
+  return info[i].As<Napi::String>().Utf8Value();
+}
+
+}  // namespace
+
+Napi::Function EngineWrap::Define(Napi::Env env) {
+  return DefineClass(env, "NativeEngine",
+                     {InstanceMethod<&EngineWrap::Info>("info"), InstanceMethod<&EngineWrap::Options>("options"),
+                      InstanceMethod<&EngineWrap::FitBegin>("fitBegin"), InstanceMethod<&EngineWrap::FitAdd>("fitAdd"),
+                      InstanceMethod<&EngineWrap::FitEnd>("fitEnd"), InstanceMethod<&EngineWrap::FitAbort>("fitAbort"),
+                      InstanceMethod<&EngineWrap::Cancel>("cancel"), InstanceMethod<&EngineWrap::Score>("score"),
+                      InstanceMethod<&EngineWrap::Save>("save"), InstanceMethod<&EngineWrap::Embed>("embed")});
+}
+
+Napi::Object EngineWrap::Wrap(Napi::Env env, std::shared_ptr<rp::Engine> engine) {
+  auto* holder = new EnginePtr(std::move(engine));
+  auto external = Napi::External<EnginePtr>::New(env, holder, [](Napi::Env, EnginePtr* p) { delete p; });
+  return env.GetInstanceData<Addon>()->engineConstructor.New({external});
+}
+
+EngineWrap::EngineWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<EngineWrap>(info) {
+  if (info.Length() < 1 || !info[0].IsExternal())
+    throw Napi::TypeError::New(info.Env(), "NativeEngine is created by createEngine() or loadEngine()");
+  engine_ = *info[0].As<Napi::External<EnginePtr>>().Data();
+}
+
+Napi::Value EngineWrap::Info(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  rp::EngineInfo i = engine_->info();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("backboneName", i.backboneName);
+  o.Set("backboneSha256", i.backboneSha256);
+  o.Set("fitted", i.fitted);
+  o.Set("bankRows", static_cast<double>(i.bankRows));
+  o.Set("featureDim", static_cast<double>(i.featureDim));
+  o.Set("trainImages", static_cast<double>(i.trainImages));
+  o.Set("trainPatches", static_cast<double>(i.trainPatches));
+  o.Set("device", i.device);
+  return o;
+}
+
+Napi::Value EngineWrap::Options(const Napi::CallbackInfo& info) { return optionsToJs(info.Env(), engine_->options()); }
+
+Napi::Value EngineWrap::FitBegin(const Napi::CallbackInfo& info) {
+  engine_->fitBegin();
+  return info.Env().Undefined();
+}
+
+Napi::Value EngineWrap::FitAdd(const Napi::CallbackInfo& info) {
+  return (new FitAddWorker(info.Env(), "reconpatch:fitAdd", engine_, arrayArg(info, 0)))->Start();
+}
+
+Napi::Value EngineWrap::FitEnd(const Napi::CallbackInfo& info) {
+  return (new FitEndWorker(info.Env(), engine_, info.Length() > 0 ? info[0] : info.Env().Undefined()))->Start();
+}
+
+Napi::Value EngineWrap::FitAbort(const Napi::CallbackInfo& info) {
+  engine_->fitAbort();
+  return info.Env().Undefined();
+}
+
+Napi::Value EngineWrap::Cancel(const Napi::CallbackInfo& info) {
+  engine_->requestCancel();
+  return info.Env().Undefined();
+}
+
+Napi::Value EngineWrap::Score(const Napi::CallbackInfo& info) {
+  return (new ScoreWorker(info.Env(), "reconpatch:score", engine_, arrayArg(info, 0)))->Start();
+}
+
+Napi::Value EngineWrap::Save(const Napi::CallbackInfo& info) {
+  return (new SaveWorker(info.Env(), engine_, stringArg(info, 0, "path")))->Start();
+}
+
+Napi::Value EngineWrap::Embed(const Napi::CallbackInfo& info) {
+  return (new EmbedWorker(info.Env(), "reconpatch:embed", engine_, arrayArg(info, 0)))->Start();
+}
+
+Napi::Value CreateEngine(const Napi::CallbackInfo& info) {
+  if (info.Length() < 1 || !info[0].IsObject())
+    throw makeError(info.Env(), "ERR_INVALID_OPTION", "createEngine expects an options object");
+  return (new CreateWorker(info.Env(), optionsFromJs(info[0].As<Napi::Object>())))->Start();
+}
+
+Napi::Value LoadEngine(const Napi::CallbackInfo& info) {
+  return (new LoadWorker(info.Env(), stringArg(info, 0, "path")))->Start();
+}
+
+}  // namespace rpn

@@ -1,0 +1,38 @@
+// The JS-visible native engine: a thin ObjectWrap over rp::Engine. Every computing method returns
+// a promise settled by a PromiseWorker; the worker holds the engine and the input buffers alive.
+#pragma once
+#include <napi.h>
+
+#include <memory>
+
+#include "core/engine.h"
+
+namespace rpn {
+
+class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
+ public:
+  static Napi::Function Define(Napi::Env env);
+  // Wraps an engine built off-thread (create/load) in a new JS object.
+  static Napi::Object Wrap(Napi::Env env, std::shared_ptr<rp::Engine> engine);
+  explicit EngineWrap(const Napi::CallbackInfo& info);
+
+ private:
+  Napi::Value Info(const Napi::CallbackInfo& info);
+  Napi::Value Options(const Napi::CallbackInfo& info);
+  Napi::Value FitBegin(const Napi::CallbackInfo& info);
+  Napi::Value FitAdd(const Napi::CallbackInfo& info);
+  Napi::Value FitEnd(const Napi::CallbackInfo& info);
+  Napi::Value FitAbort(const Napi::CallbackInfo& info);
+  Napi::Value Cancel(const Napi::CallbackInfo& info);
+  Napi::Value Score(const Napi::CallbackInfo& info);
+  Napi::Value Save(const Napi::CallbackInfo& info);
+  Napi::Value Embed(const Napi::CallbackInfo& info);
+
+  std::shared_ptr<rp::Engine> engine_;
+};
+
+// Module-level functions.
+Napi::Value CreateEngine(const Napi::CallbackInfo& info);  // (options) -> Promise<EngineWrap>
+Napi::Value LoadEngine(const Napi::CallbackInfo& info);    // (path) -> Promise<EngineWrap>
+
+}  // namespace rpn

@@ -1,0 +1,177 @@
+#include "core/backbone.h"
+
+#include <torch/cuda.h>
+#include <torch/script.h>
+
+#include <fstream>
+#include <sstream>
+
+#include "core/error.h"
+#include "core/sha256.h"
+
+namespace F = torch::nn::functional;
+
+namespace rp {
+
+namespace {
+
+constexpr std::array<float, 3> kImagenetMean = {0.485f, 0.456f, 0.406f};
+constexpr std::array<float, 3> kImagenetStd = {0.229f, 0.224f, 0.225f};
+
+// Four 3x3 stride-2 convolutions with ReLU; taps after the third (stride 8) and fourth (stride 16).
+// He-normal weights from a private generator: the same seed gives the same network anywhere.
+class RandomCnnBackbone : public Backbone {
+ public:
+  RandomCnnBackbone(uint64_t seed, const torch::Device& device) {
+    auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+    const int64_t widths[5] = {3, 32, 64, 96, 128};
+    Sha256 hash;
+    for (int i = 0; i < 4; ++i) {
+      int64_t cin = widths[i], cout = widths[i + 1];
+      auto w = at::normal(0.0, std::sqrt(2.0 / (cin * 9)), {cout, cin, 3, 3}, gen).to(torch::kFloat32);
+      hash.update(w.data_ptr(), w.nbytes());
+      weights_.push_back(w.to(device));
+    }
+    auto digest = hash.digest();
+    info_.name = "random_cnn";
+    info_.strides = {8, 16};
+    info_.channels = {widths[3], widths[4]};
+    info_.mean = kImagenetMean;
+    info_.std = kImagenetStd;
+    info_.sha256 = toHex(digest.data(), digest.size());
+  }
+
+  std::vector<torch::Tensor> forward(const torch::Tensor& x) override {
+    auto conv = [&](const torch::Tensor& in, int i) {
+      return F::conv2d(in, weights_[i], F::Conv2dFuncOptions().stride(2).padding(1)).relu_();
+    };
+    auto t0 = conv(conv(conv(x, 0), 1), 2);  // [B, 96, H/8, W/8]
+    auto t1 = conv(t0, 3);                   // [B, 128, H/16, W/16]
+    return {t0, t1};
+  }
+
+ private:
+  std::vector<torch::Tensor> weights_;
+};
+
+std::vector<int64_t> intListAttr(torch::jit::Module& m, const char* attr, const std::string& label) {
+  RP_CHECK(m.hasattr(attr), Backbone,
+           "TorchScript backbone '" << label << "' has no '" << attr
+                                    << "' attribute (List[int]); see the backbone contract in the README");
+  auto v = m.attr(attr);
+  RP_CHECK(v.isIntList(), Backbone, "TorchScript backbone '" << label << "': attribute '" << attr << "' is not a List[int]");
+  return v.toIntVector();
+}
+
+class TorchScriptBackbone : public Backbone {
+ public:
+  TorchScriptBackbone(std::string bytes, const std::string& label, const torch::Device& device)
+      : bytes_(std::move(bytes)) {
+    try {
+      std::istringstream in(bytes_);
+      module_ = torch::jit::load(in, device);
+    } catch (const c10::Error& e) {
+      RP_FAIL(Backbone, "cannot load TorchScript backbone '" << label << "': " << e.what_without_backtrace());
+    }
+    module_.eval();
+    info_.strides = intListAttr(module_, "strides", label);
+    info_.channels = intListAttr(module_, "channels", label);
+    info_.name = module_.hasattr("name") && module_.attr("name").isString() ? module_.attr("name").toStringRef() : label;
+    info_.sha256 = sha256Hex(bytes_.data(), bytes_.size());
+    RP_CHECK(!info_.strides.empty() && info_.strides.size() == info_.channels.size(), Backbone,
+             "TorchScript backbone '" << label << "': 'strides' and 'channels' must be non-empty lists of equal length");
+    for (size_t i = 0; i < info_.strides.size(); ++i) {
+      RP_CHECK(info_.strides[i] > 0 && info_.channels[i] > 0 && (i == 0 || info_.strides[i] >= info_.strides[i - 1]),
+               Backbone, "TorchScript backbone '" << label << "': strides must be positive and increasing (finest first)");
+    }
+    validate(label, device);
+  }
+
+  std::vector<torch::Tensor> forward(const torch::Tensor& x) override {
+    torch::jit::IValue out;
+    try {
+      out = module_.forward({x});
+    } catch (const c10::Error& e) {
+      RP_FAIL(Backbone, "TorchScript backbone '" << info_.name << "' failed: " << e.what_without_backtrace());
+    }
+    std::vector<torch::Tensor> taps;
+    if (out.isTensorList()) {
+      taps = out.toTensorVector();
+    } else if (out.isList()) {
+      for (const auto& v : out.toListRef()) {
+        RP_CHECK(v.isTensor(), Backbone, "TorchScript backbone '" << info_.name << "' must return List[Tensor]");
+        taps.push_back(v.toTensor());
+      }
+    } else if (out.isTuple()) {
+      for (const auto& v : out.toTupleRef().elements()) {
+        RP_CHECK(v.isTensor(), Backbone, "TorchScript backbone '" << info_.name << "' must return List[Tensor]");
+        taps.push_back(v.toTensor());
+      }
+    } else {
+      RP_FAIL(Backbone, "TorchScript backbone '" << info_.name << "' must return List[Tensor], got " << out.tagKind());
+    }
+    return taps;
+  }
+
+  const std::string& serialized() const override { return bytes_; }
+
+ private:
+  // One small forward pass checks the declared strides/channels against what the module returns.
+  void validate(const std::string& label, const torch::Device& device) {
+    torch::NoGradGuard noGrad;
+    const int64_t side = 64;
+    auto taps = forward(torch::zeros({1, 3, side, side}, torch::TensorOptions().device(device)));
+    RP_CHECK(taps.size() == info_.strides.size(), Backbone,
+             "TorchScript backbone '" << label << "' returned " << taps.size() << " feature maps but declares "
+                                      << info_.strides.size() << " strides");
+    for (size_t i = 0; i < taps.size(); ++i) {
+      const auto& t = taps[i];
+      int64_t expect = (side + info_.strides[i] - 1) / info_.strides[i];
+      RP_CHECK(t.dim() == 4 && t.size(1) == info_.channels[i], Backbone,
+               "TorchScript backbone '" << label << "': feature map " << i << " has shape " << t.sizes()
+                                        << " but 'channels' declares " << info_.channels[i]);
+      RP_CHECK(t.size(2) == expect || t.size(2) == side / info_.strides[i], Backbone,
+               "TorchScript backbone '" << label << "': feature map " << i << " has shape " << t.sizes()
+                                        << " but 'strides' declares " << info_.strides[i] << " for a " << side
+                                        << "x" << side << " input");
+    }
+  }
+
+  std::string bytes_;
+  torch::jit::Module module_;
+};
+
+std::string readFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  RP_CHECK(in, Backbone, "cannot open backbone file '" << path << "'; pass a built-in name (random_cnn) or a TorchScript .pt path");
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+}  // namespace
+
+bool isBuiltinBackbone(const std::string& name) { return name == "random_cnn"; }
+
+std::unique_ptr<Backbone> makeBackbone(const std::string& nameOrPath, uint64_t seed, const torch::Device& device) {
+  if (nameOrPath == "random_cnn") return std::make_unique<RandomCnnBackbone>(seed, device);
+  return loadTorchScriptBackbone(readFile(nameOrPath), nameOrPath, device);
+}
+
+std::unique_ptr<Backbone> loadTorchScriptBackbone(std::string bytes, const std::string& label,
+                                                  const torch::Device& device) {
+  return std::make_unique<TorchScriptBackbone>(std::move(bytes), label, device);
+}
+
+torch::Device resolveDevice(const std::string& name) {
+  if (name == "cpu") return torch::kCPU;
+  bool cuda = torch::cuda::is_available();
+  if (name == "auto") return cuda ? torch::Device(torch::kCUDA) : torch::Device(torch::kCPU);
+  RP_CHECK(name == "cuda", InvalidOption, "device must be 'cpu', 'cuda' or 'auto', got '" << name << "'");
+  RP_CHECK(cuda, DeviceUnavailable,
+           "device 'cuda' was requested but this build of reconpatch has no CUDA device available; "
+           "use device: 'cpu' or 'auto', or build against a CUDA libtorch (see README)");
+  return torch::Device(torch::kCUDA);
+}
+
+}  // namespace rp

@@ -1,0 +1,39 @@
+// Approximate greedy coreset (PatchCore §3.2; reference ApproximateGreedyCoresetSampler).
+#pragma once
+#include <torch/torch.h>
+
+#include <atomic>
+#include <functional>
+#include <vector>
+
+namespace rp {
+
+struct CoresetOptions {
+  double ratio = 0.1;           // fraction of rows to keep
+  int64_t projectionDim = 128;  // random projection used only for selection
+  int64_t numStarts = 10;       // random start points: initial distance = mean distance to them
+  uint64_t seed = 0;
+};
+
+// Called as (done, total) during selection, throttled by the caller's needs.
+using ProgressFn = std::function<void(int64_t done, int64_t total)>;
+
+// Number of rows a coreset of `rows` keeps: floor(ratio * rows), at least 1.
+int64_t coresetSize(int64_t rows, double ratio);
+
+// Random projection [D, projectionDim] drawn from the seed (N(0, 1/projectionDim)).
+torch::Tensor coresetProjection(int64_t dim, const CoresetOptions& opts, const torch::Device& device);
+
+// Greedy farthest-point selection on projected points.
+// projected: [N, d] float32; starts: [S] int64 -> selected indices [M] int64, in selection order.
+// Polls `cancel` between selections (throws ErrorCode::Aborted).
+torch::Tensor greedyCoresetIndices(const torch::Tensor& projected, const torch::Tensor& starts, int64_t count,
+                                   const ProgressFn& progress = nullptr, const std::atomic<bool>* cancel = nullptr);
+
+// The whole sampler over rows stored in chunks ([n_i, D] each, the bank as it was built):
+// project, draw starts, select. Returns indices into the concatenation of the chunks.
+torch::Tensor approximateGreedyCoreset(const std::vector<torch::Tensor>& chunks, const CoresetOptions& opts,
+                                       const ProgressFn& progress = nullptr,
+                                       const std::atomic<bool>* cancel = nullptr);
+
+}  // namespace rp

@@ -1,0 +1,296 @@
+#include "core/engine.h"
+
+#include <ATen/Parallel.h>
+
+#include <mutex>
+#include <thread>
+
+#include "core/backbone.h"
+#include "core/coreset.h"
+#include "core/error.h"
+#include "core/image.h"
+#include "core/knn.h"
+#include "core/model_io.h"
+#include "core/patch_features.h"
+#include "core/scorer.h"
+
+namespace rp {
+
+namespace {
+
+// Every public entry point runs through this: libtorch's errors become typed rp::Errors with the
+// message only (no C++ backtrace).
+template <class Fn>
+auto guarded(Fn&& fn) -> decltype(fn()) {
+  try {
+    return fn();
+  } catch (const Error&) {
+    throw;
+  } catch (const c10::Error& e) {
+    throw Error(ErrorCode::Internal, e.what_without_backtrace());
+  } catch (const std::bad_alloc&) {
+    throw Error(ErrorCode::Internal, "out of memory");
+  }
+}
+
+// Images of one shape after preprocessing, embedded together.
+struct EmbeddedGroup {
+  std::vector<size_t> members;    // positions in the caller's image list
+  std::vector<Geometry> geometry; // per member
+  torch::Tensor features;         // [B, L, D]
+  PatchGrid grid;
+};
+
+}  // namespace
+
+struct Engine::Impl {
+  EngineOptions opts;
+  torch::Device device;
+  std::unique_ptr<Backbone> backbone;
+  PreprocessOptions pre;
+  mutable std::mutex mutex;
+  std::atomic<bool> cancel{false};
+
+  // Fitted state.
+  std::unique_ptr<FlatL2Index> bank;
+  int64_t trainImages = 0, trainPatches = 0;
+
+  // Fit in progress (staging; swapped in by fitEnd).
+  bool fitting = false;
+  std::vector<torch::Tensor> staging;  // [n_i, D] per batch
+  int64_t stagingImages = 0;
+
+  Impl(const EngineOptions& o, std::unique_ptr<Backbone> b)
+      : opts(o), device(resolveDevice(o.device)), backbone(std::move(b)) {
+    applyThreads();
+    if (!backbone) backbone = makeBackbone(opts.backbone, opts.seed, device);
+    const auto& bi = backbone->info();
+    pre.resize = opts.resize;
+    pre.crop = opts.crop;
+    pre.mode = opts.resizeMode;
+    pre.mean = bi.mean;
+    pre.std = bi.std;
+    pre.multipleOf = bi.strides.back();
+  }
+
+  void applyThreads() const {
+    int n = opts.threads > 0 ? opts.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    if (at::get_num_threads() != n) at::set_num_threads(n);
+  }
+
+  void checkCancel(const char* where) const {
+    RP_CHECK(!cancel.load(std::memory_order_relaxed), Aborted, "fit was aborted " << where);
+  }
+
+  // Preprocess, group by input shape, run the backbone and the patch aggregation.
+  std::vector<EmbeddedGroup> embed(const std::vector<RawImageView>& images) {
+    torch::NoGradGuard noGrad;  // not InferenceMode: these features may feed a trained head later
+    std::vector<EmbeddedGroup> groups;
+    std::vector<std::vector<torch::Tensor>> inputs;
+    for (size_t i = 0; i < images.size(); ++i) {
+      Geometry g;
+      auto x = preprocess(images[i], pre, device, &g);  // [3, h, w]
+      size_t gi = 0;
+      while (gi < groups.size() && inputs[gi][0].sizes() != x.sizes()) ++gi;
+      if (gi == groups.size()) {
+        groups.emplace_back();
+        inputs.emplace_back();
+      }
+      groups[gi].members.push_back(i);
+      groups[gi].geometry.push_back(g);
+      inputs[gi].push_back(x);
+    }
+    for (size_t gi = 0; gi < groups.size(); ++gi) {
+      auto batch = torch::stack(inputs[gi], 0);  // [B, 3, h, w]
+      inputs[gi].clear();
+      auto taps = backbone->forward(batch);
+      groups[gi].features = patchFeatures(taps, opts.patchSize, opts.pretrainDim, opts.targetDim, &groups[gi].grid);
+    }
+    return groups;
+  }
+
+  ModelContents contents() const {
+    ModelContents m;
+    m.options = opts;
+    m.backboneName = backbone->info().name;
+    m.backboneSha256 = backbone->info().sha256;
+    m.backboneBytes = backbone->serialized();
+    m.bank = bank->rows();
+    m.trainImages = trainImages;
+    m.trainPatches = trainPatches;
+    return m;
+  }
+};
+
+Engine::Engine(const EngineOptions& options)
+    : impl_(guarded([&] { return std::make_unique<Impl>(options, nullptr); })) {}
+Engine::Engine(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Engine::~Engine() = default;
+
+const EngineOptions& Engine::options() const { return impl_->opts; }
+
+EngineInfo Engine::info() const {
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  EngineInfo i;
+  i.backboneName = impl_->backbone->info().name;
+  i.backboneSha256 = impl_->backbone->info().sha256;
+  i.fitted = impl_->bank != nullptr;
+  i.bankRows = i.fitted ? impl_->bank->ntotal() : 0;
+  i.featureDim = impl_->opts.targetDim;
+  i.trainImages = impl_->trainImages;
+  i.trainPatches = impl_->trainPatches;
+  i.device = impl_->device.str();
+  return i;
+}
+
+void Engine::fitBegin() {
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  impl_->cancel = false;
+  impl_->fitting = true;
+  impl_->staging.clear();
+  impl_->stagingImages = 0;
+}
+
+void Engine::fitAdd(const std::vector<RawImageView>& images) {
+  guarded([&] {
+    std::lock_guard<std::mutex> lock(impl_->mutex);
+    RP_CHECK(impl_->fitting, Internal, "fitAdd called outside a fit");
+    impl_->checkCancel("while embedding images");
+    impl_->applyThreads();
+    for (auto& g : impl_->embed(images)) {
+      impl_->staging.push_back(g.features.reshape({-1, g.features.size(2)}));  // [B*L, D]
+      impl_->stagingImages += static_cast<int64_t>(g.members.size());
+    }
+  });
+}
+
+void Engine::fitEnd(const StageProgressFn& progress) {
+  guarded([&] {
+    std::lock_guard<std::mutex> lock(impl_->mutex);
+    auto& I = *impl_;
+    RP_CHECK(I.fitting, Internal, "fitEnd called outside a fit");
+    RP_CHECK(I.stagingImages > 0, EmptyTrainingSet,
+             "fit received no images; pass at least one image of a good (defect-free) part");
+    I.checkCancel("before coreset selection");
+    I.applyThreads();
+    int64_t rows = 0;
+    for (const auto& c : I.staging) rows += c.size(0);
+    CoresetOptions co;
+    co.ratio = I.opts.coresetRatio;
+    co.projectionDim = I.opts.coresetProjection;
+    co.numStarts = I.opts.coresetStarts;
+    co.seed = I.opts.seed;
+    torch::Tensor selected;
+    if (co.ratio >= 1.0) {
+      selected = torch::arange(rows, torch::kInt64);
+    } else {
+      auto cb = [&](int64_t done, int64_t total) { if (progress) progress("coreset", done, total); };
+      selected = approximateGreedyCoreset(I.staging, co, cb, &I.cancel);
+    }
+    // Gather the selected rows chunk by chunk: the staged features are never concatenated.
+    selected = std::get<0>(selected.sort());
+    auto bank = std::make_unique<FlatL2Index>(I.opts.targetDim);
+    std::vector<torch::Tensor> picked;
+    int64_t offset = 0;
+    for (const auto& c : I.staging) {
+      auto lo = offset, hi = offset + c.size(0);
+      auto mask = (selected >= lo).logical_and(selected < hi);
+      auto local = selected.masked_select(mask) - lo;
+      if (local.numel() > 0) picked.push_back(c.index_select(0, local.to(c.device())));
+      offset = hi;
+    }
+    bank->add(torch::cat(picked, 0));
+    I.bank = std::move(bank);
+    I.trainImages = I.stagingImages;
+    I.trainPatches = rows;
+    I.staging.clear();
+    I.stagingImages = 0;
+    I.fitting = false;
+  });
+}
+
+void Engine::fitAbort() {
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  impl_->staging.clear();
+  impl_->stagingImages = 0;
+  impl_->fitting = false;
+}
+
+void Engine::requestCancel() { impl_->cancel = true; }
+
+std::vector<ScoreResult> Engine::score(const std::vector<RawImageView>& images) {
+  return guarded([&] {
+    std::lock_guard<std::mutex> lock(impl_->mutex);
+    auto& I = *impl_;
+    RP_CHECK(I.bank != nullptr, NotFitted, "the engine is not fitted; call fit() with good images or load() a model first");
+    I.applyThreads();
+    torch::NoGradGuard noGrad;
+    std::vector<ScoreResult> results(images.size());
+    for (auto& g : I.embed(images)) {
+      const int64_t B = g.features.size(0), L = g.features.size(1), D = g.features.size(2);
+      torch::Tensor d2, nn;
+      I.bank->search(g.features.reshape({B * L, D}), 1, &d2, &nn);
+      auto patch = (I.opts.distance == Distance::Euclidean ? d2.sqrt() : d2).view({B, L});  // [B, L]
+      auto scores = I.opts.reweight
+                        ? reweightedImageScores(patch, nn.view({B, L}), g.features, *I.bank, I.opts.reweightNeighbors)
+                        : maxImageScores(patch);  // [B]
+      const auto& g0 = g.geometry[0];
+      auto maps = anomalyMaps(patch.view({B, g.grid.height, g.grid.width}), g0.cropH, g0.cropW, I.opts.blurSigma);
+      auto scoresCpu = scores.to(torch::kCPU);
+      for (int64_t b = 0; b < B; ++b) {
+        auto m = mapToOriginal(maps[b], g.geometry[b]).to(torch::kCPU).contiguous();  // [H, W]
+        auto& r = results[g.members[b]];
+        r.score = scoresCpu[b].item<float>();
+        r.height = m.size(0);
+        r.width = m.size(1);
+        r.map.assign(m.data_ptr<float>(), m.data_ptr<float>() + m.numel());
+      }
+    }
+    return results;
+  });
+}
+
+void Engine::save(const std::string& path) {
+  guarded([&] {
+    std::lock_guard<std::mutex> lock(impl_->mutex);
+    RP_CHECK(impl_->bank != nullptr, NotFitted, "cannot save an engine that is not fitted; call fit() first");
+    writeModelFile(path, impl_->contents());
+  });
+}
+
+std::unique_ptr<Engine> Engine::load(const std::string& path) {
+  return guarded([&] {
+    ModelContents m = readModelFile(path);
+    auto device = resolveDevice(m.options.device);
+    std::unique_ptr<Backbone> backbone;
+    if (!m.backboneBytes.empty()) {
+      backbone = loadTorchScriptBackbone(std::move(m.backboneBytes), m.backboneName, device);
+    } else {
+      RP_CHECK(isBuiltinBackbone(m.options.backbone), ModelFile,
+               "model file '" << path << "' names backbone '" << m.options.backbone << "' but does not contain it");
+      backbone = makeBackbone(m.options.backbone, m.options.seed, device);
+    }
+    RP_CHECK(backbone->info().sha256 == m.backboneSha256, ModelFile,
+             "model file '" << path << "': backbone '" << m.backboneName << "' does not match the one it was fitted with");
+    auto impl = std::make_unique<Impl>(m.options, std::move(backbone));
+    impl->bank = std::make_unique<FlatL2Index>(m.options.targetDim);
+    impl->bank->add(m.bank.to(impl->device));
+    impl->trainImages = m.trainImages;
+    impl->trainPatches = m.trainPatches;
+    return std::unique_ptr<Engine>(new Engine(std::move(impl)));
+  });
+}
+
+std::vector<float> Engine::embed(const RawImageView& image, int64_t* rows, int64_t* dim) {
+  return guarded([&] {
+    std::lock_guard<std::mutex> lock(impl_->mutex);
+    impl_->applyThreads();
+    auto groups = impl_->embed({image});
+    auto f = groups[0].features[0].to(torch::kCPU).contiguous();  // [L, D]
+    *rows = f.size(0);
+    *dim = f.size(1);
+    return std::vector<float>(f.data_ptr<float>(), f.data_ptr<float>() + f.numel());
+  });
+}
+
+}  // namespace rp

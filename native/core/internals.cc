@@ -1,0 +1,99 @@
+#include "core/internals.h"
+
+#include "core/coreset.h"
+#include "core/error.h"
+#include "core/image.h"
+#include "core/knn.h"
+#include "core/patch_features.h"
+#include "core/scorer.h"
+
+namespace rp::internals {
+
+namespace {
+
+torch::Tensor toTensor(const FloatArray& a) {
+  int64_t n = 1;
+  for (auto d : a.shape) n *= d;
+  RP_CHECK(n == static_cast<int64_t>(a.data.size()), InvalidOption,
+           "array has " << a.data.size() << " values but its shape needs " << n);
+  return torch::from_blob(const_cast<float*>(a.data.data()), a.shape, torch::kFloat32).clone();
+}
+
+FloatArray fromTensor(const torch::Tensor& t) {
+  auto c = t.to(torch::kCPU).to(torch::kFloat32).contiguous();
+  FloatArray a;
+  a.shape = c.sizes().vec();
+  a.data.assign(c.data_ptr<float>(), c.data_ptr<float>() + c.numel());
+  return a;
+}
+
+template <class Fn>
+auto guarded(Fn&& fn) -> decltype(fn()) {
+  try {
+    torch::NoGradGuard noGrad;
+    return fn();
+  } catch (const c10::Error& e) {
+    throw Error(ErrorCode::Internal, e.what_without_backtrace());
+  }
+}
+
+}  // namespace
+
+FloatArray patchFeatures(const std::vector<FloatArray>& taps, int64_t patchSize, int64_t pretrainDim,
+                         int64_t targetDim) {
+  return guarded([&] {
+    std::vector<torch::Tensor> t;
+    for (const auto& a : taps) t.push_back(toTensor(a));
+    return fromTensor(rp::patchFeatures(t, patchSize, pretrainDim, targetDim)[0]);
+  });
+}
+
+FloatArray preprocess(const RawImageView& image, int64_t resize, int64_t crop, ResizeMode mode) {
+  return guarded([&] {
+    PreprocessOptions o;
+    o.resize = resize;
+    o.crop = crop;
+    o.mode = mode;
+    return fromTensor(rp::preprocess(image, o, torch::kCPU));
+  });
+}
+
+std::vector<int64_t> greedyCoreset(const FloatArray& projected, const std::vector<int64_t>& starts, int64_t count) {
+  return guarded([&] {
+    auto idx = greedyCoresetIndices(toTensor(projected), torch::tensor(starts, torch::kInt64), count);
+    return std::vector<int64_t>(idx.data_ptr<int64_t>(), idx.data_ptr<int64_t>() + idx.numel());
+  });
+}
+
+FloatArray knn(const FloatArray& bank, const FloatArray& queries, int64_t k, std::vector<int64_t>* indices) {
+  return guarded([&] {
+    FlatL2Index index(bank.shape.at(1), /*chunkRows=*/64);  // small chunks: exercises the merge
+    index.add(toTensor(bank));
+    torch::Tensor d, i;
+    index.search(toTensor(queries), k, &d, &i);
+    indices->assign(i.data_ptr<int64_t>(), i.data_ptr<int64_t>() + i.numel());
+    return fromTensor(d);
+  });
+}
+
+FloatArray gaussianBlur(const FloatArray& map, double sigma) {
+  return guarded([&] { return fromTensor(rp::gaussianBlur(toTensor(map).unsqueeze(0), sigma)[0]); });
+}
+
+FloatArray anomalyMap(const FloatArray& grid, int64_t outH, int64_t outW, double sigma) {
+  return guarded([&] { return fromTensor(anomalyMaps(toTensor(grid).unsqueeze(0), outH, outW, sigma)[0]); });
+}
+
+float reweightedScore(const FloatArray& bank, const FloatArray& queries, int64_t neighbours) {
+  return guarded([&] {
+    FlatL2Index index(bank.shape.at(1));
+    index.add(toTensor(bank));
+    auto q = toTensor(queries);  // [L, D]
+    torch::Tensor d, i;
+    index.search(q, 1, &d, &i);
+    auto patch = d.sqrt().view({1, -1});
+    return reweightedImageScores(patch, i.view({1, -1}), q.unsqueeze(0), index, neighbours).item<float>();
+  });
+}
+
+}  // namespace rp::internals

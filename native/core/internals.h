@@ -1,0 +1,38 @@
+// Tensor-free entry points to single pipeline steps, for unit and parity tests through the addon.
+// Inputs and outputs are row-major float arrays with explicit shapes. Small inputs only.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/options.h"
+
+namespace rp {
+
+struct RawImageView;
+
+struct FloatArray {
+  std::vector<float> data;
+  std::vector<int64_t> shape;
+};
+
+namespace internals {
+
+// patchFeatures over given taps ([1, C_i, h_i, w_i] each) -> [L, targetDim]
+FloatArray patchFeatures(const std::vector<FloatArray>& taps, int64_t patchSize, int64_t pretrainDim,
+                         int64_t targetDim);
+// preprocess -> [3, h, w] (no normalisation)
+FloatArray preprocess(const RawImageView& image, int64_t resize, int64_t crop, ResizeMode mode);
+// greedy coreset on projected points [N, d] from the given starts -> indices
+std::vector<int64_t> greedyCoreset(const FloatArray& projected, const std::vector<int64_t>& starts, int64_t count);
+// exact k-NN: bank [n, d], queries [q, d] -> squared distances [q, k] and indices [q, k]
+FloatArray knn(const FloatArray& bank, const FloatArray& queries, int64_t k, std::vector<int64_t>* indices);
+// gaussian blur of one map [H, W]
+FloatArray gaussianBlur(const FloatArray& map, double sigma);
+// patch-score grid [h, w] -> map [outH, outW]
+FloatArray anomalyMap(const FloatArray& grid, int64_t outH, int64_t outW, double sigma);
+// Eq. 7 image score for one image's patch features [L, D] against a bank [n, D].
+float reweightedScore(const FloatArray& bank, const FloatArray& queries, int64_t neighbours);
+
+}  // namespace internals
+}  // namespace rp

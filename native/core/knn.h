@@ -1,0 +1,40 @@
+// Exact nearest-neighbour search over a memory bank (faiss-style interface).
+#pragma once
+#include <torch/torch.h>
+
+namespace rp {
+
+class KnnIndex {
+ public:
+  virtual ~KnnIndex() = default;
+  virtual int64_t dim() const = 0;
+  virtual int64_t ntotal() const = 0;
+  // rows: [n, dim]
+  virtual void add(const torch::Tensor& rows) = 0;
+  // queries: [q, dim] -> squared L2 distances [q, k] ascending, and bank indices [q, k] int64
+  virtual void search(const torch::Tensor& queries, int64_t k, torch::Tensor* distances, torch::Tensor* indices) const = 0;
+  virtual void reset() = 0;
+  // The stored rows [ntotal, dim] (for serialisation and Eq. 7 support sets).
+  virtual torch::Tensor rows() const = 0;
+};
+
+// Brute force by chunked GEMM: |q|^2 - 2 q b^T + |b|^2, reduced to the k smallest per chunk so no
+// q x ntotal matrix is ever materialised.
+class FlatL2Index : public KnnIndex {
+ public:
+  explicit FlatL2Index(int64_t dim, int64_t chunkRows = 16384) : dim_(dim), chunkRows_(chunkRows) {}
+  int64_t dim() const override { return dim_; }
+  int64_t ntotal() const override { return bank_.defined() ? bank_.size(0) : 0; }
+  void add(const torch::Tensor& rows) override;
+  void search(const torch::Tensor& queries, int64_t k, torch::Tensor* distances, torch::Tensor* indices) const override;
+  void reset() override;
+  torch::Tensor rows() const override { return bank_; }
+
+ private:
+  int64_t dim_;
+  int64_t chunkRows_;
+  torch::Tensor bank_;   // [ntotal, dim] float32
+  torch::Tensor norms_;  // [ntotal] squared norms
+};
+
+}  // namespace rp

@@ -1,0 +1,173 @@
+#include "core/model_io.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <sstream>
+
+#include "core/error.h"
+#include "core/sha256.h"
+
+namespace rp {
+
+namespace {
+
+constexpr char kMagic[8] = {'R', 'C', 'P', 'M', 'O', 'D', 'E', 'L'};
+
+void putU32(std::string& out, uint32_t v) { out.append(reinterpret_cast<const char*>(&v), 4); }
+void putU64(std::string& out, uint64_t v) { out.append(reinterpret_cast<const char*>(&v), 8); }
+
+void putSection(std::string& out, const char tag[5], const std::string& payload) {
+  out.append(tag, 4);
+  putU64(out, payload.size());
+  out.append(payload);
+}
+
+std::string encodeTensor(const torch::Tensor& t) {
+  auto c = t.to(torch::kCPU).to(torch::kFloat32).contiguous();
+  std::string s;
+  s.push_back(0);  // float32
+  s.push_back(static_cast<char>(c.dim()));
+  for (int64_t d : c.sizes()) putU64(s, static_cast<uint64_t>(d));
+  s.append(static_cast<const char*>(c.data_ptr()), c.nbytes());
+  return s;
+}
+
+// Bounds-checked reader over a byte range; every failure is ErrorCode::ModelFile.
+class Reader {
+ public:
+  Reader(const char* p, size_t n, const std::string& what) : p_(p), n_(n), what_(what) {}
+  const char* take(size_t k) {
+    RP_CHECK(k <= n_ - pos_, ModelFile, what_ << " is truncated or corrupted");
+    const char* r = p_ + pos_;
+    pos_ += k;
+    return r;
+  }
+  uint64_t u64() { uint64_t v; std::memcpy(&v, take(8), 8); return v; }
+  uint32_t u32() { uint32_t v; std::memcpy(&v, take(4), 4); return v; }
+  uint8_t u8() { return static_cast<uint8_t>(*take(1)); }
+  size_t remaining() const { return n_ - pos_; }
+
+ private:
+  const char* p_;
+  size_t n_;
+  size_t pos_ = 0;
+  std::string what_;
+};
+
+torch::Tensor decodeTensor(const std::string& payload, const std::string& what) {
+  Reader r(payload.data(), payload.size(), what);
+  RP_CHECK(r.u8() == 0, ModelFile, what << " has an unsupported tensor type");
+  const int ndim = r.u8();
+  RP_CHECK(ndim >= 1 && ndim <= 4, ModelFile, what << " has a tensor of unsupported rank " << ndim);
+  std::vector<int64_t> dims;
+  uint64_t count = 1;
+  for (int i = 0; i < ndim; ++i) {
+    uint64_t d = r.u64();
+    RP_CHECK(d < (1ull << 40) && (d == 0 || count <= (1ull << 40) / d), ModelFile, what << " has an implausible tensor shape");
+    count *= d;
+    dims.push_back(static_cast<int64_t>(d));
+  }
+  RP_CHECK(r.remaining() == count * 4, ModelFile, what << " is truncated or corrupted (tensor size mismatch)");
+  const char* data = r.take(count * 4);
+  return torch::from_blob(const_cast<char*>(data), dims, torch::kFloat32).clone();
+}
+
+std::string readAll(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  RP_CHECK(in, ModelFile, "cannot open model file '" << path << "'");
+  std::ostringstream s;
+  s << in.rdbuf();
+  RP_CHECK(!in.bad(), ModelFile, "cannot read model file '" << path << "'");
+  return s.str();
+}
+
+}  // namespace
+
+void writeModelFile(const std::string& path, const ModelContents& m) {
+  std::string out;
+  out.append(kMagic, 8);
+  putU32(out, kModelFormatVersion);
+  std::ostringstream stats;
+  stats << "trainImages=" << m.trainImages << "\ntrainPatches=" << m.trainPatches << "\n";
+  std::vector<std::pair<const char*, std::string>> sections = {
+      {"OPTS", toText(m.options)}, {"BKNM", m.backboneName}, {"BKSH", m.backboneSha256},
+      {"BANK", encodeTensor(m.bank)}, {"STAT", stats.str()}};
+  if (!m.backboneBytes.empty()) sections.push_back({"BKTS", m.backboneBytes});
+  putU32(out, static_cast<uint32_t>(sections.size()));
+  for (const auto& [tag, payload] : sections) putSection(out, tag, payload);
+  Sha256 h;
+  h.update(out.data(), out.size());
+  auto digest = h.digest();
+  out.append(reinterpret_cast<const char*>(digest.data()), digest.size());
+
+  static std::atomic<uint64_t> counter{0};
+  const std::string tmp = path + ".tmp-" + std::to_string(::getpid()) + "-" + std::to_string(counter++);
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  RP_CHECK(fd >= 0, Io, "cannot write model file '" << path << "': " << std::strerror(errno));
+  size_t written = 0;
+  while (written < out.size()) {
+    ssize_t w = ::write(fd, out.data() + written, out.size() - written);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) {
+      int err = errno;
+      ::close(fd);
+      ::unlink(tmp.c_str());
+      RP_FAIL(Io, "cannot write model file '" << path << "': " << std::strerror(err));
+    }
+    written += static_cast<size_t>(w);
+  }
+  bool ok = ::fsync(fd) == 0;
+  ok = (::close(fd) == 0) && ok;
+  if (!ok || std::rename(tmp.c_str(), path.c_str()) != 0) {
+    int err = errno;
+    ::unlink(tmp.c_str());
+    RP_FAIL(Io, "cannot write model file '" << path << "': " << std::strerror(err));
+  }
+}
+
+ModelContents readModelFile(const std::string& path) {
+  const std::string bytes = readAll(path);
+  const std::string what = "model file '" + path + "'";
+  RP_CHECK(bytes.size() >= 16 + 32 && std::memcmp(bytes.data(), kMagic, 8) == 0, ModelFile,
+           what << " is not a reconpatch model (bad header)");
+  const size_t body = bytes.size() - 32;
+  RP_CHECK(sha256Hex(bytes.data(), body) == toHex(reinterpret_cast<const uint8_t*>(bytes.data() + body), 32), ModelFile,
+           what << " is corrupted or truncated (checksum mismatch); re-save it from a fitted engine");
+  Reader r(bytes.data() + 8, body - 8, what);
+  const uint32_t version = r.u32();
+  RP_CHECK(version <= kModelFormatVersion && version >= 1, ModelFile,
+           what << " has format version " << version << "; this reconpatch reads up to " << kModelFormatVersion
+                << ", upgrade reconpatch to load it");
+  const uint32_t count = r.u32();
+  std::map<std::string, std::string> sections;
+  for (uint32_t i = 0; i < count; ++i) {
+    std::string tag(r.take(4), 4);
+    uint64_t len = r.u64();
+    RP_CHECK(len <= r.remaining(), ModelFile, what << " is truncated or corrupted");
+    sections[tag] = std::string(r.take(len), len);
+  }
+  for (const char* need : {"OPTS", "BKNM", "BKSH", "BANK", "STAT"})
+    RP_CHECK(sections.count(need), ModelFile, what << " lacks its " << need << " section");
+  ModelContents m;
+  m.options = optionsFromText(sections["OPTS"]);
+  m.backboneName = sections["BKNM"];
+  m.backboneSha256 = sections["BKSH"];
+  if (sections.count("BKTS")) m.backboneBytes = sections["BKTS"];
+  m.bank = decodeTensor(sections["BANK"], what);
+  RP_CHECK(m.bank.dim() == 2 && m.bank.size(0) > 0 && m.bank.size(1) == m.options.targetDim, ModelFile,
+           what << " has a memory bank of shape " << m.bank.sizes() << " that does not match its options");
+  std::istringstream stats(sections["STAT"]);
+  std::string line;
+  while (std::getline(stats, line)) {
+    if (line.rfind("trainImages=", 0) == 0) m.trainImages = std::atoll(line.c_str() + 12);
+    if (line.rfind("trainPatches=", 0) == 0) m.trainPatches = std::atoll(line.c_str() + 13);
+  }
+  return m;
+}
+
+}  // namespace rp

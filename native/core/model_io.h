@@ -1,0 +1,38 @@
+// The model file: one versioned, checksummed file holding everything needed to score.
+//
+//   "RCPMODEL" | u32 format version | u32 section count
+//   sections:  char[4] tag | u64 length | payload          (unknown tags are skipped)
+//   trailer:   SHA-256 of every byte before it (32 bytes)
+//
+// Tags: OPTS (options, key=value text), BKNM (backbone name), BKSH (sha256 of its weights),
+// BKTS (the TorchScript file itself, when the backbone is one), BANK (tensor), STAT (text).
+// Tensors: u8 dtype (0 = float32) | u8 ndim | i64 dims[ndim] | raw little-endian data.
+#pragma once
+#include <torch/torch.h>
+
+#include <string>
+
+#include "core/options.h"
+
+namespace rp {
+
+constexpr uint32_t kModelFormatVersion = 1;
+
+struct ModelContents {
+  EngineOptions options;
+  std::string backboneName;
+  std::string backboneSha256;
+  std::string backboneBytes;  // TorchScript file bytes; empty for built-in backbones
+  torch::Tensor bank;         // [M, D] float32 (CPU)
+  int64_t trainImages = 0;
+  int64_t trainPatches = 0;
+};
+
+// Writes atomically: a temporary file next to `path`, fsync, then rename. An existing model at
+// `path` is never left half-written. Throws ErrorCode::Io.
+void writeModelFile(const std::string& path, const ModelContents& model);
+
+// Throws ErrorCode::ModelFile for anything truncated, corrupted, foreign or too new.
+ModelContents readModelFile(const std::string& path);
+
+}  // namespace rp

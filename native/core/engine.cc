@@ -70,7 +70,7 @@ struct Engine::Impl {
     pre.mode = opts.resizeMode;
     pre.mean = bi.mean;
     pre.std = bi.std;
-    pre.multipleOf = bi.strides.back();
+    pre.multipleOf = 2;  // the backbone contract takes any even size
   }
 
   void applyThreads() const {

@@ -1,0 +1,101 @@
+// Save -> load gives identical results; damaged, truncated or foreign files fail with
+// ERR_MODEL_FILE; a failed save never damages an existing model.
+import { copyFileSync, existsSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { Engine, ReconpatchError } from '../lib/index.js';
+import { fixtures, syntheticDataset, tempDir } from './support/data.js';
+
+async function codeOf(p: Promise<unknown>): Promise<string> {
+  const e = await p.then(() => undefined, (err: unknown) => err);
+  expect(e).toBeInstanceOf(ReconpatchError);
+  return (e as ReconpatchError).code;
+}
+
+describe('model file', () => {
+  const dir = tempDir('model-file');
+  const modelPath = path.join(dir, 'part.rcp');
+  let engine: Engine;
+  let probes: string[];
+
+  beforeAll(async () => {
+    const data = await syntheticDataset();
+    probes = [data.test[0].path, data.test[data.test.length - 1].path];
+    engine = await Engine.create({ backbone: 'random_cnn', resize: null, crop: null, coreset: { ratio: 0.2 }, seed: 3 });
+    await engine.fit(data.train.slice(0, 8));
+    await engine.save(modelPath);
+  });
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('round-trips to identical scores and maps', async () => {
+    const loaded = await Engine.load(modelPath);
+    expect(loaded.info).toEqual(engine.info);
+    expect(loaded.options).toEqual(engine.options);
+    for (const p of probes) {
+      const [a, b] = [await engine.score(p), await loaded.score(p)];
+      expect(b.score).toBe(a.score);
+      expect(Buffer.from(b.map.buffer).equals(Buffer.from(a.map.buffer))).toBe(true);
+    }
+  });
+
+  it('rejects every truncation with ERR_MODEL_FILE', async () => {
+    const bytes = readFileSync(modelPath);
+    for (const keep of [0, 7, 8, 16, 100, bytes.length >> 1, bytes.length - 33, bytes.length - 1]) {
+      const p = path.join(dir, `trunc-${keep}.rcp`);
+      writeFileSync(p, bytes.subarray(0, keep));
+      expect(await codeOf(Engine.load(p))).toBe('ERR_MODEL_FILE');
+    }
+  });
+
+  it('rejects flipped bytes anywhere (checksum)', async () => {
+    const bytes = readFileSync(modelPath);
+    for (const at of [3, 12, 40, bytes.length >> 1, bytes.length - 5]) {
+      const copy = Buffer.from(bytes);
+      copy[at] ^= 0x5a;
+      const p = path.join(dir, `flip-${at}.rcp`);
+      writeFileSync(p, copy);
+      const err = await Engine.load(p).catch((e: ReconpatchError) => e);
+      expect(err).toBeInstanceOf(ReconpatchError);
+      expect((err as ReconpatchError).code).toBe('ERR_MODEL_FILE');
+    }
+  });
+
+  it('rejects foreign and missing files', async () => {
+    const png = path.join(dir, 'image.png');
+    copyFileSync(probes[0], png);
+    expect(await codeOf(Engine.load(png))).toBe('ERR_MODEL_FILE');
+    expect(await codeOf(Engine.load(path.join(dir, 'nope.rcp')))).toBe('ERR_MODEL_FILE');
+    const err = (await Engine.load(png).catch((e) => e)) as Error;
+    expect(err.message).not.toMatch(/Exception raised from|frame #/); // no C++ backtrace
+  });
+
+  it('refuses to save an unfitted engine', async () => {
+    const fresh = await Engine.create({ backbone: 'random_cnn' });
+    expect(await codeOf(fresh.save(path.join(dir, 'unfitted.rcp')))).toBe('ERR_NOT_FITTED');
+  });
+
+  it('never damages an existing model when a save fails, and leaves no temporary files', async () => {
+    const before = readFileSync(modelPath);
+    expect(await codeOf(engine.save(path.join(dir, 'missing-dir', 'x.rcp')))).toBe('ERR_IO');
+    await engine.save(modelPath); // overwrite in place
+    expect(readFileSync(modelPath).equals(before)).toBe(true);
+    expect(readdirSync(dir).filter((f) => f.includes('.tmp-'))).toEqual([]);
+  });
+
+  it('embeds a TorchScript backbone so the model works without the .pt file', async () => {
+    const pt = path.join(dir, 'tiny.pt');
+    copyFileSync(path.join(fixtures, 'golden/tiny_backbone.pt'), pt);
+    const e = await Engine.create({ backbone: pt, resize: 64, crop: 48, features: { pretrainDim: 64, targetDim: 48 } });
+    const data = await syntheticDataset();
+    await e.fit(data.train.slice(0, 4));
+    const p = path.join(dir, 'tiny.rcp');
+    await e.save(p);
+    rmSync(pt);
+    expect(existsSync(pt)).toBe(false);
+    const loaded = await Engine.load(p);
+    expect(loaded.info.backbone).toBe('tiny_test');
+    expect((await loaded.score(probes[0])).score).toBe((await e.score(probes[0])).score);
+  });
+});

@@ -1,0 +1,52 @@
+// Parity with PyTorch: preprocessing, TorchScript backbone and PatchCore patch features against
+// golden tensors made by test/fixtures/make_golden.py (Debian's python3-torch 1.13).
+import path from 'node:path';
+
+import { describe, expect, it } from 'vitest';
+
+import { Engine } from '../lib/index.js';
+import { native } from '../lib/native.js';
+import { f32, goldenDir, relError, u8 } from './support/golden.js';
+
+const image = { data: u8('image_rgb.u8'), width: 90, height: 70, channels: 3 as const };
+const tiny = path.join(goldenDir, 'tiny_backbone.pt');
+
+describe('parity with the PyTorch reference', () => {
+  it('preprocesses like F.interpolate(antialias) + center crop', () => {
+    const squash = native().internals.preprocess(image, 64, 48, 'squash');
+    expect(squash.shape).toEqual([3, 48, 48]);
+    expect(relError(squash.data, f32('preprocessed.f32').data)).toBeLessThan(1e-5);
+    const shorter = native().internals.preprocess(image, 56, 0, 'shorter');
+    expect(shorter.shape).toEqual([3, 56, 72]);
+    expect(relError(shorter.data, f32('shorter_preprocessed.f32').data)).toBeLessThan(1e-5);
+  });
+
+  it('aggregates patch features exactly as PatchCore._embed (from given taps)', () => {
+    for (const [taps, out] of [
+      [['tap0.f32', 'tap1.f32'], 'patch_features.f32'],
+      [['shorter_tap0.f32', 'shorter_tap1.f32'], 'shorter_patch_features.f32'],
+    ] as const) {
+      const got = native().internals.patchFeatures(taps.map(f32), 3, 64, 48);
+      const want = f32(out);
+      expect(got.shape).toEqual(want.shape);
+      expect(relError(got.data, want.data)).toBeLessThan(1e-5);
+    }
+  });
+
+  it('embeds an image end to end through a TorchScript backbone (squash + crop, and shorter side)', async () => {
+    const squash = await Engine.create({ backbone: tiny, resizeMode: 'squash', resize: 64, crop: 48, features: { pretrainDim: 64, targetDim: 48 } });
+    const a = await squash.embed(image);
+    expect([a.rows, a.dim]).toEqual([36, 48]);
+    expect(relError(a.data, f32('patch_features.f32').data)).toBeLessThan(1e-4);
+    const shorter = await Engine.create({ backbone: tiny, resize: 56, crop: null, features: { pretrainDim: 64, targetDim: 48 } });
+    const b = await shorter.embed(image);
+    expect([b.rows, b.dim]).toEqual([63, 48]);
+    expect(relError(b.data, f32('shorter_patch_features.f32').data)).toBeLessThan(1e-4);
+  });
+
+  it('rejects a TorchScript backbone whose declared channels do not match its output', async () => {
+    const err = await Engine.create({ backbone: path.join(goldenDir, 'bad_backbone_strides.pt') }).catch((e) => e);
+    expect(err.code).toBe('ERR_BACKBONE');
+    expect(err.message).toMatch(/channels/);
+  });
+});

@@ -1,0 +1,12 @@
+import { defineConfig } from 'vitest/config';
+
+// Native work uses every core through libtorch's own threads, so test files run one at a time.
+export default defineConfig({
+  test: {
+    include: ['test/**/*.test.ts'],
+    fileParallelism: false,
+    testTimeout: 180_000,
+    hookTimeout: 300_000,
+    reporters: ['default'],
+  },
+});

@@ -47,10 +47,13 @@ describe('engine on synthetic defects (random_cnn)', () => {
     expect(Math.max(...r.map)).toBeGreaterThan(0);
   });
 
-  it('score() and scoreMany() agree', async () => {
+  it('score() and scoreMany() agree (up to GEMM blocking round-off)', async () => {
     const paths = data.test.slice(0, 3).map((t) => t.path);
     const many = await engine.scoreMany(paths);
-    for (const [i, p] of paths.entries()) expect((await engine.score(p)).score).toBe(many[i].score);
+    for (const [i, p] of paths.entries()) {
+      const one = (await engine.score(p)).score;
+      expect(Math.abs(one - many[i].score) / many[i].score).toBeLessThan(1e-5);
+    }
   });
 
   it('is deterministic for a seed and differs across seeds', async () => {

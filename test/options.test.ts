@@ -46,7 +46,7 @@ describe('options', () => {
   });
 
   it('keeps the caller in the stack of a rejected call', async () => {
-    const err = await Engine.create({ backbone: 'no_such_net' }).catch((e: Error) => e);
+    const err = (await Engine.create({ backbone: 'no_such_net' }).catch((e: unknown) => e)) as Error;
     expect(err.stack).toContain('options.test.ts');
   });
 });

@@ -6,7 +6,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import { type Dataset, readMvtecDataset } from '../../lib/dataset.js';
-import { makeSyntheticDataset } from './synthetic.js';
+import { makeSyntheticDataset } from '../../lib/synthetic.js';
 
 export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 export const sharedRoot = path.resolve(repoRoot, '../shared');

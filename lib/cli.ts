@@ -1,0 +1,178 @@
+#!/usr/bin/env node
+/**
+ * The `reconpatch` command line: fit on good parts, score images, evaluate on an MVTec-layout
+ * dataset, or run a demo on a generated one. Results go to stdout, progress and logs to stderr.
+ */
+import { mkdtempSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+
+import { listImages, readMask, readMvtecDataset } from './dataset.js';
+import { Engine, type Progress } from './engine.js';
+import { ReconpatchError } from './errors.js';
+import { auroc, pixelAuroc } from './metrics.js';
+import type { EngineOptions } from './options.js';
+import { makeSyntheticDataset } from './synthetic.js';
+
+const ENGINE_FLAGS = {
+  backbone: { type: 'string' },
+  resize: { type: 'string' },
+  crop: { type: 'string' },
+  'resize-mode': { type: 'string' },
+  coreset: { type: 'string' },
+  seed: { type: 'string' },
+  threads: { type: 'string' },
+  device: { type: 'string' },
+  json: { type: 'boolean' },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+
+const ENGINE_HELP = `Engine options:
+  --backbone <name|file.pt>   built-in name (random_cnn) or TorchScript backbone file
+  --resize <px|none>          resize target (default 256)
+  --crop <px|none>            center crop (default 224)
+  --resize-mode shorter|squash
+  --coreset <ratio>           coreset ratio (default 0.1)
+  --seed <n>  --threads <n>  --device cpu|cuda|auto
+  --json                      one JSON line on stdout`;
+
+const USAGE = `reconpatch <command> [options]
+
+Commands:
+  demo [--dir <path>]                          generate a synthetic defect dataset, fit and evaluate on it
+  eval --data <root> --category <name>         fit on <root>/<name>/train/good, score <root>/<name>/test
+  fit <dir> -o <model.rcp>                     fit on the images in <dir>
+  score <model.rcp> <image...>                 score images with a saved model
+
+Run 'reconpatch <command> --help' for its options.`;
+
+function engineOptions(v: Record<string, unknown>, defaults: Partial<EngineOptions> = {}): EngineOptions {
+  const num = (x: unknown) => (x === undefined ? undefined : Number(x));
+  const size = (x: unknown) => (x === undefined ? undefined : x === 'none' ? null : Number(x));
+  const o: EngineOptions = { ...defaults, backbone: (v.backbone as string | undefined) ?? defaults.backbone ?? 'random_cnn' };
+  if (v.resize !== undefined) o.resize = size(v.resize);
+  if (v.crop !== undefined) o.crop = size(v.crop);
+  if (v['resize-mode'] !== undefined) o.resizeMode = v['resize-mode'] as EngineOptions['resizeMode'];
+  if (v.coreset !== undefined) o.coreset = { ratio: num(v.coreset) };
+  if (v.seed !== undefined) o.seed = num(v.seed);
+  if (v.threads !== undefined) o.threads = num(v.threads);
+  if (v.device !== undefined) o.device = v.device as EngineOptions['device'];
+  return o;
+}
+
+function progressLogger(): (p: Progress) => void {
+  let last = 0;
+  return (p) => {
+    const now = Date.now();
+    if (now - last < 1000 && p.done !== p.total) return;
+    last = now;
+    process.stderr.write(`  ${p.stage}: ${p.done}${p.total ? `/${p.total}` : ''}\n`);
+  };
+}
+
+async function evaluate(root: string, category: string, options: EngineOptions) {
+  const data = await readMvtecDataset(root, category);
+  const engine = await Engine.create(options);
+  process.stderr.write(`fitting on ${data.train.length} images of ${category}\n`);
+  const fit = await engine.fit(data.train, { onProgress: progressLogger() });
+  process.stderr.write(`scoring ${data.test.length} test images\n`);
+  const started = performance.now();
+  const results = await engine.scoreMany(data.test.map((t) => t.path));
+  const scoreMs = (performance.now() - started) / data.test.length;
+  const maps: Float32Array[] = [];
+  const masks: Uint8Array[] = [];
+  for (const [i, t] of data.test.entries()) {
+    if (t.label === 1 && !t.maskPath) continue; // no mask: image metrics only
+    maps.push(results[i].map);
+    masks.push(t.maskPath ? await readMask(t.maskPath, results[i].width, results[i].height) : new Uint8Array(results[i].map.length));
+  }
+  return {
+    category,
+    backbone: engine.info.backbone,
+    head: false,
+    coreset: engine.options.coresetRatio,
+    n_train: data.train.length,
+    n_test: data.test.length,
+    image_auroc: auroc(results.map((r) => r.score), data.test.map((t) => t.label)),
+    pixel_auroc: masks.some((m) => m.some((x) => x > 0)) ? pixelAuroc(maps, masks) : null,
+    missing_masks: data.missingMasks,
+    fit_seconds: fit.seconds,
+    score_ms_per_image: scoreMs,
+    peak_rss_mb: Math.round(process.resourceUsage().maxRSS / 1024),
+  };
+}
+
+function report(result: Record<string, unknown>, json: boolean | undefined) {
+  if (json) {
+    process.stdout.write(`${JSON.stringify(result)}\n`);
+    return;
+  }
+  for (const [k, v] of Object.entries(result)) {
+    process.stdout.write(`${k.padEnd(20)} ${typeof v === 'number' && !Number.isInteger(v) ? v.toFixed(4) : String(v)}\n`);
+  }
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  switch (command) {
+    case 'demo': {
+      const { values } = parseArgs({ args: rest, options: { ...ENGINE_FLAGS, dir: { type: 'string' } } });
+      if (values.help) return help(`reconpatch demo [--dir <path>] [engine options]\n\nGenerates a synthetic MVTec-layout dataset with scratches, blobs and missing areas, fits on its\ngood images and reports image and pixel AUROC.\n\n${ENGINE_HELP}`);
+      const dir = values.dir ?? mkdtempSync(path.join(os.tmpdir(), 'reconpatch-demo-'));
+      await makeSyntheticDataset(dir, { category: 'synthetic' });
+      process.stderr.write(`generated a synthetic dataset in ${dir}\n`);
+      report(await evaluate(dir, 'synthetic', engineOptions(values, { resize: null, crop: null, coreset: { ratio: 0.25 } })), values.json);
+      return 0;
+    }
+    case 'eval': {
+      const { values } = parseArgs({ args: rest, options: { ...ENGINE_FLAGS, data: { type: 'string' }, category: { type: 'string' } } });
+      if (values.help || !values.data || !values.category)
+        return help(`reconpatch eval --data <root> --category <name> [engine options]\n\n${ENGINE_HELP}`, !values.help);
+      report(await evaluate(values.data, values.category, engineOptions(values)), values.json);
+      return 0;
+    }
+    case 'fit': {
+      const { values, positionals } = parseArgs({ args: rest, allowPositionals: true, options: { ...ENGINE_FLAGS, output: { type: 'string', short: 'o' } } });
+      if (values.help || positionals.length !== 1 || !values.output)
+        return help(`reconpatch fit <dir> -o <model.rcp> [engine options]\n\n${ENGINE_HELP}`, !values.help);
+      const engine = await Engine.create(engineOptions(values));
+      const summary = await engine.fit(await listImages(positionals[0]), { onProgress: progressLogger() });
+      await engine.save(values.output);
+      report({ model: values.output, ...summary }, values.json);
+      return 0;
+    }
+    case 'score': {
+      const { values, positionals } = parseArgs({ args: rest, allowPositionals: true, options: { json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } } });
+      if (values.help || positionals.length < 2) return help('reconpatch score <model.rcp> <image...> [--json]', !values.help);
+      const engine = await Engine.load(positionals[0]);
+      for (const file of positionals.slice(1)) {
+        const r = await engine.score(file);
+        if (values.json) process.stdout.write(`${JSON.stringify({ path: file, score: r.score, width: r.width, height: r.height })}\n`);
+        else process.stdout.write(`${file}\t${r.score.toFixed(6)}\n`);
+      }
+      return 0;
+    }
+    case undefined:
+    case '--help':
+    case '-h':
+      return help(USAGE, command === undefined);
+    default:
+      process.stderr.write(`reconpatch: unknown command '${command}'\n\n${USAGE}\n`);
+      return 2;
+  }
+}
+
+function help(text: string, asError = false): number {
+  (asError ? process.stderr : process.stdout).write(`${text}\n`);
+  return asError ? 2 : 0;
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    const code = err instanceof ReconpatchError ? ` [${err.code}]` : '';
+    process.stderr.write(`reconpatch: error${code}: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.exit(1);
+  },
+);

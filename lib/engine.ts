@@ -9,9 +9,11 @@ import { type EngineOptions, resolveOptions } from './options.js';
 
 /** A fit or scoring stage's progress. `total` is undefined when the input's length is unknown. */
 export interface Progress {
-  stage: 'embed' | 'coreset';
+  stage: 'embed' | 'head' | 'coreset';
   done: number;
   total?: number;
+  /** Head training: the iteration's loss. */
+  loss?: number;
 }
 
 export interface FitOptions {
@@ -196,7 +198,11 @@ export class Engine {
       if (signal?.aborted) throw aborted();
       if (done === 0)
         throw new ReconpatchError('ERR_EMPTY_TRAINING_SET', 'fit received no images; pass at least one image of a good (defect-free) part');
-      await this.#native.fitEnd(onProgress ? (stage, d, t) => onProgress({ stage: stage as Progress['stage'], done: d, total: t }) : undefined);
+      await this.#native.fitEnd(
+        onProgress
+          ? (stage, d, t, value) => onProgress({ stage: stage as Progress['stage'], done: d, total: t, ...(stage === 'head' ? { loss: value } : {}) })
+          : undefined,
+      );
       const info = this.#native.info();
       return { images: info.trainImages, patches: info.trainPatches, bankRows: info.bankRows, seconds: (performance.now() - started) / 1000 };
     } catch (err) {

@@ -6,8 +6,8 @@
  */
 export { Engine } from './engine.js';
 export type { EngineInfo, FitOptions, FitSummary, Progress, ScoreResult } from './engine.js';
-export type { EngineOptions } from './options.js';
-export { BUILTIN_BACKBONES } from './options.js';
+export type { EngineOptions, HeadOptions } from './options.js';
+export { BUILTIN_BACKBONES, HEAD_DEFAULTS } from './options.js';
 export type { ImageInput, RawImage } from './images.js';
 export { toRawFrame } from './images.js';
 export { ReconpatchError } from './errors.js';

@@ -33,6 +33,19 @@ export interface NativeOptions {
   reweight: boolean;
   reweightNeighbors: number;
   blurSigma: number;
+  head: boolean;
+  headIterations: number;
+  headBatch: number;
+  headProjectionDim: number;
+  headLr: number;
+  headWeightDecay: number;
+  headEma: number;
+  headK: number;
+  headSigma: number;
+  headAlpha: number;
+  headMargin: number;
+  headNormalize: boolean;
+  headInitIdentity: boolean;
   device: 'cpu' | 'cuda' | 'auto';
   threads: number;
   seed: number;
@@ -67,7 +80,7 @@ export interface NativeEngine {
   options(): NativeOptions;
   fitBegin(): void;
   fitAdd(images: RawFrame[]): Promise<void>;
-  fitEnd(onProgress?: (stage: string, done: number, total: number) => void): Promise<void>;
+  fitEnd(onProgress?: (stage: string, done: number, total: number, value: number) => void): Promise<void>;
   fitAbort(): void;
   cancel(): void;
   score(images: RawFrame[]): Promise<NativeScore[]>;
@@ -84,6 +97,9 @@ export interface NativeInternals {
   gaussianBlur(map: FloatArray, sigma: number): FloatArray;
   anomalyMap(grid: FloatArray, outH: number, outW: number, sigma: number): FloatArray;
   reweightedScore(bank: FloatArray, queries: FloatArray, neighbours: number): number;
+  headSimilarities(z: FloatArray, k: number, sigma: number): { knn: FloatArray; contextual: FloatArray; pairwise: FloatArray };
+  headLoss(z: FloatArray, w: FloatArray, margin: number): { loss: number; grad: FloatArray };
+  emaStep(partner: FloatArray, current: FloatArray, ema: number): FloatArray;
 }
 
 export interface NativeModule {

@@ -25,8 +25,11 @@ export interface EngineOptions {
   backbone: string;
   /** Weights file for a built-in architecture. Not used by TorchScript backbones (their file holds the weights). */
   weights?: string;
-  /** The ReConPatch representation head. Only `false` (PatchCore features as they are) is available in this version. */
-  head?: false;
+  /**
+   * The ReConPatch head: `false` (default) uses PatchCore features as they are; `true` or an
+   * object trains a linear representation f on the nominal patches and scores f(p).
+   */
+  head?: boolean | HeadOptions;
   /** Greedy coreset: `ratio` of patches kept (default 0.1), random `projection` size (128), random `starts` (10). */
   coreset?: { ratio?: number; projection?: number; starts?: number };
   /** Resize target in pixels (default 256): the shorter side, or both sides with `resizeMode: 'squash'`. `null` keeps the size. */
@@ -47,6 +50,73 @@ export interface EngineOptions {
   device?: 'cpu' | 'cuda' | 'auto';
   /** Seed for every random choice (random CNN weights, coreset projection and starts). Default 0. */
   seed?: number;
+}
+
+/** ReConPatch head training (RECONPATCH.md §2). Defaults in {@link HEAD_DEFAULTS}. */
+export interface HeadOptions {
+  /** Optimiser steps. */
+  iterations?: number;
+  /** Patches sampled per step (N); cost grows as N². */
+  batch?: number;
+  /** Output size of the projection g (0: same as the features). */
+  projectionDim?: number;
+  /** AdamW learning rate (cosine decay to 0) and weight decay. */
+  lr?: number;
+  weightDecay?: number;
+  /** EMA factor of the partner network. */
+  ema?: number;
+  /** Contextual similarity neighbours. */
+  k?: number;
+  /** Pairwise Gaussian bandwidth. */
+  sigma?: number;
+  /** Mix of pairwise (alpha) and contextual (1 - alpha) similarity in the pseudo-labels. */
+  alpha?: number;
+  /** Contrastive margin. */
+  margin?: number;
+  /** L2-normalise the partner's outputs before the pairwise kernel. */
+  normalize?: boolean;
+  /** Start f as the identity (0 iterations reproduce PatchCore exactly). */
+  initIdentity?: boolean;
+}
+
+/** Head defaults: the paper's form where it is known (RECONPATCH.md §2); see docs/results.md. */
+export const HEAD_DEFAULTS: Required<HeadOptions> = {
+  iterations: 300, batch: 1024, projectionDim: 0, lr: 1e-4, weightDecay: 1e-2, ema: 0.9, k: 5,
+  sigma: 1, alpha: 0.5, margin: 1, normalize: false, initIdentity: true,
+};
+
+function num(value: unknown, name: string, min: number, max: number, { open = false } = {}): number {
+  if (typeof value !== 'number' || !Number.isFinite(value) || value < min || value > max || (open && value === min))
+    fail(`${name} must be a number in ${open ? '(' : '['}${min}, ${max}], got ${JSON.stringify(value)}`);
+  return value;
+}
+
+function bool(value: unknown, name: string): boolean {
+  if (typeof value !== 'boolean') fail(`${name} must be a boolean`);
+  return value;
+}
+
+function resolveHead(value: unknown) {
+  if (value !== undefined && typeof value !== 'boolean' && (value === null || typeof value !== 'object' || Array.isArray(value)))
+    fail('head must be a boolean or an object of head options');
+  const on = value === true || (typeof value === 'object' && value !== null);
+  const h = { ...HEAD_DEFAULTS, ...(typeof value === 'object' && value !== null ? (value as HeadOptions) : {}) };
+  for (const key of Object.keys(h)) if (!(key in HEAD_DEFAULTS)) fail(`unknown head option '${key}'`);
+  return {
+    head: on,
+    headIterations: int(h.iterations, 'head.iterations', 0, 1_000_000),
+    headBatch: int(h.batch, 'head.batch', 2, 65536),
+    headProjectionDim: int(h.projectionDim, 'head.projectionDim', 0, 65536),
+    headLr: num(h.lr, 'head.lr', 0, 10),
+    headWeightDecay: num(h.weightDecay, 'head.weightDecay', 0, 10),
+    headEma: num(h.ema, 'head.ema', 0, 1),
+    headK: int(h.k, 'head.k', 1, 1024),
+    headSigma: num(h.sigma, 'head.sigma', 0, 1e6, { open: true }),
+    headAlpha: num(h.alpha, 'head.alpha', 0, 1),
+    headMargin: num(h.margin, 'head.margin', 0, 1e6, { open: true }),
+    headNormalize: bool(h.normalize, 'head.normalize'),
+    headInitIdentity: bool(h.initIdentity, 'head.initIdentity'),
+  };
 }
 
 function fail(message: string): never {
@@ -91,8 +161,6 @@ export function resolveOptions(options: EngineOptions): NativeOptions {
     if (typeof o.weights !== 'string') fail('weights must be a file path');
     fail(`weights: backbone '${o.backbone}' takes no separate weights file`);
   }
-  if (o.head !== undefined && o.head !== false)
-    fail('head: only `false` is supported by this version (the ReConPatch head is not available yet)');
 
   const coreset = plainObject(o.coreset, 'coreset');
   const ratio = coreset.ratio ?? 0.1;
@@ -122,6 +190,7 @@ export function resolveOptions(options: EngineOptions): NativeOptions {
     reweight: scoring.reweight === undefined ? false : scoring.reweight === true ? true : scoring.reweight === false ? false : fail('scoring.reweight must be a boolean'),
     reweightNeighbors: int(scoring.neighbors ?? 9, 'scoring.neighbors', 1, 1024),
     blurSigma,
+    ...resolveHead(o.head),
     device: oneOf(o.device ?? 'auto', 'device', ['cpu', 'cuda', 'auto'] as const),
     threads: int(o.threads ?? os.availableParallelism(), 'threads', 1, 1024),
     seed: int(o.seed ?? 0, 'seed', 0, 2 ** 32 - 1),

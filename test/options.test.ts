@@ -38,7 +38,8 @@ describe('options', () => {
     [{ backbone: 'random_cnn', device: 'tpu' }, /device/],
     [{ backbone: 'random_cnn', threads: 0 }, /threads/],
     [{ backbone: 'random_cnn', seed: -1 }, /seed/],
-    [{ backbone: 'random_cnn', head: true }, /head/],
+    [{ backbone: 'random_cnn', head: { lr: -1 } }, /head.lr/],
+    [{ backbone: 'random_cnn', head: { depth: 3 } }, /unknown head option/],
     [{ backbone: 'random_cnn', colour: 'red' }, /unknown option 'colour'/],
   ])('rejects %j', async (opts, message) => {
     expect(() => resolveOptions(opts as never)).toThrow(message);

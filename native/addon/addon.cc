@@ -84,6 +84,34 @@ Napi::Object makeInternals(Napi::Env env) {
                                                                           info[3].ToNumber().DoubleValue()));
           });
         }));
+  o.Set("headSimilarities", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
+          return sync(info.Env(), [&]() -> Napi::Value {
+            auto r = rp::internals::headSimilarities(floatArrayFromJs(info[0]), info[1].ToNumber().Int64Value(),
+                                                     info[2].ToNumber().DoubleValue());
+            Napi::Object out = Napi::Object::New(info.Env());
+            out.Set("knn", floatArrayToJs(info.Env(), std::move(r.knn)));
+            out.Set("contextual", floatArrayToJs(info.Env(), std::move(r.contextual)));
+            out.Set("pairwise", floatArrayToJs(info.Env(), std::move(r.pairwise)));
+            return out;
+          });
+        }));
+  o.Set("headLoss", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
+          return sync(info.Env(), [&]() -> Napi::Value {
+            rp::FloatArray grad;
+            float loss = rp::internals::headLoss(floatArrayFromJs(info[0]), floatArrayFromJs(info[1]),
+                                                 info[2].ToNumber().DoubleValue(), &grad);
+            Napi::Object out = Napi::Object::New(info.Env());
+            out.Set("loss", loss);
+            out.Set("grad", floatArrayToJs(info.Env(), std::move(grad)));
+            return out;
+          });
+        }));
+  o.Set("emaStep", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
+          return sync(info.Env(), [&]() -> Napi::Value {
+            return floatArrayToJs(info.Env(), rp::internals::emaStep(floatArrayFromJs(info[0]), floatArrayFromJs(info[1]),
+                                                                       info[2].ToNumber().DoubleValue()));
+          });
+        }));
   o.Set("reweightedScore", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
           return sync(info.Env(), [&]() -> Napi::Value {
             return Napi::Number::New(info.Env(), rp::internals::reweightedScore(floatArrayFromJs(info[0]),

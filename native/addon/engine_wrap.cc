@@ -94,6 +94,7 @@ class EmbedWorker : public ImagesWorker {
 struct StageProgress {
   const char* stage;
   int64_t done, total;
+  double value;
 };
 
 // fitEnd: progress events cross to JS through a thread-safe function.
@@ -112,11 +113,11 @@ class FitEndWorker : public PromiseWorker {
   void Run() override {
     rp::StageProgressFn fn;
     if (hasProgress_) {
-      fn = [this](const char* stage, int64_t done, int64_t total) {
-        auto* p = new StageProgress{stage, done, total};
+      fn = [this](const char* stage, int64_t done, int64_t total, double value) {
+        auto* p = new StageProgress{stage, done, total, value};
         napi_status s = tsfn_.NonBlockingCall(p, [](Napi::Env env, Napi::Function cb, StageProgress* p) {
           cb.Call({Napi::String::New(env, p->stage), Napi::Number::New(env, static_cast<double>(p->done)),
-                   Napi::Number::New(env, static_cast<double>(p->total))});
+                   Napi::Number::New(env, static_cast<double>(p->total)), Napi::Number::New(env, p->value)});
           delete p;
         });
         if (s != napi_ok) delete p;

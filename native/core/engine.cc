@@ -8,6 +8,7 @@
 #include "core/backbone.h"
 #include "core/coreset.h"
 #include "core/error.h"
+#include "core/head.h"
 #include "core/image.h"
 #include "core/knn.h"
 #include "core/model_io.h"
@@ -52,6 +53,7 @@ struct Engine::Impl {
   std::atomic<bool> cancel{false};
 
   // Fitted state.
+  std::unique_ptr<ReConPatchHead> head;  // null: PatchCore features as they are
   std::unique_ptr<FlatL2Index> bank;
   int64_t trainImages = 0, trainPatches = 0;
 
@@ -109,6 +111,24 @@ struct Engine::Impl {
     return groups;
   }
 
+  HeadOptions headOptions() const {
+    HeadOptions h;
+    h.iterations = opts.headIterations;
+    h.batch = opts.headBatch;
+    h.projectionDim = opts.headProjectionDim;
+    h.lr = opts.headLr;
+    h.weightDecay = opts.headWeightDecay;
+    h.ema = opts.headEma;
+    h.k = opts.headK;
+    h.sigma = opts.headSigma;
+    h.alpha = opts.headAlpha;
+    h.margin = opts.headMargin;
+    h.normalize = opts.headNormalize;
+    h.initIdentity = opts.headInitIdentity;
+    h.seed = opts.seed;
+    return h;
+  }
+
   ModelContents contents() const {
     ModelContents m;
     m.options = opts;
@@ -116,6 +136,10 @@ struct Engine::Impl {
     m.backboneSha256 = backbone->info().sha256;
     m.backboneBytes = backbone->serialized();
     m.bank = bank->rows();
+    if (head) {
+      m.headWeight = head->fWeight();
+      m.headBias = head->fBias();
+    }
     m.trainImages = trainImages;
     m.trainPatches = trainPatches;
     return m;
@@ -175,6 +199,13 @@ void Engine::fitEnd(const StageProgressFn& progress) {
     I.applyThreads();
     int64_t rows = 0;
     for (const auto& c : I.staging) rows += c.size(0);
+    // ReConPatch: train f on the nominal patches, then the bank is f(p) (never g).
+    std::unique_ptr<ReConPatchHead> head;
+    if (I.opts.head) {
+      head = std::make_unique<ReConPatchHead>(I.opts.targetDim, I.headOptions(), I.device);
+      head->train(I.staging, [&](const HeadProgress& p) { if (progress) progress("head", p.iteration, p.total, p.loss); }, &I.cancel);
+      for (auto& c : I.staging) c = head->apply(c);
+    }
     CoresetOptions co;
     co.ratio = I.opts.coresetRatio;
     co.projectionDim = I.opts.coresetProjection;
@@ -184,7 +215,7 @@ void Engine::fitEnd(const StageProgressFn& progress) {
     if (co.ratio >= 1.0) {
       selected = torch::arange(rows, torch::kInt64);
     } else {
-      auto cb = [&](int64_t done, int64_t total) { if (progress) progress("coreset", done, total); };
+      auto cb = [&](int64_t done, int64_t total) { if (progress) progress("coreset", done, total, std::nan("")); };
       selected = approximateGreedyCoreset(I.staging, co, cb, &I.cancel);
     }
     // Gather the selected rows chunk by chunk: the staged features are never concatenated.
@@ -201,6 +232,7 @@ void Engine::fitEnd(const StageProgressFn& progress) {
     }
     bank->add(torch::cat(picked, 0));
     I.bank = std::move(bank);
+    I.head = std::move(head);
     I.trainImages = I.stagingImages;
     I.trainPatches = rows;
     I.staging.clear();
@@ -228,6 +260,7 @@ std::vector<ScoreResult> Engine::score(const std::vector<RawImageView>& images) 
     std::vector<ScoreResult> results(images.size());
     for (auto& g : I.embed(images)) {
       const int64_t B = g.features.size(0), L = g.features.size(1), D = g.features.size(2);
+      if (I.head) g.features = I.head->apply(g.features.reshape({B * L, D})).view({B, L, D});  // f(q)
       torch::Tensor d2, nn;
       I.bank->search(g.features.reshape({B * L, D}), 1, &d2, &nn);
       auto patch = (I.opts.distance == Distance::Euclidean ? d2.sqrt() : d2).view({B, L});  // [B, L]
@@ -275,6 +308,7 @@ std::unique_ptr<Engine> Engine::load(const std::string& path) {
     auto impl = std::make_unique<Impl>(m.options, std::move(backbone));
     impl->bank = std::make_unique<FlatL2Index>(m.options.targetDim);
     impl->bank->add(m.bank.to(impl->device));
+    if (m.options.head) impl->head = std::make_unique<ReConPatchHead>(m.headWeight.to(impl->device), m.headBias.to(impl->device));
     impl->trainImages = m.trainImages;
     impl->trainPatches = m.trainPatches;
     return std::unique_ptr<Engine>(new Engine(std::move(impl)));

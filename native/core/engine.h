@@ -32,8 +32,8 @@ struct EngineInfo {
   std::string device;
 };
 
-// (stage, done, total): stage is "coreset".
-using StageProgressFn = std::function<void(const char* stage, int64_t done, int64_t total)>;
+// (stage, done, total, value): stage "head" (value = loss) or "coreset" (value = NaN).
+using StageProgressFn = std::function<void(const char* stage, int64_t done, int64_t total, double value)>;
 
 // One engine = one backbone + one fitted memory bank. Methods lock the engine; fit happens in a
 // staging area, so a failed or aborted fit leaves the previously fitted state untouched.
@@ -49,7 +49,7 @@ class Engine {
 
   void fitBegin();
   void fitAdd(const std::vector<RawImageView>& images);  // embed a batch of nominal images
-  void fitEnd(const StageProgressFn& progress);          // coreset, then the new bank replaces the old
+  void fitEnd(const StageProgressFn& progress);          // head training, coreset; then the new state replaces the old
   void fitAbort();
   void requestCancel();  // thread-safe; makes a running fitAdd/fitEnd throw ErrorCode::Aborted
 

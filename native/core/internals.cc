@@ -2,6 +2,7 @@
 
 #include "core/coreset.h"
 #include "core/error.h"
+#include "core/head.h"
 #include "core/image.h"
 #include "core/knn.h"
 #include "core/patch_features.h"
@@ -93,6 +94,34 @@ float reweightedScore(const FloatArray& bank, const FloatArray& queries, int64_t
     index.search(q, 1, &d, &i);
     auto patch = d.sqrt().view({1, -1});
     return reweightedImageScores(patch, i.view({1, -1}), q.unsqueeze(0), index, neighbours).item<float>();
+  });
+}
+
+HeadSimilarities headSimilarities(const FloatArray& z, int64_t k, double sigma) {
+  return guarded([&] {
+    auto d2 = pairwiseSquaredDistances(toTensor(z));
+    return HeadSimilarities{fromTensor(knnMatrix(d2, k)), fromTensor(contextualSimilarity(d2, k)),
+                            fromTensor(pairwiseSimilarity(d2, sigma))};
+  });
+}
+
+float headLoss(const FloatArray& z, const FloatArray& w, double margin, FloatArray* grad) {
+  try {
+    auto zt = toTensor(z).set_requires_grad(true);
+    auto loss = relaxedContrastiveLoss(zt, toTensor(w), margin);
+    loss.backward();
+    *grad = fromTensor(zt.grad());
+    return loss.item<float>();
+  } catch (const c10::Error& e) {
+    throw Error(ErrorCode::Internal, e.what_without_backtrace());
+  }
+}
+
+FloatArray emaStep(const FloatArray& partner, const FloatArray& current, double ema) {
+  return guarded([&] {
+    std::vector<torch::Tensor> p = {toTensor(partner)};
+    ReConPatchHead::emaUpdate(p, {toTensor(current)}, ema);
+    return fromTensor(p[0]);
   });
 }
 

@@ -34,5 +34,15 @@ FloatArray anomalyMap(const FloatArray& grid, int64_t outH, int64_t outW, double
 // Eq. 7 image score for one image's patch features [L, D] against a bank [n, D].
 float reweightedScore(const FloatArray& bank, const FloatArray& queries, int64_t neighbours);
 
+// ReConPatch head pieces on z [N, d]: the k-NN matrix, contextual and pairwise similarities.
+struct HeadSimilarities {
+  FloatArray knn, contextual, pairwise;
+};
+HeadSimilarities headSimilarities(const FloatArray& z, int64_t k, double sigma);
+// Relaxed contrastive loss and its gradient d loss / d z.
+float headLoss(const FloatArray& z, const FloatArray& w, double margin, FloatArray* grad);
+// One EMA step on a parameter: ema * partner + (1 - ema) * current.
+FloatArray emaStep(const FloatArray& partner, const FloatArray& current, double ema);
+
 }  // namespace internals
 }  // namespace rp

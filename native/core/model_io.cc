@@ -98,6 +98,10 @@ void writeModelFile(const std::string& path, const ModelContents& m) {
       {"OPTS", toText(m.options)}, {"BKNM", m.backboneName}, {"BKSH", m.backboneSha256},
       {"BANK", encodeTensor(m.bank)}, {"STAT", stats.str()}};
   if (!m.backboneBytes.empty()) sections.push_back({"BKTS", m.backboneBytes});
+  if (m.headWeight.defined()) {
+    sections.push_back({"HDFW", encodeTensor(m.headWeight)});
+    sections.push_back({"HDFB", encodeTensor(m.headBias)});
+  }
   putU32(out, static_cast<uint32_t>(sections.size()));
   for (const auto& [tag, payload] : sections) putSection(out, tag, payload);
   Sha256 h;
@@ -161,6 +165,15 @@ ModelContents readModelFile(const std::string& path) {
   m.bank = decodeTensor(sections["BANK"], what);
   RP_CHECK(m.bank.dim() == 2 && m.bank.size(0) > 0 && m.bank.size(1) == m.options.targetDim, ModelFile,
            what << " has a memory bank of shape " << m.bank.sizes() << " that does not match its options");
+  if (m.options.head) {
+    RP_CHECK(sections.count("HDFW") && sections.count("HDFB"), ModelFile, what << " lacks its ReConPatch head weights");
+    m.headWeight = decodeTensor(sections["HDFW"], what);
+    m.headBias = decodeTensor(sections["HDFB"], what);
+    const int64_t D = m.options.targetDim;
+    RP_CHECK(m.headWeight.dim() == 2 && m.headWeight.size(0) == D && m.headWeight.size(1) == D && m.headBias.dim() == 1 &&
+                 m.headBias.size(0) == D,
+             ModelFile, what << " has head weights that do not match its options");
+  }
   std::istringstream stats(sections["STAT"]);
   std::string line;
   while (std::getline(stats, line)) {

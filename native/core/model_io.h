@@ -5,7 +5,8 @@
 //   trailer:   SHA-256 of every byte before it (32 bytes)
 //
 // Tags: OPTS (options, key=value text), BKNM (backbone name), BKSH (sha256 of its weights),
-// BKTS (the TorchScript file itself, when the backbone is one), BANK (tensor), STAT (text).
+// BKTS (the TorchScript file itself, when the backbone is one), BANK (tensor), STAT (text),
+// HDFW / HDFB (the ReConPatch head's f: weight and bias tensors, when the head is on).
 // Tensors: u8 dtype (0 = float32) | u8 ndim | i64 dims[ndim] | raw little-endian data.
 #pragma once
 #include <torch/torch.h>
@@ -24,6 +25,8 @@ struct ModelContents {
   std::string backboneSha256;
   std::string backboneBytes;  // TorchScript file bytes; empty for built-in backbones
   torch::Tensor bank;         // [M, D] float32 (CPU)
+  torch::Tensor headWeight;   // ReConPatch f: [D, D] (undefined without a head)
+  torch::Tensor headBias;     // [D]
   int64_t trainImages = 0;
   int64_t trainPatches = 0;
 };

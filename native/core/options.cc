@@ -30,6 +30,19 @@ std::string toText(const EngineOptions& o) {
     << "reweight=" << (o.reweight ? 1 : 0) << "\n"
     << "reweightNeighbors=" << o.reweightNeighbors << "\n"
     << "blurSigma=" << o.blurSigma << "\n"
+    << "head=" << (o.head ? 1 : 0) << "\n"
+    << "headIterations=" << o.headIterations << "\n"
+    << "headBatch=" << o.headBatch << "\n"
+    << "headProjectionDim=" << o.headProjectionDim << "\n"
+    << "headLr=" << o.headLr << "\n"
+    << "headWeightDecay=" << o.headWeightDecay << "\n"
+    << "headEma=" << o.headEma << "\n"
+    << "headK=" << o.headK << "\n"
+    << "headSigma=" << o.headSigma << "\n"
+    << "headAlpha=" << o.headAlpha << "\n"
+    << "headMargin=" << o.headMargin << "\n"
+    << "headNormalize=" << (o.headNormalize ? 1 : 0) << "\n"
+    << "headInitIdentity=" << (o.headInitIdentity ? 1 : 0) << "\n"
     << "device=" << o.device << "\n"
     << "threads=" << o.threads << "\n"
     << "seed=" << o.seed << "\n"
@@ -78,9 +91,22 @@ EngineOptions optionsFromText(const std::string& text) {
   o.reweight = toInt("reweight") != 0;
   o.reweightNeighbors = toInt("reweightNeighbors");
   o.blurSigma = toDouble("blurSigma");
+  o.head = toInt("head") != 0;
+  o.headIterations = toInt("headIterations");
+  o.headBatch = toInt("headBatch");
+  o.headProjectionDim = toInt("headProjectionDim");
+  o.headLr = toDouble("headLr");
+  o.headWeightDecay = toDouble("headWeightDecay");
+  o.headEma = toDouble("headEma");
+  o.headK = toInt("headK");
+  o.headSigma = toDouble("headSigma");
+  o.headAlpha = toDouble("headAlpha");
+  o.headMargin = toDouble("headMargin");
+  o.headNormalize = toInt("headNormalize") != 0;
+  o.headInitIdentity = toInt("headInitIdentity") != 0;
   o.device = get("device");
   o.threads = static_cast<int>(toInt("threads"));
-  o.seed = static_cast<uint64_t>(std::stoull(get("seed")));
+  o.seed = static_cast<uint64_t>(toInt("seed"));
   o.batchSize = toInt("batchSize");
   return o;
 }

@@ -35,6 +35,21 @@ struct EngineOptions {
   int64_t reweightNeighbors = 9;  // b in Eq. 7
   double blurSigma = 4.0;
 
+  // ReConPatch head (§2). Off: PatchCore features as they are.
+  bool head = false;
+  int64_t headIterations = 300;
+  int64_t headBatch = 1024;
+  int64_t headProjectionDim = 0;
+  double headLr = 1e-4;
+  double headWeightDecay = 1e-2;
+  double headEma = 0.9;
+  int64_t headK = 5;
+  double headSigma = 1.0;
+  double headAlpha = 0.5;
+  double headMargin = 1.0;
+  bool headNormalize = false;
+  bool headInitIdentity = true;
+
   // Runtime.
   std::string device = "cpu";  // "cpu" | "cuda" | "auto"
   int threads = 0;             // 0 = all cores

@@ -1,0 +1,82 @@
+// ReConPatch head (RECONPATCH.md §2): a linear representation f (D -> D) trained with a relaxed
+// contrastive loss against pseudo-labels from an EMA partner's pairwise and contextual
+// similarities. Only f is used after training: the bank and the test patches become f(p).
+#pragma once
+#include <torch/torch.h>
+
+#include <atomic>
+#include <functional>
+
+namespace rp {
+
+struct HeadOptions {
+  int64_t iterations = 300;
+  int64_t batch = 1024;        // N patches sampled per iteration
+  int64_t projectionDim = 0;   // D' of g (0: D)
+  double lr = 1e-4;
+  double weightDecay = 1e-2;
+  double ema = 0.9;            // partner update: theta_bar <- ema * theta_bar + (1 - ema) * theta
+  int64_t k = 5;               // contextual k-NN
+  double sigma = 1.0;          // pairwise bandwidth
+  double alpha = 0.5;          // w = alpha * wP + (1 - alpha) * wC
+  double margin = 1.0;
+  bool normalize = false;      // L2-normalise z_bar before the pairwise kernel
+  bool initIdentity = true;    // f starts as the identity: 0 iterations == PatchCore
+  uint64_t seed = 0;
+};
+
+// --- Pure tensor functions (unit-tested) ---------------------------------------------------
+
+// Squared pairwise distances, clamped at 0. z: [N, d] -> [N, N]
+torch::Tensor pairwiseSquaredDistances(const torch::Tensor& z);
+
+// Binary k-NN matrix: row i marks i's k nearest rows, itself always included (ties and
+// duplicates cannot push a point out of its own set). d2: [N, N] -> [N, N] float {0, 1}
+torch::Tensor knnMatrix(const torch::Tensor& d2, int64_t k);
+
+// Pairwise similarity exp(-|z_i - z_j|^2 / sigma). d2: [N, N] -> [N, N]
+torch::Tensor pairwiseSimilarity(const torch::Tensor& d2, double sigma);
+
+// Contextual similarity (STML): w~ = (A A^T / k) * A; R = A' * A'^T with A' the floor(k/2)-NN
+// matrix (>= 1); w^ = R w~ / rowsum(R); wC = (w^ + w^T) / 2. d2: [N, N] -> [N, N]
+torch::Tensor contextualSimilarity(const torch::Tensor& d2, int64_t k);
+
+// Relaxed contrastive loss. z: [N, d] (with grad), w: [N, N] pseudo-labels -> scalar.
+// delta_ij = |z_i - z_j| / mean_n |z_i - z_n|, distances sqrt(max(d2, 0) + 1e-9);
+// L = (1/N) sum_ij [ w_ij delta_ij^2 + (1 - w_ij) max(m - delta_ij, 0)^2 ].
+torch::Tensor relaxedContrastiveLoss(const torch::Tensor& z, const torch::Tensor& w, double margin);
+
+// --- The trained head ---------------------------------------------------------------------
+
+struct HeadProgress {
+  int64_t iteration;
+  int64_t total;
+  double loss;
+};
+using HeadProgressFn = std::function<void(const HeadProgress&)>;
+
+class ReConPatchHead {
+ public:
+  ReConPatchHead(int64_t dim, const HeadOptions& opts, const torch::Device& device);
+  // Restores a trained f (weight [D, D], bias [D]).
+  ReConPatchHead(torch::Tensor fWeight, torch::Tensor fBias);
+
+  // Trains on patches sampled from `chunks` ([n_i, D] each, never concatenated). Throws
+  // ErrorCode::Aborted when `cancel` is set, ErrorCode::Internal on a non-finite loss.
+  void train(const std::vector<torch::Tensor>& chunks, const HeadProgressFn& progress, const std::atomic<bool>* cancel);
+
+  // f(p). p: [N, D] -> [N, D]
+  torch::Tensor apply(const torch::Tensor& p) const;
+
+  const torch::Tensor& fWeight() const { return fW_; }
+  const torch::Tensor& fBias() const { return fB_; }
+
+  // One EMA step: partner <- ema * partner + (1 - ema) * current (in place, no grad).
+  static void emaUpdate(std::vector<torch::Tensor>& partner, const std::vector<torch::Tensor>& current, double ema);
+
+ private:
+  HeadOptions opts_;
+  torch::Tensor fW_, fB_, gW_, gB_;  // trained f and g
+};
+
+}  // namespace rp

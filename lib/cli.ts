@@ -11,8 +11,8 @@ import { parseArgs } from 'node:util';
 import { listImages, readMask, readMvtecDataset } from './dataset.js';
 import { Engine, type Progress } from './engine.js';
 import { ReconpatchError } from './errors.js';
-import { auroc, pixelAuroc } from './metrics.js';
-import type { EngineOptions } from './options.js';
+import { auroc, pixelAuroc, pro } from './metrics.js';
+import type { EngineOptions, HeadOptions } from './options.js';
 import { makeSyntheticDataset } from './synthetic.js';
 
 const ENGINE_FLAGS = {
@@ -24,6 +24,12 @@ const ENGINE_FLAGS = {
   seed: { type: 'string' },
   threads: { type: 'string' },
   device: { type: 'string' },
+  head: { type: 'boolean' },
+  'head-iterations': { type: 'string' },
+  'head-lr': { type: 'string' },
+  'head-batch': { type: 'string' },
+  'head-sigma': { type: 'string' },
+  'head-normalize': { type: 'boolean' },
   json: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
 } as const;
@@ -34,6 +40,8 @@ const ENGINE_HELP = `Engine options:
   --crop <px|none>            center crop (default 224)
   --resize-mode shorter|squash
   --coreset <ratio>           coreset ratio (default 0.1)
+  --head                      train the ReConPatch head (default off: PatchCore)
+  --head-iterations <n>  --head-lr <x>  --head-batch <n>  --head-sigma <x>  --head-normalize
   --seed <n>  --threads <n>  --device cpu|cuda|auto
   --json                      one JSON line on stdout`;
 
@@ -58,6 +66,13 @@ function engineOptions(v: Record<string, unknown>, defaults: Partial<EngineOptio
   if (v.seed !== undefined) o.seed = num(v.seed);
   if (v.threads !== undefined) o.threads = num(v.threads);
   if (v.device !== undefined) o.device = v.device as EngineOptions['device'];
+  const head: HeadOptions = {};
+  if (v['head-iterations'] !== undefined) head.iterations = num(v['head-iterations']);
+  if (v['head-lr'] !== undefined) head.lr = num(v['head-lr']);
+  if (v['head-batch'] !== undefined) head.batch = num(v['head-batch']);
+  if (v['head-sigma'] !== undefined) head.sigma = num(v['head-sigma']);
+  if (v['head-normalize']) head.normalize = true;
+  if (v.head || Object.keys(head).length > 0) o.head = head;
   return o;
 }
 
@@ -71,8 +86,23 @@ function progressLogger(): (p: Progress) => void {
   };
 }
 
-async function evaluate(root: string, category: string, options: EngineOptions) {
+/** Every s-th pixel in both directions, s chosen so the longer side is at most `maxSide`. */
+function subsample(values: ArrayLike<number>, width: number, height: number, maxSide: number) {
+  const s = Math.max(1, Math.ceil(Math.max(width, height) / maxSide));
+  const w = Math.ceil(width / s);
+  const h = Math.ceil(height / s);
+  const out = new Float32Array(w * h);
+  for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) out[y * w + x] = values[y * s * width + x * s];
+  return { data: out, width: w, height: h };
+}
+
+// Pixel metrics are computed on maps and masks subsampled to at most this side (the network's
+// input is 224-256 px, so finer maps carry no more information, only cost).
+const PIXEL_EVAL_SIDE = 256;
+
+async function evaluate(root: string, category: string, options: EngineOptions, trainLimit?: number) {
   const data = await readMvtecDataset(root, category);
+  if (trainLimit) data.train = data.train.slice(0, trainLimit);
   const engine = await Engine.create(options);
   process.stderr.write(`fitting on ${data.train.length} images of ${category}\n`);
   const fit = await engine.fit(data.train, { onProgress: progressLogger() });
@@ -82,20 +112,30 @@ async function evaluate(root: string, category: string, options: EngineOptions) 
   const scoreMs = (performance.now() - started) / data.test.length;
   const maps: Float32Array[] = [];
   const masks: Uint8Array[] = [];
+  const widths: number[] = [];
+  const heights: number[] = [];
   for (const [i, t] of data.test.entries()) {
     if (t.label === 1 && !t.maskPath) continue; // no mask: image metrics only
-    maps.push(results[i].map);
-    masks.push(t.maskPath ? await readMask(t.maskPath, results[i].width, results[i].height) : new Uint8Array(results[i].map.length));
+    const r = results[i];
+    const mask = t.maskPath ? await readMask(t.maskPath, r.width, r.height) : new Uint8Array(r.map.length);
+    const m = subsample(r.map, r.width, r.height, PIXEL_EVAL_SIDE);
+    maps.push(m.data);
+    masks.push(Uint8Array.from(subsample(mask, r.width, r.height, PIXEL_EVAL_SIDE).data));
+    widths.push(m.width);
+    heights.push(m.height);
   }
+  const hasDefectPixels = masks.some((m) => m.some((x) => x > 0));
   return {
     category,
     backbone: engine.info.backbone,
-    head: false,
+    head: engine.options.head,
     coreset: engine.options.coresetRatio,
     n_train: data.train.length,
     n_test: data.test.length,
     image_auroc: auroc(results.map((r) => r.score), data.test.map((t) => t.label)),
-    pixel_auroc: masks.some((m) => m.some((x) => x > 0)) ? pixelAuroc(maps, masks) : null,
+    pixel_auroc: hasDefectPixels ? pixelAuroc(maps, masks) : null,
+    pro: hasDefectPixels ? pro(maps, masks, widths, heights) : null,
+    seed: engine.options.seed,
     missing_masks: data.missingMasks,
     fit_seconds: fit.seconds,
     score_ms_per_image: scoreMs,
@@ -126,10 +166,11 @@ async function main(argv: string[]): Promise<number> {
       return 0;
     }
     case 'eval': {
-      const { values } = parseArgs({ args: rest, options: { ...ENGINE_FLAGS, data: { type: 'string' }, category: { type: 'string' } } });
+      const { values } = parseArgs({ args: rest, options: { ...ENGINE_FLAGS, data: { type: 'string' }, category: { type: 'string' }, 'train-limit': { type: 'string' } } });
       if (values.help || !values.data || !values.category)
-        return help(`reconpatch eval --data <root> --category <name> [engine options]\n\n${ENGINE_HELP}`, !values.help);
-      report(await evaluate(values.data, values.category, engineOptions(values)), values.json);
+        return help(`reconpatch eval --data <root> --category <name> [--train-limit <n>] [engine options]\n\nPixel AUROC and PRO are computed on maps and masks subsampled to at most ${PIXEL_EVAL_SIDE} px.\n\n${ENGINE_HELP}`, !values.help);
+      const limit = values['train-limit'] === undefined ? undefined : Number(values['train-limit']);
+      report(await evaluate(values.data, values.category, engineOptions(values), limit), values.json);
       return 0;
     }
     case 'fit': {

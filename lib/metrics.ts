@@ -3,40 +3,38 @@
  * PRO (MVTec AD per-region overlap) and the best F1. Pure functions on typed arrays.
  */
 
-/** Indices 0..n-1 sorted by ascending score (typed arrays only: works for tens of millions). */
-function argsortAscending(scores: ArrayLike<number>): Uint32Array {
-  const n = scores.length;
-  const idx = new Uint32Array(n);
-  for (let i = 0; i < n; i++) idx[i] = i;
-  const s = scores instanceof Float64Array ? scores : Float64Array.from(scores as ArrayLike<number>);
-  return idx.sort((a, b) => s[a] - s[b]);
-}
-
 /**
- * Area under the ROC curve. Tied scores count one half (Mann–Whitney U with average ranks),
- * which equals sklearn's trapezoid over distinct thresholds.
+ * Area under the ROC curve: P(score of a positive > score of a negative), ties counting one half
+ * (Mann–Whitney U), which equals sklearn's roc_auc_score. Positives and negatives are sorted
+ * separately with the native typed-array sort, then merged: O(n log n), fine for 10^7 pixels.
  * @example auroc([0.1, 0.4, 0.35, 0.8], [0, 0, 1, 1]) // 0.75
  */
 export function auroc(scores: ArrayLike<number>, labels: ArrayLike<number | boolean>): number {
   if (scores.length !== labels.length) throw new RangeError(`auroc: ${scores.length} scores but ${labels.length} labels`);
-  const order = argsortAscending(scores);
-  let positives = 0;
-  let rankSum = 0; // sum of (average, 1-based) ranks of the positives
-  for (let i = 0; i < order.length; ) {
-    let j = i;
-    while (j + 1 < order.length && scores[order[j + 1]] === scores[order[i]]) j++;
-    const avgRank = (i + j) / 2 + 1;
-    for (let k = i; k <= j; k++) {
-      if (labels[order[k]]) {
-        positives++;
-        rankSum += avgRank;
-      }
-    }
-    i = j + 1;
+  let nPos = 0;
+  for (let i = 0; i < labels.length; i++) if (labels[i]) nPos++;
+  const nNeg = labels.length - nPos;
+  if (nPos === 0 || nNeg === 0) throw new RangeError('auroc: needs both positive and negative labels');
+  const pos = new Float64Array(nPos);
+  const neg = new Float64Array(nNeg);
+  for (let i = 0, p = 0, q = 0; i < labels.length; i++) {
+    if (labels[i]) pos[p++] = scores[i];
+    else neg[q++] = scores[i];
   }
-  const negatives = order.length - positives;
-  if (positives === 0 || negatives === 0) throw new RangeError('auroc: needs both positive and negative labels');
-  return (rankSum - (positives * (positives + 1)) / 2) / (positives * negatives);
+  pos.sort();
+  neg.sort();
+  // For each positive (ascending): negatives strictly below it, and equal to it.
+  let below = 0;
+  let upto = 0; // negatives <= current score
+  let u = 0;
+  for (let i = 0; i < nPos; i++) {
+    const s = pos[i];
+    while (below < nNeg && neg[below] < s) below++;
+    if (upto < below) upto = below;
+    while (upto < nNeg && neg[upto] <= s) upto++;
+    u += below + (upto - below) / 2;
+  }
+  return u / (nPos * nNeg);
 }
 
 /** AUROC over every pixel of every map (masks: non-zero = defect). */
@@ -92,55 +90,60 @@ export function connectedComponents(mask: Uint8Array, width: number, height: num
 /**
  * PRO (per-region overlap), as the MVTec AD evaluation defines it: regions are the 8-connected
  * components of the ground-truth masks. For `steps` thresholds evenly spaced over the score range,
- * PRO(t) = mean over regions of |region ∩ {score > t}| / |region| and FPR(t) = false-positive
+ * PRO(t) = mean over regions of |region ∩ {score >= t}| / |region| and FPR(t) = false-positive
  * pixels / all defect-free pixels. The PRO-vs-FPR curve is integrated (trapezoid) from FPR 0 up to
  * `maxFpr` (interpolating at `maxFpr`) and divided by `maxFpr`, so 1 is perfect.
+ * Pixels are binned by threshold once, so the cost is O(pixels + regions * steps).
  */
 export function pro(
   maps: Float32Array[], masks: Uint8Array[], widths: number[], heights: number[],
   { maxFpr = 0.3, steps = 200 }: { maxFpr?: number; steps?: number } = {},
 ): number {
   const { scores, labels } = flatten(maps, masks);
-  const regionOf = new Int32Array(scores.length); // 0 = not in a region
-  const areas: number[] = [0];
-  let at = 0;
-  for (const [i, m] of masks.entries()) {
-    const { labels: cc, count } = connectedComponents(m, widths[i], heights[i]);
-    const base = areas.length - 1;
-    for (let k = 0; k < count; k++) areas.push(0);
-    for (let p = 0; p < cc.length; p++) {
-      if (cc[p]) {
-        regionOf[at + p] = base + cc[p];
-        areas[base + cc[p]]++;
-      }
-    }
-    at += m.length;
-  }
-  const regions = areas.length - 1;
-  let negatives = 0;
-  for (let p = 0; p < labels.length; p++) if (!labels[p]) negatives++;
-  if (regions === 0 || negatives === 0) throw new RangeError('pro: needs defect regions and defect-free pixels');
   let lo = Infinity;
   let hi = -Infinity;
   for (const s of scores) {
     if (s < lo) lo = s;
     if (s > hi) hi = s;
   }
-  // Sweep thresholds from high to low: FPR rises from 0.
-  const curve: Array<[number, number]> = [[0, 0]];
-  const overlap = new Float64Array(areas.length);
-  for (let t = 0; t <= steps; t++) {
-    const threshold = hi - ((hi - lo) * t) / steps;
-    overlap.fill(0);
-    let fp = 0;
-    for (let p = 0; p < scores.length; p++) {
-      if (scores[p] <= threshold && t < steps) continue;
-      if (regionOf[p]) overlap[regionOf[p]]++;
-      else if (!labels[p]) fp++;
+  // bin b holds pixels with score in [t_b, t_{b-1}), t_b = hi - (hi - lo) * b / steps (b = 0: score >= hi).
+  const binOf = (s: number) => (hi === lo ? 0 : Math.min(steps, Math.max(0, Math.ceil(((hi - s) / (hi - lo)) * steps))));
+  const fpPerBin = new Float64Array(steps + 1);
+  const regionHits: Float64Array[] = []; // per region: pixels per bin
+  const areas: number[] = [];
+  let negatives = 0;
+  let at = 0;
+  for (const [i, m] of masks.entries()) {
+    const { labels: cc, count } = connectedComponents(m, widths[i], heights[i]);
+    const first = areas.length;
+    for (let k = 0; k < count; k++) {
+      areas.push(0);
+      regionHits.push(new Float64Array(steps + 1));
     }
-    let proSum = 0;
-    for (let r = 1; r <= regions; r++) proSum += overlap[r] / areas[r];
-    curve.push([fp / negatives, proSum / regions]);
+    for (let p = 0; p < cc.length; p++) {
+      const b = binOf(scores[at + p]);
+      if (cc[p]) {
+        areas[first + cc[p] - 1]++;
+        regionHits[first + cc[p] - 1][b]++;
+      } else if (!labels[at + p]) {
+        negatives++;
+        fpPerBin[b]++;
+      }
+    }
+    at += m.length;
+  }
+  if (areas.length === 0 || negatives === 0) throw new RangeError('pro: needs defect regions and defect-free pixels');
+  const curve: Array<[number, number]> = [[0, 0]];
+  let fp = 0;
+  const covered = new Float64Array(areas.length);
+  for (let b = 0; b <= steps; b++) {
+    fp += fpPerBin[b];
+    let sum = 0;
+    for (let r = 0; r < areas.length; r++) {
+      covered[r] += regionHits[r][b];
+      sum += covered[r] / areas[r];
+    }
+    curve.push([fp / negatives, sum / areas.length]);
   }
   let area = 0;
   for (let i = 1; i < curve.length; i++) {
@@ -158,7 +161,7 @@ export function pro(
 
 /** The best F1 over all thresholds (predict positive when score >= threshold). */
 export function f1Max(scores: ArrayLike<number>, labels: ArrayLike<number | boolean>): { f1: number; threshold: number } {
-  const order = argsortAscending(scores);
+  const order = new Uint32Array(scores.length).map((_, i) => i).sort((a, b) => scores[a] - scores[b]);
   let positives = 0;
   for (let i = 0; i < labels.length; i++) if (labels[i]) positives++;
   let best = { f1: 0, threshold: Infinity };

@@ -45,7 +45,8 @@ export async function listImages(dirOrFile: string): Promise<string[]> {
     throw datasetError(`'${dirOrFile}' does not exist`);
   }
   if (s.isFile()) return [dirOrFile];
-  const names = (await readdir(dirOrFile)).filter(isImage).sort();
+  const entries = await readdir(dirOrFile, { withFileTypes: true });
+  const names = entries.filter((e) => e.isFile() && isImage(e.name)).map((e) => e.name).sort();
   return names.map((n) => path.join(dirOrFile, n));
 }
 
@@ -68,11 +69,11 @@ function findMask(root: string, defect: string, stem: string): string | null {
 /** Reads a dataset's file lists. Throws ERR_IO naming the missing or empty folder. */
 export async function readMvtecDataset(root: string, category: string): Promise<Dataset> {
   const base = path.join(root, category);
-  for (const sub of ['train/good', 'test']) {
-    if (!existsSync(path.join(base, sub))) throw datasetError(`dataset folder '${path.join(base, sub)}' is missing (expected MVTec AD layout)`);
-  }
+  const missing = (sub: string) => datasetError(`dataset folder '${path.join(base, sub)}' is missing (expected MVTec AD layout: <root>/<category>/train/good, test/<defect>)`);
+  if (!existsSync(path.join(base, 'train/good'))) throw missing('train/good');
   const train = await listImages(path.join(base, 'train/good'));
   if (train.length === 0) throw datasetError(`'${path.join(base, 'train/good')}' has no images`);
+  if (!existsSync(path.join(base, 'test'))) throw missing('test');
   const test: DatasetItem[] = [];
   let missingMasks = 0;
   for (const defect of await subdirs(path.join(base, 'test'))) {
@@ -89,15 +90,22 @@ export async function readMvtecDataset(root: string, category: string): Promise<
 
 /** A mask as 0/1 bytes at width x height (nearest-neighbour resize when sizes differ). */
 export async function readMask(maskPath: string, width: number, height: number): Promise<Uint8Array> {
-  const { data, info } = await sharp(maskPath).greyscale().raw().toBuffer({ resolveWithObject: true });
-  let pixels = data;
-  if (info.width !== width || info.height !== height) {
-    pixels = await sharp(data, { raw: { width: info.width, height: info.height, channels: 1 } })
-      .resize(width, height, { kernel: 'nearest', fit: 'fill' })
-      .raw()
-      .toBuffer();
+  let decoded;
+  try {
+    decoded = await sharp(maskPath).greyscale().raw().toBuffer({ resolveWithObject: true });
+  } catch (err) {
+    throw new ReconpatchError('ERR_IO', `mask '${maskPath}' cannot be read: ${(err as Error).message}`, { cause: err });
   }
+  const { data, info } = decoded;
+  const c = info.channels; // greyscale() may still come back with 3 channels: read the first
+  // Nearest neighbour: source pixel floor((x + 0.5) * srcW / width), likewise for rows.
   const out = new Uint8Array(width * height);
-  for (let i = 0; i < out.length; i++) out[i] = pixels[i] > 127 ? 1 : 0;
+  for (let y = 0; y < height; y++) {
+    const sy = Math.min(info.height - 1, Math.floor(((y + 0.5) * info.height) / height));
+    for (let x = 0; x < width; x++) {
+      const sx = Math.min(info.width - 1, Math.floor(((x + 0.5) * info.width) / width));
+      out[y * width + x] = data[(sy * info.width + sx) * c] > 127 ? 1 : 0;
+    }
+  }
   return out;
 }

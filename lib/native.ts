@@ -100,6 +100,8 @@ export interface NativeInternals {
   headSimilarities(z: FloatArray, k: number, sigma: number): { knn: FloatArray; contextual: FloatArray; pairwise: FloatArray };
   headLoss(z: FloatArray, w: FloatArray, margin: number): { loss: number; grad: FloatArray };
   emaStep(partner: FloatArray, current: FloatArray, ema: number): FloatArray;
+  /** fp32 GEMM rate (GFLOP/s): best of reps n x n x n products. Blocks the calling thread: benchmarks only. */
+  gemmGflops(n: number, reps: number, threads: number): number;
 }
 
 export interface NativeModule {

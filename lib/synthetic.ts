@@ -103,11 +103,12 @@ async function writeImage(file: string, img: Float32Array, width: number, height
   const data = Buffer.alloc(width * height * channels);
   for (let p = 0; p < width * height; p++)
     for (let c = 0; c < channels; c++) data[p * channels + c] = Math.max(0, Math.min(255, Math.round(img[p] * (channels === 3 ? tint[c] : 1) * 255)));
-  await sharp(data, { raw: { width, height, channels } }).png().toFile(file);
+  const raw = sharp(data, { raw: { width, height, channels } });
+  await (channels === 1 ? raw.toColourspace('b-w') : raw).png().toFile(file); // keep grey files 1-channel
 }
 
 async function writeMask(file: string, mask: Uint8Array, width: number, height: number) {
-  await sharp(Buffer.from(mask), { raw: { width, height, channels: 1 } }).png().toFile(file);
+  await sharp(Buffer.from(mask), { raw: { width, height, channels: 1 } }).toColourspace('b-w').png().toFile(file);
 }
 
 /**

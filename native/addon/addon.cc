@@ -112,6 +112,13 @@ Napi::Object makeInternals(Napi::Env env) {
                                                                        info[2].ToNumber().DoubleValue()));
           });
         }));
+  o.Set("gemmGflops", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
+          return sync(info.Env(), [&]() -> Napi::Value {
+            return Napi::Number::New(info.Env(), rp::internals::gemmGflops(info[0].ToNumber().Int64Value(),
+                                                                             info[1].ToNumber().Int32Value(),
+                                                                             info[2].ToNumber().Int32Value()));
+          });
+        }));
   o.Set("reweightedScore", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
           return sync(info.Env(), [&]() -> Napi::Value {
             return Napi::Number::New(info.Env(), rp::internals::reweightedScore(floatArrayFromJs(info[0]),

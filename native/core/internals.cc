@@ -1,5 +1,7 @@
 #include "core/internals.h"
 
+#include <chrono>
+
 #include "core/coreset.h"
 #include "core/error.h"
 #include "core/head.h"
@@ -122,6 +124,21 @@ FloatArray emaStep(const FloatArray& partner, const FloatArray& current, double 
     std::vector<torch::Tensor> p = {toTensor(partner)};
     ReConPatchHead::emaUpdate(p, {toTensor(current)}, ema);
     return fromTensor(p[0]);
+  });
+}
+
+double gemmGflops(int64_t n, int reps, int threads) {
+  return guarded([&] {
+    if (threads > 0) at::set_num_threads(threads);
+    auto a = torch::randn({n, n}), b = torch::randn({n, n}), c = torch::empty({n, n});
+    torch::mm_out(c, a, b);  // warm-up
+    double best = 1e30;
+    for (int r = 0; r < reps; ++r) {
+      auto t0 = std::chrono::steady_clock::now();
+      torch::mm_out(c, a, b);
+      best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    }
+    return 2.0 * n * n * n / best / 1e9;
   });
 }
 

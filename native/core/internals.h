@@ -44,5 +44,8 @@ float headLoss(const FloatArray& z, const FloatArray& w, double margin, FloatArr
 // One EMA step on a parameter: ema * partner + (1 - ema) * current.
 FloatArray emaStep(const FloatArray& partner, const FloatArray& current, double ema);
 
+// The machine's fp32 GEMM rate through libtorch: best of `reps` n x n x n products, in GFLOP/s.
+double gemmGflops(int64_t n, int reps, int threads);
+
 }  // namespace internals
 }  // namespace rp

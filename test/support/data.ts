@@ -24,7 +24,7 @@ type SynthOptions = Parameters<typeof makeSyntheticDataset>[1];
 /** A synthetic dataset for these options, generated once (atomic rename) and then reused. */
 export async function syntheticDataset(opts: SynthOptions = {}): Promise<Dataset> {
   const key = Object.entries(opts ?? {}).sort().map(([k, v]) => `${k}-${v}`).join('_') || 'default';
-  const base = path.join(os.tmpdir(), 'reconpatch-test-data', `v1_${key}`);
+  const base = path.join(os.tmpdir(), 'reconpatch-test-data', `v2_${key}`);
   const category = opts?.category ?? 'synthetic';
   if (!existsSync(base)) {
     const tmp = `${base}.tmp-${process.pid}`;

@@ -1,0 +1,54 @@
+#!/usr/bin/env node
+// Benchmarks beside the machine's ceiling, in one run: the fp32 GEMM rate through libtorch, then
+// fit and per-image score time and peak RSS on ../shared/datasets/metal_plate with the shared
+// mobilenet_v1 backbone (the PatchCore reference's settings). `--json` prints one JSON object.
+// Needs a build (npm install) and ../shared; says so and exits 0 when ../shared is absent.
+import { existsSync, readdirSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const { Engine } = await import(path.join(root, 'dist/index.js'));
+const { native } = await import(path.join(root, 'dist/native.js'));
+const json = process.argv.includes('--json');
+const shared = path.resolve(root, '../shared');
+const log = (...a) => { if (!json) console.log(...a); };
+
+const out = { machine: { cores: (await import('node:os')).availableParallelism() } };
+out.gemm_gflops = native().internals.gemmGflops(2048, 5, out.machine.cores);
+log(`GEMM fp32 2048^3: ${out.gemm_gflops.toFixed(1)} GFLOP/s (ceiling)`);
+
+const data = path.join(shared, 'datasets/metal_plate');
+const backbone = path.join(shared, 'backbones/mobilenet_v1_imagenet.pt');
+if (!existsSync(data) || !existsSync(backbone)) {
+  log(`../shared is absent (${shared}): end-to-end benchmarks skipped`);
+  out.end_to_end = 'skipped: ../shared absent';
+} else {
+  const ls = (d) => readdirSync(d).sort().map((f) => path.join(d, f));
+  const train = ls(path.join(data, 'train/good'));
+  const test = readdirSync(path.join(data, 'test')).sort().flatMap((d) => ls(path.join(data, 'test', d)));
+  const engine = await Engine.create({ backbone, resizeMode: 'squash', resize: 256, crop: 224, coreset: { ratio: 0.1 } });
+  const stages = {};
+  let t = performance.now();
+  let last = t;
+  const fit = await engine.fit(train, {
+    onProgress: (p) => {
+      const now = performance.now();
+      stages[p.stage] = (stages[p.stage] ?? 0) + (now - last) / 1000;
+      last = now;
+    },
+  });
+  out.fit = { seconds: fit.seconds, stages_seconds: stages, images: fit.images, patches: fit.patches, bank_rows: fit.bankRows };
+  log(`fit metal_plate (${fit.images} images, ${fit.patches} patches -> ${fit.bankRows}): ${fit.seconds.toFixed(1)} s`, stages);
+  t = performance.now();
+  for (const p of test.slice(0, 24)) await engine.score(p);
+  out.score_ms_per_image = (performance.now() - t) / 24;
+  t = performance.now();
+  await engine.scoreMany(test.slice(0, 24));
+  out.score_many_ms_per_image = (performance.now() - t) / 24;
+  // k-NN FLOPs per image: 784 queries x bank rows x 1024 x 2.
+  out.knn_gflop_per_image = (784 * fit.bankRows * 1024 * 2) / 1e9;
+  out.peak_rss_mb = Math.round(process.resourceUsage().maxRSS / 1024);
+  log(`score: ${out.score_ms_per_image.toFixed(1)} ms/image one by one, ${out.score_many_ms_per_image.toFixed(1)} ms/image in batches; k-NN ${out.knn_gflop_per_image.toFixed(2)} GFLOP/image; peak RSS ${out.peak_rss_mb} MB`);
+}
+if (json) console.log(JSON.stringify(out));

@@ -48,6 +48,28 @@ if (!existsSync(data) || !existsSync(backbone)) {
   out.score_many_ms_per_image = (performance.now() - t) / 24;
   // k-NN FLOPs per image: 784 queries x bank rows x 1024 x 2.
   out.knn_gflop_per_image = (784 * fit.bankRows * 1024 * 2) / 1e9;
+  // ReConPatch head training cost at the default batch (N = HEAD_DEFAULTS.batch).
+  const { HEAD_DEFAULTS } = await import(path.join(root, 'dist/index.js'));
+  const iterations = 50;
+  const withHead = await Engine.create({ backbone, resizeMode: 'squash', resize: 256, crop: 224, coreset: { ratio: 0.1 }, head: { iterations } });
+  const headStages = {};
+  last = performance.now();
+  const headFit = await withHead.fit(train, {
+    onProgress: (p) => {
+      const now = performance.now();
+      headStages[p.stage] = (headStages[p.stage] ?? 0) + (now - last) / 1000;
+      last = now;
+    },
+  });
+  const n = HEAD_DEFAULTS.batch;
+  // FLOPs per iteration: f and g forward for the partner (2 x 2 N D^2) and the trained pair
+  // (forward 2 x 2 N D^2, backward ~2x that), pairwise distance GEMMs (2 x 2 N^2 D), the
+  // contextual products (2 x 2 N^3).
+  const D = 1024;
+  const headGflop = (4 * n * D * D + 12 * n * D * D + 4 * n * n * D + 4 * n * n * n) / 1e9;
+  out.head = { batch: n, iterations, ms_per_iteration: (headStages.head * 1000) / iterations, gflop_per_iteration: headGflop, fit_seconds: headFit.seconds };
+  out.head.gflops = headGflop / (out.head.ms_per_iteration / 1000);
+  log(`head training: ${out.head.ms_per_iteration.toFixed(0)} ms/iteration at N=${n} (${headGflop.toFixed(1)} GFLOP, ${out.head.gflops.toFixed(1)} GFLOP/s)`);
   out.peak_rss_mb = Math.round(process.resourceUsage().maxRSS / 1024);
   log(`score: ${out.score_ms_per_image.toFixed(1)} ms/image one by one, ${out.score_many_ms_per_image.toFixed(1)} ms/image in batches; k-NN ${out.knn_gflop_per_image.toFixed(2)} GFLOP/image; peak RSS ${out.peak_rss_mb} MB`);
 }

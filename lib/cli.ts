@@ -102,6 +102,8 @@ const PIXEL_EVAL_SIDE = 256;
 
 async function evaluate(root: string, category: string, options: EngineOptions, trainLimit?: number) {
   const data = await readMvtecDataset(root, category);
+  // Every training image goes into the bank, as in the papers' protocol (no calibration hold-out).
+  options = { calibration: false, ...options };
   if (trainLimit) data.train = data.train.slice(0, trainLimit);
   const engine = await Engine.create(options);
   process.stderr.write(`fitting on ${data.train.length} images of ${category}\n`);

@@ -2,14 +2,16 @@
  * The Engine: fit on good parts, score new images. Orchestration only; every computation runs
  * in the native addon off the event loop. Calls on one engine are serialised in arrival order.
  */
+import { type Calibration, calibrate, holdoutPicker, normalize } from './calibration.js';
 import { ReconpatchError, rethrow } from './errors.js';
+import { heatmapPng } from './heatmap.js';
 import { type ImageInput, describeInput, toRawFrame } from './images.js';
-import { type NativeEngine, type NativeOptions, type RawFrame, native } from './native.js';
-import { type EngineOptions, resolveOptions } from './options.js';
+import { type NativeEngine, type NativeOptions, type NativeScore, type RawFrame, native } from './native.js';
+import { type CalibrationOptions, type EngineOptions, resolveCalibration, resolveOptions } from './options.js';
 
 /** A fit or scoring stage's progress. `total` is undefined when the input's length is unknown. */
 export interface Progress {
-  stage: 'embed' | 'head' | 'coreset';
+  stage: 'embed' | 'head' | 'coreset' | 'calibrate';
   done: number;
   total?: number;
   /** Head training: the iteration's loss. */
@@ -23,7 +25,10 @@ export interface FitOptions {
 }
 
 export interface FitSummary {
+  /** Images in the memory bank. */
   images: number;
+  /** Nominal images held out to calibrate the threshold. */
+  calibrationImages: number;
   patches: number;
   bankRows: number;
   seconds: number;
@@ -31,13 +36,27 @@ export interface FitSummary {
 
 /** One image's result. `map` is the anomaly map, row-major `height` x `width`, at the input's size. */
 export interface ScoreResult {
+  /** Raw image score: a patch distance (larger = more anomalous). */
   score: number;
+  /** Score mapped to [0, 1] with 0.5 at the calibrated threshold; null when the fit had too few images to calibrate. */
+  normalizedScore: number | null;
+  /** normalizedScore >= 0.5; null without calibration. */
+  isAnomaly: boolean | null;
   map: Float32Array;
   width: number;
   height: number;
+  /** PNG overlay (jet colour map, 50% blend, threshold contour) when asked with `{ heatmap: 'png' }`. */
+  heatmap?: Buffer;
+}
+
+export interface ScoreOptions {
+  /** `'png'`: also return a coloured overlay PNG of the map over the image. */
+  heatmap?: 'png' | false;
 }
 
 export interface EngineInfo {
+  /** Threshold statistics from held-out nominal images, or null. */
+  calibration: Calibration | null;
   backbone: string;
   backboneSha256: string;
   fitted: boolean;
@@ -58,10 +77,16 @@ export interface EngineInfo {
  */
 export class Engine {
   readonly #native: NativeEngine;
+  readonly #calibrationOptions: CalibrationOptions;
+  #calibration: Calibration | null = null;
   #queue: Promise<unknown> = Promise.resolve();
 
-  private constructor(n: NativeEngine) {
+  private constructor(n: NativeEngine, calibrationOptions?: CalibrationOptions) {
     this.#native = n;
+    // Models carry their calibration (and its options) as JSON metadata.
+    const meta = n.metadata() ? (JSON.parse(n.metadata()) as { calibration?: Calibration; calibrationOptions?: CalibrationOptions }) : {};
+    this.#calibration = meta.calibration ?? null;
+    this.#calibrationOptions = calibrationOptions ?? meta.calibrationOptions ?? resolveCalibration(undefined);
   }
 
   /** Builds an engine (loads and validates the backbone). Throws ERR_INVALID_OPTION, ERR_BACKBONE. */
@@ -69,7 +94,8 @@ export class Engine {
     const stack = new Error();
     try {
       const resolved = resolveOptions(options);
-      return new Engine(await native().createEngine(resolved));
+      const calibration = resolveCalibration(options.calibration);
+      return new Engine(await native().createEngine(resolved), calibration);
     } catch (err) {
       rethrow(err, stack);
     }
@@ -94,6 +120,7 @@ export class Engine {
   get info(): EngineInfo {
     const i = this.#native.info();
     return {
+      calibration: this.#calibration,
       backbone: i.backboneName, backboneSha256: i.backboneSha256, fitted: i.fitted, bankRows: i.bankRows,
       featureDim: i.featureDim, trainImages: i.trainImages, trainPatches: i.trainPatches, device: i.device,
     };
@@ -109,28 +136,54 @@ export class Engine {
     return this.#exclusive(() => this.#fit(images, options)).catch((err) => rethrow(err, stack));
   }
 
-  /** Scores one image: image score and anomaly map at the image's own size. Throws ERR_NOT_FITTED, ERR_INVALID_IMAGE. */
-  score(image: ImageInput): Promise<ScoreResult> {
+  /**
+   * Scores one image: raw and calibrated score, and the anomaly map at the image's own size.
+   * Throws ERR_NOT_FITTED, ERR_INVALID_IMAGE.
+   */
+  score(image: ImageInput, options: ScoreOptions = {}): Promise<ScoreResult> {
     const stack = new Error();
     return this.#exclusive(async () => {
       const frame = await toRawFrame(image);
       const [r] = await this.#native.score([frame]);
-      return r;
+      return this.#result(r, frame, options);
     }).catch((err) => rethrow(err, stack));
   }
 
   /** Scores several images in native batches; results in input order. */
-  scoreMany(images: ImageInput[]): Promise<ScoreResult[]> {
+  scoreMany(images: ImageInput[], options: ScoreOptions = {}): Promise<ScoreResult[]> {
     const stack = new Error();
     return this.#exclusive(async () => {
       const batchSize = this.#native.options().batchSize;
       const out: ScoreResult[] = [];
       for (let i = 0; i < images.length; i += batchSize) {
         const frames = await Promise.all(images.slice(i, i + batchSize).map((img, j) => toRawFrame(img, i + j)));
-        out.push(...(await this.#native.score(frames)));
+        const raw = await this.#native.score(frames);
+        for (const [j, r] of raw.entries()) out.push(await this.#result(r, frames[j], options));
       }
       return out;
     }).catch((err) => rethrow(err, stack));
+  }
+
+  // Post-processing: calibrated score and the optional heatmap.
+  async #result(r: NativeScore, frame: RawFrame, { heatmap }: ScoreOptions): Promise<ScoreResult> {
+    const c = this.#calibration;
+    const normalizedScore = c ? normalize(r.score, c) : null;
+    const result: ScoreResult = { ...r, normalizedScore, isAnomaly: normalizedScore === null ? null : normalizedScore >= 0.5 };
+    if (heatmap === 'png') {
+      const scaled = new Float32Array(r.map.length);
+      if (c) for (let i = 0; i < scaled.length; i++) scaled[i] = normalize(r.map[i], c);
+      else {
+        // Uncalibrated: the map's own range.
+        let lo = Infinity;
+        let hi = -Infinity;
+        for (const v of r.map) { lo = Math.min(lo, v); hi = Math.max(hi, v); }
+        for (let i = 0; i < scaled.length; i++) scaled[i] = hi > lo ? (r.map[i] - lo) / (hi - lo) : 0;
+      }
+      result.heatmap = await heatmapPng(frame, scaled);
+    } else if (heatmap !== undefined && heatmap !== false) {
+      throw new ReconpatchError('ERR_INVALID_OPTION', `heatmap must be 'png' or false, got ${JSON.stringify(heatmap)}`);
+    }
+    return result;
   }
 
   /** Saves the fitted model to one file (written to a temporary file, then renamed). Throws ERR_NOT_FITTED, ERR_IO. */
@@ -158,6 +211,26 @@ export class Engine {
     return run;
   }
 
+  // Scores the held-out nominal images and stores the threshold statistics with the model.
+  async #calibrate(frames: RawFrame[], onProgress?: (p: Progress) => void) {
+    let calibration: Calibration | null = null;
+    if (frames.length > 0) {
+      const scores: number[] = [];
+      const maps: Float32Array[] = [];
+      const batchSize = this.#native.options().batchSize;
+      for (let i = 0; i < frames.length; i += batchSize) {
+        for (const r of await this.#native.score(frames.slice(i, i + batchSize))) {
+          scores.push(r.score);
+          maps.push(r.map);
+        }
+        onProgress?.({ stage: 'calibrate', done: Math.min(i + batchSize, frames.length), total: frames.length });
+      }
+      calibration = calibrate(scores, maps);
+    }
+    this.#calibration = calibration;
+    this.#native.setMetadata(JSON.stringify({ calibration, calibrationOptions: this.#calibrationOptions }));
+  }
+
   async #fit(images: Iterable<ImageInput> | AsyncIterable<ImageInput>, { signal, onProgress }: FitOptions): Promise<FitSummary> {
     if (images === null || typeof images !== 'object' || !(Symbol.iterator in images || Symbol.asyncIterator in images))
       throw new ReconpatchError('ERR_INVALID_OPTION', 'fit expects an Iterable or AsyncIterable of images');
@@ -169,14 +242,23 @@ export class Engine {
     const onAbort = () => this.#native.cancel();
     signal?.addEventListener('abort', onAbort);
     this.#native.fitBegin();
+    const { holdout, minImages } = this.#calibrationOptions;
+    const heldOut = holdoutPicker(total, holdout, minImages);
+    const calibrationFrames: RawFrame[] = [];
     try {
       let done = 0;
       let pending: ImageInput[] = [];
       const flush = async () => {
-        const frames: RawFrame[] = await Promise.all(pending.map((img, j) => toRawFrame(img, done + j)));
+        const decoded: RawFrame[] = await Promise.all(pending.map((img, j) => toRawFrame(img, done + j)));
         if (signal?.aborted) throw aborted();
+        // Held-out nominal images are kept aside for calibration, not put in the bank.
+        const frames = decoded.filter((f, j) => {
+          if (!heldOut(done + j)) return true;
+          calibrationFrames.push(f);
+          return false;
+        });
         try {
-          await this.#native.fitAdd(frames);
+          if (frames.length > 0) await this.#native.fitAdd(frames);
         } catch (err) {
           // Name the offending image when the native side rejects one.
           const e = err as { code?: string; message?: string };
@@ -198,13 +280,21 @@ export class Engine {
       if (signal?.aborted) throw aborted();
       if (done === 0)
         throw new ReconpatchError('ERR_EMPTY_TRAINING_SET', 'fit received no images; pass at least one image of a good (defect-free) part');
+      if (done === calibrationFrames.length) {
+        // Everything was held out (a 1-image stream): use it for the bank instead.
+        await this.#native.fitAdd(calibrationFrames.splice(0));
+      }
       await this.#native.fitEnd(
         onProgress
           ? (stage, d, t, value) => onProgress({ stage: stage as Progress['stage'], done: d, total: t, ...(stage === 'head' ? { loss: value } : {}) })
           : undefined,
       );
+      await this.#calibrate(calibrationFrames, onProgress);
       const info = this.#native.info();
-      return { images: info.trainImages, patches: info.trainPatches, bankRows: info.bankRows, seconds: (performance.now() - started) / 1000 };
+      return {
+        images: info.trainImages, patches: info.trainPatches, bankRows: info.bankRows,
+        calibrationImages: calibrationFrames.length, seconds: (performance.now() - started) / 1000,
+      };
     } catch (err) {
       this.#native.fitAbort();
       throw err;

@@ -86,6 +86,8 @@ export interface NativeEngine {
   score(images: RawFrame[]): Promise<NativeScore[]>;
   save(path: string): Promise<void>;
   embed(images: [RawFrame]): Promise<FloatArray>;
+  metadata(): string;
+  setMetadata(metadata: string): void;
 }
 
 /** Single pipeline steps on small arrays, synchronous. For tests and tools, not for serving. */

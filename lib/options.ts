@@ -50,6 +50,28 @@ export interface EngineOptions {
   device?: 'cpu' | 'cuda' | 'auto';
   /** Seed for every random choice (random CNN weights, coreset projection and starts). Default 0. */
   seed?: number;
+  /**
+   * Calibration: the `holdout` share of the fit images (default 0.1, at least `minImages`, 3) is
+   * not put in the bank but scored after fit to set a threshold, so that results carry
+   * `normalizedScore` (0.5 = threshold) and `isAnomaly`. `false` disables it.
+   */
+  calibration?: { holdout?: number; minImages?: number } | false;
+}
+
+export interface CalibrationOptions {
+  holdout: number;
+  minImages: number;
+}
+
+/** Validates the calibration options (they stay in JS: post-processing). */
+export function resolveCalibration(value: EngineOptions['calibration']): CalibrationOptions {
+  if (value === false) return { holdout: 0, minImages: 0 };
+  const c = plainObject(value, 'calibration');
+  for (const key of Object.keys(c)) if (key !== 'holdout' && key !== 'minImages') fail(`unknown calibration option '${key}'`);
+  return {
+    holdout: num(c.holdout ?? 0.1, 'calibration.holdout', 0, 0.5),
+    minImages: int(c.minImages ?? 3, 'calibration.minImages', 1, 10000),
+  };
 }
 
 /** ReConPatch head training (RECONPATCH.md §2). Defaults in {@link HEAD_DEFAULTS}. */
@@ -81,7 +103,7 @@ export interface HeadOptions {
 
 /** Head defaults: the paper's form where it is known (RECONPATCH.md §2); see docs/results.md. */
 export const HEAD_DEFAULTS: Required<HeadOptions> = {
-  iterations: 300, batch: 1024, projectionDim: 0, lr: 1e-4, weightDecay: 1e-2, ema: 0.9, k: 5,
+  iterations: 300, batch: 1024, projectionDim: 0, lr: 1e-3, weightDecay: 1e-2, ema: 0.9, k: 5,
   sigma: 1, alpha: 0.5, margin: 1, normalize: false, initIdentity: true,
 };
 
@@ -142,7 +164,7 @@ function plainObject(value: unknown, name: string): Record<string, unknown> {
 
 const TOP_LEVEL = new Set([
   'backbone', 'weights', 'head', 'coreset', 'resize', 'crop', 'resizeMode', 'features', 'scoring',
-  'batchSize', 'threads', 'device', 'seed',
+  'batchSize', 'threads', 'device', 'seed', 'calibration',
 ]);
 
 /** Validates user options and fills every default. Throws ERR_INVALID_OPTION with what to change. */

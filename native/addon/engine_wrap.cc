@@ -162,7 +162,9 @@ Napi::Function EngineWrap::Define(Napi::Env env) {
                       InstanceMethod<&EngineWrap::FitBegin>("fitBegin"), InstanceMethod<&EngineWrap::FitAdd>("fitAdd"),
                       InstanceMethod<&EngineWrap::FitEnd>("fitEnd"), InstanceMethod<&EngineWrap::FitAbort>("fitAbort"),
                       InstanceMethod<&EngineWrap::Cancel>("cancel"), InstanceMethod<&EngineWrap::Score>("score"),
-                      InstanceMethod<&EngineWrap::Save>("save"), InstanceMethod<&EngineWrap::Embed>("embed")});
+                      InstanceMethod<&EngineWrap::Save>("save"), InstanceMethod<&EngineWrap::Embed>("embed"),
+                      InstanceMethod<&EngineWrap::Metadata>("metadata"),
+                      InstanceMethod<&EngineWrap::SetMetadata>("setMetadata")});
 }
 
 Napi::Object EngineWrap::Wrap(Napi::Env env, std::shared_ptr<rp::Engine> engine) {
@@ -227,6 +229,13 @@ Napi::Value EngineWrap::Save(const Napi::CallbackInfo& info) {
 
 Napi::Value EngineWrap::Embed(const Napi::CallbackInfo& info) {
   return (new EmbedWorker(info.Env(), "reconpatch:embed", engine_, arrayArg(info, 0)))->Start();
+}
+
+Napi::Value EngineWrap::Metadata(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), engine_->metadata()); }
+
+Napi::Value EngineWrap::SetMetadata(const Napi::CallbackInfo& info) {
+  engine_->setMetadata(stringArg(info, 0, "metadata"));
+  return info.Env().Undefined();
 }
 
 Napi::Value CreateEngine(const Napi::CallbackInfo& info) {

@@ -27,6 +27,8 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
   Napi::Value Score(const Napi::CallbackInfo& info);
   Napi::Value Save(const Napi::CallbackInfo& info);
   Napi::Value Embed(const Napi::CallbackInfo& info);
+  Napi::Value Metadata(const Napi::CallbackInfo& info);
+  Napi::Value SetMetadata(const Napi::CallbackInfo& info);
 
   std::shared_ptr<rp::Engine> engine_;
 };

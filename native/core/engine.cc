@@ -56,6 +56,7 @@ struct Engine::Impl {
   std::unique_ptr<ReConPatchHead> head;  // null: PatchCore features as they are
   std::unique_ptr<FlatL2Index> bank;
   int64_t trainImages = 0, trainPatches = 0;
+  std::string metadata;
 
   // Fit in progress (staging; swapped in by fitEnd).
   bool fitting = false;
@@ -142,6 +143,7 @@ struct Engine::Impl {
     }
     m.trainImages = trainImages;
     m.trainPatches = trainPatches;
+    m.metadata = metadata;
     return m;
   }
 };
@@ -283,6 +285,16 @@ std::vector<ScoreResult> Engine::score(const std::vector<RawImageView>& images) 
   });
 }
 
+void Engine::setMetadata(const std::string& metadata) {
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  impl_->metadata = metadata;
+}
+
+std::string Engine::metadata() const {
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  return impl_->metadata;
+}
+
 void Engine::save(const std::string& path) {
   guarded([&] {
     std::lock_guard<std::mutex> lock(impl_->mutex);
@@ -311,6 +323,7 @@ std::unique_ptr<Engine> Engine::load(const std::string& path) {
     if (m.options.head) impl->head = std::make_unique<ReConPatchHead>(m.headWeight.to(impl->device), m.headBias.to(impl->device));
     impl->trainImages = m.trainImages;
     impl->trainPatches = m.trainPatches;
+    impl->metadata = m.metadata;
     return std::unique_ptr<Engine>(new Engine(std::move(impl)));
   });
 }

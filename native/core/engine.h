@@ -55,6 +55,10 @@ class Engine {
 
   std::vector<ScoreResult> score(const std::vector<RawImageView>& images);
 
+  // Caller metadata saved with the model (JS keeps calibration there).
+  void setMetadata(const std::string& metadata);
+  std::string metadata() const;
+
   void save(const std::string& path);
   static std::unique_ptr<Engine> load(const std::string& path);
 

@@ -13,7 +13,7 @@ struct HeadOptions {
   int64_t iterations = 300;
   int64_t batch = 1024;        // N patches sampled per iteration
   int64_t projectionDim = 0;   // D' of g (0: D)
-  double lr = 1e-4;
+  double lr = 1e-3;
   double weightDecay = 1e-2;
   double ema = 0.9;            // partner update: theta_bar <- ema * theta_bar + (1 - ema) * theta
   int64_t k = 5;               // contextual k-NN

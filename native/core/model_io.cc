@@ -96,7 +96,7 @@ void writeModelFile(const std::string& path, const ModelContents& m) {
   stats << "trainImages=" << m.trainImages << "\ntrainPatches=" << m.trainPatches << "\n";
   std::vector<std::pair<const char*, std::string>> sections = {
       {"OPTS", toText(m.options)}, {"BKNM", m.backboneName}, {"BKSH", m.backboneSha256},
-      {"BANK", encodeTensor(m.bank)}, {"STAT", stats.str()}};
+      {"BANK", encodeTensor(m.bank)}, {"STAT", stats.str()}, {"META", m.metadata}};
   if (!m.backboneBytes.empty()) sections.push_back({"BKTS", m.backboneBytes});
   if (m.headWeight.defined()) {
     sections.push_back({"HDFW", encodeTensor(m.headWeight)});
@@ -165,6 +165,7 @@ ModelContents readModelFile(const std::string& path) {
   m.bank = decodeTensor(sections["BANK"], what);
   RP_CHECK(m.bank.dim() == 2 && m.bank.size(0) > 0 && m.bank.size(1) == m.options.targetDim, ModelFile,
            what << " has a memory bank of shape " << m.bank.sizes() << " that does not match its options");
+  if (sections.count("META")) m.metadata = sections["META"];
   if (m.options.head) {
     RP_CHECK(sections.count("HDFW") && sections.count("HDFB"), ModelFile, what << " lacks its ReConPatch head weights");
     m.headWeight = decodeTensor(sections["HDFW"], what);

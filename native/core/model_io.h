@@ -6,7 +6,8 @@
 //
 // Tags: OPTS (options, key=value text), BKNM (backbone name), BKSH (sha256 of its weights),
 // BKTS (the TorchScript file itself, when the backbone is one), BANK (tensor), STAT (text),
-// HDFW / HDFB (the ReConPatch head's f: weight and bias tensors, when the head is on).
+// HDFW / HDFB (the ReConPatch head's f: weight and bias tensors, when the head is on),
+// META (caller metadata, e.g. calibration as JSON).
 // Tensors: u8 dtype (0 = float32) | u8 ndim | i64 dims[ndim] | raw little-endian data.
 #pragma once
 #include <torch/torch.h>
@@ -29,6 +30,7 @@ struct ModelContents {
   torch::Tensor headBias;     // [D]
   int64_t trainImages = 0;
   int64_t trainPatches = 0;
+  std::string metadata;       // opaque text owned by the caller (JS keeps calibration there)
 };
 
 // Writes atomically: a temporary file next to `path`, fsync, then rename. An existing model at

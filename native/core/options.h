@@ -40,7 +40,7 @@ struct EngineOptions {
   int64_t headIterations = 300;
   int64_t headBatch = 1024;
   int64_t headProjectionDim = 0;
-  double headLr = 1e-4;
+  double headLr = 1e-3;
   double headWeightDecay = 1e-2;
   double headEma = 0.9;
   int64_t headK = 5;

@@ -3,10 +3,12 @@
  * The `reconpatch` command line: fit on good parts, score images, evaluate on an MVTec-layout
  * dataset, or run a demo on a generated one. Results go to stdout, progress and logs to stderr.
  */
-import { mkdtempSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
+
+import cliProgress from 'cli-progress';
 
 import { listImages, readMask, readMvtecDataset } from './dataset.js';
 import { Engine, type Progress } from './engine.js';
@@ -50,8 +52,9 @@ const USAGE = `reconpatch <command> [options]
 Commands:
   demo [--dir <path>]                          generate a synthetic defect dataset, fit and evaluate on it
   eval --data <root> --category <name>         fit on <root>/<name>/train/good, score <root>/<name>/test
-  fit <dir> -o <model.rcp>                     fit on the images in <dir>
-  score <model.rcp> <image...>                 score images with a saved model
+  fit <dir> -o <model.rcp>                     fit on the images in <dir> (10% held out to calibrate the threshold)
+  score <model.rcp> <image...>                 score images with a saved model [--heatmaps <dir>] [--json]
+  info <model.rcp>                             show a model's options, backbone, bank and calibration
 
 Run 'reconpatch <command> --help' for its options.`;
 
@@ -76,13 +79,32 @@ function engineOptions(v: Record<string, unknown>, defaults: Partial<EngineOptio
   return o;
 }
 
+/** Progress on stderr: a bar per stage on a terminal, a plain line a second otherwise (CI logs). */
 function progressLogger(): (p: Progress) => void {
+  if (process.stderr.isTTY && !process.env.CI) {
+    let bar: cliProgress.SingleBar | undefined;
+    let stage = '';
+    return (p) => {
+      if (p.stage !== stage) {
+        bar?.stop();
+        stage = p.stage;
+        bar = new cliProgress.SingleBar(
+          { format: `  ${p.stage.padEnd(9)} [{bar}] {value}/{total} {eta_formatted}{extra}`, stream: process.stderr, hideCursor: true },
+          cliProgress.Presets.shades_classic,
+        );
+        bar.start(p.total ?? p.done, p.done, { extra: '' });
+      }
+      bar?.setTotal(p.total ?? p.done);
+      bar?.update(p.done, { extra: p.loss !== undefined ? ` loss ${p.loss.toFixed(3)}` : '' });
+      if (p.total !== undefined && p.done >= p.total) bar?.stop();
+    };
+  }
   let last = 0;
   return (p) => {
     const now = Date.now();
     if (now - last < 1000 && p.done !== p.total) return;
     last = now;
-    process.stderr.write(`  ${p.stage}: ${p.done}${p.total ? `/${p.total}` : ''}\n`);
+    process.stderr.write(`  ${p.stage}: ${p.done}${p.total ? `/${p.total}` : ''}${p.loss !== undefined ? ` loss ${p.loss.toFixed(4)}` : ''}\n`);
   };
 }
 
@@ -100,7 +122,7 @@ function subsample(values: ArrayLike<number>, width: number, height: number, max
 // input is 224-256 px, so finer maps carry no more information, only cost).
 const PIXEL_EVAL_SIDE = 256;
 
-async function evaluate(root: string, category: string, options: EngineOptions, trainLimit?: number) {
+async function evaluate(root: string, category: string, options: EngineOptions, trainLimit?: number, scoresOut?: string) {
   const data = await readMvtecDataset(root, category);
   // Every training image goes into the bank, as in the papers' protocol (no calibration hold-out).
   options = { calibration: false, ...options };
@@ -112,6 +134,10 @@ async function evaluate(root: string, category: string, options: EngineOptions, 
   const started = performance.now();
   const results = await engine.scoreMany(data.test.map((t) => t.path));
   const scoreMs = (performance.now() - started) / data.test.length;
+  if (scoresOut) {
+    const csv = data.test.map((t, i) => `${JSON.stringify(t.path)},${t.label},${results[i].score}`).join('\n');
+    writeFileSync(scoresOut, `path,label,score\n${csv}\n`);
+  }
   const maps: Float32Array[] = [];
   const masks: Uint8Array[] = [];
   const widths: number[] = [];
@@ -168,11 +194,26 @@ async function main(argv: string[]): Promise<number> {
       return 0;
     }
     case 'eval': {
-      const { values } = parseArgs({ args: rest, options: { ...ENGINE_FLAGS, data: { type: 'string' }, category: { type: 'string' }, 'train-limit': { type: 'string' } } });
+      const { values } = parseArgs({
+        args: rest,
+        options: {
+          ...ENGINE_FLAGS, data: { type: 'string' }, category: { type: 'string' }, 'train-limit': { type: 'string' },
+          'scores-out': { type: 'string' }, protocol: { type: 'string' },
+        },
+      });
       if (values.help || !values.data || !values.category)
-        return help(`reconpatch eval --data <root> --category <name> [--train-limit <n>] [engine options]\n\nPixel AUROC and PRO are computed on maps and masks subsampled to at most ${PIXEL_EVAL_SIDE} px.\n\n${ENGINE_HELP}`, !values.help);
+        return help(
+          `reconpatch eval --data <root> --category <name> [--protocol patchcore] [--train-limit <n>] [--scores-out <file.csv>] [engine options]\n\n` +
+            `Fits on <root>/<name>/train/good (every image, no calibration hold-out), scores <root>/<name>/test and reports image AUROC,\n` +
+            `pixel AUROC and PRO (on maps and masks subsampled to at most ${PIXEL_EVAL_SIDE} px), fit time, score time and peak RSS.\n` +
+            `--protocol patchcore: resize 256 and center-crop 224 with squash resize (the reference's preprocessing).\n` +
+            `--scores-out: writes path,label,score per test image.\n\n${ENGINE_HELP}`,
+          !values.help,
+        );
       const limit = values['train-limit'] === undefined ? undefined : Number(values['train-limit']);
-      report(await evaluate(values.data, values.category, engineOptions(values), limit), values.json);
+      const protocol: Partial<EngineOptions> =
+        values.protocol === 'patchcore' ? { resize: 256, crop: 224, resizeMode: 'squash' } : values.protocol === undefined ? {} : (() => { throw new ReconpatchError('ERR_INVALID_OPTION', `unknown protocol '${values.protocol}' (known: patchcore)`); })();
+      report(await evaluate(values.data, values.category, engineOptions(values, protocol), limit, values['scores-out']), values.json);
       return 0;
     }
     case 'fit': {
@@ -186,14 +227,32 @@ async function main(argv: string[]): Promise<number> {
       return 0;
     }
     case 'score': {
-      const { values, positionals } = parseArgs({ args: rest, allowPositionals: true, options: { json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } } });
-      if (values.help || positionals.length < 2) return help('reconpatch score <model.rcp> <image...> [--json]', !values.help);
+      const { values, positionals } = parseArgs({
+        args: rest, allowPositionals: true,
+        options: { json: { type: 'boolean' }, heatmaps: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+      });
+      if (values.help || positionals.length < 2)
+        return help('reconpatch score <model.rcp> <image...> [--heatmaps <dir>] [--json]\n\nPrints path, score, normalized score (0.5 = threshold) and anomaly flag per image;\n--heatmaps writes <dir>/<image name>.png overlays.', !values.help);
       const engine = await Engine.load(positionals[0]);
+      if (values.heatmaps) mkdirSync(values.heatmaps, { recursive: true });
       for (const file of positionals.slice(1)) {
-        const r = await engine.score(file);
-        if (values.json) process.stdout.write(`${JSON.stringify({ path: file, score: r.score, width: r.width, height: r.height })}\n`);
-        else process.stdout.write(`${file}\t${r.score.toFixed(6)}\n`);
+        const r = await engine.score(file, { heatmap: values.heatmaps ? 'png' : false });
+        let heatmap: string | undefined;
+        if (values.heatmaps && r.heatmap) {
+          heatmap = path.join(values.heatmaps, `${path.parse(file).name}.png`);
+          writeFileSync(heatmap, r.heatmap);
+        }
+        const row = { path: file, score: r.score, normalizedScore: r.normalizedScore, isAnomaly: r.isAnomaly, width: r.width, height: r.height, ...(heatmap ? { heatmap } : {}) };
+        if (values.json) process.stdout.write(`${JSON.stringify(row)}\n`);
+        else process.stdout.write(`${file}\t${r.score.toFixed(6)}\t${r.normalizedScore?.toFixed(3) ?? '-'}\t${r.isAnomaly === null ? '-' : r.isAnomaly ? 'ANOMALY' : 'ok'}\n`);
       }
+      return 0;
+    }
+    case 'info': {
+      const { values, positionals } = parseArgs({ args: rest, allowPositionals: true, options: { help: { type: 'boolean', short: 'h' } } });
+      if (values.help || positionals.length !== 1) return help('reconpatch info <model.rcp>\n\nPrints the model\'s options, backbone, bank size and calibration as JSON.', !values.help);
+      const engine = await Engine.load(positionals[0]);
+      process.stdout.write(`${JSON.stringify({ model: positionals[0], ...engine.info, options: engine.options }, null, 2)}\n`);
       return 0;
     }
     case undefined:

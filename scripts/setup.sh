@@ -2,10 +2,10 @@
 # Installs the system packages reconpatch builds and runs against (Debian bookworm):
 #   libtorch-dev (libtorch 1.13, CPU) and libopenblas0-pthread (a fast BLAS; the default
 #   reference BLAS is ~36x slower). With --dev also the Python tools that regenerate test
-#   fixtures (python3-torch, python3-scipy). Idempotent: does nothing when all are present.
+#   fixtures (python3-torch, python3-scipy, python3-sklearn, python3-skimage). Idempotent: does nothing when all are present.
 set -euo pipefail
 pkgs=(libtorch-dev libopenblas0-pthread cmake ninja-build g++)
-if [ "${1:-}" = "--dev" ]; then pkgs+=(python3-torch python3-scipy); fi
+if [ "${1:-}" = "--dev" ]; then pkgs+=(python3-torch python3-scipy python3-sklearn python3-skimage); fi
 
 missing=()
 for p in "${pkgs[@]}"; do

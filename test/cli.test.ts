@@ -1,10 +1,11 @@
 // The real `reconpatch` binary (built dist/cli.js) on a generated dataset: exit codes, JSON,
 // a saved model scored from the command line.
 import { execFile } from 'node:child_process';
-import { existsSync, rmSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
 
+import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { repoRoot, syntheticDataset, tempDir } from './support/data.js';
@@ -55,6 +56,37 @@ describe('reconpatch CLI', () => {
     const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
     const scores = lines.map((l) => l.score as number);
     expect(mean(scores.slice(good.length))).toBeGreaterThan(mean(scores.slice(0, good.length))); // defects score higher
+  });
+
+  it('writes heatmaps, a scores CSV, and shows model info', async () => {
+    const model = path.join(dir, 'cal.rcp');
+    expect((await reconpatch('fit', path.join(data.root, data.category, 'train/good'), '-o', model, '--resize', 'none', '--crop', 'none')).code).toBe(0);
+    const heatmaps = path.join(dir, 'heatmaps');
+    const defect = data.test.find((t) => t.label === 1) as { path: string };
+    const r = await reconpatch('score', model, defect.path, '--heatmaps', heatmaps, '--json');
+    expect(r.code).toBe(0);
+    const row = JSON.parse(r.stdout);
+    expect(row.normalizedScore).toBeGreaterThanOrEqual(0);
+    expect(typeof row.isAnomaly).toBe('boolean');
+    const meta = await sharp(row.heatmap).metadata();
+    expect([meta.format, meta.width, meta.height]).toEqual(['png', 96, 96]);
+    const stats = await sharp(row.heatmap).stats();
+    expect(stats.channels[0].stdev).toBeGreaterThan(5); // not blank
+
+    const info = JSON.parse((await reconpatch('info', model)).stdout);
+    expect(info.calibration.images).toBe(3);
+    expect(info.options.backbone).toBe('random_cnn');
+
+    const csv = path.join(dir, 'scores.csv');
+    const e = await reconpatch('eval', '--data', data.root, '--category', data.category, '--protocol', 'patchcore', '--scores-out', csv, '--json');
+    expect(e.code).toBe(0);
+    const lines = readFileSync(csv, 'utf8').trim().split('\n');
+    expect(lines[0]).toBe('path,label,score');
+    expect(lines).toHaveLength(1 + data.test.length);
+    const [p, label, score] = lines[1].split(',');
+    expect(JSON.parse(p)).toBe(data.test[0].path);
+    expect(Number(label)).toBe(data.test[0].label);
+    expect(Number(score)).toBeGreaterThan(0);
   });
 
   it('fails with a non-zero exit and a coded message on bad input', async () => {

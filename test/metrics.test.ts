@@ -1,4 +1,6 @@
 // Metrics against hand-checkable cases and a naive pairwise AUROC.
+import { readFileSync } from 'node:fs';
+
 import { describe, expect, it } from 'vitest';
 
 import { auroc, connectedComponents, f1Max, pixelAuroc, pro } from '../lib/metrics.js';
@@ -71,5 +73,30 @@ describe('f1Max', () => {
   it('finds the best threshold', () => {
     expect(f1Max([0.1, 0.4, 0.35, 0.8], [0, 0, 1, 1])).toEqual({ f1: 0.8, threshold: 0.35 });
     expect(f1Max([1, 2, 3], [0, 1, 1]).f1).toBe(1);
+  });
+});
+
+describe('against sklearn / skimage golden values (test/fixtures/make_metric_golden.py)', () => {
+  const golden = JSON.parse(readFileSync(new URL('./fixtures/golden/metrics.json', import.meta.url), 'utf8'));
+
+  it('image AUROC and F1 max equal sklearn', () => {
+    expect(auroc(golden.image.scores, golden.image.labels)).toBeCloseTo(golden.image.auroc, 12);
+    expect(f1Max(golden.image.scores, golden.image.labels).f1).toBeCloseTo(golden.image.f1max, 12);
+  });
+
+  it('pixel AUROC equals sklearn over all pixels', () => {
+    const maps = golden.pixel.maps.map((m: number[]) => Float32Array.from(m));
+    const masks = golden.pixel.masks.map((m: number[]) => Uint8Array.from(m));
+    expect(pixelAuroc(maps, masks)).toBeCloseTo(golden.pixel.auroc, 6);
+  });
+
+  it('PRO approaches the MVTec evaluation value as thresholds get finer', () => {
+    const maps = golden.pixel.maps.map((m: number[]) => Float32Array.from(m));
+    const masks = golden.pixel.masks.map((m: number[]) => Uint8Array.from(m));
+    const dims = (v: number) => maps.map(() => v);
+    const coarse = pro(maps, masks, dims(golden.pixel.width), dims(golden.pixel.height));
+    const fine = pro(maps, masks, dims(golden.pixel.width), dims(golden.pixel.height), { steps: 20000 });
+    expect(Math.abs(coarse - golden.pixel.pro)).toBeLessThan(0.01);
+    expect(Math.abs(fine - golden.pixel.pro)).toBeLessThan(0.002);
   });
 });

@@ -27,7 +27,7 @@ if (!existsSync(data) || !existsSync(backbone)) {
   const ls = (d) => readdirSync(d).sort().map((f) => path.join(d, f));
   const train = ls(path.join(data, 'train/good'));
   const test = readdirSync(path.join(data, 'test')).sort().flatMap((d) => ls(path.join(data, 'test', d)));
-  const engine = await Engine.create({ backbone, resizeMode: 'squash', resize: 256, crop: 224, coreset: { ratio: 0.1 } });
+  const engine = await Engine.create({ backbone, resizeMode: 'squash', resize: 256, crop: 224, coreset: { ratio: 0.1 }, calibration: false });
   const stages = {};
   let t = performance.now();
   let last = t;
@@ -51,7 +51,7 @@ if (!existsSync(data) || !existsSync(backbone)) {
   // ReConPatch head training cost at the default batch (N = HEAD_DEFAULTS.batch).
   const { HEAD_DEFAULTS } = await import(path.join(root, 'dist/index.js'));
   const iterations = 50;
-  const withHead = await Engine.create({ backbone, resizeMode: 'squash', resize: 256, crop: 224, coreset: { ratio: 0.1 }, head: { iterations } });
+  const withHead = await Engine.create({ backbone, resizeMode: 'squash', resize: 256, crop: 224, coreset: { ratio: 0.1 }, head: { iterations }, calibration: false });
   const headStages = {};
   last = performance.now();
   const headFit = await withHead.fit(train, {

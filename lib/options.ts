@@ -42,7 +42,7 @@ export interface EngineOptions {
   features?: { pretrainDim?: number; targetDim?: number };
   /** Scoring: `distance` (`'euclidean'` default, or `'squared'` as faiss), `reweight` (PatchCore Eq. 7, default false) with `neighbors` (9), map `blurSigma` (4). */
   scoring?: { distance?: 'euclidean' | 'squared'; reweight?: boolean; neighbors?: number; blurSigma?: number };
-  /** Images embedded per native call during fit and batch scoring (default 8). */
+  /** Images embedded per native call during fit and batch scoring (default 4). */
   batchSize?: number;
   /** libtorch intra-op threads (default: all cores). */
   threads?: number;
@@ -216,6 +216,6 @@ export function resolveOptions(options: EngineOptions): NativeOptions {
     device: oneOf(o.device ?? 'auto', 'device', ['cpu', 'cuda', 'auto'] as const),
     threads: int(o.threads ?? os.availableParallelism(), 'threads', 1, 1024),
     seed: int(o.seed ?? 0, 'seed', 0, 2 ** 32 - 1),
-    batchSize: int(o.batchSize ?? 8, 'batchSize', 1, 1024),
+    batchSize: int(o.batchSize ?? 4, 'batchSize', 1, 1024),
   };
 }

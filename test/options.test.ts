@@ -19,7 +19,7 @@ describe('options', () => {
     expect(o).toMatchObject({
       resize: 256, crop: 224, resizeMode: 'shorter', coresetRatio: 0.1, coresetProjection: 128,
       coresetStarts: 10, pretrainDim: 1024, targetDim: 1024, distance: 'euclidean', reweight: false,
-      blurSigma: 4, device: 'auto', seed: 0, batchSize: 8,
+      blurSigma: 4, device: 'auto', seed: 0, batchSize: 4,
     });
     expect(o.threads).toBeGreaterThanOrEqual(1);
   });

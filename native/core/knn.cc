@@ -26,7 +26,19 @@ void FlatL2Index::search(const torch::Tensor& queries, int64_t k, torch::Tensor*
   torch::NoGradGuard noGrad;
   k = std::min(k, ntotal());
   auto q = queries.to(torch::kFloat32).contiguous();
-  auto qn = q.pow(2).sum(1, true);  // [q, 1]
+  std::vector<torch::Tensor> ds, is;
+  for (int64_t start = 0; start < q.size(0); start += queryRows_) {
+    torch::Tensor d, i;
+    searchBlock(q.narrow(0, start, std::min(queryRows_, q.size(0) - start)), k, &d, &i);
+    ds.push_back(d);
+    is.push_back(i);
+  }
+  *distances = ds.size() == 1 ? ds[0] : torch::cat(ds, 0);
+  *indices = is.size() == 1 ? is[0] : torch::cat(is, 0);
+}
+
+void FlatL2Index::searchBlock(const torch::Tensor& q, int64_t k, torch::Tensor* distances, torch::Tensor* indices) const {
+  auto qn = q.pow(2).sum(1, true);  // [m, 1]
   torch::Tensor bestD, bestI;
   for (int64_t start = 0; start < ntotal(); start += chunkRows_) {
     const int64_t n = std::min(chunkRows_, ntotal() - start);

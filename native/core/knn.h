@@ -18,11 +18,13 @@ class KnnIndex {
   virtual torch::Tensor rows() const = 0;
 };
 
-// Brute force by chunked GEMM: |q|^2 - 2 q b^T + |b|^2, reduced to the k smallest per chunk so no
-// q x ntotal matrix is ever materialised.
+// Brute force by blocked GEMM: |q|^2 - 2 q b^T + |b|^2 over tiles of queryRows x chunkRows,
+// each reduced to its k smallest at once, so no large q x ntotal matrix is ever materialised
+// (a 1024 x 4096 float tile is 16 MB).
 class FlatL2Index : public KnnIndex {
  public:
-  explicit FlatL2Index(int64_t dim, int64_t chunkRows = 16384) : dim_(dim), chunkRows_(chunkRows) {}
+  explicit FlatL2Index(int64_t dim, int64_t chunkRows = 4096, int64_t queryRows = 1024)
+      : dim_(dim), chunkRows_(chunkRows), queryRows_(queryRows) {}
   int64_t dim() const override { return dim_; }
   int64_t ntotal() const override { return bank_.defined() ? bank_.size(0) : 0; }
   void add(const torch::Tensor& rows) override;
@@ -33,6 +35,9 @@ class FlatL2Index : public KnnIndex {
  private:
   int64_t dim_;
   int64_t chunkRows_;
+  int64_t queryRows_;
+  // One block of queries against every bank chunk. q: [m, dim], qn: [m, 1]
+  void searchBlock(const torch::Tensor& q, int64_t k, torch::Tensor* distances, torch::Tensor* indices) const;
   torch::Tensor bank_;   // [ntotal, dim] float32
   torch::Tensor norms_;  // [ntotal] squared norms
 };

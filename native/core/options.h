@@ -54,7 +54,7 @@ struct EngineOptions {
   std::string device = "cpu";  // "cpu" | "cuda" | "auto"
   int threads = 0;             // 0 = all cores
   uint64_t seed = 0;
-  int64_t batchSize = 8;
+  int64_t batchSize = 4;
 };
 
 std::string toText(const EngineOptions& o);

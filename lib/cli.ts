@@ -13,7 +13,7 @@ import cliProgress from 'cli-progress';
 import { listImages, readMask, readMvtecDataset } from './dataset.js';
 import { Engine, type Progress } from './engine.js';
 import { ReconpatchError } from './errors.js';
-import { auroc, pixelAuroc, pro } from './metrics.js';
+import { auroc, f1Max, pixelAuroc, pro } from './metrics.js';
 import type { EngineOptions, HeadOptions } from './options.js';
 import { makeSyntheticDataset } from './synthetic.js';
 
@@ -52,7 +52,7 @@ const USAGE = `reconpatch <command> [options]
 Commands:
   demo [--dir <path>]                          generate a synthetic defect dataset, fit and evaluate on it
   eval --data <root> --category <name>         fit on <root>/<name>/train/good, score <root>/<name>/test
-  fit <dir> -o <model.rcp>                     fit on the images in <dir> (10% held out to calibrate the threshold)
+  fit <dir|glob> -o <model.rcp>                fit on the images in <dir> (10% held out to calibrate the threshold)
   score <model.rcp> <image...>                 score images with a saved model [--heatmaps <dir>] [--json]
   info <model.rcp>                             show a model's options, backbone, bank and calibration
 
@@ -161,6 +161,7 @@ async function evaluate(root: string, category: string, options: EngineOptions, 
     n_train: data.train.length,
     n_test: data.test.length,
     image_auroc: auroc(results.map((r) => r.score), data.test.map((t) => t.label)),
+    image_f1_max: f1Max(results.map((r) => r.score), data.test.map((t) => t.label)).f1,
     pixel_auroc: hasDefectPixels ? pixelAuroc(maps, masks) : null,
     pro: hasDefectPixels ? pro(maps, masks, widths, heights) : null,
     seed: engine.options.seed,
@@ -219,7 +220,7 @@ async function main(argv: string[]): Promise<number> {
     case 'fit': {
       const { values, positionals } = parseArgs({ args: rest, allowPositionals: true, options: { ...ENGINE_FLAGS, output: { type: 'string', short: 'o' } } });
       if (values.help || positionals.length !== 1 || !values.output)
-        return help(`reconpatch fit <dir> -o <model.rcp> [engine options]\n\n${ENGINE_HELP}`, !values.help);
+        return help(`reconpatch fit <dir|glob> -o <model.rcp> [engine options]\n\nFits on the images in <dir> (or matching a glob such as 'good/*.png'); 10% are held out to calibrate the threshold.\n\n${ENGINE_HELP}`, !values.help);
       const engine = await Engine.create(engineOptions(values));
       const summary = await engine.fit(await listImages(positionals[0]), { onProgress: progressLogger() });
       await engine.save(values.output);

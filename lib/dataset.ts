@@ -36,8 +36,23 @@ const datasetError = (message: string) => new ReconpatchError('ERR_IO', message)
 
 const isImage = (name: string) => IMAGE_EXTENSIONS.includes(path.extname(name).toLowerCase());
 
-/** Image files in a directory, sorted by name; a single image file is returned as is. */
+/** `*` and `?` in one path component -> a RegExp for it. */
+function globComponent(pattern: string): RegExp {
+  const escaped = pattern.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '[^/]*').replace(/\?/g, '[^/]');
+  return new RegExp(`^${escaped}$`);
+}
+
+/**
+ * Image files in a directory (sorted by name), a single image file as is, or the image files
+ * matching a glob whose wildcards (`*`, `?`) are in the last component, e.g. `good/*.png`.
+ */
 export async function listImages(dirOrFile: string): Promise<string[]> {
+  if (/[*?]/.test(path.basename(dirOrFile))) {
+    const dir = path.dirname(dirOrFile);
+    const re = globComponent(path.basename(dirOrFile));
+    const all = await listImages(dir);
+    return all.filter((p) => re.test(path.basename(p)));
+  }
   let s;
   try {
     s = await stat(dirOrFile);

@@ -8,7 +8,7 @@ import { promisify } from 'node:util';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import { repoRoot, syntheticDataset, tempDir } from './support/data.js';
+import { SHARED_ABSENT, hasShared, repoRoot, sharedBackbones, sharedDatasets, syntheticDataset, tempDir } from './support/data.js';
 
 const run = promisify(execFile);
 const cli = path.join(repoRoot, 'dist/cli.js');
@@ -60,7 +60,10 @@ describe('reconpatch CLI', () => {
 
   it('writes heatmaps, a scores CSV, and shows model info', async () => {
     const model = path.join(dir, 'cal.rcp');
-    expect((await reconpatch('fit', path.join(data.root, data.category, 'train/good'), '-o', model, '--resize', 'none', '--crop', 'none')).code).toBe(0);
+    const glob = path.join(data.root, data.category, 'train/good', '0*.png');
+    const fit = await reconpatch('fit', glob, '-o', model, '--resize', 'none', '--crop', 'none', '--json');
+    expect(fit.code).toBe(0);
+    expect(JSON.parse(fit.stdout)).toMatchObject({ images: 21, calibrationImages: 3 }); // the glob matched all 24
     const heatmaps = path.join(dir, 'heatmaps');
     const defect = data.test.find((t) => t.label === 1) as { path: string };
     const r = await reconpatch('score', model, defect.path, '--heatmaps', heatmaps, '--json');
@@ -87,6 +90,17 @@ describe('reconpatch CLI', () => {
     expect(JSON.parse(p)).toBe(data.test[0].path);
     expect(Number(label)).toBe(data.test[0].label);
     expect(Number(score)).toBeGreaterThan(0);
+  });
+
+  it.skipIf(!hasShared)(`evaluates real data with a pretrained backbone (${hasShared ? 'metal_plate' : SHARED_ABSENT})`, async () => {
+    const r = await reconpatch('eval', '--data', sharedDatasets, '--category', 'metal_plate', '--protocol', 'patchcore',
+      '--backbone', path.join(sharedBackbones, 'mobilenet_v1_imagenet.pt'), '--train-limit', '16', '--coreset', '0.02', '--json');
+    expect(r.code).toBe(0);
+    const out = JSON.parse(r.stdout);
+    expect(out).toMatchObject({ category: 'metal_plate', backbone: 'mobilenet_v1_imagenet', n_train: 16, n_test: 97, missing_masks: 0 });
+    expect(out.image_auroc).toBeGreaterThan(0.85);
+    expect(out.pixel_auroc).toBeGreaterThan(0.95);
+    expect(out.pro).toBeGreaterThan(0.8);
   });
 
   it('fails with a non-zero exit and a coded message on bad input', async () => {

@@ -6,7 +6,7 @@ import { type Calibration, calibrate, holdoutPicker, normalize } from './calibra
 import { ReconpatchError, rethrow } from './errors.js';
 import { heatmapPng } from './heatmap.js';
 import { type ImageInput, describeInput, toRawFrame } from './images.js';
-import { type NativeEngine, type NativeOptions, type NativeScore, type RawFrame, native } from './native.js';
+import { type NativeEngine, type NativeInfo, type NativeOptions, type NativeScore, type RawFrame, native } from './native.js';
 import { type CalibrationOptions, type EngineOptions, resolveCalibration, resolveOptions } from './options.js';
 
 /** A fit or scoring stage's progress. `total` is undefined when the input's length is unknown. */
@@ -54,17 +54,11 @@ export interface ScoreOptions {
   heatmap?: 'png' | false;
 }
 
-export interface EngineInfo {
+/** What an engine holds: its backbone's identity, the bank's size, the calibration. */
+export interface EngineInfo extends Omit<NativeInfo, 'backboneName'> {
+  backbone: string;
   /** Threshold statistics from held-out nominal images, or null. */
   calibration: Calibration | null;
-  backbone: string;
-  backboneSha256: string;
-  fitted: boolean;
-  bankRows: number;
-  featureDim: number;
-  trainImages: number;
-  trainPatches: number;
-  device: string;
 }
 
 /**
@@ -118,12 +112,8 @@ export class Engine {
   }
 
   get info(): EngineInfo {
-    const i = this.#native.info();
-    return {
-      calibration: this.#calibration,
-      backbone: i.backboneName, backboneSha256: i.backboneSha256, fitted: i.fitted, bankRows: i.bankRows,
-      featureDim: i.featureDim, trainImages: i.trainImages, trainPatches: i.trainPatches, device: i.device,
-    };
+    const { backboneName, ...rest } = this.#native.info();
+    return { backbone: backboneName, calibration: this.#calibration, ...rest };
   }
 
   /**

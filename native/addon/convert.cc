@@ -1,5 +1,7 @@
 #include "addon/convert.h"
 
+#include <type_traits>
+
 namespace rpn {
 
 Napi::Error makeError(Napi::Env env, const std::string& code, const std::string& message) {
@@ -7,28 +9,6 @@ Napi::Error makeError(Napi::Env env, const std::string& code, const std::string&
   e.Set("code", Napi::String::New(env, code));
   return e;
 }
-
-namespace {
-
-int64_t intProp(const Napi::Object& o, const char* key) {
-  Napi::Value v = o.Get(key);
-  if (!v.IsNumber()) throw Napi::TypeError::New(o.Env(), std::string("option '") + key + "' must be a number");
-  return v.As<Napi::Number>().Int64Value();
-}
-
-double numProp(const Napi::Object& o, const char* key) {
-  Napi::Value v = o.Get(key);
-  if (!v.IsNumber()) throw Napi::TypeError::New(o.Env(), std::string("option '") + key + "' must be a number");
-  return v.As<Napi::Number>().DoubleValue();
-}
-
-std::string strProp(const Napi::Object& o, const char* key) {
-  Napi::Value v = o.Get(key);
-  if (!v.IsString()) throw Napi::TypeError::New(o.Env(), std::string("option '") + key + "' must be a string");
-  return v.As<Napi::String>().Utf8Value();
-}
-
-}  // namespace
 
 rp::RawImageView imageFromJs(const Napi::Value& value, uint32_t index) {
   Napi::Env env = value.Env();
@@ -62,76 +42,39 @@ std::vector<rp::RawImageView> imagesFromJs(const Napi::Array& array) {
 }
 
 rp::EngineOptions optionsFromJs(const Napi::Object& o) {
+  Napi::Env env = o.Env();
   rp::EngineOptions r;
-  r.backbone = strProp(o, "backbone");
-  r.weights = strProp(o, "weights");
-  r.resize = intProp(o, "resize");
-  r.crop = intProp(o, "crop");
-  r.resizeMode = strProp(o, "resizeMode") == "squash" ? rp::ResizeMode::Squash : rp::ResizeMode::Shorter;
-  r.patchSize = intProp(o, "patchSize");
-  r.pretrainDim = intProp(o, "pretrainDim");
-  r.targetDim = intProp(o, "targetDim");
-  r.coresetRatio = numProp(o, "coresetRatio");
-  r.coresetProjection = intProp(o, "coresetProjection");
-  r.coresetStarts = intProp(o, "coresetStarts");
-  r.distance = strProp(o, "distance") == "squared" ? rp::Distance::SquaredEuclidean : rp::Distance::Euclidean;
-  r.reweight = o.Get("reweight").ToBoolean().Value();
-  r.reweightNeighbors = intProp(o, "reweightNeighbors");
-  r.blurSigma = numProp(o, "blurSigma");
-  r.head = o.Get("head").ToBoolean().Value();
-  r.headIterations = intProp(o, "headIterations");
-  r.headBatch = intProp(o, "headBatch");
-  r.headProjectionDim = intProp(o, "headProjectionDim");
-  r.headLr = numProp(o, "headLr");
-  r.headWeightDecay = numProp(o, "headWeightDecay");
-  r.headEma = numProp(o, "headEma");
-  r.headK = intProp(o, "headK");
-  r.headSigma = numProp(o, "headSigma");
-  r.headAlpha = numProp(o, "headAlpha");
-  r.headMargin = numProp(o, "headMargin");
-  r.headNormalize = o.Get("headNormalize").ToBoolean().Value();
-  r.headInitIdentity = o.Get("headInitIdentity").ToBoolean().Value();
-  r.device = strProp(o, "device");
-  r.threads = static_cast<int>(intProp(o, "threads"));
-  r.seed = static_cast<uint64_t>(intProp(o, "seed"));
-  r.batchSize = intProp(o, "batchSize");
+  rp::visitOptions(r, [&](const char* name, auto& value) {
+    using T = std::decay_t<decltype(value)>;
+    Napi::Value v = o.Get(name);
+    auto wrongType = [&](const char* what) {
+      return Napi::TypeError::New(env, std::string("option '") + name + "' must be " + what);
+    };
+    if constexpr (std::is_enum_v<T>) {
+      if (!v.IsString() || !rp::parseEnum(v.As<Napi::String>().Utf8Value(), &value)) throw wrongType("a known name");
+    } else if constexpr (std::is_same_v<T, std::string>) {
+      if (!v.IsString()) throw wrongType("a string");
+      value = v.As<Napi::String>().Utf8Value();
+    } else if constexpr (std::is_same_v<T, bool>) {
+      if (!v.IsBoolean()) throw wrongType("a boolean");
+      value = v.As<Napi::Boolean>().Value();
+    } else {
+      if (!v.IsNumber()) throw wrongType("a number");
+      if constexpr (std::is_floating_point_v<T>) value = v.As<Napi::Number>().DoubleValue();
+      else value = static_cast<T>(v.As<Napi::Number>().Int64Value());
+    }
+  });
   return r;
 }
 
 Napi::Object optionsToJs(Napi::Env env, const rp::EngineOptions& r) {
   Napi::Object o = Napi::Object::New(env);
-  o.Set("backbone", r.backbone);
-  o.Set("weights", r.weights);
-  o.Set("resize", static_cast<double>(r.resize));
-  o.Set("crop", static_cast<double>(r.crop));
-  o.Set("resizeMode", r.resizeMode == rp::ResizeMode::Squash ? "squash" : "shorter");
-  o.Set("patchSize", static_cast<double>(r.patchSize));
-  o.Set("pretrainDim", static_cast<double>(r.pretrainDim));
-  o.Set("targetDim", static_cast<double>(r.targetDim));
-  o.Set("coresetRatio", r.coresetRatio);
-  o.Set("coresetProjection", static_cast<double>(r.coresetProjection));
-  o.Set("coresetStarts", static_cast<double>(r.coresetStarts));
-  o.Set("distance", r.distance == rp::Distance::Euclidean ? "euclidean" : "squared");
-  o.Set("reweight", r.reweight);
-  o.Set("reweightNeighbors", static_cast<double>(r.reweightNeighbors));
-  o.Set("blurSigma", r.blurSigma);
-  o.Set("head", r.head);
-  o.Set("headIterations", static_cast<double>(r.headIterations));
-  o.Set("headBatch", static_cast<double>(r.headBatch));
-  o.Set("headProjectionDim", static_cast<double>(r.headProjectionDim));
-  o.Set("headLr", r.headLr);
-  o.Set("headWeightDecay", r.headWeightDecay);
-  o.Set("headEma", r.headEma);
-  o.Set("headK", static_cast<double>(r.headK));
-  o.Set("headSigma", r.headSigma);
-  o.Set("headAlpha", r.headAlpha);
-  o.Set("headMargin", r.headMargin);
-  o.Set("headNormalize", r.headNormalize);
-  o.Set("headInitIdentity", r.headInitIdentity);
-  o.Set("device", r.device);
-  o.Set("threads", r.threads);
-  o.Set("seed", static_cast<double>(r.seed));
-  o.Set("batchSize", static_cast<double>(r.batchSize));
+  rp::visitOptions(r, [&](const char* name, const auto& value) {
+    using T = std::decay_t<decltype(value)>;
+    if constexpr (std::is_enum_v<T>) o.Set(name, rp::enumName(value));
+    else if constexpr (std::is_same_v<T, std::string> || std::is_same_v<T, bool>) o.Set(name, value);
+    else o.Set(name, static_cast<double>(value));
+  });
   return o;
 }
 

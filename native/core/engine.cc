@@ -113,19 +113,7 @@ struct Engine::Impl {
   }
 
   HeadOptions headOptions() const {
-    HeadOptions h;
-    h.iterations = opts.headIterations;
-    h.batch = opts.headBatch;
-    h.projectionDim = opts.headProjectionDim;
-    h.lr = opts.headLr;
-    h.weightDecay = opts.headWeightDecay;
-    h.ema = opts.headEma;
-    h.k = opts.headK;
-    h.sigma = opts.headSigma;
-    h.alpha = opts.headAlpha;
-    h.margin = opts.headMargin;
-    h.normalize = opts.headNormalize;
-    h.initIdentity = opts.headInitIdentity;
+    HeadOptions h = opts.headOptions;
     h.seed = opts.seed;
     return h;
   }

@@ -7,23 +7,9 @@
 #include <atomic>
 #include <functional>
 
-namespace rp {
+#include "core/options.h"
 
-struct HeadOptions {
-  int64_t iterations = 300;
-  int64_t batch = 1024;        // N patches sampled per iteration
-  int64_t projectionDim = 0;   // D' of g (0: D)
-  double lr = 1e-3;
-  double weightDecay = 1e-2;
-  double ema = 0.9;            // partner update: theta_bar <- ema * theta_bar + (1 - ema) * theta
-  int64_t k = 5;               // contextual k-NN
-  double sigma = 1.0;          // pairwise bandwidth
-  double alpha = 0.5;          // w = alpha * wP + (1 - alpha) * wC
-  double margin = 1.0;
-  bool normalize = false;      // L2-normalise z_bar before the pairwise kernel
-  bool initIdentity = true;    // f starts as the identity: 0 iterations == PatchCore
-  uint64_t seed = 0;
-};
+namespace rp {
 
 // --- Pure tensor functions (unit-tested) ---------------------------------------------------
 

@@ -9,6 +9,23 @@ namespace rp {
 enum class ResizeMode { Shorter, Squash };
 enum class Distance { Euclidean, SquaredEuclidean };
 
+// ReConPatch head training (RECONPATCH.md §2).
+struct HeadOptions {
+  int64_t iterations = 300;
+  int64_t batch = 1024;        // N patches sampled per iteration
+  int64_t projectionDim = 0;   // D' of g (0: D)
+  double lr = 1e-3;            // AdamW, cosine decay to 0
+  double weightDecay = 1e-2;
+  double ema = 0.9;            // partner update: theta_bar <- ema * theta_bar + (1 - ema) * theta
+  int64_t k = 5;               // contextual k-NN
+  double sigma = 1.0;          // pairwise bandwidth
+  double alpha = 0.5;          // w = alpha * wP + (1 - alpha) * wC
+  double margin = 1.0;
+  bool normalize = false;      // L2-normalise z_bar before the pairwise kernel
+  bool initIdentity = true;    // f starts as the identity: 0 iterations == PatchCore
+  uint64_t seed = 0;           // set from EngineOptions::seed
+};
+
 struct EngineOptions {
   // Backbone: a built-in name ("random_cnn") or a TorchScript file path.
   std::string backbone = "random_cnn";
@@ -37,18 +54,7 @@ struct EngineOptions {
 
   // ReConPatch head (§2). Off: PatchCore features as they are.
   bool head = false;
-  int64_t headIterations = 300;
-  int64_t headBatch = 1024;
-  int64_t headProjectionDim = 0;
-  double headLr = 1e-3;
-  double headWeightDecay = 1e-2;
-  double headEma = 0.9;
-  int64_t headK = 5;
-  double headSigma = 1.0;
-  double headAlpha = 0.5;
-  double headMargin = 1.0;
-  bool headNormalize = false;
-  bool headInitIdentity = true;
+  HeadOptions headOptions;
 
   // Runtime.
   std::string device = "cpu";  // "cpu" | "cuda" | "auto"
@@ -56,6 +62,50 @@ struct EngineOptions {
   uint64_t seed = 0;
   int64_t batchSize = 4;
 };
+
+// Calls visit(name, field) for every serialised option, in one fixed order: the single list that
+// the model file's text form and the N-API conversion both use. Works on const and non-const.
+template <class Options, class Visitor>
+void visitOptions(Options& o, Visitor&& visit) {
+  visit("backbone", o.backbone);
+  visit("weights", o.weights);
+  visit("resize", o.resize);
+  visit("crop", o.crop);
+  visit("resizeMode", o.resizeMode);
+  visit("patchSize", o.patchSize);
+  visit("pretrainDim", o.pretrainDim);
+  visit("targetDim", o.targetDim);
+  visit("coresetRatio", o.coresetRatio);
+  visit("coresetProjection", o.coresetProjection);
+  visit("coresetStarts", o.coresetStarts);
+  visit("distance", o.distance);
+  visit("reweight", o.reweight);
+  visit("reweightNeighbors", o.reweightNeighbors);
+  visit("blurSigma", o.blurSigma);
+  visit("head", o.head);
+  visit("headIterations", o.headOptions.iterations);
+  visit("headBatch", o.headOptions.batch);
+  visit("headProjectionDim", o.headOptions.projectionDim);
+  visit("headLr", o.headOptions.lr);
+  visit("headWeightDecay", o.headOptions.weightDecay);
+  visit("headEma", o.headOptions.ema);
+  visit("headK", o.headOptions.k);
+  visit("headSigma", o.headOptions.sigma);
+  visit("headAlpha", o.headOptions.alpha);
+  visit("headMargin", o.headOptions.margin);
+  visit("headNormalize", o.headOptions.normalize);
+  visit("headInitIdentity", o.headOptions.initIdentity);
+  visit("device", o.device);
+  visit("threads", o.threads);
+  visit("seed", o.seed);
+  visit("batchSize", o.batchSize);
+}
+
+// Enum options as their JS / text names.
+const char* enumName(ResizeMode m);
+const char* enumName(Distance d);
+bool parseEnum(const std::string& name, ResizeMode* out);
+bool parseEnum(const std::string& name, Distance* out);
 
 std::string toText(const EngineOptions& o);
 EngineOptions optionsFromText(const std::string& text);  // throws ErrorCode::ModelFile

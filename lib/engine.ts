@@ -2,6 +2,8 @@
  * The Engine: fit on good parts, score new images. Orchestration only; every computation runs
  * in the native addon off the event loop. Calls on one engine are serialised in arrival order.
  */
+import { Duplex } from 'node:stream';
+
 import { type Calibration, calibrate, holdoutPicker, normalize } from './calibration.js';
 import { ReconpatchError, rethrow } from './errors.js';
 import { heatmapPng } from './heatmap.js';
@@ -53,6 +55,18 @@ export interface ScoreOptions {
   /** `'png'`: also return a coloured overlay PNG of the map over the image. */
   heatmap?: 'png' | false;
 }
+
+export interface ScoreStreamOptions extends ScoreOptions {
+  /** Images decoded or scored at once (default 2). The next input is pulled only when one finishes. */
+  concurrency?: number;
+  /** Stops the stream within one image; throws ERR_ABORTED. */
+  signal?: AbortSignal;
+  /** `'throw'` (default) ends the stream at the first bad image; `'yield'` reports it as `{ index, error }` and goes on. */
+  onError?: 'throw' | 'yield';
+}
+
+/** One item of {@link Engine.scoreStream}: a result, or (with `onError: 'yield'`) an error, with the input's position. */
+export type ScoreStreamItem = (ScoreResult & { index: number; error?: undefined }) | { index: number; error: ReconpatchError };
 
 /** What an engine holds: its backbone's identity, the bank's size, the calibration. */
 export interface EngineInfo extends Omit<NativeInfo, 'backboneName'> {
@@ -132,11 +146,15 @@ export class Engine {
    */
   score(image: ImageInput, options: ScoreOptions = {}): Promise<ScoreResult> {
     const stack = new Error();
-    return this.#exclusive(async () => {
-      const frame = await toRawFrame(image);
-      const [r] = await this.#native.score([frame]);
-      return this.#result(r, frame, options);
-    }).catch((err) => rethrow(err, stack));
+    // Decoding runs outside the engine's queue, so it overlaps with other calls' native work.
+    return toRawFrame(image)
+      .then((frame) =>
+        this.#exclusive(async () => {
+          const [r] = await this.#native.score([frame]);
+          return this.#result(r, frame, options);
+        }),
+      )
+      .catch((err) => rethrow(err, stack));
   }
 
   /** Scores several images in native batches; results in input order. */
@@ -152,6 +170,63 @@ export class Engine {
       }
       return out;
     }).catch((err) => rethrow(err, stack));
+  }
+
+  /**
+   * Scores any Iterable or AsyncIterable of images, yielding results in input order with at most
+   * `concurrency` images in flight (backpressure: inputs are pulled only when there is room).
+   * @example
+   * for await (const r of engine.scoreStream(frames(), { onError: 'yield' })) {
+   *   if (r.error) log(r.index, r.error.code); else if (r.isAnomaly) alarm(r);
+   * }
+   */
+  async *scoreStream(images: Iterable<ImageInput> | AsyncIterable<ImageInput>, options: ScoreStreamOptions = {}): AsyncGenerator<ScoreStreamItem> {
+    const { concurrency = 2, signal, onError = 'throw', heatmap } = options;
+    if (!Number.isInteger(concurrency) || concurrency < 1) throw new ReconpatchError('ERR_INVALID_OPTION', 'concurrency must be a positive integer');
+    if (onError !== 'throw' && onError !== 'yield') throw new ReconpatchError('ERR_INVALID_OPTION', "onError must be 'throw' or 'yield'");
+    const source = images as Partial<AsyncIterable<ImageInput> & Iterable<ImageInput>>;
+    const iterator: AsyncIterator<ImageInput> | Iterator<ImageInput> | undefined =
+      source?.[Symbol.asyncIterator]?.() ?? source?.[Symbol.iterator]?.();
+    if (!iterator) throw new ReconpatchError('ERR_INVALID_OPTION', 'scoreStream expects an Iterable or AsyncIterable of images');
+    const aborted = () => new ReconpatchError('ERR_ABORTED', 'scoreStream was aborted');
+    type Outcome = { index: number; result?: ScoreResult; error?: ReconpatchError };
+    const inFlight: Promise<Outcome>[] = [];
+    let next = 0;
+    let exhausted = false;
+    try {
+      for (;;) {
+        while (!exhausted && inFlight.length < concurrency) {
+          if (signal?.aborted) throw aborted();
+          const item = await iterator.next();
+          if (item.done) {
+            exhausted = true;
+            break;
+          }
+          const index = next++;
+          inFlight.push(this.score(item.value, { heatmap }).then((result) => ({ index, result }), (error: ReconpatchError) => ({ index, error })));
+        }
+        const head = inFlight.shift();
+        if (!head) return;
+        const outcome = await head;
+        if (signal?.aborted) throw aborted();
+        if (outcome.result) yield { ...outcome.result, index: outcome.index };
+        else if (onError === 'yield') yield { index: outcome.index, error: outcome.error as ReconpatchError };
+        else throw outcome.error;
+      }
+    } finally {
+      await Promise.allSettled(inFlight); // nothing left running on the engine
+      await iterator.return?.();
+    }
+  }
+
+  /**
+   * The same as {@link Engine.scoreStream} as an object-mode Duplex for `stream.pipeline()`:
+   * images in, {@link ScoreStreamItem}s out.
+   */
+  createScoreStream(options: ScoreStreamOptions = {}): Duplex {
+    return Duplex.from(async function* (this: Engine, source: AsyncIterable<ImageInput>) {
+      yield* this.scoreStream(source, options);
+    }.bind(this));
   }
 
   // Post-processing: calibrated score and the optional heatmap.

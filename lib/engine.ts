@@ -317,12 +317,10 @@ export class Engine {
         const decoded: RawFrame[] = await Promise.all(pending.map((img, j) => toRawFrame(img, done + j)));
         if (signal?.aborted) throw aborted();
         // Held-out nominal images are kept aside for calibration, not put in the bank.
-        const frames = decoded.filter((f, j) => {
-          if (!heldOut(done + j)) return true;
-          calibrationFrames.push(f);
-          return false;
-        });
+        const frames = decoded.filter((_, j) => !heldOut(done + j));
         try {
+          // Held-out images are checked now, so calibration after fitEnd cannot fail on them.
+          this.#native.validate(decoded.filter((_, j) => heldOut(done + j)));
           if (frames.length > 0) await this.#native.fitAdd(frames);
         } catch (err) {
           // Name the offending image when the native side rejects one.
@@ -332,6 +330,7 @@ export class Engine {
           }
           throw err;
         }
+        calibrationFrames.push(...decoded.filter((_, j) => heldOut(done + j)));
         done += pending.length;
         pending = [];
         onProgress?.({ stage: 'embed', done, total });

@@ -87,6 +87,8 @@ export interface NativeEngine {
   save(path: string): Promise<void>;
   embed(images: [RawFrame]): Promise<FloatArray>;
   metadata(): string;
+  /** Throws ERR_INVALID_IMAGE for frames this engine could not embed (geometry checks only; synchronous, cheap). */
+  validate(images: RawFrame[]): void;
   setMetadata(metadata: string): void;
 }
 

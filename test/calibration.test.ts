@@ -76,6 +76,15 @@ describe('calibrated engine', () => {
     expect((await loaded.score(probe)).normalizedScore).toBe((await engine.score(probe)).normalizedScore);
   });
 
+  it('rejects a bad held-out image before anything changes', async () => {
+    const before = engine.info;
+    const tiny = { data: new Uint8Array(4 * 4 * 3), width: 4, height: 4, channels: 3 as const };
+    const images = [...data.train.slice(0, 3), tiny, ...data.train.slice(4, 10)]; // index 3 is held out
+    expect(picked(10, 10)).toContain(3);
+    await expect(engine.fit(images)).rejects.toMatchObject({ code: 'ERR_INVALID_IMAGE' });
+    expect(engine.info).toEqual(before);
+  });
+
   it('has no calibration when disabled', async () => {
     const e = await Engine.create({ backbone: 'random_cnn', resize: null, crop: null, calibration: false });
     await e.fit(data.train.slice(0, 4));

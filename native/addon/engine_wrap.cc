@@ -164,6 +164,7 @@ Napi::Function EngineWrap::Define(Napi::Env env) {
                       InstanceMethod<&EngineWrap::Cancel>("cancel"), InstanceMethod<&EngineWrap::Score>("score"),
                       InstanceMethod<&EngineWrap::Save>("save"), InstanceMethod<&EngineWrap::Embed>("embed"),
                       InstanceMethod<&EngineWrap::Metadata>("metadata"),
+                      InstanceMethod<&EngineWrap::Validate>("validate"),
                       InstanceMethod<&EngineWrap::SetMetadata>("setMetadata")});
 }
 
@@ -232,6 +233,16 @@ Napi::Value EngineWrap::Embed(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value EngineWrap::Metadata(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), engine_->metadata()); }
+
+Napi::Value EngineWrap::Validate(const Napi::CallbackInfo& info) {
+  auto images = imagesFromJs(arrayArg(info, 0));
+  try {
+    engine_->validate(images);
+  } catch (const rp::Error& e) {
+    throw makeError(info.Env(), rp::errorCodeName(e.code()), e.what());
+  }
+  return info.Env().Undefined();
+}
 
 Napi::Value EngineWrap::SetMetadata(const Napi::CallbackInfo& info) {
   engine_->setMetadata(stringArg(info, 0, "metadata"));

@@ -283,6 +283,10 @@ std::string Engine::metadata() const {
   return impl_->metadata;
 }
 
+void Engine::validate(const std::vector<RawImageView>& images) const {
+  for (const auto& image : images) planGeometry(image, impl_->pre);
+}
+
 void Engine::save(const std::string& path) {
   guarded([&] {
     std::lock_guard<std::mutex> lock(impl_->mutex);

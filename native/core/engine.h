@@ -55,6 +55,9 @@ class Engine {
 
   std::vector<ScoreResult> score(const std::vector<RawImageView>& images);
 
+  // Throws ErrorCode::InvalidImage for an image this engine could not embed (cheap: geometry only).
+  void validate(const std::vector<RawImageView>& images) const;
+
   // Caller metadata saved with the model (JS keeps calibration there).
   void setMetadata(const std::string& metadata);
   std::string metadata() const;

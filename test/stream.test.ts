@@ -70,6 +70,28 @@ describe('scoreStream', () => {
     expect((await engine.score(paths[0])).score).toBe(expected[0]);
   });
 
+  it('streams 1,000 generated frames with flat memory', async () => {
+    const e = await Engine.create({ backbone: 'random_cnn', resize: null, crop: null, coreset: { ratio: 0.25 }, calibration: false, batchSize: 2 });
+    const frame = (i: number) => {
+      const data = new Uint8Array(64 * 64 * 3);
+      for (let p = 0; p < data.length; p++) data[p] = (p * 7 + i * 13) & 255;
+      return { data, width: 64, height: 64, channels: 3 as const };
+    };
+    await e.fit([frame(0), frame(1), frame(2)]);
+    function* frames() {
+      for (let i = 0; i < 1000; i++) yield frame(i);
+    }
+    let n = 0;
+    let rssAt200 = 0;
+    for await (const r of e.scoreStream(frames(), { concurrency: 4 })) {
+      expect(r.index).toBe(n);
+      if (++n === 200) rssAt200 = process.memoryUsage().rss;
+    }
+    expect(n).toBe(1000);
+    const growthMb = (process.memoryUsage().rss - rssAt200) / 2 ** 20;
+    expect(growthMb).toBeLessThan(64); // 800 more frames (12 KB each + 16 KB maps) must not accumulate
+  });
+
   it('works as an object-mode stream in pipeline()', async () => {
     const out: number[] = [];
     await pipeline(

@@ -3,7 +3,6 @@
  * complete plain object ({@link NativeOptions}) and trusts it.
  */
 import { existsSync, statSync } from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 
 import { ReconpatchError } from './errors.js';
@@ -44,7 +43,7 @@ export interface EngineOptions {
   scoring?: { distance?: 'euclidean' | 'squared'; reweight?: boolean; neighbors?: number; blurSigma?: number };
   /** Images embedded per native call during fit and batch scoring (default 4). */
   batchSize?: number;
-  /** libtorch intra-op threads (default: all cores). */
+  /** libtorch intra-op threads (default: all cores of the machine the engine runs on, also after `load`). */
   threads?: number;
   /** `'cpu'`, `'cuda'`, or `'auto'` (CUDA when this build and machine have it; default). */
   device?: 'cpu' | 'cuda' | 'auto';
@@ -214,7 +213,8 @@ export function resolveOptions(options: EngineOptions): NativeOptions {
     blurSigma,
     ...resolveHead(o.head),
     device: oneOf(o.device ?? 'auto', 'device', ['cpu', 'cuda', 'auto'] as const),
-    threads: int(o.threads ?? os.availableParallelism(), 'threads', 1, 1024),
+    // 0 = all cores wherever the model runs: a saved model adapts to the machine that loads it.
+    threads: o.threads === undefined ? 0 : int(o.threads, 'threads', 1, 1024),
     seed: int(o.seed ?? 0, 'seed', 0, 2 ** 32 - 1),
     batchSize: int(o.batchSize ?? 4, 'batchSize', 1, 1024),
   };

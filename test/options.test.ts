@@ -21,7 +21,7 @@ describe('options', () => {
       coresetStarts: 10, pretrainDim: 1024, targetDim: 1024, distance: 'euclidean', reweight: false,
       blurSigma: 4, device: 'auto', seed: 0, batchSize: 4,
     });
-    expect(o.threads).toBeGreaterThanOrEqual(1);
+    expect(o.threads).toBe(0); // all cores of whichever machine runs (or loads) the engine
   });
 
   it('maps null resize/crop to "keep size" / "no crop"', () => {

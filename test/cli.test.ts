@@ -42,6 +42,14 @@ describe('reconpatch CLI', () => {
     for (const k of ['fit_seconds', 'score_ms_per_image', 'peak_rss_mb']) expect(out[k]).toBeGreaterThan(0);
   });
 
+  it('runs the README demo: generate, fit, evaluate', async () => {
+    const r = await reconpatch('demo', '--dir', path.join(dir, 'demo'), '--json');
+    expect(r.code).toBe(0);
+    const out = JSON.parse(r.stdout.trim());
+    expect(out).toMatchObject({ category: 'synthetic', n_train: 24, n_test: 20 });
+    expect(out.image_auroc).toBeGreaterThanOrEqual(0.9);
+  });
+
   it('fits to a model file and scores images with it', async () => {
     const model = path.join(dir, 'm.rcp');
     const fit = await reconpatch('fit', path.join(data.root, data.category, 'train/good'), '-o', model, '--resize', 'none', '--crop', 'none', '--json');

@@ -18,6 +18,28 @@ const out = { machine: { cores: (await import('node:os')).availableParallelism()
 out.gemm_gflops = native().internals.gemmGflops(2048, 5, out.machine.cores);
 log(`GEMM fp32 2048^3: ${out.gemm_gflops.toFixed(1)} GFLOP/s (ceiling)`);
 
+// k-NN: 784 queries (one 224-px image) against banks of 1.6k, 16k and 60k rows x 1024.
+out.knn = [];
+for (const rows of [1600, 16000, 60000]) {
+  const ms = native().internals.knnMilliseconds(rows, 784, 1024, 3, out.machine.cores);
+  const gflop = (2 * 784 * rows * 1024) / 1e9;
+  out.knn.push({ bank_rows: rows, ms, gflops: gflop / (ms / 1000), share_of_gemm: gflop / (ms / 1000) / out.gemm_gflops });
+  log(`k-NN 784 x ${rows} x 1024: ${ms.toFixed(1)} ms, ${(gflop / (ms / 1000)).toFixed(0)} GFLOP/s (${((100 * gflop) / (ms / 1000) / out.gemm_gflops).toFixed(0)}% of GEMM)`);
+}
+
+// Coreset on random features: 209 images' worth of patches (209 x 784) at 1%; with --full also
+// 10% and 762 x 784 (minutes each: one pass over all projected points per selection).
+out.coreset = [];
+const coresetCases = [[209 * 784, 0.01]];
+if (process.argv.includes('--full')) coresetCases.push([209 * 784, 0.1], [762 * 784, 0.01]);
+for (const [rows, ratio] of coresetCases) {
+  const seconds = native().internals.coresetSeconds(rows, 1024, ratio, out.machine.cores);
+  const selections = Math.floor(rows * ratio);
+  const gbRead = (selections * rows * 128 * 4) / 1e9;
+  out.coreset.push({ rows, ratio, seconds, selections_per_second: selections / seconds, gb_per_second: gbRead / seconds });
+  log(`coreset ${rows} x 1024 at ${ratio}: ${seconds.toFixed(1)} s, ${(selections / seconds).toFixed(0)} selections/s, ${(gbRead / seconds).toFixed(1)} GB/s over the projected points`);
+}
+
 const data = path.join(shared, 'datasets/metal_plate');
 const backbone = path.join(shared, 'backbones/mobilenet_v1_imagenet.pt');
 if (!existsSync(data) || !existsSync(backbone)) {

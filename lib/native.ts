@@ -106,6 +106,10 @@ export interface NativeInternals {
   emaStep(partner: FloatArray, current: FloatArray, ema: number): FloatArray;
   /** fp32 GEMM rate (GFLOP/s): best of reps n x n x n products. Blocks the calling thread: benchmarks only. */
   gemmGflops(n: number, reps: number, threads: number): number;
+  /** Best-of-reps ms of one k-NN search (random data). Benchmarks only. */
+  knnMilliseconds(bankRows: number, queries: number, dim: number, reps: number, threads: number): number;
+  /** Seconds of the approximate greedy coreset on random rows x dim features. Benchmarks only. */
+  coresetSeconds(rows: number, dim: number, ratio: number, threads: number): number;
 }
 
 export interface NativeModule {

@@ -119,6 +119,21 @@ Napi::Object makeInternals(Napi::Env env) {
                                                                              info[2].ToNumber().Int32Value()));
           });
         }));
+  o.Set("knnMilliseconds", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
+          return sync(info.Env(), [&]() -> Napi::Value {
+            return Napi::Number::New(info.Env(), rp::internals::knnMilliseconds(
+                                                     info[0].ToNumber().Int64Value(), info[1].ToNumber().Int64Value(),
+                                                     info[2].ToNumber().Int64Value(), info[3].ToNumber().Int32Value(),
+                                                     info[4].ToNumber().Int32Value()));
+          });
+        }));
+  o.Set("coresetSeconds", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
+          return sync(info.Env(), [&]() -> Napi::Value {
+            return Napi::Number::New(info.Env(), rp::internals::coresetSeconds(
+                                                     info[0].ToNumber().Int64Value(), info[1].ToNumber().Int64Value(),
+                                                     info[2].ToNumber().DoubleValue(), info[3].ToNumber().Int32Value()));
+          });
+        }));
   o.Set("reweightedScore", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
           return sync(info.Env(), [&]() -> Napi::Value {
             return Napi::Number::New(info.Env(), rp::internals::reweightedScore(floatArrayFromJs(info[0]),

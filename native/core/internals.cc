@@ -142,4 +142,35 @@ double gemmGflops(int64_t n, int reps, int threads) {
   });
 }
 
+double knnMilliseconds(int64_t bankRows, int64_t queries, int64_t dim, int reps, int threads) {
+  return guarded([&] {
+    if (threads > 0) at::set_num_threads(threads);
+    FlatL2Index index(dim);
+    index.add(torch::randn({bankRows, dim}));
+    auto q = torch::randn({queries, dim});
+    torch::Tensor d, i;
+    index.search(q, 1, &d, &i);  // warm-up
+    double best = 1e30;
+    for (int r = 0; r < reps; ++r) {
+      auto t0 = std::chrono::steady_clock::now();
+      index.search(q, 1, &d, &i);
+      best = std::min(best, std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+    }
+    return best;
+  });
+}
+
+double coresetSeconds(int64_t rows, int64_t dim, double ratio, int threads) {
+  return guarded([&] {
+    if (threads > 0) at::set_num_threads(threads);
+    std::vector<torch::Tensor> chunks;
+    for (int64_t done = 0; done < rows; done += 6272) chunks.push_back(torch::randn({std::min<int64_t>(6272, rows - done), dim}));
+    CoresetOptions o;
+    o.ratio = ratio;
+    auto t0 = std::chrono::steady_clock::now();
+    approximateGreedyCoreset(chunks, o);
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  });
+}
+
 }  // namespace rp::internals

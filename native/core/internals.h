@@ -47,5 +47,12 @@ FloatArray emaStep(const FloatArray& partner, const FloatArray& current, double 
 // The machine's fp32 GEMM rate through libtorch: best of `reps` n x n x n products, in GFLOP/s.
 double gemmGflops(int64_t n, int reps, int threads);
 
+// Best-of-`reps` milliseconds for one FlatL2Index search of `queries` random rows against a random
+// bank of `bankRows` x `dim` (k = 1).
+double knnMilliseconds(int64_t bankRows, int64_t queries, int64_t dim, int reps, int threads);
+
+// Seconds for the approximate greedy coreset over `rows` x `dim` random features at `ratio`.
+double coresetSeconds(int64_t rows, int64_t dim, double ratio, int threads);
+
 }  // namespace internals
 }  // namespace rp

@@ -1,12 +1,13 @@
 /**
  * Any image input -> a raw frame ({@link RawFrame}: HWC uint8, 1 or 3 channels). Encoded images
- * (PNG, JPEG, BMP via sharp's loaders, TIFF, WebP...) are decoded with sharp; the addon only
- * ever sees raw pixels.
+ * (PNG, JPEG, TIFF, WebP...) are decoded with sharp, BMP by lib/bmp.ts (sharp has no BMP loader);
+ * the addon only ever sees raw pixels.
  */
 import { readFile } from 'node:fs/promises';
 
 import sharp from 'sharp';
 
+import { decodeBmp, isBmp } from './bmp.js';
 import { ReconpatchError } from './errors.js';
 import type { RawFrame } from './native.js';
 
@@ -58,6 +59,13 @@ function fromRaw(img: RawImage, label: string): RawFrame {
 }
 
 async function decode(bytes: Uint8Array, label: string): Promise<RawFrame> {
+  if (isBmp(bytes)) {
+    try {
+      return decodeBmp(bytes);
+    } catch (err) {
+      throw invalid(`${label} could not be decoded as a BMP (${(err as Error).message})`, err);
+    }
+  }
   const open = () => sharp(bytes, { failOn: 'error', limitInputPixels: PIXEL_LIMIT });
   try {
     let { data, info } = await open().removeAlpha().raw({ depth: 'uchar' }).toBuffer({ resolveWithObject: true });

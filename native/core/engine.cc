@@ -73,7 +73,6 @@ struct Engine::Impl {
     pre.mode = opts.resizeMode;
     pre.mean = bi.mean;
     pre.std = bi.std;
-    pre.multipleOf = 2;  // the backbone contract takes any even size
   }
 
   void applyThreads() const {

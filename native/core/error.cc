@@ -11,7 +11,6 @@ const char* errorCodeName(ErrorCode code) {
     case ErrorCode::ModelFile: return "ERR_MODEL_FILE";
     case ErrorCode::Backbone: return "ERR_BACKBONE";
     case ErrorCode::EmptyTrainingSet: return "ERR_EMPTY_TRAINING_SET";
-    case ErrorCode::Busy: return "ERR_BUSY";
     case ErrorCode::DeviceUnavailable: return "ERR_DEVICE_UNAVAILABLE";
     case ErrorCode::Io: return "ERR_IO";
     case ErrorCode::Internal: return "ERR_INTERNAL";

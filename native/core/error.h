@@ -14,7 +14,6 @@ enum class ErrorCode {
   ModelFile,       // ERR_MODEL_FILE
   Backbone,        // ERR_BACKBONE
   EmptyTrainingSet,// ERR_EMPTY_TRAINING_SET
-  Busy,            // ERR_BUSY
   DeviceUnavailable, // ERR_DEVICE_UNAVAILABLE
   Io,              // ERR_IO
   Internal,        // ERR_INTERNAL

@@ -22,7 +22,8 @@ struct PreprocessOptions {
   ResizeMode mode = ResizeMode::Shorter;
   std::optional<std::array<float, 3>> mean;  // normalisation; none = [0, 1] input (TorchScript contract)
   std::optional<std::array<float, 3>> std;
-  int64_t multipleOf = 2;  // without crop, sizes are floored to a multiple of this
+  int64_t multipleOf = 2;  // without crop, sizes are floored to a multiple of this (the
+                           // backbone contract takes any even size)
 };
 
 // Where the network input sits in the original image: original -> resized -> crop window.

@@ -1,10 +1,7 @@
 #include "core/sha256.h"
 
+#include <algorithm>
 #include <cstring>
-#include <fstream>
-#include <vector>
-
-#include "core/error.h"
 
 namespace rp {
 
@@ -80,19 +77,6 @@ std::string toHex(const uint8_t* data, size_t size) {
 std::string sha256Hex(const void* data, size_t size) {
   Sha256 h;
   h.update(data, size);
-  auto d = h.digest();
-  return toHex(d.data(), d.size());
-}
-
-std::string sha256FileHex(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  RP_CHECK(in, Io, "cannot open '" << path << "'");
-  Sha256 h;
-  std::vector<char> buf(1 << 20);
-  while (in) {
-    in.read(buf.data(), buf.size());
-    h.update(buf.data(), static_cast<size_t>(in.gcount()));
-  }
   auto d = h.digest();
   return toHex(d.data(), d.size());
 }

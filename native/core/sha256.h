@@ -23,6 +23,5 @@ class Sha256 {
 
 std::string toHex(const uint8_t* data, size_t size);
 std::string sha256Hex(const void* data, size_t size);
-std::string sha256FileHex(const std::string& path);  // throws ErrorCode::Io
 
 }  // namespace rp

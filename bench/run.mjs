@@ -3,7 +3,7 @@
 // fit and per-image score time and peak RSS on ../shared/datasets/metal_plate with the shared
 // mobilenet_v1 backbone (the PatchCore reference's settings). `--json` prints one JSON object.
 // Needs a build (npm install) and ../shared; says so and exits 0 when ../shared is absent.
-import { existsSync, readdirSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -68,6 +68,32 @@ if (!existsSync(data) || !existsSync(backbone)) {
   t = performance.now();
   await engine.scoreMany(test.slice(0, 24));
   out.score_many_ms_per_image = (performance.now() - t) / 24;
+  // Throughput with C concurrent callers (each scores the next PNG buffer from a shared list as
+  // soon as its previous call returns), the same model with and without batching, interleaved.
+  const modelFile = path.join((await import('node:os')).tmpdir(), `reconpatch-bench-${process.pid}.rcp`);
+  await engine.save(modelFile);
+  const engines = { batched: await Engine.load(modelFile), unbatched: await Engine.load(modelFile, { batching: false }) };
+  (await import('node:fs')).rmSync(modelFile);
+  const buffers = test.slice(0, 48).map((p) => readFileSync(p));
+  out.throughput = [];
+  for (const callers of [1, 4, 16]) {
+    const row = { callers };
+    for (const mode of ['unbatched', 'batched']) {
+      const e = engines[mode];
+      const before = e.info.batching;
+      let next = 0;
+      const t0 = performance.now();
+      await Promise.all(Array.from({ length: callers }, async () => {
+        while (next < buffers.length) await e.score(buffers[next++]);
+      }));
+      const seconds = (performance.now() - t0) / 1000;
+      const after = e.info.batching;
+      row[mode] = { images_per_second: buffers.length / seconds, mean_batch: (after.calls - before.calls) / (after.batches - before.batches) };
+    }
+    row.speedup = row.batched.images_per_second / row.unbatched.images_per_second;
+    out.throughput.push(row);
+    log(`throughput, ${callers} callers: ${row.unbatched.images_per_second.toFixed(2)} images/s unbatched, ${row.batched.images_per_second.toFixed(2)} batched (mean batch ${row.batched.mean_batch.toFixed(1)}): x${row.speedup.toFixed(2)}`);
+  }
   // k-NN FLOPs per image: 784 queries x bank rows x 1024 x 2.
   out.knn_gflop_per_image = (784 * fit.bankRows * 1024 * 2) / 1e9;
   // ReConPatch head training cost at the default batch (N = HEAD_DEFAULTS.batch).

@@ -9,7 +9,8 @@ import { ReconpatchError, rethrow } from './errors.js';
 import { heatmapPng } from './heatmap.js';
 import { type ImageInput, describeInput, toRawFrame } from './images.js';
 import { type NativeEngine, type NativeInfo, type NativeOptions, type NativeScore, type RawFrame, native } from './native.js';
-import { type CalibrationOptions, type EngineOptions, resolveCalibration, resolveOptions } from './options.js';
+import { ScoreBatcher } from './batcher.js';
+import { type BatchingOptions, type CalibrationOptions, type EngineOptions, resolveBatching, resolveCalibration, resolveOptions } from './options.js';
 
 /** A fit or scoring stage's progress. `total` is undefined when the input's length is unknown. */
 export interface Progress {
@@ -65,6 +66,12 @@ export interface ScoreStreamOptions extends ScoreOptions {
   onError?: 'throw' | 'yield';
 }
 
+/** Options for {@link Engine.load}: runtime settings that are not saved with a model. */
+export interface LoadOptions {
+  /** Batching of concurrent `score()` calls, as in {@link EngineOptions.batching}. */
+  batching?: BatchingOptions | false;
+}
+
 /** One item of {@link Engine.scoreStream}: a result, or (with `onError: 'yield'`) an error, with the input's position. */
 export type ScoreStreamItem = (ScoreResult & { index: number; error?: undefined }) | { index: number; error: ReconpatchError };
 
@@ -73,6 +80,8 @@ export interface EngineInfo extends Omit<NativeInfo, 'backboneName'> {
   backbone: string;
   /** Threshold statistics from held-out nominal images, or null. */
   calibration: Calibration | null;
+  /** Batching of `score()` calls: the options, and calls served in how many native batches so far. */
+  batching: { maxBatch: number; maxWaitMs: number; calls: number; batches: number };
 }
 
 /**
@@ -88,9 +97,11 @@ export class Engine {
   readonly #calibrationOptions: CalibrationOptions;
   #calibration: Calibration | null = null;
   #queue: Promise<unknown> = Promise.resolve();
+  readonly #batcher: ScoreBatcher<RawFrame, NativeScore>;
 
-  private constructor(n: NativeEngine, calibrationOptions?: CalibrationOptions) {
+  private constructor(n: NativeEngine, batching: BatchingOptions | false | undefined, calibrationOptions?: CalibrationOptions) {
     this.#native = n;
+    this.#batcher = new ScoreBatcher((task) => this.#enqueue(task), (frames) => n.score(frames), resolveBatching(batching));
     // Models carry their calibration (and its options) as JSON metadata.
     const meta = n.metadata() ? (JSON.parse(n.metadata()) as { calibration?: Calibration; calibrationOptions?: CalibrationOptions }) : {};
     this.#calibration = meta.calibration ?? null;
@@ -103,18 +114,22 @@ export class Engine {
     try {
       const resolved = resolveOptions(options);
       const calibration = resolveCalibration(options.calibration);
-      return new Engine(await native().createEngine(resolved), calibration);
+      resolveBatching(options.batching); // validate before the backbone loads
+      return new Engine(await native().createEngine(resolved), options.batching, calibration);
     } catch (err) {
       rethrow(err, stack);
     }
   }
 
   /** Loads a model saved by {@link Engine.save}. Throws ERR_MODEL_FILE for damaged or foreign files. */
-  static async load(path: string): Promise<Engine> {
+  static async load(path: string, options: LoadOptions = {}): Promise<Engine> {
     const stack = new Error();
     try {
       if (typeof path !== 'string' || path === '') throw new ReconpatchError('ERR_INVALID_OPTION', 'load expects a file path');
-      return new Engine(await native().loadEngine(path));
+      if (options === null || typeof options !== 'object') throw new ReconpatchError('ERR_INVALID_OPTION', 'load options must be an object');
+      for (const key of Object.keys(options)) if (key !== 'batching') throw new ReconpatchError('ERR_INVALID_OPTION', `unknown load option '${key}'`);
+      resolveBatching(options.batching);
+      return new Engine(await native().loadEngine(path), options.batching);
     } catch (err) {
       rethrow(err, stack);
     }
@@ -127,7 +142,7 @@ export class Engine {
 
   get info(): EngineInfo {
     const { backboneName, ...rest } = this.#native.info();
-    return { backbone: backboneName, calibration: this.#calibration, ...rest };
+    return { backbone: backboneName, calibration: this.#calibration, batching: this.#batcher.stats, ...rest };
   }
 
   /**
@@ -142,18 +157,15 @@ export class Engine {
 
   /**
    * Scores one image: raw and calibrated score, and the anomaly map at the image's own size.
+   * Calls made while the engine is busy are scored together in one native batch (see
+   * {@link EngineOptions.batching}); each gets exactly the result it would get alone.
    * Throws ERR_NOT_FITTED, ERR_INVALID_IMAGE.
    */
   score(image: ImageInput, options: ScoreOptions = {}): Promise<ScoreResult> {
     const stack = new Error();
-    // Decoding runs outside the engine's queue, so it overlaps with other calls' native work.
+    // Decoding and the heatmap run outside the engine's queue, overlapping other calls' native work.
     return toRawFrame(image)
-      .then((frame) =>
-        this.#exclusive(async () => {
-          const [r] = await this.#native.score([frame]);
-          return this.#result(r, frame, options);
-        }),
-      )
+      .then((frame) => this.#batcher.add(frame).then((r) => this.#result(r, frame, options)))
       .catch((err) => rethrow(err, stack));
   }
 
@@ -269,8 +281,14 @@ export class Engine {
     }).catch((err) => rethrow(err, stack));
   }
 
-  // Runs calls one after another: fit, score and save never interleave on one engine.
+  // Runs calls one after another: fit, score and save never interleave on one engine. Score
+  // calls made after this one join a later batch, so they see what this call did (a new fit).
   #exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    this.#batcher.seal();
+    return this.#enqueue(fn);
+  }
+
+  #enqueue<T>(fn: () => Promise<T>): Promise<T> {
     const run = this.#queue.then(fn, fn);
     this.#queue = run.catch(() => undefined);
     return run;

@@ -5,9 +5,9 @@
  * const engine = await Engine.create({ backbone: 'random_cnn' });
  */
 export { Engine } from './engine.js';
-export type { EngineInfo, FitOptions, FitSummary, Progress, ScoreOptions, ScoreResult, ScoreStreamItem, ScoreStreamOptions } from './engine.js';
+export type { EngineInfo, FitOptions, LoadOptions, FitSummary, Progress, ScoreOptions, ScoreResult, ScoreStreamItem, ScoreStreamOptions } from './engine.js';
 export type { Calibration } from './calibration.js';
-export type { EngineOptions, HeadOptions } from './options.js';
+export type { BatchingOptions, EngineOptions, HeadOptions } from './options.js';
 export { BUILTIN_BACKBONES, HEAD_DEFAULTS } from './options.js';
 export type { ImageInput, RawImage } from './images.js';
 export { toRawFrame } from './images.js';

@@ -55,6 +55,36 @@ export interface EngineOptions {
    * `normalizedScore` (0.5 = threshold) and `isAnomaly`. `false` disables it.
    */
   calibration?: { holdout?: number; minImages?: number } | false;
+  /**
+   * Batching of concurrent `score()` calls (see {@link BatchingOptions}); `false` scores every
+   * call on its own. Runtime only: not saved with the model; pass it again to `Engine.load`.
+   */
+  batching?: BatchingOptions | false;
+}
+
+/**
+ * How concurrent `score()` calls are gathered. Calls that arrive while the engine is busy wait
+ * together and run as one native call of up to `maxBatch` images (default 8). `maxWaitMs`
+ * (default 0) also holds a batch that could start at once for up to that long to let more calls
+ * join: more throughput where batches are cheaper per image (GPU), more latency everywhere.
+ * Each caller gets exactly the result a call on its own would give.
+ * @example
+ * const engine = await Engine.create({ backbone: 'model.pt', batching: { maxBatch: 16, maxWaitMs: 2 } });
+ */
+export interface BatchingOptions {
+  maxBatch?: number;
+  maxWaitMs?: number;
+}
+
+/** Validates the batching options (they stay in JS: scheduling). */
+export function resolveBatching(value: EngineOptions['batching']): Required<BatchingOptions> {
+  if (value === false) return { maxBatch: 1, maxWaitMs: 0 };
+  const b = plainObject(value, 'batching');
+  for (const key of Object.keys(b)) if (key !== 'maxBatch' && key !== 'maxWaitMs') fail(`unknown batching option '${key}'`);
+  return {
+    maxBatch: int(b.maxBatch ?? 8, 'batching.maxBatch', 1, 1024),
+    maxWaitMs: num(b.maxWaitMs ?? 0, 'batching.maxWaitMs', 0, 10000),
+  };
 }
 
 export interface CalibrationOptions {
@@ -163,7 +193,7 @@ function plainObject(value: unknown, name: string): Record<string, unknown> {
 
 const TOP_LEVEL = new Set([
   'backbone', 'weights', 'head', 'coreset', 'resize', 'crop', 'resizeMode', 'features', 'scoring',
-  'batchSize', 'threads', 'device', 'seed', 'calibration',
+  'batchSize', 'threads', 'device', 'seed', 'calibration', 'batching',
 ]);
 
 /** Validates user options and fills every default. Throws ERR_INVALID_OPTION with what to change. */

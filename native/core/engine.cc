@@ -103,10 +103,23 @@ struct Engine::Impl {
       inputs[gi].push_back(x);
     }
     for (size_t gi = 0; gi < groups.size(); ++gi) {
-      auto batch = torch::stack(inputs[gi], 0);  // [B, 3, h, w]
-      inputs[gi].clear();
-      auto taps = backbone->forward(batch);
-      groups[gi].features = patchFeatures(taps, opts.patchSize, opts.pretrainDim, opts.targetDim, &groups[gi].grid);
+      if (device.is_cpu()) {
+        // One image at a time on CPU: batched convolutions and patch aggregation are no faster
+        // per image here (measured, bench/NOTES.md), and per-image passes make every image's
+        // features independent of what it was batched with, so batched scoring equals sequential.
+        std::vector<torch::Tensor> perImage;
+        for (auto& x : inputs[gi]) {
+          auto taps = backbone->forward(x.unsqueeze(0));  // [1, 3, h, w] -> taps
+          perImage.push_back(patchFeatures(taps, opts.patchSize, opts.pretrainDim, opts.targetDim, &groups[gi].grid));
+          x = torch::Tensor();
+        }
+        groups[gi].features = torch::cat(perImage, 0);  // [B, L, D]
+      } else {
+        auto batch = torch::stack(inputs[gi], 0);  // [B, 3, h, w]
+        inputs[gi].clear();
+        auto taps = backbone->forward(batch);
+        groups[gi].features = patchFeatures(taps, opts.patchSize, opts.pretrainDim, opts.targetDim, &groups[gi].grid);
+      }
     }
     return groups;
   }
@@ -115,6 +128,28 @@ struct Engine::Impl {
     HeadOptions h = opts.headOptions;
     h.seed = opts.seed;
     return h;
+  }
+
+  // Scores one embedded group into results[g.members[b]]: k-NN distances, image scores, maps.
+  void scoreGroup(EmbeddedGroup& g, std::vector<ScoreResult>* results) const {
+    const int64_t B = g.features.size(0), L = g.features.size(1), D = g.features.size(2);
+    if (head) g.features = head->apply(g.features.reshape({B * L, D})).view({B, L, D});  // f(q)
+    torch::Tensor d2, nn;
+    bank->search(g.features.reshape({B * L, D}), 1, &d2, &nn);
+    auto patch = (opts.distance == Distance::Euclidean ? d2.sqrt() : d2).view({B, L});  // [B, L]
+    auto scores = opts.reweight ? reweightedImageScores(patch, nn.view({B, L}), g.features, *bank, opts.reweightNeighbors)
+                                : maxImageScores(patch);  // [B]
+    const auto& g0 = g.geometry[0];
+    auto maps = anomalyMaps(patch.view({B, g.grid.height, g.grid.width}), g0.cropH, g0.cropW, opts.blurSigma);  // [B, cropH, cropW]
+    auto scoresCpu = scores.to(torch::kCPU);
+    for (int64_t b = 0; b < B; ++b) {
+      auto m = mapToOriginal(maps[b], g.geometry[b]).to(torch::kCPU).contiguous();  // [H, W]
+      auto& r = (*results)[g.members[b]];
+      r.score = scoresCpu[b].item<float>();
+      r.height = m.size(0);
+      r.width = m.size(1);
+      r.map.assign(m.data_ptr<float>(), m.data_ptr<float>() + m.numel());
+    }
   }
 
   ModelContents contents() const {
@@ -247,26 +282,18 @@ std::vector<ScoreResult> Engine::score(const std::vector<RawImageView>& images) 
     I.applyThreads();
     torch::NoGradGuard noGrad;
     std::vector<ScoreResult> results(images.size());
-    for (auto& g : I.embed(images)) {
-      const int64_t B = g.features.size(0), L = g.features.size(1), D = g.features.size(2);
-      if (I.head) g.features = I.head->apply(g.features.reshape({B * L, D})).view({B, L, D});  // f(q)
-      torch::Tensor d2, nn;
-      I.bank->search(g.features.reshape({B * L, D}), 1, &d2, &nn);
-      auto patch = (I.opts.distance == Distance::Euclidean ? d2.sqrt() : d2).view({B, L});  // [B, L]
-      auto scores = I.opts.reweight
-                        ? reweightedImageScores(patch, nn.view({B, L}), g.features, *I.bank, I.opts.reweightNeighbors)
-                        : maxImageScores(patch);  // [B]
-      const auto& g0 = g.geometry[0];
-      auto maps = anomalyMaps(patch.view({B, g.grid.height, g.grid.width}), g0.cropH, g0.cropW, I.opts.blurSigma);
-      auto scoresCpu = scores.to(torch::kCPU);
-      for (int64_t b = 0; b < B; ++b) {
-        auto m = mapToOriginal(maps[b], g.geometry[b]).to(torch::kCPU).contiguous();  // [H, W]
-        auto& r = results[g.members[b]];
-        r.score = scoresCpu[b].item<float>();
-        r.height = m.size(0);
-        r.width = m.size(1);
-        r.map.assign(m.data_ptr<float>(), m.data_ptr<float>() + m.numel());
+    if (I.device.is_cpu()) {
+      // Image by image on CPU: no faster batched here (bench/NOTES.md), and it makes each result
+      // independent of its batch-mates (GEMM rounding depends on the row count), so batched
+      // scoring returns exactly what sequential calls return.
+      for (size_t i = 0; i < images.size(); ++i) {
+        for (auto& g : I.embed({images[i]})) {
+          g.members[0] = i;
+          I.scoreGroup(g, &results);
+        }
       }
+    } else {
+      for (auto& g : I.embed(images)) I.scoreGroup(g, &results);
     }
     return results;
   });

@@ -96,7 +96,8 @@ export interface NativeEngine {
 export interface NativeInternals {
   patchFeatures(taps: FloatArray[], patchSize: number, pretrainDim: number, targetDim: number): FloatArray;
   preprocess(image: RawFrame, resize: number, crop: number, mode: 'shorter' | 'squash'): FloatArray;
-  greedyCoreset(projected: FloatArray, starts: number[], count: number): number[];
+  greedyCoreset(projected: FloatArray, starts: number[], count: number, pruned: boolean, threads?: number): number[];
+  coresetProject(features: FloatArray, projectionDim: number, seed: number): FloatArray;
   knn(bank: FloatArray, queries: FloatArray, k: number): { distances: FloatArray; indices: number[] };
   gaussianBlur(map: FloatArray, sigma: number): FloatArray;
   anomalyMap(grid: FloatArray, outH: number, outW: number, sigma: number): FloatArray;
@@ -109,7 +110,6 @@ export interface NativeInternals {
   /** Best-of-reps ms of one k-NN search (random data). Benchmarks only. */
   knnMilliseconds(bankRows: number, queries: number, dim: number, reps: number, threads: number): number;
   /** Seconds of the approximate greedy coreset on random rows x dim features. Benchmarks only. */
-  coresetSeconds(rows: number, dim: number, ratio: number, threads: number): number;
 }
 
 export interface NativeModule {

@@ -18,11 +18,49 @@ function matmul(a: { data: Float32Array; shape: number[] }, b: { data: Float32Ar
   return { data: out, shape: [n, m] };
 }
 
+// Clustered points with exact duplicates and a uniform background: the pruned loop must make
+// exactly the plain loop's choices, ties included. mulberry32 + Box-Muller, deterministic.
+function clustered(n: number, d: number, seed: number): { data: Float32Array; shape: number[] } {
+  let a = seed >>> 0;
+  const rand = () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = Math.imul(a ^ (a >>> 15), 1 | a);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+  const gauss = () => Math.sqrt(-2 * Math.log(1 - rand())) * Math.cos(2 * Math.PI * rand());
+  const centres = Array.from({ length: 24 }, () => Array.from({ length: d }, () => 10 * gauss()));
+  const data = new Float32Array(n * d);
+  for (let i = 0; i < n; i++) {
+    const kind = rand();
+    for (let k = 0; k < d; k++) {
+      if (kind < 0.1 && i > 0) data[i * d + k] = data[(i - 1) * d + k]; // duplicate of the previous point
+      else if (kind < 0.2) data[i * d + k] = 30 * (rand() - 0.5);
+      else data[i * d + k] = centres[i % centres.length][k] + (0.2 + (i % 5)) * gauss();
+    }
+  }
+  return { data, shape: [n, d] };
+}
+
 describe('greedy coreset', () => {
-  it('selects the same points in the same order as the PatchCore reference', () => {
-    const projected = matmul(f32('coreset_X.f32'), f32('coreset_P.f32'));
-    const got = native().internals.greedyCoreset(projected, i32('coreset_starts.i32'), 30);
-    expect(got).toEqual(i32('coreset_selected.i32'));
+  for (const pruned of [false, true]) {
+    it(`selects the same points in the same order as the PatchCore reference (${pruned ? 'pruned' : 'plain'} loop)`, () => {
+      const projected = matmul(f32('coreset_X.f32'), f32('coreset_P.f32'));
+      const got = native().internals.greedyCoreset(projected, i32('coreset_starts.i32'), 30, pruned);
+      expect(got).toEqual(i32('coreset_selected.i32'));
+    });
+  }
+
+  it('pruned loop: exactly the plain loop\'s selections on clustered data with duplicates, up to exhaustion', () => {
+    const pts = clustered(12000, 16, 3);
+    for (const count of [50, 3000]) {
+      const plain = native().internals.greedyCoreset(pts, [5, 77, 901], count, false);
+      const pruned = native().internals.greedyCoreset(pts, [5, 77, 901], count, true);
+      expect(pruned).toEqual(plain);
+    }
+    // More selections than distinct points: once every distance is 0 both repeat the lowest index.
+    const few = { data: pts.data.slice(0, 40 * 16), shape: [40, 16] };
+    expect(native().internals.greedyCoreset(few, [0], 40, true)).toEqual(native().internals.greedyCoreset(few, [0], 40, false));
   });
 
   it('picks the farthest point first and never repeats a point while others are farther than zero', () => {
@@ -30,7 +68,7 @@ describe('greedy coreset', () => {
     const pts: number[] = [];
     const centres = [[0, 0], [10, 0], [0, 10], [10, 10]];
     for (const [x, y] of centres) for (let r = 0; r < 5; r++) pts.push(x, y);
-    const got = native().internals.greedyCoreset({ data: new Float32Array(pts), shape: [20, 2] }, [0], 4);
+    const got = native().internals.greedyCoreset({ data: new Float32Array(pts), shape: [20, 2] }, [0], 4, true);
     const clusters = got.map((i) => Math.floor(i / 5));
     expect(new Set(clusters).size).toBe(4);
   });

@@ -56,7 +56,9 @@ Napi::Object makeInternals(Napi::Env env) {
   o.Set("greedyCoreset", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
           return sync(info.Env(), [&]() -> Napi::Value {
             return toJsArray(info.Env(), rp::internals::greedyCoreset(floatArrayFromJs(info[0]), intVector(info[1]),
-                                                                       info[2].ToNumber().Int64Value()));
+                                                                       info[2].ToNumber().Int64Value(),
+                                                                       info[3].ToBoolean().Value(),
+                                                                       info[4].IsUndefined() ? 0 : info[4].ToNumber().Int32Value()));
           });
         }));
   o.Set("knn", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
@@ -127,11 +129,11 @@ Napi::Object makeInternals(Napi::Env env) {
                                                      info[4].ToNumber().Int32Value()));
           });
         }));
-  o.Set("coresetSeconds", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
+  o.Set("coresetProject", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
           return sync(info.Env(), [&]() -> Napi::Value {
-            return Napi::Number::New(info.Env(), rp::internals::coresetSeconds(
-                                                     info[0].ToNumber().Int64Value(), info[1].ToNumber().Int64Value(),
-                                                     info[2].ToNumber().DoubleValue(), info[3].ToNumber().Int32Value()));
+            return floatArrayToJs(info.Env(), rp::internals::coresetProject(floatArrayFromJs(info[0]),
+                                                                            info[1].ToNumber().Int64Value(),
+                                                                            static_cast<uint64_t>(info[2].ToNumber().Int64Value())));
           });
         }));
   o.Set("reweightedScore", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {

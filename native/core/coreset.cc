@@ -50,6 +50,37 @@ Best updateAndArgmaxCpu(const float* x, int64_t n, int64_t d, const float* c, fl
   return best;
 }
 
+// Initial distance: mean Euclidean distance to the start points (reference), kept squared so the
+// loops compare squared distances (same order, no sqrt per point). x: [N, d] -> [N]
+torch::Tensor initialMinDist(const torch::Tensor& x, const torch::Tensor& starts) {
+  auto norms = x.pow(2).sum(1, true);                    // [N, 1]
+  auto s = x.index_select(0, starts.to(x.device()));     // [S, d]
+  auto d2 = (norms - 2 * x.mm(s.t()) + s.pow(2).sum(1).unsqueeze(0)).clamp_min(0);  // [N, S]
+  return d2.sqrt().mean(1).pow(2).contiguous();
+}
+
+// Moves row perm[k] of x [N, d] to row k, in place (one spare row): rows follow their cycles.
+void permuteRowsInPlace(float* x, int64_t d, const std::vector<int64_t>& perm) {
+  const int64_t n = static_cast<int64_t>(perm.size());
+  std::vector<bool> done(n, false);
+  std::vector<float> spare(d);
+  for (int64_t start = 0; start < n; ++start) {
+    if (done[start] || perm[start] == start) continue;
+    std::copy(x + start * d, x + (start + 1) * d, spare.begin());
+    int64_t j = start;
+    for (;;) {
+      done[j] = true;
+      const int64_t from = perm[j];
+      if (from == start) {
+        std::copy(spare.begin(), spare.end(), x + j * d);
+        break;
+      }
+      std::copy(x + from * d, x + (from + 1) * d, x + j * d);
+      j = from;
+    }
+  }
+}
+
 }  // namespace
 
 int64_t coresetSize(int64_t rows, double ratio) {
@@ -69,12 +100,7 @@ torch::Tensor greedyCoresetIndices(const torch::Tensor& projected, const torch::
   torch::NoGradGuard noGrad;
   auto x = projected.contiguous();
   const int64_t n = x.size(0), d = x.size(1);
-  // Initial distance: mean Euclidean distance to the start points (reference), kept squared below
-  // so the loop compares squared distances (same order, no sqrt per point).
-  auto norms = x.pow(2).sum(1, true);                    // [N, 1]
-  auto s = x.index_select(0, starts.to(x.device()));     // [S, d]
-  auto d2 = (norms - 2 * x.mm(s.t()) + s.pow(2).sum(1).unsqueeze(0)).clamp_min(0);  // [N, S]
-  auto minDist = d2.sqrt().mean(1).pow(2).contiguous();  // [N]
+  auto minDist = initialMinDist(x, starts);  // [N]
   std::vector<int64_t> selected;
   selected.reserve(count);
   const int64_t every = std::max<int64_t>(1, count / 100);
@@ -102,6 +128,107 @@ torch::Tensor greedyCoresetIndices(const torch::Tensor& projected, const torch::
   return torch::tensor(selected, torch::kInt64);
 }
 
+torch::Tensor greedyCoresetIndicesPruned(torch::Tensor projected, const torch::Tensor& starts, int64_t count,
+                                         const ProgressFn& progress, const std::atomic<bool>* cancel) {
+  // projected: [N, d] float32 on the CPU, reordered in place; starts: [S]
+  torch::NoGradGuard noGrad;
+  RP_CHECK(projected.device().is_cpu() && projected.is_contiguous() && projected.scalar_type() == torch::kFloat32,
+           Internal, "greedyCoresetIndicesPruned needs a contiguous float32 CPU tensor");
+  const int64_t n = projected.size(0), d = projected.size(1);
+  auto minDistT = initialMinDist(projected, starts);  // [N], original order
+
+  // Blocks: each point joins its nearest of A anchors, then one Lloyd step moves the anchors to
+  // their blocks' means and reassigns (tighter blocks prune more; any blocks give the same
+  // selection). ~64 points per block; at most 2048 anchors bounds the assignment GEMMs.
+  // Rows are then reordered block by block so that a block is one contiguous range.
+  const int64_t A = std::clamp<int64_t>(n / 64, 1, 2048);
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(0xb10cULL);
+  auto anchors = projected.index_select(0, at::randperm(n, gen, torch::kInt64).narrow(0, 0, A)).contiguous();  // [A, d]
+  auto block = torch::empty({n}, torch::kInt64);
+  auto assign = [&] {
+    auto anchorNorms = anchors.pow(2).sum(1).unsqueeze(0);  // [1, A]
+    for (int64_t lo = 0; lo < n; lo += 16384) {
+      auto xs = projected.narrow(0, lo, std::min<int64_t>(16384, n - lo));  // [m, d]
+      auto d2 = torch::addmm(anchorNorms, xs, anchors.t(), 1, -2);          // [m, A] (+|x|^2: same argmin)
+      block.narrow(0, lo, xs.size(0)).copy_(d2.argmin(1));
+    }
+  };
+  assign();
+  {
+    auto counts = torch::bincount(block, {}, A).to(torch::kFloat32).unsqueeze(1);  // [A, 1]
+    auto means = torch::zeros({A, d}).index_add_(0, block, projected) / counts.clamp_min(1);
+    anchors = torch::where(counts > 0, means, anchors).contiguous();  // an empty block keeps its anchor
+  }
+  assign();
+  auto order = std::get<1>(block.sort(/*stable=*/true, 0, false)).contiguous();  // [N]: block by block, index order within
+  std::vector<int64_t> perm(order.data_ptr<int64_t>(), order.data_ptr<int64_t>() + n);
+  float* x = projected.data_ptr<float>();
+  permuteRowsInPlace(x, d, perm);
+  auto minDistSorted = minDistT.index_select(0, order).contiguous();
+  float* minDist = minDistSorted.data_ptr<float>();
+  std::vector<int64_t> begin(A + 1, 0);
+  {
+    auto counts = torch::bincount(block, {}, A);
+    const int64_t* c = counts.data_ptr<int64_t>();
+    for (int64_t b = 0; b < A; ++b) begin[b + 1] = begin[b] + c[b];
+  }
+  const float* a = anchors.data_ptr<float>();
+  std::vector<double> radius(A, 0.0);
+  std::vector<Best> blockBest(A);  // per block: largest minDist, lowest original index on ties
+  at::parallel_for(0, A, 1, [&](int64_t lo, int64_t hi) {
+    for (int64_t b = lo; b < hi; ++b) {
+      Best best;
+      for (int64_t i = begin[b]; i < begin[b + 1]; ++i) {
+        radius[b] = std::max(radius[b], std::sqrt(static_cast<double>(sqDist(x + i * d, a + b * d, d))));
+        if (minDist[i] > best.value) best = {minDist[i], i};
+      }
+      blockBest[b] = best;
+    }
+  });
+  // Global argmax over block maxima, ties to the lowest original index (as the plain loop).
+  auto argmaxBlocks = [&] {
+    Best best;
+    for (int64_t b = 0; b < A; ++b) {
+      const Best& c = blockBest[b];
+      if (c.index < 0) continue;
+      if (c.value > best.value || (c.value == best.value && perm[c.index] < perm[best.index])) best = c;
+    }
+    return best.index;
+  };
+
+  std::vector<int64_t> selected;
+  selected.reserve(count);
+  const int64_t every = std::max<int64_t>(1, count / 100);
+  std::vector<float> center(d);
+  int64_t next = argmaxBlocks();
+  for (int64_t it = 0; it < count; ++it) {
+    if (cancel && cancel->load(std::memory_order_relaxed)) RP_FAIL(Aborted, "fit was aborted during coreset selection");
+    selected.push_back(perm[next]);
+    std::copy(x + next * d, x + (next + 1) * d, center.begin());
+    const float* c = center.data();
+    at::parallel_for(0, A, 16, [&](int64_t lo, int64_t hi) {
+      for (int64_t b = lo; b < hi; ++b) {
+        // Triangle inequality: every point of the block is at least |c - anchor| - radius from c.
+        // If that bound (shrunk by a margin far above float rounding) exceeds the block's largest
+        // minDist, no point in it can get closer: the plain loop would leave the block unchanged.
+        const double dc = std::sqrt(static_cast<double>(sqDist(a + b * d, c, d)));
+        const double bound = dc - radius[b] - 1e-4 * (dc + radius[b]);
+        if (bound > 0 && bound * bound > static_cast<double>(blockBest[b].value) * (1 + 1e-4)) continue;
+        Best best;
+        for (int64_t i = begin[b]; i < begin[b + 1]; ++i) {
+          float v = std::min(minDist[i], sqDist(x + i * d, c, d));  // the same arithmetic as the plain loop
+          minDist[i] = v;
+          if (v > best.value) best = {v, i};
+        }
+        blockBest[b] = best;
+      }
+    });
+    next = argmaxBlocks();
+    if (progress && ((it + 1) % every == 0 || it + 1 == count)) progress(it + 1, count);
+  }
+  return torch::tensor(selected, torch::kInt64);
+}
+
 torch::Tensor approximateGreedyCoreset(const std::vector<torch::Tensor>& chunks, const CoresetOptions& opts,
                                        const ProgressFn& progress, const std::atomic<bool>* cancel) {
   torch::NoGradGuard noGrad;
@@ -109,18 +236,18 @@ torch::Tensor approximateGreedyCoreset(const std::vector<torch::Tensor>& chunks,
   const int64_t dim = chunks[0].size(1);
   const auto device = chunks[0].device();
   auto projection = coresetProjection(dim, opts, device);  // [D, p]
-  std::vector<torch::Tensor> parts;
   int64_t rows = 0;
-  for (const auto& c : chunks) {
-    parts.push_back(c.to(torch::kFloat32).mm(projection));  // [n_i, p]
-    rows += c.size(0);
+  for (const auto& c : chunks) rows += c.size(0);
+  auto projected = torch::empty({rows, opts.projectionDim}, projection.options());  // [N, p], filled chunk by chunk
+  for (int64_t at = 0, i = 0; i < static_cast<int64_t>(chunks.size()); at += chunks[i].size(0), ++i) {
+    projected.narrow(0, at, chunks[i].size(0)).copy_(chunks[i].to(torch::kFloat32).mm(projection));
   }
-  auto projected = torch::cat(parts, 0);  // [N, p]
-  parts.clear();
   auto gen = at::make_generator<at::CPUGeneratorImpl>(opts.seed);
   const int64_t numStarts = std::min<int64_t>(opts.numStarts, rows);
   auto starts = at::randperm(rows, gen, torch::kInt64).narrow(0, 0, numStarts);
-  return greedyCoresetIndices(projected, starts, coresetSize(rows, opts.ratio), progress, cancel);
+  const int64_t count = coresetSize(rows, opts.ratio);
+  if (device.is_cpu()) return greedyCoresetIndicesPruned(std::move(projected), starts, count, progress, cancel);
+  return greedyCoresetIndices(projected, starts, count, progress, cancel);
 }
 
 }  // namespace rp

@@ -30,6 +30,14 @@ torch::Tensor coresetProjection(int64_t dim, const CoresetOptions& opts, const t
 torch::Tensor greedyCoresetIndices(const torch::Tensor& projected, const torch::Tensor& starts, int64_t count,
                                    const ProgressFn& progress = nullptr, const std::atomic<bool>* cancel = nullptr);
 
+// The same selection, exactly, on the CPU with far fewer distance evaluations: points are grouped
+// in blocks around anchors, and a block is skipped when the triangle inequality proves the new
+// center cannot be nearer to any of its points than their current distance. Reorders the rows
+// of `projected` [N, d] (contiguous float32) in place; returns original indices [M].
+torch::Tensor greedyCoresetIndicesPruned(torch::Tensor projected, const torch::Tensor& starts, int64_t count,
+                                         const ProgressFn& progress = nullptr,
+                                         const std::atomic<bool>* cancel = nullptr);
+
 // The whole sampler over rows stored in chunks ([n_i, D] each, the bank as it was built):
 // project, draw starts, select. Returns indices into the concatenation of the chunks.
 torch::Tensor approximateGreedyCoreset(const std::vector<torch::Tensor>& chunks, const CoresetOptions& opts,

@@ -61,9 +61,13 @@ FloatArray preprocess(const RawImageView& image, int64_t resize, int64_t crop, R
   });
 }
 
-std::vector<int64_t> greedyCoreset(const FloatArray& projected, const std::vector<int64_t>& starts, int64_t count) {
+std::vector<int64_t> greedyCoreset(const FloatArray& projected, const std::vector<int64_t>& starts, int64_t count,
+                                   bool pruned, int threads) {
   return guarded([&] {
-    auto idx = greedyCoresetIndices(toTensor(projected), torch::tensor(starts, torch::kInt64), count);
+    if (threads > 0) at::set_num_threads(threads);
+    auto x = toTensor(projected);
+    auto s = torch::tensor(starts, torch::kInt64);
+    auto idx = pruned ? greedyCoresetIndicesPruned(x, s, count) : greedyCoresetIndices(x, s, count);
     return std::vector<int64_t>(idx.data_ptr<int64_t>(), idx.data_ptr<int64_t>() + idx.numel());
   });
 }
@@ -160,16 +164,13 @@ double knnMilliseconds(int64_t bankRows, int64_t queries, int64_t dim, int reps,
   });
 }
 
-double coresetSeconds(int64_t rows, int64_t dim, double ratio, int threads) {
+FloatArray coresetProject(const FloatArray& features, int64_t projectionDim, uint64_t seed) {
   return guarded([&] {
-    if (threads > 0) at::set_num_threads(threads);
-    std::vector<torch::Tensor> chunks;
-    for (int64_t done = 0; done < rows; done += 6272) chunks.push_back(torch::randn({std::min<int64_t>(6272, rows - done), dim}));
+    auto f = toTensor(features);  // [n, D]
     CoresetOptions o;
-    o.ratio = ratio;
-    auto t0 = std::chrono::steady_clock::now();
-    approximateGreedyCoreset(chunks, o);
-    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    o.projectionDim = projectionDim;
+    o.seed = seed;
+    return fromTensor(f.mm(coresetProjection(f.size(1), o, torch::kCPU)));  // [n, p]
   });
 }
 

@@ -23,8 +23,12 @@ FloatArray patchFeatures(const std::vector<FloatArray>& taps, int64_t patchSize,
                          int64_t targetDim);
 // preprocess -> [3, h, w] (no normalisation)
 FloatArray preprocess(const RawImageView& image, int64_t resize, int64_t crop, ResizeMode mode);
-// greedy coreset on projected points [N, d] from the given starts -> indices
-std::vector<int64_t> greedyCoreset(const FloatArray& projected, const std::vector<int64_t>& starts, int64_t count);
+// greedy coreset on projected points [N, d] from the given starts -> indices; `pruned`: the
+// block-pruned CPU loop instead of the plain one. threads > 0 sets libtorch's intra-op threads.
+std::vector<int64_t> greedyCoreset(const FloatArray& projected, const std::vector<int64_t>& starts, int64_t count,
+                                   bool pruned, int threads);
+// features [n, D] times the coreset's random projection for `seed` -> [n, projectionDim]
+FloatArray coresetProject(const FloatArray& features, int64_t projectionDim, uint64_t seed);
 // exact k-NN: bank [n, d], queries [q, d] -> squared distances [q, k] and indices [q, k]
 FloatArray knn(const FloatArray& bank, const FloatArray& queries, int64_t k, std::vector<int64_t>* indices);
 // gaussian blur of one map [H, W]
@@ -51,8 +55,6 @@ double gemmGflops(int64_t n, int reps, int threads);
 // bank of `bankRows` x `dim` (k = 1).
 double knnMilliseconds(int64_t bankRows, int64_t queries, int64_t dim, int reps, int threads);
 
-// Seconds for the approximate greedy coreset over `rows` x `dim` random features at `ratio`.
-double coresetSeconds(int64_t rows, int64_t dim, double ratio, int threads);
 
 }  // namespace internals
 }  // namespace rp

@@ -29,6 +29,7 @@ export interface NativeOptions {
   coresetRatio: number;
   coresetProjection: number;
   coresetStarts: number;
+  fitPrecision: 'float32' | 'float16';
   distance: 'euclidean' | 'squared';
   reweight: boolean;
   reweightNeighbors: number;

@@ -49,13 +49,28 @@ describe('engine on synthetic defects (random_cnn)', () => {
     expect(Math.max(...r.map)).toBeGreaterThan(0);
   });
 
-  it('score() and scoreMany() agree (up to GEMM blocking round-off)', async () => {
+  it('score() and scoreMany() agree exactly (a CPU batch is scored image by image)', async () => {
     const paths = data.test.slice(0, 3).map((t) => t.path);
     const many = await engine.scoreMany(paths);
     for (const [i, p] of paths.entries()) {
-      const one = (await engine.score(p)).score;
-      expect(Math.abs(one - many[i].score) / many[i].score).toBeLessThan(1e-5);
+      const one = await engine.score(p);
+      expect(one.score).toBe(many[i].score);
+      expect(one.map).toEqual(many[i].map);
     }
+  });
+
+  it("fitPrecision 'float16' halves the staged features and keeps the scores within 1%", async () => {
+    const half = await Engine.create({ backbone: 'random_cnn', resize: 64, crop: 64, coreset: { ratio: 0.2 }, calibration: false, fitPrecision: 'float16' });
+    const full = await Engine.create({ backbone: 'random_cnn', resize: 64, crop: 64, coreset: { ratio: 0.2 }, calibration: false });
+    const train = data.train.slice(0, 8);
+    const [a, b] = [await half.fit(train), await full.fit(train)];
+    expect(a.bankRows).toBe(b.bankRows);
+    expect(half.options.fitPrecision).toBe('float16');
+    for (const t of data.test.slice(0, 6)) {
+      const [x, y] = [(await half.score(t.path)).score, (await full.score(t.path)).score];
+      expect(Math.abs(x - y) / y).toBeLessThan(0.01);
+    }
+    await expect(Engine.create({ backbone: 'random_cnn', fitPrecision: 'float8' as never })).rejects.toMatchObject({ code: 'ERR_INVALID_OPTION' });
   });
 
   it('is deterministic for a seed and differs across seeds', async () => {

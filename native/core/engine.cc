@@ -80,6 +80,8 @@ struct Engine::Impl {
     if (at::get_num_threads() != n) at::set_num_threads(n);
   }
 
+  torch::ScalarType stagingType() const { return opts.fitPrecision == "float16" ? torch::kHalf : torch::kFloat32; }
+
   void checkCancel(const char* where) const {
     RP_CHECK(!cancel.load(std::memory_order_relaxed), Aborted, "fit was aborted " << where);
   }
@@ -206,7 +208,7 @@ void Engine::fitAdd(const std::vector<RawImageView>& images) {
     impl_->checkCancel("while embedding images");
     impl_->applyThreads();
     for (auto& g : impl_->embed(images)) {
-      impl_->staging.push_back(g.features.reshape({-1, g.features.size(2)}));  // [B*L, D]
+      impl_->staging.push_back(g.features.reshape({-1, g.features.size(2)}).to(impl_->stagingType()));  // [B*L, D]
       impl_->stagingImages += static_cast<int64_t>(g.members.size());
     }
   });
@@ -228,7 +230,7 @@ void Engine::fitEnd(const StageProgressFn& progress) {
     if (I.opts.head) {
       head = std::make_unique<ReConPatchHead>(I.opts.targetDim, I.headOptions(), I.device);
       head->train(I.staging, [&](const HeadProgress& p) { if (progress) progress("head", p.iteration, p.total, p.loss); }, &I.cancel);
-      for (auto& c : I.staging) c = head->apply(c);
+      for (auto& c : I.staging) c = head->apply(c).to(I.stagingType());
     }
     CoresetOptions co;
     co.ratio = I.opts.coresetRatio;
@@ -242,17 +244,19 @@ void Engine::fitEnd(const StageProgressFn& progress) {
       auto cb = [&](int64_t done, int64_t total) { if (progress) progress("coreset", done, total, std::nan("")); };
       selected = approximateGreedyCoreset(I.staging, co, cb, &I.cancel);
     }
-    // Gather the selected rows chunk by chunk: the staged features are never concatenated.
+    // Gather the selected rows chunk by chunk: the staged features are never concatenated, and
+    // each chunk is released once read (past this point the fit no longer needs them).
     selected = std::get<0>(selected.sort());
     auto bank = std::make_unique<FlatL2Index>(I.opts.targetDim);
     std::vector<torch::Tensor> picked;
     int64_t offset = 0;
-    for (const auto& c : I.staging) {
+    for (auto& c : I.staging) {
       auto lo = offset, hi = offset + c.size(0);
       auto mask = (selected >= lo).logical_and(selected < hi);
       auto local = selected.masked_select(mask) - lo;
-      if (local.numel() > 0) picked.push_back(c.index_select(0, local.to(c.device())));
+      if (local.numel() > 0) picked.push_back(c.index_select(0, local.to(c.device())).to(torch::kFloat32));
       offset = hi;
+      c = torch::Tensor();
     }
     bank->add(torch::cat(picked, 0));
     I.bank = std::move(bank);

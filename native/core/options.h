@@ -43,6 +43,9 @@ struct EngineOptions {
 
   // Coreset (§3).
   double coresetRatio = 0.1;
+  // Precision of the patch features held during fit: "float32" or "float16" (half the memory;
+  // the coreset projection, head and bank still compute in float32).
+  std::string fitPrecision = "float32";
   int64_t coresetProjection = 128;
   int64_t coresetStarts = 10;
 
@@ -78,6 +81,7 @@ void visitOptions(Options& o, Visitor&& visit) {
   visit("coresetRatio", o.coresetRatio);
   visit("coresetProjection", o.coresetProjection);
   visit("coresetStarts", o.coresetStarts);
+  visit("fitPrecision", o.fitPrecision);
   visit("distance", o.distance);
   visit("reweight", o.reweight);
   visit("reweightNeighbors", o.reweightNeighbors);

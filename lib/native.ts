@@ -99,6 +99,7 @@ export interface NativeInternals {
   preprocess(image: RawFrame, resize: number, crop: number, mode: 'shorter' | 'squash'): FloatArray;
   greedyCoreset(projected: FloatArray, starts: number[], count: number, pruned: boolean, threads?: number): number[];
   coresetProject(features: FloatArray, projectionDim: number, seed: number): FloatArray;
+  backboneMilliseconds(backbone: string, size: number, batch: number, reps: number, threads: number): { backboneMs: number; patchFeaturesMs: number };
   knn(bank: FloatArray, queries: FloatArray, k: number): { distances: FloatArray; indices: number[] };
   gaussianBlur(map: FloatArray, sigma: number): FloatArray;
   anomalyMap(grid: FloatArray, outH: number, outW: number, sigma: number): FloatArray;

@@ -129,6 +129,17 @@ Napi::Object makeInternals(Napi::Env env) {
                                                      info[4].ToNumber().Int32Value()));
           });
         }));
+  o.Set("backboneMilliseconds", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
+          return sync(info.Env(), [&]() -> Napi::Value {
+            auto t = rp::internals::backboneMilliseconds(info[0].ToString().Utf8Value(), info[1].ToNumber().Int64Value(),
+                                                         info[2].ToNumber().Int64Value(), info[3].ToNumber().Int32Value(),
+                                                         info[4].ToNumber().Int32Value());
+            auto o = Napi::Object::New(info.Env());
+            o.Set("backboneMs", t.backboneMs);
+            o.Set("patchFeaturesMs", t.patchFeaturesMs);
+            return o;
+          });
+        }));
   o.Set("coresetProject", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
           return sync(info.Env(), [&]() -> Napi::Value {
             return floatArrayToJs(info.Env(), rp::internals::coresetProject(floatArrayFromJs(info[0]),

@@ -2,6 +2,7 @@
 
 #include <chrono>
 
+#include "core/backbone.h"
 #include "core/coreset.h"
 #include "core/error.h"
 #include "core/head.h"
@@ -159,6 +160,27 @@ double knnMilliseconds(int64_t bankRows, int64_t queries, int64_t dim, int reps,
       auto t0 = std::chrono::steady_clock::now();
       index.search(q, 1, &d, &i);
       best = std::min(best, std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+    }
+    return best;
+  });
+}
+
+BackboneTiming backboneMilliseconds(const std::string& nameOrPath, int64_t size, int64_t batch, int reps, int threads) {
+  return guarded([&] {
+    if (threads > 0) at::set_num_threads(threads);
+    torch::NoGradGuard noGrad;
+    auto backbone = makeBackbone(nameOrPath, 0, torch::kCPU);
+    auto x = torch::rand({batch, 3, size, size});
+    BackboneTiming best{1e30, 1e30};
+    for (int r = 0; r <= reps; ++r) {  // the first run warms up
+      auto t0 = std::chrono::steady_clock::now();
+      auto taps = backbone->forward(x);
+      auto t1 = std::chrono::steady_clock::now();
+      rp::patchFeatures(taps, 3, 1024, 1024);
+      auto t2 = std::chrono::steady_clock::now();
+      if (r == 0) continue;
+      best.backboneMs = std::min(best.backboneMs, std::chrono::duration<double, std::milli>(t1 - t0).count());
+      best.patchFeaturesMs = std::min(best.patchFeaturesMs, std::chrono::duration<double, std::milli>(t2 - t1).count());
     }
     return best;
   });

@@ -51,6 +51,13 @@ FloatArray emaStep(const FloatArray& partner, const FloatArray& current, double 
 // The machine's fp32 GEMM rate through libtorch: best of `reps` n x n x n products, in GFLOP/s.
 double gemmGflops(int64_t n, int reps, int threads);
 
+// Best-of-`reps` milliseconds for one backbone forward of `batch` random size x size images, and
+// for the patch features (3x3 aggregation, pooling to 1024) of its taps.
+struct BackboneTiming {
+  double backboneMs = 0, patchFeaturesMs = 0;
+};
+BackboneTiming backboneMilliseconds(const std::string& nameOrPath, int64_t size, int64_t batch, int reps, int threads);
+
 // Best-of-`reps` milliseconds for one FlatL2Index search of `queries` random rows against a random
 // bank of `bankRows` x `dim` (k = 1).
 double knnMilliseconds(int64_t bankRows, int64_t queries, int64_t dim, int reps, int threads);

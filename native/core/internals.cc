@@ -2,6 +2,7 @@
 
 #include <chrono>
 
+#include "core/backbone.h"
 #include "core/coreset.h"
 #include "core/error.h"
 #include "core/head.h"
@@ -9,6 +10,7 @@
 #include "core/knn.h"
 #include "core/patch_features.h"
 #include "core/scorer.h"
+#include "core/torchvision_backbones.h"
 
 namespace rp::internals {
 
@@ -124,6 +126,24 @@ FloatArray emaStep(const FloatArray& partner, const FloatArray& current, double 
     std::vector<torch::Tensor> p = {toTensor(partner)};
     ReConPatchHead::emaUpdate(p, {toTensor(current)}, ema);
     return fromTensor(p[0]);
+  });
+}
+
+std::vector<FloatArray> torchvisionTaps(const std::string& arch, const std::string& weightsPath,
+                                        const std::string& layers, const FloatArray& input,
+                                        std::vector<int64_t>* strides, std::vector<int64_t>* channels) {
+  return guarded([&] {
+    EngineOptions o;
+    o.backbone = arch;
+    o.weights = weightsPath;
+    o.layers = layers;
+    RP_CHECK(isTorchvisionArchitecture(arch), InvalidOption, "'" << arch << "' is not a torchvision architecture");
+    auto backbone = makeBackbone(o, torch::kCPU);
+    *strides = backbone->info().strides;
+    *channels = backbone->info().channels;
+    std::vector<FloatArray> out;
+    for (const auto& t : backbone->forward(toTensor(input))) out.push_back(fromTensor(t));
+    return out;
   });
 }
 

@@ -1,14 +1,16 @@
 // Native torchvision backbones: parity of every architecture's taps with torchvision itself
 // (weights and expected outputs generated now by Debian's python3-torchvision), both .pth
 // formats, weight-file errors, and a fit/score/save/load round trip that needs no weights cache.
-import { copyFileSync, mkdirSync, rmSync } from 'node:fs';
+import { execFile } from 'node:child_process';
+import { copyFileSync, existsSync, mkdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
+import { promisify } from 'node:util';
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { Engine } from '../lib/index.js';
 import { native } from '../lib/native.js';
-import { syntheticDataset, tempDir } from './support/data.js';
+import { repoRoot, syntheticDataset, tempDir } from './support/data.js';
 import { relError } from './support/golden.js';
 import { TORCHVISION_ABSENT, type TorchvisionGolden, hasTorchvision, torchvisionGolden } from './support/torchvision.js';
 
@@ -20,6 +22,9 @@ const CASES = [
   { arch: 'resnext101_32x8d', layers: ['layer2', 'layer3'], strides: [8, 16], channels: [512, 1024] },
   { arch: 'densenet201', layers: ['denseblock2', 'denseblock3'], strides: [8, 16], channels: [512, 1792] },
 ];
+
+const run = promisify(execFile);
+const cli = path.join(repoRoot, 'dist/cli.js');
 
 if (!hasTorchvision) console.warn(`[torchvision.test] skipped: ${TORCHVISION_ABSENT}`);
 
@@ -86,9 +91,10 @@ describe.skipIf(!hasTorchvision)('torchvision backbones in libtorch', () => {
     const dir = tempDir('torchvision');
     const cache = path.join(dir, 'cache');
     const saved = process.env.RECONPATCH_CACHE;
-    beforeAll(() => {
+    beforeAll(async () => {
       process.env.RECONPATCH_CACHE = cache;
-    });
+      if (!existsSync(cli)) await run('npx', ['tsc', '-p', 'tsconfig.build.json'], { cwd: repoRoot });
+    }, 120_000);
     afterAll(() => {
       if (saved === undefined) delete process.env.RECONPATCH_CACHE;
       else process.env.RECONPATCH_CACHE = saved;
@@ -128,6 +134,17 @@ describe.skipIf(!hasTorchvision)('torchvision backbones in libtorch', () => {
       expect(again.info.backboneSha256).toBe(engine.info.backboneSha256);
       const after = await again.scoreMany(test);
       for (const [i, r] of after.entries()) expect(r.score).toBeCloseTo(before[i].score, 5);
+    }, 300_000);
+
+    it('fits from the command line with --weights and --layers', async () => {
+      const data = await syntheticDataset();
+      const model = path.join(dir, 'cli.rcp');
+      const args = ['fit', path.join(data.root, data.category, 'train/good'), '-o', model, '--backbone', 'resnet18',
+        '--weights', golden.file('resnet18.pth'), '--layers', 'layer1,layer2', '--resize', 'none', '--crop', 'none', '--json'];
+      await run(process.execPath, [cli, ...args], { env: { ...process.env, CI: '1' } });
+      const { stdout } = await run(process.execPath, [cli, 'info', model]);
+      const info = JSON.parse(stdout);
+      expect(info).toMatchObject({ backbone: 'resnet18', options: { backbone: 'resnet18', layers: 'layer1,layer2' } });
     }, 300_000);
   });
 });

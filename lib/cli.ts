@@ -16,9 +16,12 @@ import { ReconpatchError } from './errors.js';
 import { auroc, f1Max, pixelAuroc, pro } from './metrics.js';
 import type { EngineOptions, HeadOptions } from './options.js';
 import { makeSyntheticDataset } from './synthetic.js';
+import { type DownloadProgress, TORCHVISION_ARCHITECTURES, TORCHVISION_WEIGHTS, cachedWeights, defaultCacheDir, pullWeights } from './weights.js';
 
 const ENGINE_FLAGS = {
   backbone: { type: 'string' },
+  weights: { type: 'string' },
+  layers: { type: 'string' },
   resize: { type: 'string' },
   crop: { type: 'string' },
   'resize-mode': { type: 'string' },
@@ -37,7 +40,11 @@ const ENGINE_FLAGS = {
 } as const;
 
 const ENGINE_HELP = `Engine options:
-  --backbone <name|file.pt>   built-in name (random_cnn) or TorchScript backbone file
+  --backbone <name|file.pt>   random_cnn, a torchvision architecture (resnet18, resnet50, wide_resnet50_2,
+                              wide_resnet101_2, resnext101_32x8d, densenet201; weights from
+                              'reconpatch weights pull <name>') or a TorchScript backbone file
+  --weights <file.pth>        torchvision architectures: this state dict instead of the cached weights
+  --layers <a,b>              torchvision taps (default layer2,layer3; denseblock2,denseblock3)
   --resize <px|none>          resize target (default 256)
   --crop <px|none>            center crop (default 224)
   --resize-mode shorter|squash
@@ -55,6 +62,8 @@ Commands:
   fit <dir|glob> -o <model.rcp>                fit on the images in <dir> (10% held out to calibrate the threshold)
   score <model.rcp> <image...>                 score images with a saved model [--heatmaps <dir>] [--json]
   info <model.rcp>                             show a model's options, backbone, bank and calibration
+  weights pull <name> [--from <url|file>]      download torchvision's official weights into the cache
+  weights list                                 the known weights and whether they are cached
 
 Run 'reconpatch <command> --help' for its options.`;
 
@@ -62,6 +71,8 @@ function engineOptions(v: Record<string, unknown>, defaults: Partial<EngineOptio
   const num = (x: unknown) => (x === undefined ? undefined : Number(x));
   const size = (x: unknown) => (x === undefined ? undefined : x === 'none' ? null : Number(x));
   const o: EngineOptions = { ...defaults, backbone: (v.backbone as string | undefined) ?? defaults.backbone ?? 'random_cnn' };
+  if (v.weights !== undefined) o.weights = v.weights as string;
+  if (v.layers !== undefined) o.layers = (v.layers as string).split(',');
   if (v.resize !== undefined) o.resize = size(v.resize);
   if (v.crop !== undefined) o.crop = size(v.crop);
   if (v['resize-mode'] !== undefined) o.resizeMode = v['resize-mode'] as EngineOptions['resizeMode'];
@@ -256,6 +267,8 @@ async function main(argv: string[]): Promise<number> {
       process.stdout.write(`${JSON.stringify({ model: positionals[0], ...engine.info, options: engine.options }, null, 2)}\n`);
       return 0;
     }
+    case 'weights':
+      return weightsCommand(rest);
     case undefined:
     case '--help':
     case '-h':
@@ -264,6 +277,65 @@ async function main(argv: string[]): Promise<number> {
       process.stderr.write(`reconpatch: unknown command '${command}'\n\n${USAGE}\n`);
       return 2;
   }
+}
+
+const WEIGHTS_HELP = `reconpatch weights pull <name> [--from <url|file>] [--cache-dir <dir>]
+reconpatch weights list [--cache-dir <dir>] [--json]
+
+pull downloads torchvision's official ImageNet weights for <name> (${TORCHVISION_ARCHITECTURES.join(', ')})
+from download.pytorch.org, or from --from: a mirror URL of the file, a mirror base URL ending in '/', or a
+local file. The file's sha256 must start with the hex digits in its name; an interrupted download resumes.
+Cache directory: --cache-dir, else $RECONPATCH_CACHE, else $XDG_CACHE_HOME/reconpatch, else ~/.cache/reconpatch.`;
+
+async function weightsCommand(args: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args, allowPositionals: true,
+    options: { from: { type: 'string' }, 'cache-dir': { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
+  });
+  const [action, name, ...extra] = positionals;
+  const cacheDir = values['cache-dir'] ? path.resolve(values['cache-dir']) : defaultCacheDir();
+  if (values.help) return help(WEIGHTS_HELP);
+  if (action === 'list' && name === undefined) {
+    const rows = TORCHVISION_ARCHITECTURES.map((arch) => ({ name: arch, file: TORCHVISION_WEIGHTS[arch], cached: cachedWeights(arch, cacheDir) ?? null }));
+    if (values.json) process.stdout.write(`${JSON.stringify({ cacheDir, weights: rows })}\n`);
+    else {
+      process.stdout.write(`cache: ${cacheDir}\n`);
+      for (const r of rows) process.stdout.write(`${r.name.padEnd(18)} ${r.file.padEnd(32)} ${r.cached ? 'cached' : '-'}\n`);
+    }
+    return 0;
+  }
+  if (action !== 'pull' || name === undefined || extra.length > 0) return help(WEIGHTS_HELP, true);
+  const file = await pullWeights(name, { cacheDir, from: values.from, onProgress: downloadProgress(name) });
+  process.stdout.write(values.json ? `${JSON.stringify({ name, file })}\n` : `${file}\n`);
+  return 0;
+}
+
+/** Download progress on stderr: a bar on a terminal, a line every 2 s otherwise. */
+function downloadProgress(name: string): (p: DownloadProgress) => void {
+  const mb = (n: number) => (n / 2 ** 20).toFixed(1);
+  if (process.stderr.isTTY && !process.env.CI) {
+    const bar = new cliProgress.SingleBar(
+      { format: `  ${name} [{bar}] {percentage}% {got}/{size} MB {eta_formatted}`, stream: process.stderr, hideCursor: true },
+      cliProgress.Presets.shades_classic,
+    );
+    let started = false;
+    return (p) => {
+      const total = p.total ?? p.received;
+      if (!started) bar.start(total, p.received, { got: mb(p.received), size: mb(total) });
+      started = true;
+      bar.setTotal(total);
+      bar.update(p.received, { got: mb(p.received), size: mb(total) });
+      if (p.total !== undefined && p.received >= p.total) bar.stop();
+    };
+  }
+  let last = 0;
+  return (p) => {
+    const now = Date.now();
+    const done = p.total !== undefined && p.received >= p.total;
+    if (now - last < 2000 && !done) return;
+    last = now;
+    process.stderr.write(`  ${name}: ${mb(p.received)}${p.total ? `/${mb(p.total)}` : ''} MB\n`);
+  };
 }
 
 function help(text: string, asError = false): number {

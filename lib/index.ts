@@ -12,4 +12,6 @@ export { BUILTIN_BACKBONES, HEAD_DEFAULTS } from './options.js';
 export type { ImageInput, RawImage } from './images.js';
 export { toRawFrame } from './images.js';
 export { ReconpatchError } from './errors.js';
+export { TORCHVISION_WEIGHTS, cachedWeights, defaultCacheDir, pullWeights } from './weights.js';
+export type { DownloadProgress, PullOptions, TorchvisionArchitecture } from './weights.js';
 export type { ErrorCode } from './errors.js';

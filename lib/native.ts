@@ -20,6 +20,8 @@ export interface RawFrame {
 export interface NativeOptions {
   backbone: string;
   weights: string;
+  /** Torchvision taps, comma-separated, finest first ("layer2,layer3"); '' for other backbones. */
+  layers: string;
   resize: number;
   crop: number;
   resizeMode: 'shorter' | 'squash';
@@ -104,6 +106,8 @@ export interface NativeInternals {
   gaussianBlur(map: FloatArray, sigma: number): FloatArray;
   anomalyMap(grid: FloatArray, outH: number, outW: number, sigma: number): FloatArray;
   reweightedScore(bank: FloatArray, queries: FloatArray, neighbours: number): number;
+  /** A torchvision backbone built from a .pth file, run on an already normalised input [B, 3, H, W]. */
+  torchvisionTaps(arch: string, weightsPath: string, layers: string, input: FloatArray): { taps: FloatArray[]; strides: number[]; channels: number[] };
   headSimilarities(z: FloatArray, k: number, sigma: number): { knn: FloatArray; contextual: FloatArray; pairwise: FloatArray };
   headLoss(z: FloatArray, w: FloatArray, margin: number): { loss: number; grad: FloatArray };
   emaStep(partner: FloatArray, current: FloatArray, ema: number): FloatArray;

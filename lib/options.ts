@@ -7,6 +7,7 @@ import path from 'node:path';
 
 import { ReconpatchError } from './errors.js';
 import type { NativeOptions } from './native.js';
+import { TORCHVISION_ARCHITECTURES, cachedWeights, isTorchvisionArchitecture, pullCommand, tapNames } from './weights.js';
 
 /** Built-in backbones (no weight files needed). */
 export const BUILTIN_BACKBONES = ['random_cnn'] as const;
@@ -20,10 +21,19 @@ export const BUILTIN_BACKBONES = ['random_cnn'] as const;
  * });
  */
 export interface EngineOptions {
-  /** A built-in name (`'random_cnn'`: a seeded random CNN, for tests) or a TorchScript `.pt` file path. */
+  /**
+   * `'random_cnn'` (a seeded random CNN, for tests), a torchvision architecture (`'resnet18'`,
+   * `'resnet50'`, `'wide_resnet50_2'`, `'wide_resnet101_2'`, `'resnext101_32x8d'`, `'densenet201'`:
+   * weights from the cache, see `reconpatch weights pull`), or a TorchScript `.pt` file path.
+   */
   backbone: string;
-  /** Weights file for a built-in architecture. Not used by TorchScript backbones (their file holds the weights). */
+  /** Torchvision architectures: a `.pth` state-dict file to use instead of the cached official weights. */
   weights?: string;
+  /**
+   * Torchvision architectures: the feature taps, e.g. `['layer2', 'layer3']` (the default;
+   * `['denseblock2', 'denseblock3']` for densenet201). Choose from layer1..layer4 / denseblock1..4.
+   */
+  layers?: string[];
   /**
    * The ReConPatch head: `false` (default) uses PatchCore features as they are; `true` or an
    * object trains a linear representation f on the nominal patches and scores f(p).
@@ -198,7 +208,7 @@ function plainObject(value: unknown, name: string): Record<string, unknown> {
 }
 
 const TOP_LEVEL = new Set([
-  'backbone', 'weights', 'head', 'coreset', 'resize', 'crop', 'resizeMode', 'features', 'scoring',
+  'backbone', 'weights', 'layers', 'head', 'coreset', 'resize', 'crop', 'resizeMode', 'features', 'scoring',
   'batchSize', 'threads', 'device', 'seed', 'calibration', 'batching', 'fitPrecision',
 ]);
 
@@ -206,17 +216,41 @@ const TOP_LEVEL = new Set([
 export function resolveOptions(options: EngineOptions): NativeOptions {
   const o = plainObject(options, 'options');
   for (const key of Object.keys(o)) if (!TOP_LEVEL.has(key)) fail(`unknown option '${key}'`);
+  const names = [...BUILTIN_BACKBONES, ...TORCHVISION_ARCHITECTURES].join(', ');
   if (typeof o.backbone !== 'string' || o.backbone === '')
-    fail(`backbone must be a built-in name (${BUILTIN_BACKBONES.join(', ')}) or a path to a TorchScript .pt file`);
+    fail(`backbone must be a built-in name (${names}) or a path to a TorchScript .pt file`);
   let backbone = o.backbone;
-  if (!(BUILTIN_BACKBONES as readonly string[]).includes(backbone)) {
+  const torchvision = isTorchvisionArchitecture(backbone);
+  if (!torchvision && !(BUILTIN_BACKBONES as readonly string[]).includes(backbone)) {
     backbone = path.resolve(backbone);
     if (!existsSync(backbone) || !statSync(backbone).isFile())
-      fail(`backbone '${o.backbone}' is neither a built-in name (${BUILTIN_BACKBONES.join(', ')}) nor an existing TorchScript file`);
+      fail(`backbone '${o.backbone}' is neither a built-in name (${names}) nor an existing TorchScript file`);
   }
-  if (o.weights !== undefined) {
-    if (typeof o.weights !== 'string') fail('weights must be a file path');
-    fail(`weights: backbone '${o.backbone}' takes no separate weights file`);
+  let weights = '';
+  let layers = '';
+  if (torchvision) {
+    if (o.weights !== undefined) {
+      if (typeof o.weights !== 'string' || o.weights === '') fail('weights must be a .pth file path');
+      weights = path.resolve(o.weights);
+      if (!existsSync(weights) || !statSync(weights).isFile()) fail(`weights file '${o.weights}' does not exist`);
+    } else {
+      const cached = cachedWeights(backbone as typeof TORCHVISION_ARCHITECTURES[number]);
+      if (!cached)
+        throw new ReconpatchError(
+          'ERR_WEIGHTS_MISSING',
+          `no weights for backbone '${backbone}' in the cache; download torchvision's official file once with\n  ${pullCommand(backbone)}\n` +
+            `(or pass weights: '/path/to/file.pth'; the cache directory is $RECONPATCH_CACHE, else $XDG_CACHE_HOME/reconpatch, else ~/.cache/reconpatch)`,
+        );
+      weights = cached;
+    }
+    const taps = tapNames(backbone as typeof TORCHVISION_ARCHITECTURES[number]);
+    const chosen = o.layers ?? taps.defaults;
+    if (!Array.isArray(chosen) || chosen.length === 0 || chosen.some((l) => !taps.all.includes(l)) || new Set(chosen).size !== chosen.length)
+      fail(`layers must be a non-empty list of distinct taps of ${backbone} from ${taps.all.join(', ')}, got ${JSON.stringify(o.layers)}`);
+    layers = taps.all.filter((l) => chosen.includes(l)).join(','); // finest first
+  } else {
+    if (o.weights !== undefined) fail(`weights: backbone '${o.backbone}' takes no separate weights file (only torchvision architectures do)`);
+    if (o.layers !== undefined) fail(`layers: backbone '${o.backbone}' has fixed taps (only torchvision architectures take layers)`);
   }
 
   const coreset = plainObject(o.coreset, 'coreset');
@@ -233,7 +267,8 @@ export function resolveOptions(options: EngineOptions): NativeOptions {
 
   return {
     backbone,
-    weights: '',
+    weights,
+    layers,
     resize,
     crop,
     resizeMode: oneOf(o.resizeMode ?? 'shorter', 'resizeMode', ['shorter', 'squash'] as const),

@@ -1,3 +1,7 @@
+import { rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+
 import { describe, expect, it } from 'vitest';
 
 import { Engine, ReconpatchError } from '../lib/index.js';
@@ -44,6 +48,23 @@ describe('options', () => {
   ])('rejects %j', async (opts, message) => {
     expect(() => resolveOptions(opts as never)).toThrow(message);
     expect(await codeOf(Engine.create(opts as never))).toBe('ERR_INVALID_OPTION');
+  });
+
+  it('resolves torchvision weights and taps: explicit file, default and reordered layers, rejections', () => {
+    const file = path.join(os.tmpdir(), `reconpatch-options-${process.pid}.pth`);
+    writeFileSync(file, 'not read here');
+    try {
+      expect(resolveOptions({ backbone: 'wide_resnet50_2', weights: file })).toMatchObject({ backbone: 'wide_resnet50_2', weights: file, layers: 'layer2,layer3' });
+      expect(resolveOptions({ backbone: 'densenet201', weights: file }).layers).toBe('denseblock2,denseblock3');
+      expect(resolveOptions({ backbone: 'resnet18', weights: file, layers: ['layer4', 'layer1'] }).layers).toBe('layer1,layer4');
+      expect(resolveOptions({ backbone: 'random_cnn' })).toMatchObject({ weights: '', layers: '' });
+      for (const layers of [[], ['layer2', 'layer2'], ['denseblock2'], 'layer2'])
+        expect(() => resolveOptions({ backbone: 'resnet50', weights: file, layers: layers as never })).toThrow(/layers must be/);
+      expect(() => resolveOptions({ backbone: 'resnet50', weights: `${file}.absent` })).toThrow(/does not exist/);
+      expect(() => resolveOptions({ backbone: 'random_cnn', weights: file })).toThrow(/takes no separate weights/);
+    } finally {
+      rmSync(file, { force: true });
+    }
   });
 
   it('reaches the native struct and comes back unchanged, every field (non-default values)', async () => {

@@ -147,6 +147,20 @@ Napi::Object makeInternals(Napi::Env env) {
                                                                             static_cast<uint64_t>(info[2].ToNumber().Int64Value())));
           });
         }));
+  o.Set("torchvisionTaps", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
+          return sync(info.Env(), [&]() -> Napi::Value {
+            std::vector<int64_t> strides, channels;
+            auto taps = rp::internals::torchvisionTaps(info[0].ToString(), info[1].ToString(), info[2].ToString(),
+                                                       floatArrayFromJs(info[3]), &strides, &channels);
+            Napi::Array list = Napi::Array::New(info.Env(), taps.size());
+            for (size_t i = 0; i < taps.size(); ++i) list.Set(static_cast<uint32_t>(i), floatArrayToJs(info.Env(), std::move(taps[i])));
+            Napi::Object out = Napi::Object::New(info.Env());
+            out.Set("taps", list);
+            out.Set("strides", toJsArray(info.Env(), strides));
+            out.Set("channels", toJsArray(info.Env(), channels));
+            return out;
+          });
+        }));
   o.Set("reweightedScore", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
           return sync(info.Env(), [&]() -> Napi::Value {
             return Napi::Number::New(info.Env(), rp::internals::reweightedScore(floatArrayFromJs(info[0]),

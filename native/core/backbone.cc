@@ -8,6 +8,7 @@
 
 #include "core/error.h"
 #include "core/sha256.h"
+#include "core/torchvision_backbones.h"
 
 namespace F = torch::nn::functional;
 
@@ -141,9 +142,9 @@ class TorchScriptBackbone : public Backbone {
   torch::jit::Module module_;
 };
 
-std::string readFile(const std::string& path) {
+std::string readFile(const std::string& path, const char* what) {
   std::ifstream in(path, std::ios::binary);
-  RP_CHECK(in, Backbone, "cannot open backbone file '" << path << "'; pass a built-in name (random_cnn) or a TorchScript .pt path");
+  RP_CHECK(in, Backbone, "cannot open " << what << " '" << path << "'");
   std::ostringstream s;
   s << in.rdbuf();
   return s.str();
@@ -153,9 +154,14 @@ std::string readFile(const std::string& path) {
 
 bool isBuiltinBackbone(const std::string& name) { return name == "random_cnn"; }
 
-std::unique_ptr<Backbone> makeBackbone(const std::string& nameOrPath, uint64_t seed, const torch::Device& device) {
-  if (nameOrPath == "random_cnn") return std::make_unique<RandomCnnBackbone>(seed, device);
-  return loadTorchScriptBackbone(readFile(nameOrPath), nameOrPath, device);
+std::unique_ptr<Backbone> makeBackbone(const EngineOptions& o, const torch::Device& device) {
+  if (o.backbone == "random_cnn") return std::make_unique<RandomCnnBackbone>(o.seed, device);
+  if (isTorchvisionArchitecture(o.backbone)) {
+    RP_CHECK(!o.weights.empty(), Backbone, "backbone '" << o.backbone << "' needs a weights file");
+    return makeTorchvisionBackbone(o.backbone, torchvisionTaps(o.backbone, o.layers), readFile(o.weights, "weights file"),
+                                   o.weights, device);
+  }
+  return loadTorchScriptBackbone(readFile(o.backbone, "backbone file"), o.backbone, device);
 }
 
 std::unique_ptr<Backbone> loadTorchScriptBackbone(std::string bytes, const std::string& label,

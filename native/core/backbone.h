@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "core/options.h"
+
 namespace rp {
 
 struct BackboneInfo {
@@ -36,8 +38,10 @@ class Backbone {
   std::string empty_;
 };
 
-// "random_cnn" -> RandomCnnBackbone(seed); anything else is read as a TorchScript file path.
-std::unique_ptr<Backbone> makeBackbone(const std::string& nameOrPath, uint64_t seed, const torch::Device& device);
+// "random_cnn" -> RandomCnnBackbone(seed); a torchvision architecture name -> that network with the
+// weights file `options.weights` and taps `options.layers`; anything else is read as a TorchScript
+// file path.
+std::unique_ptr<Backbone> makeBackbone(const EngineOptions& options, const torch::Device& device);
 
 // TorchScript module from its serialized bytes; validates attributes and output shapes.
 std::unique_ptr<Backbone> loadTorchScriptBackbone(std::string bytes, const std::string& label,

@@ -14,6 +14,7 @@
 #include "core/model_io.h"
 #include "core/patch_features.h"
 #include "core/scorer.h"
+#include "core/torchvision_backbones.h"
 
 namespace rp {
 
@@ -66,7 +67,7 @@ struct Engine::Impl {
   Impl(const EngineOptions& o, std::unique_ptr<Backbone> b)
       : opts(o), device(resolveDevice(o.device)), backbone(std::move(b)) {
     applyThreads();
-    if (!backbone) backbone = makeBackbone(opts.backbone, opts.seed, device);
+    if (!backbone) backbone = makeBackbone(opts, device);
     const auto& bi = backbone->info();
     pre.resize = opts.resize;
     pre.crop = opts.crop;
@@ -159,7 +160,7 @@ struct Engine::Impl {
     m.options = opts;
     m.backboneName = backbone->info().name;
     m.backboneSha256 = backbone->info().sha256;
-    m.backboneBytes = backbone->serialized();
+    (isTorchvisionArchitecture(opts.backbone) ? m.backboneWeights : m.backboneBytes) = backbone->serialized();
     m.bank = bank->rows();
     if (head) {
       m.headWeight = head->fWeight();
@@ -332,10 +333,16 @@ std::unique_ptr<Engine> Engine::load(const std::string& path) {
     std::unique_ptr<Backbone> backbone;
     if (!m.backboneBytes.empty()) {
       backbone = loadTorchScriptBackbone(std::move(m.backboneBytes), m.backboneName, device);
+    } else if (isTorchvisionArchitecture(m.options.backbone)) {
+      // The truncated weights travel in the model file: no weights cache needed to load it.
+      RP_CHECK(!m.backboneWeights.empty(), ModelFile,
+               "model file '" << path << "' names backbone '" << m.options.backbone << "' but does not contain its weights");
+      backbone = makeTorchvisionBackbone(m.options.backbone, torchvisionTaps(m.options.backbone, m.options.layers),
+                                         m.backboneWeights, path, device);
     } else {
       RP_CHECK(isBuiltinBackbone(m.options.backbone), ModelFile,
                "model file '" << path << "' names backbone '" << m.options.backbone << "' but does not contain it");
-      backbone = makeBackbone(m.options.backbone, m.options.seed, device);
+      backbone = makeBackbone(m.options, device);
     }
     RP_CHECK(backbone->info().sha256 == m.backboneSha256, ModelFile,
              "model file '" << path << "': backbone '" << m.backboneName << "' does not match the one it was fitted with");

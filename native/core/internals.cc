@@ -10,6 +10,7 @@
 #include "core/knn.h"
 #include "core/patch_features.h"
 #include "core/scorer.h"
+#include "core/torchvision_backbones.h"
 
 namespace rp::internals {
 
@@ -132,6 +133,24 @@ FloatArray emaStep(const FloatArray& partner, const FloatArray& current, double 
   });
 }
 
+std::vector<FloatArray> torchvisionTaps(const std::string& arch, const std::string& weightsPath,
+                                        const std::string& layers, const FloatArray& input,
+                                        std::vector<int64_t>* strides, std::vector<int64_t>* channels) {
+  return guarded([&] {
+    EngineOptions o;
+    o.backbone = arch;
+    o.weights = weightsPath;
+    o.layers = layers;
+    RP_CHECK(isTorchvisionArchitecture(arch), InvalidOption, "'" << arch << "' is not a torchvision architecture");
+    auto backbone = makeBackbone(o, torch::kCPU);
+    *strides = backbone->info().strides;
+    *channels = backbone->info().channels;
+    std::vector<FloatArray> out;
+    for (const auto& t : backbone->forward(toTensor(input))) out.push_back(fromTensor(t));
+    return out;
+  });
+}
+
 double gemmGflops(int64_t n, int reps, int threads) {
   return guarded([&] {
     if (threads > 0) at::set_num_threads(threads);
@@ -169,7 +188,9 @@ BackboneTiming backboneMilliseconds(const std::string& nameOrPath, int64_t size,
   return guarded([&] {
     if (threads > 0) at::set_num_threads(threads);
     torch::NoGradGuard noGrad;
-    auto backbone = makeBackbone(nameOrPath, 0, torch::kCPU);
+    EngineOptions o;
+    o.backbone = nameOrPath;
+    auto backbone = makeBackbone(o, torch::kCPU);
     auto x = torch::rand({batch, 3, size, size});
     BackboneTiming best{1e30, 1e30};
     for (int r = 0; r <= reps; ++r) {  // the first run warms up

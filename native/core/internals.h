@@ -48,6 +48,12 @@ float headLoss(const FloatArray& z, const FloatArray& w, double margin, FloatArr
 // One EMA step on a parameter: ema * partner + (1 - ema) * current.
 FloatArray emaStep(const FloatArray& partner, const FloatArray& current, double ema);
 
+// A torchvision backbone (torchvision_backbones.h) built from a .pth file: input [B, 3, H, W],
+// already normalised -> the taps (finest first) and, in *strides / *channels, what it declares.
+std::vector<FloatArray> torchvisionTaps(const std::string& arch, const std::string& weightsPath,
+                                        const std::string& layers, const FloatArray& input,
+                                        std::vector<int64_t>* strides, std::vector<int64_t>* channels);
+
 // The machine's fp32 GEMM rate through libtorch: best of `reps` n x n x n products, in GFLOP/s.
 double gemmGflops(int64_t n, int reps, int threads);
 

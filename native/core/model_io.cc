@@ -91,13 +91,14 @@ std::string readAll(const std::string& path) {
 void writeModelFile(const std::string& path, const ModelContents& m) {
   std::string out;
   out.append(kMagic, 8);
-  putU32(out, kModelFormatVersion);
+  putU32(out, m.backboneWeights.empty() ? 1 : kModelFormatVersion);
   std::ostringstream stats;
   stats << "trainImages=" << m.trainImages << "\ntrainPatches=" << m.trainPatches << "\n";
   std::vector<std::pair<const char*, std::string>> sections = {
       {"OPTS", toText(m.options)}, {"BKNM", m.backboneName}, {"BKSH", m.backboneSha256},
       {"BANK", encodeTensor(m.bank)}, {"STAT", stats.str()}, {"META", m.metadata}};
   if (!m.backboneBytes.empty()) sections.push_back({"BKTS", m.backboneBytes});
+  if (!m.backboneWeights.empty()) sections.push_back({"BKSD", m.backboneWeights});
   if (m.headWeight.defined()) {
     sections.push_back({"HDFW", encodeTensor(m.headWeight)});
     sections.push_back({"HDFB", encodeTensor(m.headBias)});
@@ -162,6 +163,7 @@ ModelContents readModelFile(const std::string& path) {
   m.backboneName = sections["BKNM"];
   m.backboneSha256 = sections["BKSH"];
   if (sections.count("BKTS")) m.backboneBytes = sections["BKTS"];
+  if (sections.count("BKSD")) m.backboneWeights = sections["BKSD"];
   m.bank = decodeTensor(sections["BANK"], what);
   RP_CHECK(m.bank.dim() == 2 && m.bank.size(0) > 0 && m.bank.size(1) == m.options.targetDim, ModelFile,
            what << " has a memory bank of shape " << m.bank.sizes() << " that does not match its options");

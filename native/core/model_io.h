@@ -5,7 +5,8 @@
 //   trailer:   SHA-256 of every byte before it (32 bytes)
 //
 // Tags: OPTS (options, key=value text), BKNM (backbone name), BKSH (sha256 of its weights),
-// BKTS (the TorchScript file itself, when the backbone is one), BANK (tensor), STAT (text),
+// BKTS (the TorchScript file itself, when the backbone is one), BKSD (a torchvision backbone's
+// weights up to its deepest tap, as a zip .pth state dict), BANK (tensor), STAT (text),
 // HDFW / HDFB (the ReConPatch head's f: weight and bias tensors, when the head is on),
 // META (caller metadata, e.g. calibration as JSON).
 // Tensors: u8 dtype (0 = float32) | u8 ndim | i64 dims[ndim] | raw little-endian data.
@@ -18,13 +19,15 @@
 
 namespace rp {
 
-constexpr uint32_t kModelFormatVersion = 1;
+// Version 2 added BKSD; files without it are still written as version 1 so older readers load them.
+constexpr uint32_t kModelFormatVersion = 2;
 
 struct ModelContents {
   EngineOptions options;
   std::string backboneName;
   std::string backboneSha256;
   std::string backboneBytes;  // TorchScript file bytes; empty for built-in backbones
+  std::string backboneWeights;  // torchvision architectures: truncated state dict (.pth bytes)
   torch::Tensor bank;         // [M, D] float32 (CPU)
   torch::Tensor headWeight;   // ReConPatch f: [D, D] (undefined without a head)
   torch::Tensor headBias;     // [D]

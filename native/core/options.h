@@ -27,9 +27,11 @@ struct HeadOptions {
 };
 
 struct EngineOptions {
-  // Backbone: a built-in name ("random_cnn") or a TorchScript file path.
+  // Backbone: a built-in name ("random_cnn"), a torchvision architecture ("wide_resnet50_2", see
+  // torchvision_backbones.h) or a TorchScript file path.
   std::string backbone = "random_cnn";
-  std::string weights;  // optional weights file (built-in architectures)
+  std::string weights;  // torchvision architectures: the .pth state-dict file
+  std::string layers;   // torchvision architectures: comma-separated taps ("layer2,layer3"); empty = default
 
   // Preprocessing (RECONPATCH.md §1.1). resize 0 = keep size; crop 0 = no crop.
   int64_t resize = 256;
@@ -72,6 +74,7 @@ template <class Options, class Visitor>
 void visitOptions(Options& o, Visitor&& visit) {
   visit("backbone", o.backbone);
   visit("weights", o.weights);
+  visit("layers", o.layers);
   visit("resize", o.resize);
   visit("crop", o.crop);
   visit("resizeMode", o.resizeMode);

@@ -36,7 +36,7 @@ export class ReconpatchError extends Error {
   /**
    * Stable, machine-readable: what went wrong.
    * @example
-   * const code = await Engine.create({ backbone: 'missing.pt' }).then(() => null, (e: ReconpatchError) => e.code); // 'ERR_BACKBONE'
+   * const code = await Engine.create({ backbone: 'missing.pt' }).then(() => null, (e: ReconpatchError) => e.code); // 'ERR_INVALID_OPTION': no such file
    */
   readonly code: ErrorCode;
   constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {

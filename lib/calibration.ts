@@ -10,11 +10,20 @@
  * used.
  */
 
+/**
+ * Threshold statistics of a fit's held-out nominal images (see the module comment above).
+ * @example
+ * const c: Calibration | null = engine.info.calibration;
+ * if (c) console.log(`threshold ${c.threshold} = ${c.scoreMean} + 3 x ${c.scoreStd}`);
+ */
 export interface Calibration {
   /** Held-out nominal images the statistics come from. */
   images: number;
+  /** Mean of their raw image scores. */
   scoreMean: number;
+  /** Standard deviation of their raw image scores. */
   scoreStd: number;
+  /** Raw score at which `normalizedScore` is 0.5 and `isAnomaly` turns true. */
   threshold: number;
   /** Mean map value over the held-out images: normalised 0. */
   low: number;

@@ -12,32 +12,62 @@ import { type NativeEngine, type NativeInfo, type NativeOptions, type NativeScor
 import { ScoreBatcher } from './batcher.js';
 import { type BatchingOptions, type CalibrationOptions, type EngineOptions, resolveBatching, resolveCalibration, resolveOptions } from './options.js';
 
-/** A fit or scoring stage's progress. `total` is undefined when the input's length is unknown. */
+/**
+ * A fit or scoring stage's progress. `total` is undefined when the input's length is unknown.
+ * @example
+ * await engine.fit(goodImages, { onProgress: (p: Progress) => console.log(p.stage, p.done, p.total ?? '?', p.loss ?? '') });
+ */
 export interface Progress {
+  /** `'embed'` (images), `'head'` (training iterations), `'coreset'` (selected rows), `'calibrate'` (held-out images). */
   stage: 'embed' | 'head' | 'coreset' | 'calibrate';
+  /** Units of this stage done so far. */
   done: number;
+  /** Units in this stage, when known. */
   total?: number;
   /** Head training: the iteration's loss. */
   loss?: number;
 }
 
+/**
+ * Options of {@link Engine.fit}.
+ * @example
+ * const controller = new AbortController();
+ * setTimeout(() => controller.abort(), 60_000);
+ * await engine.fit(goodImages, { signal: controller.signal, onProgress: (p) => console.log(p.stage, p.done) });
+ */
 export interface FitOptions {
   /** Aborts the fit within one batch or coreset step; the engine keeps its previous state. */
   signal?: AbortSignal;
+  /** Called as the fit advances through its stages (synchronously; keep it cheap). */
   onProgress?: (p: Progress) => void;
 }
 
+/**
+ * What {@link Engine.fit} did.
+ * @example
+ * const { images, bankRows, seconds } = await engine.fit(goodImages);
+ * console.log(`${images} images -> ${bankRows} bank rows in ${seconds.toFixed(1)} s`);
+ */
 export interface FitSummary {
   /** Images in the memory bank. */
   images: number;
   /** Nominal images held out to calibrate the threshold. */
   calibrationImages: number;
+  /** Patch features extracted from the bank images (before the coreset). */
   patches: number;
+  /** Rows kept in the memory bank by the coreset. */
   bankRows: number;
+  /** Wall-clock duration of the fit. */
   seconds: number;
 }
 
-/** One image's result. `map` is the anomaly map, row-major `height` x `width`, at the input's size. */
+/**
+ * One image's result. `map` is the anomaly map, row-major `height` x `width`, at the input's size.
+ * @example
+ * const r: ScoreResult = await engine.score('frame.png');
+ * const centre = r.map[Math.floor(r.height / 2) * r.width + Math.floor(r.width / 2)];
+ * console.log(r.score, r.isAnomaly, centre);
+ */
 export interface ScoreResult {
   /** Raw image score: a patch distance (larger = more anomalous). */
   score: number;
@@ -45,18 +75,32 @@ export interface ScoreResult {
   normalizedScore: number | null;
   /** normalizedScore >= 0.5; null without calibration. */
   isAnomaly: boolean | null;
+  /** Anomaly map (patch distances, upsampled and blurred), row-major, `height` x `width`. */
   map: Float32Array;
+  /** The input image's width in pixels. */
   width: number;
+  /** The input image's height in pixels. */
   height: number;
   /** PNG overlay (jet colour map, 50% blend, threshold contour) when asked with `{ heatmap: 'png' }`. */
   heatmap?: Buffer;
 }
 
+/**
+ * Options of {@link Engine.score} and {@link Engine.scoreMany}.
+ * @example
+ * const { heatmap } = await engine.score('frame.png', { heatmap: 'png' });
+ * if (heatmap) await import('node:fs/promises').then((fs) => fs.writeFile('frame.heat.png', heatmap));
+ */
 export interface ScoreOptions {
   /** `'png'`: also return a coloured overlay PNG of the map over the image. */
   heatmap?: 'png' | false;
 }
 
+/**
+ * Options of {@link Engine.scoreStream} and {@link Engine.createScoreStream}.
+ * @example
+ * const items = engine.scoreStream(goodImages, { concurrency: 4, signal, onError: 'yield' });
+ */
 export interface ScoreStreamOptions extends ScoreOptions {
   /** Images decoded or scored at once (default 2). The next input is pulled only when one finishes. */
   concurrency?: number;
@@ -66,17 +110,34 @@ export interface ScoreStreamOptions extends ScoreOptions {
   onError?: 'throw' | 'yield';
 }
 
-/** Options for {@link Engine.load}: runtime settings that are not saved with a model. */
+/**
+ * Options for {@link Engine.load}: runtime settings that are not saved with a model.
+ * @example
+ * const engine = await Engine.load('part.rcp', { batching: { maxBatch: 16 } });
+ */
 export interface LoadOptions {
   /** Batching of concurrent `score()` calls, as in {@link EngineOptions.batching}. */
   batching?: BatchingOptions | false;
 }
 
-/** One item of {@link Engine.scoreStream}: a result, or (with `onError: 'yield'`) an error, with the input's position. */
+/**
+ * One item of {@link Engine.scoreStream}: a result, or (with `onError: 'yield'`) an error, with the input's position.
+ * @example
+ * for await (const item of engine.scoreStream(goodImages, { onError: 'yield' })) {
+ *   if (item.error) console.error(item.index, item.error.code);
+ *   else console.log(item.index, item.score);
+ * }
+ */
 export type ScoreStreamItem = (ScoreResult & { index: number; error?: undefined }) | { index: number; error: ReconpatchError };
 
-/** What an engine holds: its backbone's identity, the bank's size, the calibration. */
+/**
+ * What an engine holds: its backbone's identity, the bank's size, the device, the calibration.
+ * @example
+ * const { backbone, fitted, bankRows, device, calibration } = engine.info;
+ * console.log(backbone, fitted, bankRows, device, calibration?.threshold);
+ */
 export interface EngineInfo extends Omit<NativeInfo, 'backboneName'> {
+  /** The backbone's name: `'random_cnn'` or the TorchScript file's `name` attribute or path. */
   backbone: string;
   /** Threshold statistics from held-out nominal images, or null. */
   calibration: Calibration | null;
@@ -108,7 +169,12 @@ export class Engine {
     this.#calibrationOptions = calibrationOptions ?? meta.calibrationOptions ?? resolveCalibration(undefined);
   }
 
-  /** Builds an engine (loads and validates the backbone). Throws ERR_INVALID_OPTION, ERR_BACKBONE. */
+  /**
+   * Builds an engine (loads and validates the backbone). Throws ERR_INVALID_OPTION, ERR_BACKBONE,
+   * ERR_DEVICE_UNAVAILABLE (`device: 'cuda'` on a CPU build or without a visible GPU).
+   * @example
+   * const engine = await Engine.create({ backbone: 'random_cnn', resize: 256, crop: 224, coreset: { ratio: 0.1 } });
+   */
   static async create(options: EngineOptions): Promise<Engine> {
     const stack = new Error();
     try {
@@ -121,7 +187,12 @@ export class Engine {
     }
   }
 
-  /** Loads a model saved by {@link Engine.save}. Throws ERR_MODEL_FILE for damaged or foreign files. */
+  /**
+   * Loads a model saved by {@link Engine.save}. Throws ERR_MODEL_FILE for damaged or foreign files.
+   * @example
+   * const engine = await Engine.load('part.rcp');
+   * console.log(engine.info.fitted, engine.info.bankRows);
+   */
   static async load(path: string, options: LoadOptions = {}): Promise<Engine> {
     const stack = new Error();
     try {
@@ -135,11 +206,20 @@ export class Engine {
     }
   }
 
-  /** The resolved options this engine runs with (defaults filled in). */
+  /**
+   * The resolved options this engine runs with (defaults filled in).
+   * @example
+   * console.log(engine.options.resize, engine.options.coresetRatio, engine.options.device);
+   */
   get options(): NativeOptions {
     return this.#native.options();
   }
 
+  /**
+   * What this engine holds now (a fresh object on every read).
+   * @example
+   * if (!engine.info.fitted) await engine.fit(goodImages);
+   */
   get info(): EngineInfo {
     const { backboneName, ...rest } = this.#native.info();
     return { backbone: backboneName, calibration: this.#calibration, batching: this.#batcher.stats, ...rest };
@@ -149,6 +229,8 @@ export class Engine {
    * Fits on images of good parts. Streams: decodes and embeds `batchSize` images at a time and
    * never holds all decoded images. A failed or aborted fit leaves the engine as it was.
    * Throws ERR_INVALID_IMAGE (naming the image), ERR_EMPTY_TRAINING_SET, ERR_ABORTED.
+   * @example
+   * const summary = await engine.fit(['good/000.png', 'good/001.png', 'good/002.png', 'good/003.png']);
    */
   fit(images: Iterable<ImageInput> | AsyncIterable<ImageInput>, options: FitOptions = {}): Promise<FitSummary> {
     const stack = new Error();
@@ -160,6 +242,8 @@ export class Engine {
    * Calls made while the engine is busy are scored together in one native batch (see
    * {@link EngineOptions.batching}); each gets exactly the result it would get alone.
    * Throws ERR_NOT_FITTED, ERR_INVALID_IMAGE.
+   * @example
+   * const { score, normalizedScore, isAnomaly, map, width, height } = await engine.score('frame.png');
    */
   score(image: ImageInput, options: ScoreOptions = {}): Promise<ScoreResult> {
     const stack = new Error();
@@ -169,7 +253,12 @@ export class Engine {
       .catch((err) => rethrow(err, stack));
   }
 
-  /** Scores several images in native batches; results in input order. */
+  /**
+   * Scores several images in native batches; results in input order.
+   * @example
+   * const results = await engine.scoreMany(['a.png', 'b.png']);
+   * const worst = Math.max(...results.map((r) => r.score));
+   */
   scoreMany(images: ImageInput[], options: ScoreOptions = {}): Promise<ScoreResult[]> {
     const stack = new Error();
     return this.#exclusive(async () => {
@@ -188,8 +277,9 @@ export class Engine {
    * Scores any Iterable or AsyncIterable of images, yielding results in input order with at most
    * `concurrency` images in flight (backpressure: inputs are pulled only when there is room).
    * @example
-   * for await (const r of engine.scoreStream(frames(), { onError: 'yield' })) {
-   *   if (r.error) log(r.index, r.error.code); else if (r.isAnomaly) alarm(r);
+   * for await (const r of engine.scoreStream(goodImages, { onError: 'yield' })) {
+   *   if (r.error) console.error(r.index, r.error.code);
+   *   else if (r.isAnomaly) console.log('defect in image', r.index);
    * }
    */
   async *scoreStream(images: Iterable<ImageInput> | AsyncIterable<ImageInput>, options: ScoreStreamOptions = {}): AsyncGenerator<ScoreStreamItem> {
@@ -234,6 +324,11 @@ export class Engine {
   /**
    * The same as {@link Engine.scoreStream} as an object-mode Duplex for `stream.pipeline()`:
    * images in, {@link ScoreStreamItem}s out.
+   * @example
+   * const { pipeline } = await import('node:stream/promises');
+   * const { Readable, Writable } = await import('node:stream');
+   * await pipeline(Readable.from(goodImages), engine.createScoreStream({ concurrency: 2 }),
+   *   new Writable({ objectMode: true, write: (item: ScoreStreamItem, _enc, done) => { console.log(item.index); done(); } }));
    */
   createScoreStream(options: ScoreStreamOptions = {}): Duplex {
     return Duplex.from(async function* (this: Engine, source: AsyncIterable<ImageInput>) {
@@ -263,7 +358,11 @@ export class Engine {
     return result;
   }
 
-  /** Saves the fitted model to one file (written to a temporary file, then renamed). Throws ERR_NOT_FITTED, ERR_IO. */
+  /**
+   * Saves the fitted model to one file (written to a temporary file, then renamed). Throws ERR_NOT_FITTED, ERR_IO.
+   * @example
+   * await engine.save('part.rcp');
+   */
   save(path: string): Promise<void> {
     const stack = new Error();
     return this.#exclusive(async () => {
@@ -272,7 +371,12 @@ export class Engine {
     }).catch((err) => rethrow(err, stack));
   }
 
-  /** Patch features of one image, `[rows, dim]` (for analysis and tests). */
+  /**
+   * Patch features of one image, `[rows, dim]` (for analysis and tests).
+   * @example
+   * const { data, rows, dim } = await engine.embed('frame.png');
+   * const firstPatch = data.subarray(0, dim);
+   */
   embed(image: ImageInput): Promise<{ data: Float32Array; rows: number; dim: number }> {
     const stack = new Error();
     return this.#exclusive(async () => {

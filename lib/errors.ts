@@ -2,7 +2,11 @@
  * Typed errors. Every error reconpatch throws is a {@link ReconpatchError} with a stable `code`.
  */
 
-/** Stable error codes. Match on these, not on messages. */
+/**
+ * Stable error codes. Match on these, not on messages.
+ * @example
+ * const retryable = (code: ErrorCode) => code === 'ERR_IO' || code === 'ERR_ABORTED';
+ */
 export type ErrorCode =
   | 'ERR_INVALID_OPTION'
   | 'ERR_INVALID_IMAGE'
@@ -29,9 +33,14 @@ const KNOWN = new Set<string>([
  * An error from reconpatch.
  * @example
  * try { await Engine.load('part.rcp'); }
- * catch (e) { if (e instanceof ReconpatchError && e.code === 'ERR_MODEL_FILE') refit(); }
+ * catch (e) { if (e instanceof ReconpatchError && e.code === 'ERR_MODEL_FILE') console.error('refit:', e.message); }
  */
 export class ReconpatchError extends Error {
+  /**
+   * Stable, machine-readable: what went wrong.
+   * @example
+   * const code = await Engine.create({ backbone: 'missing.pt' }).then(() => null, (e: ReconpatchError) => e.code); // 'ERR_INVALID_OPTION': no such file
+   */
   readonly code: ErrorCode;
   constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
     super(message, options);

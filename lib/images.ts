@@ -11,15 +11,28 @@ import { decodeBmp, isBmp } from './bmp.js';
 import { ReconpatchError } from './errors.js';
 import type { RawFrame } from './native.js';
 
-/** A raw frame from a camera SDK or sharp's `.raw()`: HWC, `channels` 1 (grey), 2 (grey+alpha), 3 (RGB) or 4 (RGBA). */
+/**
+ * A raw frame from a camera SDK or sharp's `.raw()`: HWC, `channels` 1 (grey), 2 (grey+alpha), 3 (RGB) or 4 (RGBA).
+ * @example
+ * const grey: RawImage = { data: new Uint8Array(640 * 480), width: 640, height: 480, channels: 1 };
+ * const result = await engine.score(grey);
+ */
 export interface RawImage {
+  /** Pixels, row-major, channels interleaved, no row padding: `width * height * channels` bytes. */
   data: Uint8Array;
+  /** Width in pixels. */
   width: number;
+  /** Height in pixels. */
   height: number;
+  /** Interleaved channels per pixel. */
   channels: 1 | 2 | 3 | 4;
 }
 
-/** What the engine accepts as an image: a file path, an encoded image in a Buffer, or a raw frame. */
+/**
+ * What the engine accepts as an image: a file path, an encoded image in a Buffer, or a raw frame.
+ * @example
+ * const inputs: ImageInput[] = ['part.png', await import('node:fs/promises').then((fs) => fs.readFile('part.jpg'))];
+ */
 export type ImageInput = string | Uint8Array | RawImage;
 
 /** Decoding limit against decompression bombs (sharp's default: 0x3FFF * 0x3FFF pixels). */

@@ -57,12 +57,19 @@ export interface NativeOptions {
 
 export interface NativeInfo {
   backboneName: string;
+  /** SHA-256 of the backbone's weights (TorchScript file bytes, or the random CNN's weights). */
   backboneSha256: string;
+  /** Whether the memory bank holds a fit (after fit() or load()). */
   fitted: boolean;
+  /** Rows in the memory bank. */
   bankRows: number;
+  /** Size of one patch feature (the bank's columns). */
   featureDim: number;
+  /** Images the bank was built from. */
   trainImages: number;
+  /** Patch features extracted before the coreset. */
   trainPatches: number;
+  /** The device the engine computes on: `'cpu'` or `'cuda:0'`-style. */
   device: string;
 }
 
@@ -143,10 +150,13 @@ export function native(): NativeModule {
     if (/lib(torch|c10)[^ ]*\.so/.test(msg)) {
       help =
         'the system libtorch is missing. On Debian bookworm install it with ' +
-        '`sudo apt-get install libtorch1.13 libopenblas0-pthread` (or `sudo bash scripts/setup.sh` in a source checkout), ' +
-        'or build from source against a libtorch of your own (see README: Building).';
+        '`sudo apt-get install libtorch1.13 libopenblas0-pthread`; to build from source install `libtorch-dev` too ' +
+        '(`sudo bash scripts/setup.sh` does both), or build against a libtorch of your own (README: Installing and building).';
     } else if (/No native build was found/.test(msg)) {
-      help = 'no prebuilt binary matches this platform and no local build exists; run `npm rebuild reconpatch` to build from source (needs libtorch-dev).';
+      help =
+        'no prebuilt binary matches this platform (prebuilds: linux-x64 glibc) and no local build exists; ' +
+        'run `npm rebuild reconpatch` to build from source (needs libtorch-dev: `sudo bash scripts/setup.sh`)' +
+        (process.env.PREBUILDS_ONLY ? ' without PREBUILDS_ONLY set.' : '.');
     } else {
       help = 'the native addon could not be loaded.';
     }

@@ -9,7 +9,11 @@ import { ReconpatchError } from './errors.js';
 import type { NativeOptions } from './native.js';
 import { TORCHVISION_ARCHITECTURES, cachedWeights, isTorchvisionArchitecture, pullCommand, tapNames } from './weights.js';
 
-/** Built-in backbones (no weight files needed). */
+/**
+ * Built-in backbones (no weight files needed).
+ * @example
+ * const engine = await Engine.create({ backbone: BUILTIN_BACKBONES[0] }); // 'random_cnn'
+ */
 export const BUILTIN_BACKBONES = ['random_cnn'] as const;
 
 /**
@@ -88,7 +92,9 @@ export interface EngineOptions {
  * const engine = await Engine.create({ backbone: 'model.pt', batching: { maxBatch: 16, maxWaitMs: 2 } });
  */
 export interface BatchingOptions {
+  /** Most images in one native batch (default 8). */
   maxBatch?: number;
+  /** How long an idle engine holds a batch open for more calls (default 0: starts at once). */
   maxWaitMs?: number;
 }
 
@@ -119,7 +125,11 @@ export function resolveCalibration(value: EngineOptions['calibration']): Calibra
   };
 }
 
-/** ReConPatch head training (RECONPATCH.md §2). Defaults in {@link HEAD_DEFAULTS}. */
+/**
+ * ReConPatch head training (RECONPATCH.md §2). Defaults in {@link HEAD_DEFAULTS}.
+ * @example
+ * const engine = await Engine.create({ backbone: 'random_cnn', head: { iterations: 100, batch: 512, lr: 5e-4 } });
+ */
 export interface HeadOptions {
   /** Optimiser steps. */
   iterations?: number;
@@ -127,8 +137,9 @@ export interface HeadOptions {
   batch?: number;
   /** Output size of the projection g (0: same as the features). */
   projectionDim?: number;
-  /** AdamW learning rate (cosine decay to 0) and weight decay. */
+  /** AdamW learning rate (cosine decay to 0 over the iterations). */
   lr?: number;
+  /** AdamW weight decay. */
   weightDecay?: number;
   /** EMA factor of the partner network. */
   ema?: number;
@@ -146,7 +157,11 @@ export interface HeadOptions {
   initIdentity?: boolean;
 }
 
-/** Head defaults: the paper's form where it is known (RECONPATCH.md §2); see docs/results.md. */
+/**
+ * Head defaults: the paper's form where it is known (RECONPATCH.md §2); see docs/results.md.
+ * @example
+ * const longer = await Engine.create({ backbone: 'random_cnn', head: { iterations: HEAD_DEFAULTS.iterations * 2 } });
+ */
 export const HEAD_DEFAULTS: Required<HeadOptions> = {
   iterations: 300, batch: 1024, projectionDim: 0, lr: 1e-3, weightDecay: 1e-2, ema: 0.9, k: 5,
   sigma: 1, alpha: 0.5, margin: 1, normalize: false, initIdentity: true,

@@ -14,7 +14,12 @@ import path from 'node:path';
 
 import { ReconpatchError } from './errors.js';
 
-/** torchvision's IMAGENET1K_V1 weights (the ones PatchCore uses), by architecture. */
+/**
+ * torchvision's IMAGENET1K_V1 weights (the ones PatchCore uses), by architecture: the file names,
+ * whose hex part is the start of the file's sha256.
+ * @example
+ * console.log(TORCHVISION_WEIGHTS.wide_resnet50_2); // 'wide_resnet50_2-95faca4d.pth'
+ */
 export const TORCHVISION_WEIGHTS = {
   resnet18: 'resnet18-f37072fd.pth',
   resnet50: 'resnet50-0676ba61.pth',
@@ -24,6 +29,11 @@ export const TORCHVISION_WEIGHTS = {
   densenet201: 'densenet201-c1103571.pth',
 } as const;
 
+/**
+ * A torchvision architecture the engine builds natively.
+ * @example
+ * const arch: TorchvisionArchitecture = 'wide_resnet50_2';
+ */
 export type TorchvisionArchitecture = keyof typeof TORCHVISION_WEIGHTS;
 
 export const TORCHVISION_ARCHITECTURES = Object.keys(TORCHVISION_WEIGHTS) as TorchvisionArchitecture[];
@@ -41,14 +51,22 @@ export function isTorchvisionArchitecture(name: unknown): name is TorchvisionArc
   return typeof name === 'string' && Object.hasOwn(TORCHVISION_WEIGHTS, name);
 }
 
-/** `$RECONPATCH_CACHE`, else `$XDG_CACHE_HOME/reconpatch`, else `~/.cache/reconpatch`. */
+/**
+ * The weights cache: `$RECONPATCH_CACHE`, else `$XDG_CACHE_HOME/reconpatch`, else `~/.cache/reconpatch`.
+ * @example
+ * console.log(defaultCacheDir()); // e.g. '/home/me/.cache/reconpatch'
+ */
 export function defaultCacheDir(): string {
   if (process.env.RECONPATCH_CACHE) return path.resolve(process.env.RECONPATCH_CACHE);
   const xdg = process.env.XDG_CACHE_HOME;
   return path.join(xdg && path.isAbsolute(xdg) ? xdg : path.join(os.homedir(), '.cache'), 'reconpatch');
 }
 
-/** The cached weights file of `arch`, or undefined when it has not been pulled. */
+/**
+ * The cached weights file of `arch`, or undefined when it has not been pulled.
+ * @example
+ * if (!cachedWeights('resnet18')) await pullWeights('resnet18');
+ */
 export function cachedWeights(arch: TorchvisionArchitecture, cacheDir = defaultCacheDir()): string | undefined {
   const file = path.join(cacheDir, TORCHVISION_WEIGHTS[arch]);
   return existsSync(file) ? file : undefined;
@@ -66,6 +84,11 @@ export function hashPrefix(fileName: string): string {
   return m[1];
 }
 
+/**
+ * Progress of a weights download.
+ * @example
+ * await pullWeights('resnet18', { onProgress: ({ received, total }) => console.log(received, total) });
+ */
 export interface DownloadProgress {
   /** Bytes of the file present so far (resumed bytes included). */
   received: number;
@@ -73,17 +96,30 @@ export interface DownloadProgress {
   total?: number;
 }
 
+/**
+ * Options for {@link pullWeights}.
+ * @example
+ * await pullWeights('resnet18', { from: 'https://mirror.example/models/', cacheDir: '/opt/weights' });
+ */
 export interface PullOptions {
   /** Cache directory (default {@link defaultCacheDir}). */
   cacheDir?: string;
   /** A mirror: a URL of the file, a base URL ending in `/`, or a local file path. Default: torchvision's server. */
   from?: string;
+  /** Called for every chunk received. */
   onProgress?: (p: DownloadProgress) => void;
   /** Attempts per pull when a transfer breaks off; each resumes where the last stopped (default 3). */
   attempts?: number;
 }
 
-/** Fetches `arch`'s official weights into the cache (a no-op when present). Returns the file's path. */
+/**
+ * Fetches `arch`'s official weights into the cache (a no-op when present), resuming a broken
+ * transfer and verifying the sha256 prefix. Returns the file's path. Never called by `fit`.
+ * Throws ERR_INVALID_OPTION, ERR_DOWNLOAD, ERR_WEIGHTS_CHECKSUM, ERR_IO.
+ * @example
+ * const file = await pullWeights('wide_resnet50_2');
+ * const engine = await Engine.create({ backbone: 'wide_resnet50_2' }); // finds it in the cache
+ */
 export async function pullWeights(arch: string, options: PullOptions = {}): Promise<string> {
   if (!isTorchvisionArchitecture(arch))
     throw new ReconpatchError('ERR_INVALID_OPTION', `unknown weights '${arch}'; known: ${TORCHVISION_ARCHITECTURES.join(', ')}`);

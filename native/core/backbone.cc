@@ -174,9 +174,15 @@ torch::Device resolveDevice(const std::string& name) {
   bool cuda = torch::cuda::is_available();
   if (name == "auto") return cuda ? torch::Device(torch::kCUDA) : torch::Device(torch::kCPU);
   RP_CHECK(name == "cuda", InvalidOption, "device must be 'cpu', 'cuda' or 'auto', got '" << name << "'");
+#ifdef RECONPATCH_CUDA
   RP_CHECK(cuda, DeviceUnavailable,
-           "device 'cuda' was requested but this build of reconpatch has no CUDA device available; "
-           "use device: 'cpu' or 'auto', or build against a CUDA libtorch (see README)");
+           "device 'cuda' was requested but no CUDA device is visible to this CUDA build of reconpatch; "
+           "check the NVIDIA driver (nvidia-smi) and CUDA_VISIBLE_DEVICES, or use device: 'cpu' or 'auto'");
+#else
+  RP_CHECK(cuda, DeviceUnavailable,
+           "device 'cuda' was requested but this build of reconpatch is CPU-only (compiled against a libtorch "
+           "without CUDA); use device: 'cpu' or 'auto', or rebuild against a CUDA libtorch (README: CUDA)");
+#endif
   return torch::Device(torch::kCUDA);
 }
 

@@ -118,6 +118,8 @@ export interface ScoreStreamOptions extends ScoreOptions {
 export interface LoadOptions {
   /** Batching of concurrent `score()` calls, as in {@link EngineOptions.batching}. */
   batching?: BatchingOptions | false;
+  /** libtorch intra-op threads on this machine (default: the model's `threads` option, 0 = all cores). */
+  threads?: number;
 }
 
 /**
@@ -198,9 +200,15 @@ export class Engine {
     try {
       if (typeof path !== 'string' || path === '') throw new ReconpatchError('ERR_INVALID_OPTION', 'load expects a file path');
       if (options === null || typeof options !== 'object') throw new ReconpatchError('ERR_INVALID_OPTION', 'load options must be an object');
-      for (const key of Object.keys(options)) if (key !== 'batching') throw new ReconpatchError('ERR_INVALID_OPTION', `unknown load option '${key}'`);
+      for (const key of Object.keys(options))
+        if (key !== 'batching' && key !== 'threads') throw new ReconpatchError('ERR_INVALID_OPTION', `unknown load option '${key}'`);
       resolveBatching(options.batching);
-      return new Engine(await native().loadEngine(path), options.batching);
+      const { threads } = options;
+      if (threads !== undefined && !(Number.isInteger(threads) && threads >= 1 && threads <= 1024))
+        throw new ReconpatchError('ERR_INVALID_OPTION', `threads must be an integer in [1, 1024], got ${JSON.stringify(threads)}`);
+      const n = await native().loadEngine(path);
+      if (threads !== undefined) n.setThreads(threads);
+      return new Engine(n, options.batching);
     } catch (err) {
       rethrow(err, stack);
     }

@@ -100,6 +100,7 @@ export interface NativeEngine {
   /** Throws ERR_INVALID_IMAGE for frames this engine could not embed (geometry checks only; synchronous, cheap). */
   validate(images: RawFrame[]): void;
   setMetadata(metadata: string): void;
+  setThreads(threads: number): void;
 }
 
 /** Single pipeline steps on small arrays, synchronous. For tests and tools, not for serving. */

@@ -96,7 +96,7 @@ describe('batched scoring', () => {
     expect(after.score).not.toBe(sequential[0].score);
   });
 
-  it('validates the batching options', async () => {
+  it('validates the batching options and the load-time options (batching, threads)', async () => {
     for (const batching of [{ maxBatch: 0 }, { maxBatch: 1.5 }, { maxWaitMs: -1 }, { size: 4 }, 'yes']) {
       const e = await Engine.create({ ...base, batching: batching as never }).catch((err: unknown) => err);
       expect(e).toBeInstanceOf(ReconpatchError);
@@ -109,7 +109,11 @@ describe('batched scoring', () => {
     const loaded = await Engine.load(file, { batching: { maxBatch: 2 } });
     expect(loaded.info.batching.maxBatch).toBe(2);
     expect((await loaded.score(probes[0])).score).toBe(sequential[0].score);
-    const e = await Engine.load(file, { batch: 2 } as never).catch((err: unknown) => err);
-    expect((e as ReconpatchError).code).toBe('ERR_INVALID_OPTION');
+    for (const bad of [{ batch: 2 }, { threads: 0 }, { threads: 1.5 }]) {
+      const e = await Engine.load(file, bad as never).catch((err: unknown) => err);
+      expect((e as ReconpatchError).code).toBe('ERR_INVALID_OPTION');
+    }
+    const oneThread = await Engine.load(file, { threads: 1 });
+    expect(Math.abs((await oneThread.score(probes[0])).score - sequential[0].score) / sequential[0].score).toBeLessThan(1e-5);
   });
 });

@@ -165,7 +165,8 @@ Napi::Function EngineWrap::Define(Napi::Env env) {
                       InstanceMethod<&EngineWrap::Save>("save"), InstanceMethod<&EngineWrap::Embed>("embed"),
                       InstanceMethod<&EngineWrap::Metadata>("metadata"),
                       InstanceMethod<&EngineWrap::Validate>("validate"),
-                      InstanceMethod<&EngineWrap::SetMetadata>("setMetadata")});
+                      InstanceMethod<&EngineWrap::SetMetadata>("setMetadata"),
+                      InstanceMethod<&EngineWrap::SetThreads>("setThreads")});
 }
 
 Napi::Object EngineWrap::Wrap(Napi::Env env, std::shared_ptr<rp::Engine> engine) {
@@ -246,6 +247,12 @@ Napi::Value EngineWrap::Validate(const Napi::CallbackInfo& info) {
 
 Napi::Value EngineWrap::SetMetadata(const Napi::CallbackInfo& info) {
   engine_->setMetadata(stringArg(info, 0, "metadata"));
+  return info.Env().Undefined();
+}
+
+Napi::Value EngineWrap::SetThreads(const Napi::CallbackInfo& info) {
+  if (info.Length() < 1 || !info[0].IsNumber()) throw makeError(info.Env(), "ERR_INVALID_OPTION", "setThreads expects a number");
+  engine_->setThreads(info[0].As<Napi::Number>().Int32Value());
   return info.Env().Undefined();
 }
 

@@ -30,6 +30,7 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
   Napi::Value Metadata(const Napi::CallbackInfo& info);
   Napi::Value Validate(const Napi::CallbackInfo& info);
   Napi::Value SetMetadata(const Napi::CallbackInfo& info);
+  Napi::Value SetThreads(const Napi::CallbackInfo& info);
 
   std::shared_ptr<rp::Engine> engine_;
 };

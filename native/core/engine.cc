@@ -76,8 +76,12 @@ struct Engine::Impl {
     pre.std = bi.std;
   }
 
+  // Runtime override of opts.threads (Engine::setThreads), read by worker threads. 0: none.
+  std::atomic<int> threadsOverride{0};
+
   void applyThreads() const {
-    int n = opts.threads > 0 ? opts.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    const int want = threadsOverride.load() > 0 ? threadsOverride.load() : opts.threads;
+    int n = want > 0 ? want : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
     if (at::get_num_threads() != n) at::set_num_threads(n);
   }
 
@@ -303,6 +307,8 @@ std::vector<ScoreResult> Engine::score(const std::vector<RawImageView>& images) 
     return results;
   });
 }
+
+void Engine::setThreads(int threads) { impl_->threadsOverride.store(threads); }
 
 void Engine::setMetadata(const std::string& metadata) {
   std::lock_guard<std::mutex> lock(impl_->mutex);

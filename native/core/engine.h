@@ -58,6 +58,10 @@ class Engine {
   // Throws ErrorCode::InvalidImage for an image this engine could not embed (cheap: geometry only).
   void validate(const std::vector<RawImageView>& images) const;
 
+  // libtorch intra-op threads for this engine's calls from now on (0: the options' value). Not
+  // saved: a loaded model runs on the machine it is loaded on. Thread-safe, never blocks.
+  void setThreads(int threads);
+
   // Caller metadata saved with the model (JS keeps calibration there).
   void setMetadata(const std::string& metadata);
   std::string metadata() const;

@@ -32,7 +32,7 @@ import os from 'node:os';
 import path from 'node:path';
 
 import { type Calibration, calibrate, holdoutPicker, normalize } from './calibration.js';
-import { Engine, type EngineInfo, type FitSummary, type Progress, type ScoreOptions, type ScoreResult } from './engine.js';
+import { Engine, type EngineInfo, type FitSummary, type Progress, type ScoreOptions, type ScoreResult, type ScoreStreamOptions } from './engine.js';
 import { ReconpatchError, rethrow } from './errors.js';
 import { heatmapPng } from './heatmap.js';
 import { type ImageInput, toRawFrame } from './images.js';
@@ -84,6 +84,9 @@ export interface EnsembleScoreResult extends ScoreResult {
   /** Each member's raw image score, in member order. */
   memberScores: number[];
 }
+
+/** One item of {@link Ensemble.scoreStream}: a result, or (with `onError: 'yield'`) an error, with the input's position. */
+export type EnsembleStreamItem = (EnsembleScoreResult & { index: number; error?: undefined }) | { index: number; error: ReconpatchError };
 
 /** One image's raw member outputs (no fusion), from {@link Ensemble.scoreMembers}. */
 export interface MemberOutputs {
@@ -305,6 +308,47 @@ export class Ensemble {
       }
       return out;
     }).catch((err) => rethrow(err, stack));
+  }
+
+  /**
+   * Scores any Iterable or AsyncIterable of images like {@link Engine.scoreStream}: results in
+   * input order, at most `concurrency` images in flight (decoding overlaps the members' work),
+   * per-item errors thrown (`'throw'`, default) or yielded as `{ index, error }` (`'yield'`).
+   */
+  async *scoreStream(images: Iterable<ImageInput> | AsyncIterable<ImageInput>, options: ScoreStreamOptions = {}): AsyncGenerator<EnsembleStreamItem> {
+    const { concurrency = 2, signal, onError = 'throw', heatmap } = options;
+    if (!Number.isInteger(concurrency) || concurrency < 1) throw invalidOption('concurrency must be a positive integer');
+    if (onError !== 'throw' && onError !== 'yield') throw invalidOption("onError must be 'throw' or 'yield'");
+    const source = images as Partial<AsyncIterable<ImageInput> & Iterable<ImageInput>>;
+    const iterator: AsyncIterator<ImageInput> | Iterator<ImageInput> | undefined = source?.[Symbol.asyncIterator]?.() ?? source?.[Symbol.iterator]?.();
+    if (!iterator) throw invalidOption('scoreStream expects an Iterable or AsyncIterable of images');
+    const aborted = () => new ReconpatchError('ERR_ABORTED', 'scoreStream was aborted');
+    const inFlight: Promise<EnsembleStreamItem>[] = [];
+    let next = 0;
+    let exhausted = false;
+    try {
+      for (;;) {
+        while (!exhausted && inFlight.length < concurrency) {
+          if (signal?.aborted) throw aborted();
+          const item = await iterator.next();
+          if (item.done) {
+            exhausted = true;
+            break;
+          }
+          const index = next++;
+          inFlight.push(this.score(item.value, { heatmap }).then((r) => ({ ...r, index }), (error: ReconpatchError) => ({ index, error })));
+        }
+        const head = inFlight.shift();
+        if (!head) return;
+        const outcome = await head;
+        if (signal?.aborted) throw aborted();
+        if (outcome.error && onError === 'throw') throw outcome.error;
+        yield outcome;
+      }
+    } finally {
+      await Promise.allSettled(inFlight); // nothing left running on the members
+      await iterator.return?.();
+    }
   }
 
   /**

@@ -120,6 +120,19 @@ describe('Ensemble on generated data', () => {
     expect(results.filter((r, i) => r.isAnomaly && data.test[i].label === 1).length).toBeGreaterThan(0);
   });
 
+  it('streams fused results in input order, errors yielded in place', async () => {
+    const inputs = [probes[0], path.join(dir, 'missing.png'), probes[1], probes[2]];
+    const items = [];
+    for await (const r of ensemble.scoreStream(inputs, { concurrency: 2, onError: 'yield' })) items.push(r);
+    expect(items.map((r) => r.index)).toEqual([0, 1, 2, 3]);
+    expect(items[1].error?.code).toBe('ERR_INVALID_IMAGE');
+    for (const [j, i] of [0, 2, 3].entries()) {
+      const item = items[i];
+      expect(item.error).toBeUndefined();
+      if (!item.error) expect(item.score).toBe((await ensemble.score(probes[j])).score);
+    }
+  });
+
   it('saves one file and loads it to identical scores, maps and info', async () => {
     await ensemble.save(modelPath);
     expect(readFileSync(modelPath).subarray(0, 8).toString('latin1')).toBe('RCPENSEM');
@@ -178,6 +191,9 @@ describe('Ensemble on generated data', () => {
     const before = await ensemble.score(p);
     const e = await errorOf(ensemble.fit([train[0], train[1], path.join(dir, 'missing.png'), train[3]]));
     expect(e.code).toBe('ERR_INVALID_IMAGE');
+    const controller = new AbortController();
+    const aborting = ensemble.fit(train, { signal: controller.signal, onProgress: (p) => { if (p.member === 1) controller.abort(); } });
+    expect((await errorOf(aborting)).code).toBe('ERR_ABORTED');
     expect((await ensemble.score(p)).score).toBe(before.score);
     const saved = path.join(dir, 'refit.rcpe');
     await ensemble.save(saved);

@@ -11,7 +11,7 @@ import { parseArgs } from 'node:util';
 import cliProgress from 'cli-progress';
 
 import { listImages, readMask, readMvtecDataset } from './dataset.js';
-import { Engine, type Progress } from './engine.js';
+import { Engine } from './engine.js';
 import { Ensemble, type EnsembleProgress, type MemberOutputs, fuseTestMinMax } from './ensemble.js';
 import { ReconpatchError } from './errors.js';
 import { auroc, f1Max, pixelAuroc, pro } from './metrics.js';
@@ -97,7 +97,7 @@ function ensembleMembers(v: Record<string, unknown>, defaults: Partial<EngineOpt
 }
 
 /** Progress on stderr: a bar per stage on a terminal, a plain line a second otherwise (CI logs). */
-function progressLogger(): (p: Progress & Partial<Pick<EnsembleProgress, 'member'>>) => void {
+function progressLogger(): (p: EnsembleProgress) => void {
   if (process.stderr.isTTY && !process.env.CI) {
     let bar: cliProgress.SingleBar | undefined;
     let stage = '';

@@ -255,6 +255,11 @@ describe('reconpatch CLI with several backbones', () => {
     expect(out.members[0].image_auroc).toBe(out.members[1].image_auroc);
     expect(out.image_auroc).toBeGreaterThanOrEqual(0.9);
     expect(out.pixel_auroc).toBeGreaterThanOrEqual(0.85);
+    // Without --protocol patchcore: the deployment path, normalisers from 3 held-out images.
+    const deployed = JSON.parse(await reconpatch('eval', '--data', data.root, '--category', data.category, '--backbone', 'random_cnn',
+      '--backbone', 'random_cnn', '--resize', 'none', '--crop', 'none', '--coreset', '0.25', '--json'));
+    expect(deployed).toMatchObject({ fusion: 'holdout-minmax', n_train: 24, n_fit: 21 });
+    expect(deployed.image_auroc).toBeGreaterThanOrEqual(0.9);
   });
 
   it('fits one ensemble file, scores with it and shows its members', async () => {

@@ -287,8 +287,8 @@ describe.skipIf(!hasShared)(`real data: metal_plate, ensemble of mobilenet_v1 an
       members: ['mobilenet_v1_imagenet', 'darknet_tiny_imagenet'].map((b) => ({ backbone: path.join(sharedBackbones, `${b}.pt`), ...protocol })),
     });
     expect(existsSync(path.join(sharedBackbones, 'darknet_tiny_imagenet.pt'))).toBe(true);
-    const fit = await ensemble.fit(data.train); // 64 images: 7 held out to set the normalisers
-    expect(fit).toMatchObject({ images: 57, calibrationImages: 7 });
+    const fit = await ensemble.fit(data.train); // 64 images: 6 (10%) held out to set the normalisers
+    expect(fit).toMatchObject({ images: 58, calibrationImages: 6 });
     const results = await ensemble.scoreMany(data.test.map((t) => t.path));
     const labels = data.test.map((t) => t.label);
     const fused = auroc(results.map((r) => r.score), labels);
@@ -307,5 +307,5 @@ describe.skipIf(!hasShared)(`real data: metal_plate, ensemble of mobilenet_v1 an
     expect(fused).toBeGreaterThanOrEqual(0.95);
     expect(testMinMax).toBeGreaterThanOrEqual(0.95);
     expect(pixel).toBeGreaterThanOrEqual(0.95);
-  });
+  }, 1_500_000); // two full fits and 2 x 97 scorings: about 3 minutes on 2 idle cores
 });

@@ -5,7 +5,7 @@
 //   node scripts/results.mjs            run the matrix (about 30 minutes on 2 cores), then render
 //   node scripts/results.mjs --render   only re-render the table from docs/results/eval.jsonl
 //   node scripts/results.mjs --ensemble [--render]   the same for the ensemble of both backbones
-//                                       (docs/results/ensemble.jsonl, its own table; ~25 minutes)
+//                                       (docs/results/ensemble.jsonl, its own table; over an hour on 2 busy cores)
 import { execFileSync } from 'node:child_process';
 import { appendFileSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';

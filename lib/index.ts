@@ -6,6 +6,8 @@
  */
 export { Engine } from './engine.js';
 export type { EngineInfo, FitOptions, LoadOptions, FitSummary, Progress, ScoreOptions, ScoreResult, ScoreStreamItem, ScoreStreamOptions } from './engine.js';
+export { Ensemble, fuseTestMinMax, minMax } from './ensemble.js';
+export type { EnsembleFitOptions, EnsembleFitSummary, EnsembleInfo, EnsembleOptions, EnsembleProgress, EnsembleScoreResult, EnsembleStreamItem, MemberOutputs, MemberRange } from './ensemble.js';
 export type { Calibration } from './calibration.js';
 export type { BatchingOptions, EngineOptions, HeadOptions } from './options.js';
 export { BUILTIN_BACKBONES, HEAD_DEFAULTS } from './options.js';

@@ -39,7 +39,15 @@ import { type ImageInput, toRawFrame } from './images.js';
 import type { NativeOptions, RawFrame } from './native.js';
 import { type CalibrationOptions, type EngineOptions, resolveCalibration } from './options.js';
 
-/** Options for {@link Ensemble.create}. */
+/**
+ * Options for {@link Ensemble.create}.
+ * @example
+ * const options: EnsembleOptions = {
+ *   members: [{ backbone: 'random_cnn', seed: 1 }, { backbone: 'random_cnn', seed: 2 }],
+ *   calibration: { holdout: 0.2 },
+ * };
+ * const ensemble = await Ensemble.create(options);
+ */
 export interface EnsembleOptions {
   /** One engine's options per member (each its own backbone, head, bank). Calibration is set on the ensemble, not here. */
   members: Omit<EngineOptions, 'calibration'>[];
@@ -51,52 +59,121 @@ export interface EnsembleOptions {
   calibration?: EngineOptions['calibration'];
 }
 
-/** One member's normaliser: raw value -> (value - min) / (max - min). */
+/**
+ * One member's normaliser: raw value -> (value - min) / (max - min), from the held-out images.
+ * @example
+ * const ensemble = await Ensemble.load('part.rcpe');
+ * const ranges: MemberRange[] | null = ensemble.info.ranges;
+ * const [raw] = await ensemble.scoreMembers(['frame.png']);
+ * const firstMember = ranges && minMax(raw.scores[0], ranges[0].scoreMin, ranges[0].scoreMax);
+ */
 export interface MemberRange {
+  /** Lowest raw image score of the member over the held-out images. */
   scoreMin: number;
+  /** Highest raw image score of the member over the held-out images. */
   scoreMax: number;
+  /** Lowest raw map value of the member over every pixel of the held-out maps. */
   mapMin: number;
+  /** Highest raw map value of the member over every pixel of the held-out maps. */
   mapMax: number;
 }
 
+/**
+ * Progress of {@link Ensemble.fit}: a member's fit stages (with `member`), then the ensemble's own
+ * `'calibrate'` stage over the held-out images (without `member`).
+ * @example
+ * const ensemble = await Ensemble.create({ members: [{ backbone: 'random_cnn', seed: 1 }, { backbone: 'random_cnn', seed: 2 }] });
+ * await ensemble.fit(goodImages, { onProgress: (p: EnsembleProgress) => console.log(p.member ?? 'ensemble', p.stage, p.done, p.total ?? '?') });
+ */
 export interface EnsembleProgress extends Progress {
   /** The member being fitted; absent for the ensemble's own calibration stage. */
   member?: number;
 }
 
+/**
+ * Options of {@link Ensemble.fit}.
+ * @example
+ * const ensemble = await Ensemble.create({ members: [{ backbone: 'random_cnn', seed: 1 }, { backbone: 'random_cnn', seed: 2 }] });
+ * const controller = new AbortController();
+ * setTimeout(() => controller.abort(), 120_000);
+ * await ensemble.fit(goodImages, { signal: controller.signal, onProgress: (p) => console.log(p.member, p.stage, p.done) });
+ */
 export interface EnsembleFitOptions {
   /** Aborts the fit; the ensemble keeps its previous state. */
   signal?: AbortSignal;
+  /** Called as each member's fit, then the ensemble's calibration, advances (synchronously; keep it cheap). */
   onProgress?: (p: EnsembleProgress) => void;
 }
 
+/**
+ * What {@link Ensemble.fit} did.
+ * @example
+ * const ensemble = await Ensemble.create({ members: [{ backbone: 'random_cnn', seed: 1 }, { backbone: 'random_cnn', seed: 2 }] });
+ * const { images, calibrationImages, members, seconds } = await ensemble.fit(goodImages);
+ * console.log(`${images} bank images, ${calibrationImages} held out, rows ${members.map((m) => m.bankRows).join('/')} in ${seconds.toFixed(1)} s`);
+ */
 export interface EnsembleFitSummary {
   /** Images in every member's bank. */
   images: number;
   /** Held-out nominal images that set the normalisers and the threshold. */
   calibrationImages: number;
+  /** Each member's own fit summary, in member order (members hold nothing out themselves). */
   members: FitSummary[];
+  /** Wall-clock duration of the whole fit, every member and the calibration. */
   seconds: number;
 }
 
-/** A fused result: `score` and `map` are the averages of the members' normalised values. */
+/**
+ * A fused result: `score` and `map` are the averages of the members' normalised values;
+ * `normalizedScore` and `isAnomaly` come from the threshold of the fused held-out scores.
+ * @example
+ * const ensemble = await Ensemble.load('part.rcpe');
+ * const r: EnsembleScoreResult = await ensemble.score('frame.png');
+ * console.log(r.score, r.isAnomaly, r.memberScores.join(', '));
+ */
 export interface EnsembleScoreResult extends ScoreResult {
   /** Each member's raw image score, in member order. */
   memberScores: number[];
 }
 
-/** One item of {@link Ensemble.scoreStream}: a result, or (with `onError: 'yield'`) an error, with the input's position. */
+/**
+ * One item of {@link Ensemble.scoreStream}: a result, or (with `onError: 'yield'`) an error, with the input's position.
+ * @example
+ * const ensemble = await Ensemble.load('part.rcpe');
+ * for await (const item of ensemble.scoreStream(goodImages, { onError: 'yield' })) {
+ *   if (item.error) console.error(item.index, item.error.code);
+ *   else console.log(item.index, item.score, item.memberScores);
+ * }
+ */
 export type EnsembleStreamItem = (EnsembleScoreResult & { index: number; error?: undefined }) | { index: number; error: ReconpatchError };
 
-/** One image's raw member outputs (no fusion), from {@link Ensemble.scoreMembers}. */
+/**
+ * One image's raw member outputs (no fusion), from {@link Ensemble.scoreMembers}.
+ * @example
+ * const ensemble = await Ensemble.load('part.rcpe');
+ * const [first]: MemberOutputs[] = await ensemble.scoreMembers(['frame.png']);
+ * console.log(first.scores, first.width, first.height);
+ */
 export interface MemberOutputs {
+  /** Each member's raw image score, in member order. */
   scores: number[];
+  /** Each member's raw anomaly map, in member order, row-major `height` x `width`. */
   maps: Float32Array[];
+  /** The input image's width in pixels. */
   width: number;
+  /** The input image's height in pixels. */
   height: number;
 }
 
+/**
+ * What an ensemble holds: its members, their normalisers and the fused threshold.
+ * @example
+ * const ensemble = await Ensemble.load('part.rcpe');
+ * const { members, ranges, calibration } = ensemble.info;
+ * console.log(members.map((m) => m.backbone), ranges !== null, calibration?.threshold);
+ */
 export interface EnsembleInfo {
+  /** Each member's {@link EngineInfo} with its resolved options, in member order. */
   members: (EngineInfo & { options: NativeOptions })[];
   /** Per-member normalisers from the held-out images, or null (not fitted, or fitted without calibration). */
   ranges: MemberRange[] | null;
@@ -110,7 +187,14 @@ const MAX_MEMBERS = 16;
 // Every section's length is an u64, but a model above this is certainly damage.
 const MAX_SECTION = 2 ** 40;
 
-/** (value - lo) / (hi - lo); 0 for an empty range. */
+/**
+ * Min-max normalisation: (value - lo) / (hi - lo); 0 for an empty range (hi <= lo). Not clamped:
+ * values outside [lo, hi] land outside [0, 1].
+ * @example
+ * minMax(3, 1, 5); // 0.5
+ * minMax(7, 1, 5); // 1.5
+ * minMax(2, 4, 4); // 0
+ */
 export function minMax(value: number, lo: number, hi: number): number {
   return hi > lo ? (value - lo) / (hi - lo) : 0;
 }
@@ -120,7 +204,9 @@ export function minMax(value: number, lo: number, hi: number): number {
  * holds member m's raw scores (and maps) for the same test images in the same order. Each member is
  * mapped to [0, 1] by the min / max of its own test scores (and of every pixel of its test maps,
  * or `mapRanges[m]` when the maps given are subsampled from larger ones), then the members are
- * averaged per image and per pixel.
+ * averaged per image and per pixel. Throws ERR_INVALID_OPTION for no members, or members whose
+ * score counts (or, when every member has maps, map counts and sizes) differ. Without maps on
+ * every member, `maps` is empty.
  * @example
  * fuseTestMinMax([{ scores: [1, 3] }, { scores: [10, 30] }]).scores // [0, 1]
  */
@@ -188,7 +274,13 @@ export class Ensemble {
     this.#calibration = state?.calibration ?? null;
   }
 
-  /** Builds every member (loads and validates its backbone). Throws ERR_INVALID_OPTION, ERR_BACKBONE. */
+  /**
+   * Builds every member (loads and validates its backbone) as {@link Engine.create} does. Throws
+   * ERR_INVALID_OPTION (a member's error message starts with `members[i]:`), ERR_BACKBONE,
+   * ERR_DEVICE_UNAVAILABLE.
+   * @example
+   * const ensemble = await Ensemble.create({ members: [{ backbone: 'random_cnn', seed: 1 }, { backbone: 'random_cnn', seed: 2, resize: 320, crop: 288 }] });
+   */
   static async create(options: EnsembleOptions): Promise<Ensemble> {
     const stack = new Error();
     try {
@@ -218,7 +310,13 @@ export class Ensemble {
     }
   }
 
-  /** Loads an ensemble saved by {@link Ensemble.save}. Throws ERR_MODEL_FILE for damaged or foreign files. */
+  /**
+   * Loads an ensemble saved by {@link Ensemble.save}. Throws ERR_MODEL_FILE for unreadable,
+   * damaged or foreign files.
+   * @example
+   * const ensemble = await Ensemble.load('part.rcpe');
+   * console.log(ensemble.size, ensemble.info.calibration?.threshold);
+   */
   static async load(file: string): Promise<Ensemble> {
     const stack = new Error();
     try {
@@ -252,7 +350,12 @@ export class Ensemble {
     }
   }
 
-  /** True when `file` starts like an ensemble model file (for tools that accept both kinds). */
+  /**
+   * True when `file` starts like an ensemble model file (for tools that accept both kinds); false
+   * when it cannot be opened. Reads only the header: no validation.
+   * @example
+   * const model = (await Ensemble.isEnsembleFile('part.model')) ? await Ensemble.load('part.model') : await Engine.load('part.model');
+   */
   static async isEnsembleFile(file: string): Promise<boolean> {
     const handle = await open(file, 'r').catch(() => null);
     if (!handle) return false;
@@ -265,10 +368,22 @@ export class Ensemble {
     }
   }
 
+  /**
+   * The number of members.
+   * @example
+   * const ensemble = await Ensemble.load('part.rcpe');
+   * console.log(`${ensemble.size} members`);
+   */
   get size(): number {
     return this.#members.length;
   }
 
+  /**
+   * What this ensemble holds now (a fresh object on every read).
+   * @example
+   * const ensemble = await Ensemble.load('part.rcpe');
+   * if (ensemble.info.ranges === null) console.warn('no normalisers: only scoreMembers works');
+   */
   get info(): EnsembleInfo {
     return {
       members: this.#members.map((m) => ({ ...m.info, options: m.options })),
@@ -282,14 +397,25 @@ export class Ensemble {
    * sets each member's min / max from its raw scores and maps of those held-out images. The input
    * list is collected first (the references, not decoded pixels) because every member reads it.
    * A failed or aborted fit leaves the ensemble as it was.
-   * Throws ERR_INVALID_IMAGE, ERR_EMPTY_TRAINING_SET, ERR_ABORTED.
+   * Fused scores need at least 2 held-out images; with fewer (or `calibration: false`) only
+   * {@link Ensemble.scoreMembers} works. Throws ERR_INVALID_OPTION, ERR_INVALID_IMAGE,
+   * ERR_EMPTY_TRAINING_SET, ERR_ABORTED.
+   * @example
+   * const ensemble = await Ensemble.create({ members: [{ backbone: 'random_cnn', seed: 1 }, { backbone: 'random_cnn', seed: 2 }] });
+   * const summary = await ensemble.fit(['good/000.png', 'good/001.png', 'good/002.png', 'good/003.png'], { signal });
    */
   fit(images: Iterable<ImageInput> | AsyncIterable<ImageInput>, options: EnsembleFitOptions = {}): Promise<EnsembleFitSummary> {
     const stack = new Error();
     return this.#exclusive(() => this.#fit(images, options)).catch((err) => rethrow(err, stack));
   }
 
-  /** Scores one image: fused score and map, threshold decision, each member's raw score. Throws ERR_NOT_FITTED, ERR_INVALID_IMAGE. */
+  /**
+   * Scores one image: fused score and map, threshold decision, each member's raw score. Throws
+   * ERR_NOT_FITTED (also when fitted without normalisers), ERR_INVALID_IMAGE, ERR_INVALID_OPTION.
+   * @example
+   * const ensemble = await Ensemble.load('part.rcpe');
+   * const { score, normalizedScore, isAnomaly, memberScores, heatmap } = await ensemble.score('frame.png', { heatmap: 'png' });
+   */
   score(image: ImageInput, options: ScoreOptions = {}): Promise<EnsembleScoreResult> {
     const stack = new Error();
     return toRawFrame(image)
@@ -297,7 +423,14 @@ export class Ensemble {
       .catch((err) => rethrow(err, stack));
   }
 
-  /** Scores several images (each member in native batches); results in input order. */
+  /**
+   * Scores several images (each member in native batches); results in input order. Throws
+   * ERR_NOT_FITTED, ERR_INVALID_IMAGE, ERR_INVALID_OPTION (not an array).
+   * @example
+   * const ensemble = await Ensemble.load('part.rcpe');
+   * const results = await ensemble.scoreMany(['a.png', 'b.png']);
+   * const flagged = results.filter((r) => r.isAnomaly).length;
+   */
   scoreMany(images: ImageInput[], options: ScoreOptions = {}): Promise<EnsembleScoreResult[]> {
     const stack = new Error();
     return this.#exclusive(async () => {
@@ -314,6 +447,13 @@ export class Ensemble {
    * Scores any Iterable or AsyncIterable of images like {@link Engine.scoreStream}: results in
    * input order, at most `concurrency` images in flight (decoding overlaps the members' work),
    * per-item errors thrown (`'throw'`, default) or yielded as `{ index, error }` (`'yield'`).
+   * Throws ERR_INVALID_OPTION for bad options or input, ERR_ABORTED when `signal` aborts.
+   * @example
+   * const ensemble = await Ensemble.load('part.rcpe');
+   * for await (const r of ensemble.scoreStream(goodImages, { concurrency: 2, signal, onError: 'yield' })) {
+   *   if (r.error) console.error(r.index, r.error.code);
+   *   else if (r.isAnomaly) console.log('defect in image', r.index, r.memberScores);
+   * }
    */
   async *scoreStream(images: Iterable<ImageInput> | AsyncIterable<ImageInput>, options: ScoreStreamOptions = {}): AsyncGenerator<EnsembleStreamItem> {
     const { concurrency = 2, signal, onError = 'throw', heatmap } = options;
@@ -354,6 +494,12 @@ export class Ensemble {
   /**
    * Every member's raw score and map per image, without fusion. Works without calibration (an
    * ensemble fitted with `calibration: false`): the input of {@link fuseTestMinMax}.
+   * Throws ERR_NOT_FITTED, ERR_INVALID_IMAGE, ERR_INVALID_OPTION (not an array).
+   * @example
+   * const ensemble = await Ensemble.load('part.rcpe');
+   * const outputs = await ensemble.scoreMembers(['test/0.png', 'test/1.png']);
+   * const members = outputs[0].scores.map((_, m) => ({ scores: outputs.map((o) => o.scores[m]), maps: outputs.map((o) => o.maps[m]) }));
+   * const { scores } = fuseTestMinMax(members);
    */
   scoreMembers(images: ImageInput[]): Promise<MemberOutputs[]> {
     const stack = new Error();
@@ -365,7 +511,14 @@ export class Ensemble {
     }).catch((err) => rethrow(err, stack));
   }
 
-  /** Saves the ensemble to one file (temporary file, fsync, rename: an existing file is never half-overwritten). Throws ERR_NOT_FITTED, ERR_IO. */
+  /**
+   * Saves the ensemble to one file (temporary file, fsync, rename: an existing file is never
+   * half-overwritten). Throws ERR_INVALID_OPTION, ERR_NOT_FITTED, ERR_IO.
+   * @example
+   * const ensemble = await Ensemble.create({ members: [{ backbone: 'random_cnn', seed: 1 }, { backbone: 'random_cnn', seed: 2 }] });
+   * await ensemble.fit(goodImages);
+   * await ensemble.save('part.rcpe');
+   */
   save(file: string): Promise<void> {
     const stack = new Error();
     return this.#exclusive(async () => {
@@ -422,7 +575,12 @@ export class Ensemble {
 
   /**
    * Fuses one image's raw member outputs with this ensemble's held-out normalisers: the average of
-   * the members' min-max normalised scores, and per pixel of their maps. Throws ERR_NOT_FITTED.
+   * the members' min-max normalised scores, and per pixel of their maps. Throws ERR_NOT_FITTED
+   * (no normalisers), ERR_INVALID_OPTION (wrong number of members, maps of different sizes).
+   * @example
+   * const ensemble = await Ensemble.load('part.rcpe');
+   * const [raw] = await ensemble.scoreMembers(['frame.png']);
+   * const { score, map } = ensemble.fuse(raw);
    */
   fuse(o: MemberOutputs): { score: number; map: Float32Array } {
     const ranges = this.#requireRanges();

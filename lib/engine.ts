@@ -10,6 +10,7 @@ import { heatmapPng } from './heatmap.js';
 import { type ImageInput, describeInput, toRawFrame } from './images.js';
 import { type NativeEngine, type NativeInfo, type NativeOptions, type NativeScore, type RawFrame, native } from './native.js';
 import { ScoreBatcher } from './batcher.js';
+import { orderedMap } from './ordered.js';
 import { type BatchingOptions, type CalibrationOptions, type EngineOptions, resolveBatching, resolveCalibration, resolveOptions } from './options.js';
 
 /**
@@ -292,41 +293,8 @@ export class Engine {
    */
   async *scoreStream(images: Iterable<ImageInput> | AsyncIterable<ImageInput>, options: ScoreStreamOptions = {}): AsyncGenerator<ScoreStreamItem> {
     const { concurrency = 2, signal, onError = 'throw', heatmap } = options;
-    if (!Number.isInteger(concurrency) || concurrency < 1) throw new ReconpatchError('ERR_INVALID_OPTION', 'concurrency must be a positive integer');
-    if (onError !== 'throw' && onError !== 'yield') throw new ReconpatchError('ERR_INVALID_OPTION', "onError must be 'throw' or 'yield'");
-    const source = images as Partial<AsyncIterable<ImageInput> & Iterable<ImageInput>>;
-    const iterator: AsyncIterator<ImageInput> | Iterator<ImageInput> | undefined =
-      source?.[Symbol.asyncIterator]?.() ?? source?.[Symbol.iterator]?.();
-    if (!iterator) throw new ReconpatchError('ERR_INVALID_OPTION', 'scoreStream expects an Iterable or AsyncIterable of images');
-    const aborted = () => new ReconpatchError('ERR_ABORTED', 'scoreStream was aborted');
-    type Outcome = { index: number; result?: ScoreResult; error?: ReconpatchError };
-    const inFlight: Promise<Outcome>[] = [];
-    let next = 0;
-    let exhausted = false;
-    try {
-      for (;;) {
-        while (!exhausted && inFlight.length < concurrency) {
-          if (signal?.aborted) throw aborted();
-          const item = await iterator.next();
-          if (item.done) {
-            exhausted = true;
-            break;
-          }
-          const index = next++;
-          inFlight.push(this.score(item.value, { heatmap }).then((result) => ({ index, result }), (error: ReconpatchError) => ({ index, error })));
-        }
-        const head = inFlight.shift();
-        if (!head) return;
-        const outcome = await head;
-        if (signal?.aborted) throw aborted();
-        if (outcome.result) yield { ...outcome.result, index: outcome.index };
-        else if (onError === 'yield') yield { index: outcome.index, error: outcome.error as ReconpatchError };
-        else throw outcome.error;
-      }
-    } finally {
-      await Promise.allSettled(inFlight); // nothing left running on the engine
-      await iterator.return?.();
-    }
+    const outcomes = orderedMap(images, (image) => this.score(image, { heatmap }), { concurrency, signal, onError, name: 'scoreStream', items: 'images' });
+    for await (const o of outcomes) yield 'error' in o ? { index: o.index, error: o.error } : { ...o.result, index: o.index };
   }
 
   /**

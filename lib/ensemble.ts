@@ -38,6 +38,7 @@ import { heatmapPng } from './heatmap.js';
 import { type ImageInput, toRawFrame } from './images.js';
 import type { NativeOptions, RawFrame } from './native.js';
 import { type CalibrationOptions, type EngineOptions, resolveCalibration } from './options.js';
+import { orderedMap } from './ordered.js';
 
 /**
  * Options for {@link Ensemble.create}.
@@ -457,38 +458,8 @@ export class Ensemble {
    */
   async *scoreStream(images: Iterable<ImageInput> | AsyncIterable<ImageInput>, options: ScoreStreamOptions = {}): AsyncGenerator<EnsembleStreamItem> {
     const { concurrency = 2, signal, onError = 'throw', heatmap } = options;
-    if (!Number.isInteger(concurrency) || concurrency < 1) throw invalidOption('concurrency must be a positive integer');
-    if (onError !== 'throw' && onError !== 'yield') throw invalidOption("onError must be 'throw' or 'yield'");
-    const source = images as Partial<AsyncIterable<ImageInput> & Iterable<ImageInput>>;
-    const iterator: AsyncIterator<ImageInput> | Iterator<ImageInput> | undefined = source?.[Symbol.asyncIterator]?.() ?? source?.[Symbol.iterator]?.();
-    if (!iterator) throw invalidOption('scoreStream expects an Iterable or AsyncIterable of images');
-    const aborted = () => new ReconpatchError('ERR_ABORTED', 'scoreStream was aborted');
-    const inFlight: Promise<EnsembleStreamItem>[] = [];
-    let next = 0;
-    let exhausted = false;
-    try {
-      for (;;) {
-        while (!exhausted && inFlight.length < concurrency) {
-          if (signal?.aborted) throw aborted();
-          const item = await iterator.next();
-          if (item.done) {
-            exhausted = true;
-            break;
-          }
-          const index = next++;
-          inFlight.push(this.score(item.value, { heatmap }).then((r) => ({ ...r, index }), (error: ReconpatchError) => ({ index, error })));
-        }
-        const head = inFlight.shift();
-        if (!head) return;
-        const outcome = await head;
-        if (signal?.aborted) throw aborted();
-        if (outcome.error && onError === 'throw') throw outcome.error;
-        yield outcome;
-      }
-    } finally {
-      await Promise.allSettled(inFlight); // nothing left running on the members
-      await iterator.return?.();
-    }
+    const outcomes = orderedMap(images, (image) => this.score(image, { heatmap }), { concurrency, signal, onError, name: 'scoreStream', items: 'images' });
+    for await (const o of outcomes) yield 'error' in o ? { index: o.index, error: o.error } : { ...o.result, index: o.index };
   }
 
   /**

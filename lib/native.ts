@@ -105,7 +105,8 @@ export interface NativeEngine {
 
 /** Single pipeline steps on small arrays, synchronous. For tests and tools, not for serving. */
 export interface NativeInternals {
-  patchFeatures(taps: FloatArray[], patchSize: number, pretrainDim: number, targetDim: number): FloatArray;
+  /** tensorOps: the tensor-operation path (used off CPU) instead of the fused CPU kernel. */
+  patchFeatures(taps: FloatArray[], patchSize: number, pretrainDim: number, targetDim: number, tensorOps?: boolean): FloatArray;
   preprocess(image: RawFrame, resize: number, crop: number, mode: 'shorter' | 'squash'): FloatArray;
   greedyCoreset(projected: FloatArray, starts: number[], count: number, pruned: boolean, threads?: number): number[];
   coresetProject(features: FloatArray, projectionDim: number, seed: number): FloatArray;

@@ -33,6 +33,31 @@ describe('parity with the PyTorch reference', () => {
     }
   });
 
+  it('gives the same patch features from the fused CPU kernel and from tensor operations', () => {
+    // The tensor path is what other devices run; both must match the reference (golden) and each other.
+    for (const [taps, out] of [
+      [['tap0.f32', 'tap1.f32'], 'patch_features.f32'],
+      [['shorter_tap0.f32', 'shorter_tap1.f32'], 'shorter_patch_features.f32'],
+    ] as const) {
+      const got = native().internals.patchFeatures(taps.map(f32), 3, 64, 48, true);
+      expect(relError(got.data, f32(out).data)).toBeLessThan(1e-5);
+    }
+    // Mobilenet-sized taps (stride 8 and 16 of a 224 crop) with uneven pooling windows
+    // (2304 -> 1000 and 4608 -> 1000, then 2000 -> 768), seeded values in [0, 1).
+    let seed = 7;
+    const rand = (shape: number[]) => {
+      const data = new Float32Array(shape.reduce((a, b) => a * b));
+      for (let i = 0; i < data.length; i++) data[i] = (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
+      return { data, shape };
+    };
+    const taps = [rand([1, 256, 28, 28]), rand([1, 512, 14, 14])];
+    const kernel = native().internals.patchFeatures(taps, 3, 1000, 768);
+    const tensor = native().internals.patchFeatures(taps, 3, 1000, 768, true);
+    expect(kernel.shape).toEqual([784, 768]);
+    expect(tensor.shape).toEqual([784, 768]);
+    expect(relError(kernel.data, tensor.data)).toBeLessThan(1e-6);
+  });
+
   it('embeds an image end to end through a TorchScript backbone (squash + crop, and shorter side)', async () => {
     const squash = await Engine.create({ backbone: tiny, resizeMode: 'squash', resize: 64, crop: 48, features: { pretrainDim: 64, targetDim: 48 } });
     const a = await squash.embed(image);

@@ -5,6 +5,7 @@
 #include "addon/convert.h"
 #include "addon/engine_wrap.h"
 #include "core/internals.h"
+#include "core/memory.h"
 
 namespace rpn {
 
@@ -42,7 +43,8 @@ Napi::Object makeInternals(Napi::Env env) {
             for (uint32_t i = 0; i < a.Length(); ++i) taps.push_back(floatArrayFromJs(a.Get(i)));
             return floatArrayToJs(info.Env(), rp::internals::patchFeatures(taps, info[1].ToNumber().Int64Value(),
                                                                              info[2].ToNumber().Int64Value(),
-                                                                             info[3].ToNumber().Int64Value()));
+                                                                             info[3].ToNumber().Int64Value(),
+                                                                             info.Length() > 4 && info[4].ToBoolean()));
           });
         }));
   o.Set("preprocess", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
@@ -174,6 +176,8 @@ Napi::Object makeInternals(Napi::Env env) {
 }  // namespace
 
 Addon::Addon(Napi::Env env, Napi::Object exports) {
+  static const bool keptFreedMemory = rp::keepFreedMemory();  // once per process (bench/NOTES.md)
+  (void)keptFreedMemory;
   Napi::Function ctor = EngineWrap::Define(env);
   engineConstructor = Napi::Persistent(ctor);
   exports.Set("NativeEngine", ctor);

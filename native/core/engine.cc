@@ -11,6 +11,7 @@
 #include "core/head.h"
 #include "core/image.h"
 #include "core/knn.h"
+#include "core/memory.h"
 #include "core/model_io.h"
 #include "core/patch_features.h"
 #include "core/scorer.h"
@@ -271,6 +272,7 @@ void Engine::fitEnd(const StageProgressFn& progress) {
     I.staging.clear();
     I.stagingImages = 0;
     I.fitting = false;
+    releaseFreedMemory();  // the staged features' blocks, kept by malloc for reuse
   });
 }
 
@@ -279,6 +281,7 @@ void Engine::fitAbort() {
   impl_->staging.clear();
   impl_->stagingImages = 0;
   impl_->fitting = false;
+  releaseFreedMemory();
 }
 
 void Engine::requestCancel() { impl_->cancel = true; }

@@ -45,11 +45,12 @@ auto guarded(Fn&& fn) -> decltype(fn()) {
 }  // namespace
 
 FloatArray patchFeatures(const std::vector<FloatArray>& taps, int64_t patchSize, int64_t pretrainDim,
-                         int64_t targetDim) {
+                         int64_t targetDim, bool tensorOps) {
   return guarded([&] {
     std::vector<torch::Tensor> t;
     for (const auto& a : taps) t.push_back(toTensor(a));
-    return fromTensor(rp::patchFeatures(t, patchSize, pretrainDim, targetDim)[0]);
+    auto path = tensorOps ? PatchFeaturesPath::Tensor : PatchFeaturesPath::Auto;
+    return fromTensor(rp::patchFeatures(t, patchSize, pretrainDim, targetDim, nullptr, path)[0]);
   });
 }
 

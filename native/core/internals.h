@@ -18,9 +18,10 @@ struct FloatArray {
 
 namespace internals {
 
-// patchFeatures over given taps ([1, C_i, h_i, w_i] each) -> [L, targetDim]
+// patchFeatures over given taps ([1, C_i, h_i, w_i] each) -> [L, targetDim]; tensorOps: the
+// tensor-operation path instead of the CPU kernel
 FloatArray patchFeatures(const std::vector<FloatArray>& taps, int64_t patchSize, int64_t pretrainDim,
-                         int64_t targetDim);
+                         int64_t targetDim, bool tensorOps = false);
 // preprocess -> [3, h, w] (no normalisation)
 FloatArray preprocess(const RawImageView& image, int64_t resize, int64_t crop, ResizeMode mode);
 // greedy coreset on projected points [N, d] from the given starts -> indices; `pruned`: the

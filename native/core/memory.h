@@ -1,0 +1,25 @@
+// Process memory policy for the engine's repeated allocations (bench/NOTES.md, "Fresh pages").
+//
+// glibc's malloc gives large freed blocks back to the kernel (munmap, heap trimming) and takes
+// fresh pages on the next allocation. A fresh page costs a fault and zeroing: ~10 µs per 4 KiB on
+// the project's VM (32 MiB first touched in 86 ms, rewritten in 1.6 ms), ~0.5-1 µs on bare metal.
+// Scoring allocates the same few-MiB tensors for every image, so it paid that again and again.
+#pragma once
+
+#include <cstdint>
+
+namespace rp {
+
+// Keeps freed blocks below 32 MiB in the process for reuse (mmap threshold 32 MiB, trim threshold
+// 128 MiB per arena). Once per process, at module load; RECONPATCH_MALLOC_TUNING=0 skips it.
+// No effect outside glibc. Returns whether the policy was applied.
+bool keepFreedMemory();
+
+// Returns free memory of every arena to the kernel (malloc_trim), e.g. after a fit released its
+// staged features.
+void releaseFreedMemory();
+
+// Resident set size of the process now, in bytes (0 where unknown).
+int64_t residentBytes();
+
+}  // namespace rp

@@ -11,11 +11,23 @@ namespace rp {
 
 namespace {
 
-// Squared L2 distance of one d-vector to another. Cloned for AVX2 so generic builds stay fast.
-__attribute__((target_clones("arch=haswell", "default"))) float sqDist(const float* a, const float* b, int64_t d) {
-  float s = 0.f;
-  for (int64_t k = 0; k < d; ++k) {
-    float t = a[k] - b[k];
+// Squared L2 distance of one d-vector to another. Eight independent partial sums: one running
+// sum is a chain of dependent float adds that the compiler may not reorder, which made the
+// coreset loop compute-bound at a third of this speed (bench/NOTES.md). Cloned for AVX2 + FMA
+// (x86-64-v3) so generic builds stay fast; "arch=haswell" would be picked on Intel Haswell-family
+// CPUs only (GCC checks the model), never on AMD.
+__attribute__((target_clones("arch=x86-64-v3", "default"))) float sqDist(const float* a, const float* b, int64_t d) {
+  float acc[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+  int64_t k = 0;
+  for (; k + 8 <= d; k += 8) {
+    for (int j = 0; j < 8; ++j) {
+      const float t = a[k + j] - b[k + j];
+      acc[j] += t * t;
+    }
+  }
+  float s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+  for (; k < d; ++k) {
+    const float t = a[k] - b[k];
     s += t * t;
   }
   return s;
@@ -145,10 +157,12 @@ torch::Tensor greedyCoresetIndicesPruned(torch::Tensor projected, const torch::T
   auto gen = at::make_generator<at::CPUGeneratorImpl>(0xb10cULL);
   auto anchors = projected.index_select(0, at::randperm(n, gen, torch::kInt64).narrow(0, 0, A)).contiguous();  // [A, d]
   auto block = torch::empty({n}, torch::kInt64);
+  // Tiles of 2048 rows: a [2048, A] distance tile is at most 16 MiB, small beside the fit's
+  // staged features and reused by malloc (bigger tiles cost fresh pages on every tile).
   auto assign = [&] {
     auto anchorNorms = anchors.pow(2).sum(1).unsqueeze(0);  // [1, A]
-    for (int64_t lo = 0; lo < n; lo += 16384) {
-      auto xs = projected.narrow(0, lo, std::min<int64_t>(16384, n - lo));  // [m, d]
+    for (int64_t lo = 0; lo < n; lo += 2048) {
+      auto xs = projected.narrow(0, lo, std::min<int64_t>(2048, n - lo));  // [m, d]
       auto d2 = torch::addmm(anchorNorms, xs, anchors.t(), 1, -2);          // [m, A] (+|x|^2: same argmin)
       block.narrow(0, lo, xs.size(0)).copy_(d2.argmin(1));
     }

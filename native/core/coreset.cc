@@ -64,11 +64,18 @@ Best updateAndArgmaxCpu(const float* x, int64_t n, int64_t d, const float* c, fl
 
 // Initial distance: mean Euclidean distance to the start points (reference), kept squared so the
 // loops compare squared distances (same order, no sqrt per point). x: [N, d] -> [N]
+// Tiles of 32,768 rows: no temporary as large as x itself (292 MiB at 600k points).
 torch::Tensor initialMinDist(const torch::Tensor& x, const torch::Tensor& starts) {
-  auto norms = x.pow(2).sum(1, true);                    // [N, 1]
-  auto s = x.index_select(0, starts.to(x.device()));     // [S, d]
-  auto d2 = (norms - 2 * x.mm(s.t()) + s.pow(2).sum(1).unsqueeze(0)).clamp_min(0);  // [N, S]
-  return d2.sqrt().mean(1).pow(2).contiguous();
+  const int64_t n = x.size(0);
+  auto s = x.index_select(0, starts.to(x.device()));  // [S, d]
+  auto startNorms = s.pow(2).sum(1).unsqueeze(0);     // [1, S]
+  auto out = torch::empty({n}, x.options());          // [N]
+  for (int64_t lo = 0; lo < n; lo += 32768) {
+    auto xs = x.narrow(0, lo, std::min<int64_t>(32768, n - lo));                          // [m, d]
+    auto d2 = (xs.pow(2).sum(1, true) - 2 * xs.mm(s.t()) + startNorms).clamp_min(0);       // [m, S]
+    out.narrow(0, lo, xs.size(0)).copy_(d2.sqrt().mean(1).pow(2));
+  }
+  return out;
 }
 
 // Moves row perm[k] of x [N, d] to row k, in place (one spare row): rows follow their cycles.

@@ -8,6 +8,7 @@
 #include "core/backbone.h"
 #include "core/coreset.h"
 #include "core/error.h"
+#include "core/feature_staging.h"
 #include "core/head.h"
 #include "core/image.h"
 #include "core/knn.h"
@@ -62,7 +63,7 @@ struct Engine::Impl {
 
   // Fit in progress (staging; swapped in by fitEnd).
   bool fitting = false;
-  std::vector<torch::Tensor> staging;  // [n_i, D] per batch
+  FeatureStaging staging{torch::kFloat32, torch::kCPU};  // [rows, D], reset by fitBegin
   int64_t stagingImages = 0;
 
   Impl(const EngineOptions& o, std::unique_ptr<Backbone> b)
@@ -203,7 +204,7 @@ void Engine::fitBegin() {
   std::lock_guard<std::mutex> lock(impl_->mutex);
   impl_->cancel = false;
   impl_->fitting = true;
-  impl_->staging.clear();
+  impl_->staging = FeatureStaging(impl_->stagingType(), impl_->device);
   impl_->stagingImages = 0;
 }
 
@@ -214,7 +215,7 @@ void Engine::fitAdd(const std::vector<RawImageView>& images) {
     impl_->checkCancel("while embedding images");
     impl_->applyThreads();
     for (auto& g : impl_->embed(images)) {
-      impl_->staging.push_back(g.features.reshape({-1, g.features.size(2)}).to(impl_->stagingType()));  // [B*L, D]
+      impl_->staging.append(g.features.reshape({-1, g.features.size(2)}));  // [B*L, D]
       impl_->stagingImages += static_cast<int64_t>(g.members.size());
     }
   });
@@ -229,14 +230,17 @@ void Engine::fitEnd(const StageProgressFn& progress) {
              "fit received no images; pass at least one image of a good (defect-free) part");
     I.checkCancel("before coreset selection");
     I.applyThreads();
-    int64_t rows = 0;
-    for (const auto& c : I.staging) rows += c.size(0);
+    const int64_t rows = I.staging.rows();
+    std::vector<torch::Tensor> chunks = I.staging.take();  // [m_i, D], released as the bank is gathered
+    // The embedding's temporaries, kept by malloc in each worker thread's arena for the next
+    // image, are not needed again: give them back before the coreset's allocations.
+    releaseFreedMemory();
     // ReConPatch: train f on the nominal patches, then the bank is f(p) (never g).
     std::unique_ptr<ReConPatchHead> head;
     if (I.opts.head) {
       head = std::make_unique<ReConPatchHead>(I.opts.targetDim, I.headOptions(), I.device);
-      head->train(I.staging, [&](const HeadProgress& p) { if (progress) progress("head", p.iteration, p.total, p.loss); }, &I.cancel);
-      for (auto& c : I.staging) c = head->apply(c).to(I.stagingType());
+      head->train(chunks, [&](const HeadProgress& p) { if (progress) progress("head", p.iteration, p.total, p.loss); }, &I.cancel);
+      for (auto& c : chunks) c = head->apply(c).to(I.stagingType());
     }
     CoresetOptions co;
     co.ratio = I.opts.coresetRatio;
@@ -248,7 +252,7 @@ void Engine::fitEnd(const StageProgressFn& progress) {
       selected = torch::arange(rows, torch::kInt64);
     } else {
       auto cb = [&](int64_t done, int64_t total) { if (progress) progress("coreset", done, total, std::nan("")); };
-      selected = approximateGreedyCoreset(I.staging, co, cb, &I.cancel);
+      selected = approximateGreedyCoreset(chunks, co, cb, &I.cancel);
     }
     // Gather the selected rows chunk by chunk: the staged features are never concatenated, and
     // each chunk is released once read (past this point the fit no longer needs them).
@@ -256,7 +260,7 @@ void Engine::fitEnd(const StageProgressFn& progress) {
     auto bank = std::make_unique<FlatL2Index>(I.opts.targetDim);
     std::vector<torch::Tensor> picked;
     int64_t offset = 0;
-    for (auto& c : I.staging) {
+    for (auto& c : chunks) {
       auto lo = offset, hi = offset + c.size(0);
       auto mask = (selected >= lo).logical_and(selected < hi);
       auto local = selected.masked_select(mask) - lo;
@@ -269,7 +273,6 @@ void Engine::fitEnd(const StageProgressFn& progress) {
     I.head = std::move(head);
     I.trainImages = I.stagingImages;
     I.trainPatches = rows;
-    I.staging.clear();
     I.stagingImages = 0;
     I.fitting = false;
     releaseFreedMemory();  // the staged features' blocks, kept by malloc for reuse

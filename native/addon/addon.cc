@@ -60,7 +60,8 @@ Napi::Object makeInternals(Napi::Env env) {
             return toJsArray(info.Env(), rp::internals::greedyCoreset(floatArrayFromJs(info[0]), intVector(info[1]),
                                                                        info[2].ToNumber().Int64Value(),
                                                                        info[3].ToBoolean().Value(),
-                                                                       info[4].IsUndefined() ? 0 : info[4].ToNumber().Int32Value()));
+                                                                       info[4].IsUndefined() ? 0 : info[4].ToNumber().Int32Value(),
+                                                                       info.Length() > 5 && info[5].ToBoolean()));
           });
         }));
   o.Set("knn", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {

@@ -111,21 +111,28 @@ if (!hasShared) {
       const count = Math.floor(rows * ratio);
       const prefix = Math.min(count, 1000);
       const seconds = (fn) => { const t0 = performance.now(); const r = fn(); return [(performance.now() - t0) / 1000, r]; };
-      const [plainSetup] = seconds(() => internals.greedyCoreset(projected, starts, 1, false, cores));
-      const [plainSeconds, plain] = seconds(() => internals.greedyCoreset(projected, starts, prefix, false, cores));
-      const plainRate = (prefix - 1) / Math.max(1e-9, plainSeconds - plainSetup);
-      const [prunedSetup] = seconds(() => internals.greedyCoreset(projected, starts, 1, true, cores));
-      const [prunedSeconds, pruned] = seconds(() => internals.greedyCoreset(projected, starts, count, true, cores));
-      const prunedRate = (count - 1) / Math.max(1e-9, prunedSeconds - prunedSetup);
+      // A loop's setup (one selection) and its rate over `selections` (setup subtracted).
+      const timeLoop = (pruned, bf16, selections) => {
+        const [setup] = seconds(() => internals.greedyCoreset(projected, starts, 1, pruned, cores, bf16));
+        const [total, selected] = seconds(() => internals.greedyCoreset(projected, starts, selections, pruned, cores, bf16));
+        return { setup, total, rate: (selections - 1) / Math.max(1e-9, total - setup), selected };
+      };
+      const plain32 = timeLoop(false, false, prefix); // the straightforward loop
+      const plain16 = timeLoop(false, true, prefix); // the same on the bfloat16 copy fit uses
+      const pruned16 = timeLoop(true, true, count); // what fit runs on the CPU
+      const plainSecondsEstimated = plain32.setup + count / plain32.rate;
       const row = {
-        rows, ratio, selections: count, plain_setup_seconds: plainSetup, plain_selections_per_second: plainRate,
-        plain_seconds_estimated: plainSetup + count / plainRate, pruned_setup_seconds: prunedSetup, pruned_seconds: prunedSeconds,
-        pruned_selections_per_second: prunedRate, speedup: prunedRate / plainRate,
-        same_first_selections: plain.every((v, i) => v === pruned[i]), checked_selections: prefix,
-        plain_gb_per_second: (rows * 128 * 4 * plainRate) / 1e9,
+        rows, ratio, selections: count,
+        plain_float32_setup_seconds: plain32.setup, plain_float32_selections_per_second: plain32.rate, plain_float32_seconds_estimated: plainSecondsEstimated,
+        plain_float32_gb_per_second: (rows * 128 * 4 * plain32.rate) / 1e9,
+        plain_bfloat16_setup_seconds: plain16.setup, plain_bfloat16_selections_per_second: plain16.rate,
+        pruned_bfloat16_setup_seconds: pruned16.setup, pruned_bfloat16_seconds: pruned16.total, pruned_bfloat16_selections_per_second: pruned16.rate,
+        loop_speedup_over_plain_bfloat16: pruned16.rate / plain16.rate, speedup_over_plain_float32: plainSecondsEstimated / pruned16.total,
+        pruned_equals_plain_bfloat16: plain16.selected.every((v, i) => v === pruned16.selected[i]), checked_selections: prefix,
+        shared_with_float32_selection: plain32.selected.filter((v) => new Set(plain16.selected).has(v)).length / prefix,
       };
       out.coreset.cases.push(row);
-      log(`coreset ${n} x 784 = ${rows} rows at ${ratio}: plain ${plainRate.toFixed(0)} sel/s (${row.plain_gb_per_second.toFixed(1)} GB/s; setup ${plainSetup.toFixed(2)} s; ${row.plain_seconds_estimated.toFixed(0)} s for all ${count}), pruned ${prunedSeconds.toFixed(1)} s (setup ${prunedSetup.toFixed(2)} s, ${prunedRate.toFixed(0)} sel/s): loop x${row.speedup.toFixed(1)}; first ${prefix} identical: ${row.same_first_selections}`);
+      log(`coreset ${n} x 784 = ${rows} rows at ${ratio} (${count} selections): plain float32 ${plain32.rate.toFixed(0)} sel/s (${row.plain_float32_gb_per_second.toFixed(1)} GB/s, setup ${plain32.setup.toFixed(2)} s, ~${plainSecondsEstimated.toFixed(0)} s in all); plain bfloat16 ${plain16.rate.toFixed(0)} sel/s; pruned bfloat16 ${pruned16.total.toFixed(1)} s (setup ${pruned16.setup.toFixed(2)} s, ${pruned16.rate.toFixed(0)} sel/s): x${row.speedup_over_plain_float32.toFixed(2)} in all over plain float32; pruned = plain (bfloat16) on the first ${prefix}: ${row.pruned_equals_plain_bfloat16}; ${(100 * row.shared_with_float32_selection).toFixed(0)}% of them also chosen in float32`);
     }
   }
 

@@ -128,6 +128,10 @@ auto withRows(const torch::Tensor& x, F&& f) {
   return x.scalar_type() == torch::kBFloat16 ? f(x.data_ptr<at::BFloat16>()) : f(x.data_ptr<float>());
 }
 
+// Anchors (blocks) of the pruned loop for n points: ~64 points per block; at most 2048 anchors
+// bounds the assignment GEMMs.
+int64_t pruningAnchors(int64_t n) { return std::clamp<int64_t>(n / 64, 1, 2048); }
+
 void checkCpuRows(const torch::Tensor& x, const char* where) {
   RP_CHECK(x.device().is_cpu() && x.is_contiguous() &&
                (x.scalar_type() == torch::kFloat32 || x.scalar_type() == torch::kBFloat16),
@@ -195,9 +199,8 @@ torch::Tensor greedyCoresetIndicesPruned(torch::Tensor projected, const torch::T
 
   // Blocks: each point joins its nearest of A anchors, then one Lloyd step moves the anchors to
   // their blocks' means and reassigns (tighter blocks prune more; any blocks give the same
-  // selection). ~64 points per block; at most 2048 anchors bounds the assignment GEMMs.
-  // Rows are then reordered block by block so that a block is one contiguous range.
-  const int64_t A = std::clamp<int64_t>(n / 64, 1, 2048);
+  // selection). Rows are then reordered block by block so that a block is one contiguous range.
+  const int64_t A = pruningAnchors(n);
   auto gen = at::make_generator<at::CPUGeneratorImpl>(0xb10cULL);
   auto anchors = projected.index_select(0, at::randperm(n, gen, torch::kInt64).narrow(0, 0, A)).to(torch::kFloat32).contiguous();  // [A, d]
   auto block = torch::empty({n}, torch::kInt64);
@@ -315,7 +318,10 @@ torch::Tensor approximateGreedyCoreset(const std::vector<torch::Tensor>& chunks,
   const int64_t numStarts = std::min<int64_t>(opts.numStarts, rows);
   auto starts = at::randperm(rows, gen, torch::kInt64).narrow(0, 0, numStarts);
   const int64_t count = coresetSize(rows, opts.ratio);
-  if (device.is_cpu()) return greedyCoresetIndicesPruned(std::move(projected), starts, count, progress, cancel);
+  // The pruned loop's setup (two assignment GEMMs) costs about 0.6 x anchors plain selections and
+  // it then saves ~35% per selection (bench/NOTES.md): worth it from ~2 x anchors selections.
+  if (device.is_cpu() && count >= 2 * pruningAnchors(rows))
+    return greedyCoresetIndicesPruned(std::move(projected), starts, count, progress, cancel);
   return greedyCoresetIndices(projected, starts, count, progress, cancel);
 }
 

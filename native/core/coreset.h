@@ -25,7 +25,8 @@ int64_t coresetSize(int64_t rows, double ratio);
 torch::Tensor coresetProjection(int64_t dim, const CoresetOptions& opts, const torch::Device& device);
 
 // Greedy farthest-point selection on projected points.
-// projected: [N, d] float32; starts: [S] int64 -> selected indices [M] int64, in selection order.
+// projected: [N, d] float32 (on the CPU also bfloat16; distances are computed in float32);
+// starts: [S] int64 -> selected indices [M] int64, in selection order.
 // Polls `cancel` between selections (throws ErrorCode::Aborted).
 torch::Tensor greedyCoresetIndices(const torch::Tensor& projected, const torch::Tensor& starts, int64_t count,
                                    const ProgressFn& progress = nullptr, const std::atomic<bool>* cancel = nullptr);
@@ -33,13 +34,15 @@ torch::Tensor greedyCoresetIndices(const torch::Tensor& projected, const torch::
 // The same selection, exactly, on the CPU with far fewer distance evaluations: points are grouped
 // in blocks around anchors, and a block is skipped when the triangle inequality proves the new
 // center cannot be nearer to any of its points than their current distance. Reorders the rows
-// of `projected` [N, d] (contiguous float32) in place; returns original indices [M].
+// of `projected` [N, d] (contiguous float32 or bfloat16) in place; returns original indices [M].
 torch::Tensor greedyCoresetIndicesPruned(torch::Tensor projected, const torch::Tensor& starts, int64_t count,
                                          const ProgressFn& progress = nullptr,
                                          const std::atomic<bool>* cancel = nullptr);
 
 // The whole sampler over rows stored in chunks ([n_i, D] each, the bank as it was built):
-// project, draw starts, select. Returns indices into the concatenation of the chunks.
+// project, draw starts, select. Returns indices into the concatenation of the chunks. On the CPU
+// the projection is stored in bfloat16 and the pruned loop runs when the selection is long
+// enough to repay its setup; other devices run the tensor-op loop in float32.
 torch::Tensor approximateGreedyCoreset(const std::vector<torch::Tensor>& chunks, const CoresetOptions& opts,
                                        const ProgressFn& progress = nullptr,
                                        const std::atomic<bool>* cancel = nullptr);

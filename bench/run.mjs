@@ -2,8 +2,9 @@
 // Benchmarks beside the machine's ceilings, in one run: the fp32 GEMM rate through libtorch, then
 // each pipeline step with the FLOPs or bytes it must move and the share of the ceiling reached.
 //   node bench/run.mjs [--json] [--full] [--only=gemm,knn,backbone,maps,coreset,metal_plate,throughput,threads,magnetic_tile]
-// --full adds the 762 x 784 coreset at 1% and the magnetic_tile fits (peak RSS, float32 vs
-// float16 staging, 1% coreset): ~10 minutes more; --full=all also the 762 x 784 coreset at 10%. Needs a build (npm install) and ../shared for everything
+// --full adds the 762 x 784 coreset at 1% and fits in their own processes for peak RSS
+// (magnetic_tile float32 vs float16 staging at 1%, metal_plate at 10%): ~10 minutes more;
+// --full=all also the 762 x 784 coreset at 10% and the magnetic_tile fit at 10%. Needs a build (npm install) and ../shared for everything
 // but the GEMM, k-NN and map figures; says so and skips the rest when ../shared is absent.
 import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync, rmSync } from 'node:fs';
@@ -19,7 +20,7 @@ const json = args.includes('--json');
 const full = args.some((a) => a.startsWith('--full'));
 const only = args.find((a) => a.startsWith('--only='))?.slice(7).split(',');
 const want = (section) => !only || only.includes(section);
-const log = (...a) => { if (!json) console.log(...a); };
+const log = (...a) => (json ? console.error : console.log)(...a); // with --json: progress on stderr
 const internals = native().internals;
 const shared = path.resolve(root, '../shared');
 const mobilenet = path.join(shared, 'backbones/mobilenet_v1_imagenet.pt');
@@ -240,15 +241,17 @@ if (!hasShared) {
   if (modelFile) rmSync(modelFile, { force: true });
 
   if (want('magnetic_tile') && full) {
-    // Fit memory on the largest set (762 images x 784 = 597k patches): each fit in its own process
-    // so that its peak RSS is its own; float32 and float16 staging; the default 10% coreset.
-    out.magnetic_tile = [];
-    for (const precision of ['float32', 'float16']) {
-      // A 1% coreset keeps each fit to minutes; the staged features (what the memory target is
-      // about) are the same at any ratio.
-      const r = JSON.parse(execFileSync(process.execPath, [path.join(root, 'bench/fit_memory.mjs'), 'magnetic_tile', precision, '0.01'], { encoding: 'utf8', maxBuffer: 1 << 24 }));
-      out.magnetic_tile.push(r);
-      log(`magnetic_tile fit (${precision} staging): ${r.fit_seconds.toFixed(0)} s, peak RSS ${r.peak_rss_mb} MB = ${r.peak_over_bank.toFixed(2)} x the float32 patch bank (${r.bank_mb} MB); image AUROC ${r.image_auroc.toFixed(4)}; score ${r.score_ms_per_image.toFixed(0)} ms/image`);
+    // Fit memory: each fit in its own process so that its peak RSS is its own. The largest set
+    // (magnetic_tile, 762 images x 784 = 597k patches) with float32 and float16 staging at a 1%
+    // coreset (the staged features, what the memory target is about, are the same at any ratio);
+    // metal_plate at the default 10%; with --full=all also magnetic_tile at 10%.
+    out.fit_memory = [];
+    const runs = [['magnetic_tile', 'float32', '0.01'], ['magnetic_tile', 'float16', '0.01'], ['metal_plate', 'float32', '0.1']];
+    if (args.includes('--full=all')) runs.push(['magnetic_tile', 'float32', '0.1']);
+    for (const [dataset, precision, ratio] of runs) {
+      const r = JSON.parse(execFileSync(process.execPath, [path.join(root, 'bench/fit_memory.mjs'), dataset, precision, ratio], { encoding: 'utf8', maxBuffer: 1 << 24 }));
+      out.fit_memory.push(r);
+      log(`${dataset} fit (${precision} staging, ${ratio} coreset): ${r.fit_seconds.toFixed(0)} s, peak RSS ${r.peak_rss_mb} MB = ${r.peak_over_bank.toFixed(2)} x the float32 patch bank (${r.bank_mb} MB); image AUROC ${r.image_auroc.toFixed(4)}; score ${r.score_ms_per_image.toFixed(0)} ms/image`);
     }
   }
 }

@@ -37,6 +37,9 @@ const cores = os.availableParallelism();
 const out = { date: new Date().toISOString(), machine: { cores, cpu: os.cpus()[0]?.model } };
 out.gemm_gflops = internals.gemmGflops(2048, 5, cores);
 log(`GEMM fp32 2048^3: ${out.gemm_gflops.toFixed(1)} GFLOP/s (the ceiling)`);
+// The ceiling for streaming kernels (the coreset loop): a float32 sum over 1 GiB, far beyond L3.
+out.read_gb_per_second = internals.readGBs(2 ** 30, 5, cores);
+log(`read bandwidth (sum over 1 GiB of float32): ${out.read_gb_per_second.toFixed(1)} GB/s (the ceiling for streaming kernels)`);
 
 if (want('knn')) {
   // 784 queries (one 224-px image) against banks of 1.6k, 16k and 60k rows x 1024.
@@ -126,6 +129,8 @@ if (!hasShared) {
         rows, ratio, selections: count,
         plain_float32_setup_seconds: plain32.setup, plain_float32_selections_per_second: plain32.rate, plain_float32_seconds_estimated: plainSecondsEstimated,
         plain_float32_gb_per_second: (rows * 128 * 4 * plain32.rate) / 1e9,
+        plain_float32_share_of_read_bandwidth: (rows * 128 * 4 * plain32.rate) / 1e9 / out.read_gb_per_second,
+        plain_bfloat16_gb_per_second: (rows * 128 * 2 * plain16.rate) / 1e9,
         plain_bfloat16_setup_seconds: plain16.setup, plain_bfloat16_selections_per_second: plain16.rate,
         pruned_bfloat16_setup_seconds: pruned16.setup, pruned_bfloat16_seconds: pruned16.total, pruned_bfloat16_selections_per_second: pruned16.rate,
         loop_speedup_over_plain_bfloat16: pruned16.rate / plain16.rate, speedup_over_plain_float32: plainSecondsEstimated / pruned16.total,
@@ -133,7 +138,7 @@ if (!hasShared) {
         shared_with_float32_selection: plain32.selected.filter((v) => new Set(plain16.selected).has(v)).length / prefix,
       };
       out.coreset.cases.push(row);
-      log(`coreset ${n} x 784 = ${rows} rows at ${ratio} (${count} selections): plain float32 ${plain32.rate.toFixed(0)} sel/s (${row.plain_float32_gb_per_second.toFixed(1)} GB/s, setup ${plain32.setup.toFixed(2)} s, ~${plainSecondsEstimated.toFixed(0)} s in all); plain bfloat16 ${plain16.rate.toFixed(0)} sel/s; pruned bfloat16 ${pruned16.total.toFixed(1)} s (setup ${pruned16.setup.toFixed(2)} s, ${pruned16.rate.toFixed(0)} sel/s): x${row.speedup_over_plain_float32.toFixed(2)} in all over plain float32; pruned = plain (bfloat16) on the first ${prefix}: ${row.pruned_equals_plain_bfloat16}; ${(100 * row.shared_with_float32_selection).toFixed(0)}% of them also chosen in float32`);
+      log(`coreset ${n} x 784 = ${rows} rows at ${ratio} (${count} selections): plain float32 ${plain32.rate.toFixed(0)} sel/s (${row.plain_float32_gb_per_second.toFixed(1)} GB/s, ${pct(row.plain_float32_share_of_read_bandwidth)} of read bandwidth, setup ${plain32.setup.toFixed(2)} s, ~${plainSecondsEstimated.toFixed(0)} s in all); plain bfloat16 ${plain16.rate.toFixed(0)} sel/s (${row.plain_bfloat16_gb_per_second.toFixed(1)} GB/s); pruned bfloat16 ${pruned16.total.toFixed(1)} s (setup ${pruned16.setup.toFixed(2)} s, ${pruned16.rate.toFixed(0)} sel/s): x${row.speedup_over_plain_float32.toFixed(2)} in all over plain float32; pruned = plain (bfloat16) on the first ${prefix}: ${row.pruned_equals_plain_bfloat16}; ${(100 * row.shared_with_float32_selection).toFixed(0)}% of them also chosen in float32`);
     }
   }
 

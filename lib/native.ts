@@ -123,6 +123,8 @@ export interface NativeInternals {
   emaStep(partner: FloatArray, current: FloatArray, ema: number): FloatArray;
   /** fp32 GEMM rate (GFLOP/s): best of reps n x n x n products. Blocks the calling thread: benchmarks only. */
   gemmGflops(n: number, reps: number, threads: number): number;
+  /** Read bandwidth (GB/s): best of reps float32 sums over `bytes`. Blocks the calling thread: benchmarks only. */
+  readGBs(bytes: number, reps: number, threads: number): number;
   /** Best-of-reps ms of one k-NN search (random data). Benchmarks only. */
   knnMilliseconds(bankRows: number, queries: number, dim: number, reps: number, threads: number): number;
   /** Seconds of the approximate greedy coreset on random rows x dim features. Benchmarks only. */

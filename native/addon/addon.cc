@@ -124,6 +124,13 @@ Napi::Object makeInternals(Napi::Env env) {
                                                                              info[2].ToNumber().Int32Value()));
           });
         }));
+  o.Set("readGBs", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
+          return sync(info.Env(), [&]() -> Napi::Value {
+            return Napi::Number::New(info.Env(), rp::internals::readGBs(info[0].ToNumber().Int64Value(),
+                                                                          info[1].ToNumber().Int32Value(),
+                                                                          info[2].ToNumber().Int32Value()));
+          });
+        }));
   o.Set("knnMilliseconds", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
           return sync(info.Env(), [&]() -> Napi::Value {
             return Napi::Number::New(info.Env(), rp::internals::knnMilliseconds(

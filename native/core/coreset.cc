@@ -6,6 +6,7 @@
 #include <limits>
 
 #include "core/error.h"
+#include "core/simd.h"
 
 namespace rp {
 
@@ -36,13 +37,10 @@ __attribute__((always_inline)) inline float sqDistBody(const T* a, const float* 
   }
   return s;
 }
-// Cloned for AVX2 + FMA (x86-64-v3) so generic builds stay fast; "arch=haswell" would be picked
-// on Intel Haswell-family CPUs only (GCC checks the model), never on AMD.
-__attribute__((target_clones("arch=x86-64-v3", "default"))) float sqDist(const float* a, const float* b, int64_t d) {
+RP_X86_V3_CLONES float sqDist(const float* a, const float* b, int64_t d) {
   return sqDistBody(a, b, d);
 }
-__attribute__((target_clones("arch=x86-64-v3", "default"))) float sqDist(const at::BFloat16* a, const float* b,
-                                                                         int64_t d) {
+RP_X86_V3_CLONES float sqDist(const at::BFloat16* a, const float* b, int64_t d) {
   return sqDistBody(a, b, d);
 }
 

@@ -1,6 +1,9 @@
 #include "core/internals.h"
 
+#include <ATen/Parallel.h>
+
 #include <chrono>
+#include <vector>
 
 #include "core/backbone.h"
 #include "core/coreset.h"
@@ -10,6 +13,7 @@
 #include "core/knn.h"
 #include "core/patch_features.h"
 #include "core/scorer.h"
+#include "core/simd.h"
 #include "core/torchvision_backbones.h"
 
 namespace rp::internals {
@@ -165,6 +169,45 @@ double gemmGflops(int64_t n, int reps, int threads) {
       best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     }
     return 2.0 * n * n * n / best / 1e9;
+  });
+}
+
+namespace {
+// Sum with 16 independent accumulators: little enough arithmetic per byte that the loop is bound
+// by reading (torch's sum, a cascade sum, is not: it reads 32 MiB from L3 slower than this reads DRAM).
+RP_X86_V3_CLONES float streamSum(const float* p, int64_t n) {
+  float acc[16] = {};
+  for (int64_t i = 0; i + 16 <= n; i += 16)
+    for (int j = 0; j < 16; ++j) acc[j] += p[i + j];
+  float s = 0;
+  for (float a : acc) s += a;
+  return s;
+}
+}  // namespace
+
+double readGBs(int64_t bytes, int reps, int threads) {
+  return guarded([&] {
+    if (threads > 0) at::set_num_threads(threads);
+    const int64_t n = bytes / 4 / 16 * 16, grain = 1 << 20;
+    auto x = torch::ones({n});  // written once, so every page is resident before timing
+    const float* p = x.data_ptr<float>();
+    std::vector<float> partial(static_cast<size_t>((n + grain - 1) / grain));
+    auto pass = [&] {
+      at::parallel_for(0, n / grain + (n % grain ? 1 : 0), 1, [&](int64_t b, int64_t e) {
+        for (int64_t c = b; c < e; ++c) partial[c] = streamSum(p + c * grain, std::min(grain, n - c * grain));
+      });
+    };
+    pass();  // warm-up
+    double best = 1e30;
+    for (int r = 0; r < reps; ++r) {
+      auto t0 = std::chrono::steady_clock::now();
+      pass();
+      best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    }
+    double total = 0;
+    for (float v : partial) total += v;
+    RP_CHECK(total == static_cast<double>(n), Internal, "read bandwidth: the sum is " << total << ", not " << n);
+    return static_cast<double>(n) * 4 / best / 1e9;
   });
 }
 

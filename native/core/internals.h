@@ -59,6 +59,10 @@ std::vector<FloatArray> torchvisionTaps(const std::string& arch, const std::stri
 // The machine's fp32 GEMM rate through libtorch: best of `reps` n x n x n products, in GFLOP/s.
 double gemmGflops(int64_t n, int reps, int threads);
 
+// The machine's read bandwidth through libtorch: best of `reps` sums over `bytes` of float32
+// (far larger than the caches), in GB/s. The ceiling for streaming kernels such as the coreset.
+double readGBs(int64_t bytes, int reps, int threads);
+
 // Best-of-`reps` milliseconds for one backbone forward of `batch` random size x size images, and
 // for the patch features (3x3 aggregation, pooling to 1024) of its taps.
 struct BackboneTiming {

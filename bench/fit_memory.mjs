@@ -3,7 +3,7 @@
 // Fits ../shared/datasets/<dataset> (all training images, mobilenet_v1, squash 256 / crop 224)
 // and prints one JSON line: fit time, peak RSS against the float32 patch bank, the largest RSS
 // sampled in each stage (every 20 ms on the JS thread while the fit runs natively), image AUROC.
-import { readdirSync } from 'node:fs';
+import { readFileSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -36,7 +36,10 @@ const fit = await engine.fit(train, {
   },
 });
 clearInterval(timer);
-const peak = process.resourceUsage().maxRSS * 1024;
+// The peak of this process's own address space: VmHWM. Not getrusage's maxRSS, which Linux
+// carries across exec, so a child of a big parent (bench/run.mjs) would report the parent's RSS.
+const hwm = /VmHWM:\s+(\d+) kB/.exec(readFileSync('/proc/self/status', 'utf8'));
+const peak = hwm ? Number(hwm[1]) * 1024 : process.resourceUsage().maxRSS * 1024;
 const bank = fit.patches * 1024 * 4; // the float32 patch bank: every staged patch feature
 let t = performance.now();
 const scores = [];

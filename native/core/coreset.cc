@@ -316,10 +316,10 @@ torch::Tensor approximateGreedyCoreset(const std::vector<torch::Tensor>& chunks,
   const int64_t numStarts = std::min<int64_t>(opts.numStarts, rows);
   auto starts = at::randperm(rows, gen, torch::kInt64).narrow(0, 0, numStarts);
   const int64_t count = coresetSize(rows, opts.ratio);
-  // The pruned loop's setup (two assignment GEMMs, ~0.9 x anchors plain selections) is repaid
-  // from ~3 x anchors selections: measured break-even at 597k points and 1% (5,974 selections,
-  // 2,048 anchors), x1.16 at 163k points and 10% (bench/NOTES.md).
-  if (device.is_cpu() && count >= 3 * pruningAnchors(rows))
+  // The pruned loop's setup (anchors, two assignment passes) costs ~0.45-0.65 x anchors selections
+  // of the plain bfloat16 loop and it then saves 26-44% per selection, so it pays from ~1-3 x
+  // anchors selections (two VMs, bench/NOTES.md); at 2 x anchors it measured x0.89 on one, x1.27 on the other.
+  if (device.is_cpu() && count >= 2 * pruningAnchors(rows))
     return greedyCoresetIndicesPruned(std::move(projected), starts, count, progress, cancel);
   return greedyCoresetIndices(projected, starts, count, progress, cancel);
 }

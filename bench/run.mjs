@@ -1,5 +1,6 @@
 #!/usr/bin/env node
-// Benchmarks beside the machine's ceilings, in one run: the fp32 GEMM rate through libtorch, then
+// Benchmarks beside the machine's ceilings, in one run: the fp32 GEMM rate through libtorch and the
+// read bandwidth, then
 // each pipeline step with the FLOPs or bytes it must move and the share of the ceiling reached.
 //   node bench/run.mjs [--json] [--full] [--only=gemm,knn,backbone,maps,coreset,metal_plate,throughput,threads,magnetic_tile]
 // --full adds the 762 x 784 coreset at 1% and fits in their own processes for peak RSS
@@ -125,6 +126,7 @@ if (!hasShared) {
       const plain16 = timeLoop(false, true, prefix); // the same on the bfloat16 copy fit uses
       const pruned16 = timeLoop(true, true, count); // what fit runs on the CPU
       const plainSecondsEstimated = plain32.setup + count / plain32.rate;
+      const chosen16 = new Set(plain16.selected);
       const row = {
         rows, ratio, selections: count,
         plain_float32_setup_seconds: plain32.setup, plain_float32_selections_per_second: plain32.rate, plain_float32_seconds_estimated: plainSecondsEstimated,
@@ -135,7 +137,7 @@ if (!hasShared) {
         pruned_bfloat16_setup_seconds: pruned16.setup, pruned_bfloat16_seconds: pruned16.total, pruned_bfloat16_selections_per_second: pruned16.rate,
         loop_speedup_over_plain_bfloat16: pruned16.rate / plain16.rate, speedup_over_plain_float32: plainSecondsEstimated / pruned16.total,
         pruned_equals_plain_bfloat16: plain16.selected.every((v, i) => v === pruned16.selected[i]), checked_selections: prefix,
-        shared_with_float32_selection: plain32.selected.filter((v) => new Set(plain16.selected).has(v)).length / prefix,
+        shared_with_float32_selection: plain32.selected.filter((v) => chosen16.has(v)).length / prefix,
       };
       out.coreset.cases.push(row);
       log(`coreset ${n} x 784 = ${rows} rows at ${ratio} (${count} selections): plain float32 ${plain32.rate.toFixed(0)} sel/s (${row.plain_float32_gb_per_second.toFixed(1)} GB/s, ${pct(row.plain_float32_share_of_read_bandwidth)} of read bandwidth, setup ${plain32.setup.toFixed(2)} s, ~${plainSecondsEstimated.toFixed(0)} s in all); plain bfloat16 ${plain16.rate.toFixed(0)} sel/s (${row.plain_bfloat16_gb_per_second.toFixed(1)} GB/s); pruned bfloat16 ${pruned16.total.toFixed(1)} s (setup ${pruned16.setup.toFixed(2)} s, ${pruned16.rate.toFixed(0)} sel/s): x${row.speedup_over_plain_float32.toFixed(2)} in all over plain float32; pruned = plain (bfloat16) on the first ${prefix}: ${row.pruned_equals_plain_bfloat16}; ${(100 * row.shared_with_float32_selection).toFixed(0)}% of them also chosen in float32`);

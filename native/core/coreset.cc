@@ -316,8 +316,8 @@ torch::Tensor approximateGreedyCoreset(const std::vector<torch::Tensor>& chunks,
   const int64_t numStarts = std::min<int64_t>(opts.numStarts, rows);
   auto starts = at::randperm(rows, gen, torch::kInt64).narrow(0, 0, numStarts);
   const int64_t count = coresetSize(rows, opts.ratio);
-  // The pruned loop's setup (anchors, two assignment passes) costs ~0.45-0.65 x anchors selections
-  // of the plain bfloat16 loop and it then saves 26-44% per selection, so it pays from ~1-3 x
+  // The pruned loop's setup (anchors, two assignment passes) costs ~0.45-0.75 x anchors selections
+  // of the plain bfloat16 loop and it then saves 26-45% per selection, so it pays from ~1-3 x
   // anchors selections (two VMs, bench/NOTES.md); at 2 x anchors it measured x0.89 on one, x1.27 on the other.
   if (device.is_cpu() && count >= 2 * pruningAnchors(rows))
     return greedyCoresetIndicesPruned(std::move(projected), starts, count, progress, cancel);

@@ -36,8 +36,10 @@ class FlatL2Index : public KnnIndex {
   int64_t dim_;
   int64_t chunkRows_;
   int64_t queryRows_;
-  // One block of queries against every bank chunk. q: [m, dim], qn: [m, 1]
+  // One block of queries against every bank chunk. q: [m, dim] -> [m, k] each.
   void searchBlock(const torch::Tensor& q, int64_t k, torch::Tensor* distances, torch::Tensor* indices) const;
+  // The same for k = 1 on the CPU: GEMMs into one reused tile, minima on the calling thread.
+  void nearestBlockCpu(const torch::Tensor& q, torch::Tensor* distances, torch::Tensor* indices) const;
   torch::Tensor bank_;   // [ntotal, dim] float32
   torch::Tensor norms_;  // [ntotal] squared norms
 };

@@ -1,13 +1,11 @@
 #include "core/memory.h"
 
-#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 
 #if defined(__GLIBC__)
 #include <malloc.h>
 #endif
-#include <unistd.h>
 
 namespace rp {
 
@@ -27,15 +25,6 @@ void releaseFreedMemory() {
 #if defined(__GLIBC__)
   malloc_trim(0);
 #endif
-}
-
-int64_t residentBytes() {
-  long pages = 0, resident = 0;
-  FILE* f = std::fopen("/proc/self/statm", "r");
-  if (!f) return 0;
-  const int n = std::fscanf(f, "%ld %ld", &pages, &resident);
-  std::fclose(f);
-  return n == 2 ? static_cast<int64_t>(resident) * sysconf(_SC_PAGESIZE) : 0;
 }
 
 }  // namespace rp

@@ -2,11 +2,9 @@
 //
 // glibc's malloc gives large freed blocks back to the kernel (munmap, heap trimming) and takes
 // fresh pages on the next allocation. A fresh page costs a fault and zeroing: ~10 µs per 4 KiB on
-// the project's VM (32 MiB first touched in 86 ms, rewritten in 1.6 ms), ~0.5-1 µs on bare metal.
+// the project's VM (32 MiB first touched in 86 ms, rewritten in 1.6 ms).
 // Scoring allocates the same few-MiB tensors for every image, so it paid that again and again.
 #pragma once
-
-#include <cstdint>
 
 namespace rp {
 
@@ -18,8 +16,5 @@ bool keepFreedMemory();
 // Returns free memory of every arena to the kernel (malloc_trim), e.g. after a fit released its
 // staged features.
 void releaseFreedMemory();
-
-// Resident set size of the process now, in bytes (0 where unknown).
-int64_t residentBytes();
 
 }  // namespace rp

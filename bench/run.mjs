@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // Benchmarks beside the machine's ceilings, in one run: the fp32 GEMM rate through libtorch and the
-// read bandwidth, then
-// each pipeline step with the FLOPs or bytes it must move and the share of the ceiling reached.
+// read bandwidth, then each pipeline step with the FLOPs or bytes it must move and the share of
+// the ceiling reached.
 //   node bench/run.mjs [--json] [--full] [--only=gemm,knn,backbone,maps,coreset,metal_plate,throughput,threads,magnetic_tile]
 // --full adds the 762 x 784 coreset at 1% and fits in their own processes for peak RSS
 // (magnetic_tile float32 vs float16 staging at 1%, metal_plate at 10%): ~10 minutes more;

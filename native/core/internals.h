@@ -59,8 +59,9 @@ std::vector<FloatArray> torchvisionTaps(const std::string& arch, const std::stri
 // The machine's fp32 GEMM rate through libtorch: best of `reps` n x n x n products, in GFLOP/s.
 double gemmGflops(int64_t n, int reps, int threads);
 
-// The machine's read bandwidth through libtorch: best of `reps` sums over `bytes` of float32
-// (far larger than the caches), in GB/s. The ceiling for streaming kernels such as the coreset.
+// The machine's read bandwidth: best of `reps` 16-accumulator sums over `bytes` of float32 (far
+// larger than the caches) on `threads` threads, in GB/s. The ceiling for streaming kernels such
+// as the coreset loop.
 double readGBs(int64_t bytes, int reps, int threads);
 
 // Best-of-`reps` milliseconds for one backbone forward of `batch` random size x size images, and

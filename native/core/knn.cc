@@ -82,7 +82,7 @@ RP_X86_V3_CLONES void rowMinima(float* tile, int64_t m, int64_t n, const float* 
 void FlatL2Index::nearestBlockCpu(const torch::Tensor& q, torch::Tensor* distances, torch::Tensor* indices) const {
   // q: [m, dim]. Between the GEMMs (OpenBLAS's threads) this runs no ATen element-wise op: those
   // use OpenMP's threads, and on two cores the two pools' spinning workers slowed the search to
-  // 47-76% of the GEMM rate, varying between processes (bench/NOTES.md).
+  // 45-81% of the GEMM rate, varying between processes (bench/NOTES.md).
   const int64_t m = q.size(0);
   auto bestD = torch::full({m}, std::numeric_limits<float>::infinity());  // [m]
   auto bestI = torch::zeros({m}, torch::kInt64);                          // [m]

@@ -16,6 +16,7 @@ import { Ensemble, type EnsembleProgress, type MemberOutputs, fuseTestMinMax } f
 import { ReconpatchError } from './errors.js';
 import { auroc, f1Max, pixelAuroc, pro } from './metrics.js';
 import type { EngineOptions, HeadOptions } from './options.js';
+import { libtorchCommand } from './libtorch/command.js';
 import { makeSyntheticDataset } from './synthetic.js';
 import { type DownloadProgress, TORCHVISION_ARCHITECTURES, TORCHVISION_WEIGHTS, cachedWeights, defaultCacheDir, pullWeights } from './weights.js';
 
@@ -68,6 +69,8 @@ Commands:
   info <model.rcp>                             show a model's options, backbone, bank and calibration (and members)
   weights pull <name> [--from <url|file>]      download torchvision's official weights into the cache
   weights list                                 the known weights and whether they are cached
+  libtorch --variant cpu|cuda [--download]     assemble a libtorch from PyTorch wheels into the cache and check it
+  libtorch list                                the libtorches found, this package's addons, and the pair loaded
 
 Run 'reconpatch <command> --help' for its options.`;
 
@@ -393,6 +396,8 @@ async function main(argv: string[]): Promise<number> {
     }
     case 'weights':
       return weightsCommand(rest);
+    case 'libtorch':
+      return libtorchCommand(rest);
     case undefined:
     case '--help':
     case '-h':

@@ -17,3 +17,6 @@ export { ReconpatchError } from './errors.js';
 export { TORCHVISION_WEIGHTS, cachedWeights, defaultCacheDir, pullWeights } from './weights.js';
 export type { DownloadProgress, PullOptions, TorchvisionArchitecture } from './weights.js';
 export type { ErrorCode } from './errors.js';
+export { runtimeInfo } from './native.js';
+export type { RuntimeInfo } from './native.js';
+export type { LibtorchSource } from './libtorch/find.js';

@@ -1,12 +1,16 @@
 /**
- * Loads the native addon (prebuild or local build, via node-gyp-build) and types its surface.
- * A missing system libtorch is reported with the exact package to install.
+ * Loads the native addon that matches a libtorch on this machine (lib/libtorch.ts finds them) and
+ * types its surface. When none matches, ERR_NATIVE_LOAD names what exists on both sides and the
+ * command for each way out.
  */
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import { ReconpatchError } from './errors.js';
+import { type AddonAbi, type Libtorch, type LibtorchSource, abiTag, describeAbi, describeLibtorch, findLibtorches, preloadLibtorch } from './libtorch/find.js';
+import { defaultCacheDir } from './weights.js';
 
 /** A raw frame as the addon takes it: HWC uint8, 1 or 3 channels, no padding. */
 export interface RawFrame {
@@ -134,37 +138,172 @@ export interface NativeModule {
   createEngine(options: NativeOptions): Promise<NativeEngine>;
   loadEngine(path: string): Promise<NativeEngine>;
   internals: NativeInternals;
+  runtime(): { torchVersion: string; cudaBuild: boolean; cudaDevices: number; cxxStandard: number };
 }
 
 /** The package root: one level above lib/ (sources) or dist/ (build). */
 export const packageRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
+/** An addon binary and the libtorch ABI it was built against. */
+export interface AddonBinary {
+  file: string;
+  kind: 'build' | 'prebuild';
+  abi: AddonAbi;
+  /** The libtorch a local build was compiled against (from its reconpatch.json). */
+  builtAgainst?: string;
+}
+
+function readAbi(file: string): (AddonAbi & { libDir?: string }) | undefined {
+  try {
+    const j = JSON.parse(readFileSync(path.join(path.dirname(file), 'reconpatch.json'), 'utf8')) as AddonAbi & { libDir?: string };
+    return j.torch && (j.variant === 'cpu' || j.variant === 'cuda') ? { ...j, cuda: j.cuda || undefined } : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The addon binaries of this package: local builds (`build/Release`, `build-<tag>/Release`; not with
+ * `PREBUILDS_ONLY`), then the prebuilds (`prebuilds/<platform>-<arch>/<tag>/`).
+ */
+export function addonBinaries(root = packageRoot): AddonBinary[] {
+  const out: AddonBinary[] = [];
+  const add = (file: string, kind: AddonBinary['kind']) => {
+    const abi = readAbi(file);
+    if (abi && existsSync(file)) out.push({ file, kind, abi: { torch: abi.torch, variant: abi.variant, cuda: abi.cuda }, builtAgainst: kind === 'build' ? abi.libDir : undefined });
+  };
+  if (!process.env.PREBUILDS_ONLY) {
+    const builds = readdirSync(root).filter((d) => d === 'build' || d.startsWith('build-')).sort();
+    for (const d of builds) add(path.join(root, d, 'Release/reconpatch.node'), 'build');
+  }
+  const pre = path.join(root, 'prebuilds', `${process.platform}-${process.arch}`);
+  if (existsSync(pre)) for (const tag of readdirSync(pre).sort()) add(path.join(pre, tag, 'reconpatch.node'), 'prebuild');
+  return out;
+}
+
+/** The libtorch and addon binary the loader picked, for `info` and diagnostics. */
+export interface LoadedAddon {
+  libtorch: Libtorch;
+  addon: AddonBinary;
+}
+
 let cached: NativeModule | undefined;
+let loaded: LoadedAddon | undefined;
+
+/** Which libtorch and addon binary were loaded (undefined before the first native call). */
+export function loadedAddon(): LoadedAddon | undefined {
+  return loaded;
+}
+
+/**
+ * Picks the first libtorch (in {@link findLibtorches} order, then each local build's own) for which
+ * an addon binary of the same ABI exists; throws ERR_NATIVE_LOAD listing both sides otherwise.
+ */
+export function pickAddon(root = packageRoot, cacheDir = defaultCacheDir()): LoadedAddon {
+  const binaries = addonBinaries(root);
+  const { found, notes } = findLibtorches(cacheDir);
+  const candidates = [...found];
+  if (!process.env.RECONPATCH_LIBTORCH) {
+    for (const b of binaries) {
+      if (!b.builtAgainst) continue;
+      const t = describeLibtorch(b.builtAgainst, 'build');
+      if (t) candidates.push(t);
+    }
+  }
+  for (const t of candidates) {
+    const tag = abiTag(t);
+    const addon = binaries.find((b) => abiTag({ version: b.abi.torch, variant: b.abi.variant, cuda: b.abi.cuda }) === tag);
+    if (addon) return { libtorch: t, addon };
+  }
+  throw new ReconpatchError('ERR_NATIVE_LOAD', noMatchMessage(binaries, candidates, notes));
+}
+
+function noMatchMessage(binaries: AddonBinary[], libtorches: Libtorch[], notes: string[]): string {
+  const have = binaries.length
+    ? binaries.map((b) => `${describeAbi({ version: b.abi.torch, variant: b.abi.variant, cuda: b.abi.cuda })} (${b.kind}: ${path.relative(packageRoot, b.file)})`).join('; ')
+    : `none for ${process.platform}-${process.arch}`;
+  const seen = libtorches.length ? libtorches.map((t) => `${describeAbi(t)} from ${t.source} at ${t.libDir}`).join('; ') : 'none';
+  return [
+    'reconpatch: no native addon matches a libtorch on this machine.',
+    `  addons in this package: ${have}`,
+    `  libtorches found: ${seen}`,
+    ...notes.map((n) => `  note: ${n}`),
+    '  ways out (one is enough):',
+    '    Debian bookworm, CPU:        sudo apt-get install libtorch1.13 libopenblas0-pthread',
+    '    PyTorch 2.13 CPU wheel:      npx reconpatch libtorch --variant cpu --download   (or pip install torch==2.13.0+cpu)',
+    '    PyTorch 2.14.1 CUDA 13 wheel: npx reconpatch libtorch --variant cuda --download  (or pip install torch==2.14.1)',
+    '    any other libtorch:          Torch_DIR=<libtorch>/share/cmake/Torch npm rebuild reconpatch   (builds from source: cmake, g++)',
+  ].join('\n');
+}
 
 /** The addon, loaded once per thread. Throws ERR_NATIVE_LOAD with what to do. */
 export function native(): NativeModule {
   if (cached) return cached;
-  const require = createRequire(import.meta.url);
+  const pick = pickAddon();
   try {
-    const load = require('node-gyp-build') as (dir: string) => NativeModule;
-    cached = load(packageRoot);
+    preloadLibtorch(pick.libtorch);
+  } catch (err) {
+    const msg = err instanceof Error ? err.message : String(err);
+    const help =
+      pick.libtorch.variant === 'cuda'
+        ? 'a library it needs (an NVIDIA runtime wheel) is missing; `npx reconpatch libtorch --variant cuda` assembles them'
+        : 'it is incomplete or for another platform';
+    throw new ReconpatchError('ERR_NATIVE_LOAD', `reconpatch: ${describeAbi(pick.libtorch)} from ${pick.libtorch.source} at ${pick.libtorch.libDir} could not be loaded: ${help}.\n  cause: ${msg}`, { cause: err });
+  }
+  try {
+    const require = createRequire(import.meta.url);
+    cached = require(pick.addon.file) as NativeModule;
+    loaded = pick;
     return cached;
   } catch (err) {
     const msg = err instanceof Error ? err.message : String(err);
-    let help: string;
-    if (/lib(torch|c10)[^ ]*\.so/.test(msg)) {
-      help =
-        'the system libtorch is missing. On Debian bookworm install it with ' +
-        '`sudo apt-get install libtorch1.13 libopenblas0-pthread`; to build from source install `libtorch-dev` too ' +
-        '(`sudo bash scripts/setup.sh` does both), or build against a libtorch of your own (README: Installing and building).';
-    } else if (/No native build was found/.test(msg)) {
-      help =
-        'no prebuilt binary matches this platform (prebuilds: linux-x64 glibc) and no local build exists; ' +
-        'run `npm rebuild reconpatch` to build from source (needs libtorch-dev: `sudo bash scripts/setup.sh`)' +
-        (process.env.PREBUILDS_ONLY ? ' without PREBUILDS_ONLY set.' : '.');
-    } else {
-      help = 'the native addon could not be loaded.';
-    }
-    throw new ReconpatchError('ERR_NATIVE_LOAD', `reconpatch: ${help}\n  cause: ${msg}`, { cause: err });
+    const help = /lib(torch|c10)[^ ]*\.so/.test(msg)
+      ? pick.libtorch.source === 'debian'
+        ? 'the system libtorch is missing or broken. On Debian bookworm install it with `sudo apt-get install libtorch1.13 libopenblas0-pthread`; to build from source install `libtorch-dev` too (`sudo bash scripts/setup.sh` does both).'
+        : `${describeAbi(pick.libtorch)} at ${pick.libtorch.libDir} does not provide what the addon needs; rebuild it against this libtorch: Torch_DIR=${pick.libtorch.torchDir ?? '<libtorch>/share/cmake/Torch'} npm rebuild reconpatch.`
+      : 'the native addon could not be loaded.';
+    throw new ReconpatchError('ERR_NATIVE_LOAD', `reconpatch: ${help}\n  addon: ${pick.addon.file}\n  cause: ${msg}`, { cause: err });
   }
+}
+
+/**
+ * What reconpatch runs on in this process: the libtorch the loader picked (and where it was
+ * found), the addon binary, and the CUDA devices it sees. Loads the addon if it is not loaded yet.
+ * @example
+ * const rt = runtimeInfo();
+ * console.log(`${rt.libtorch.version} ${rt.libtorch.variant}, ${rt.cudaDevices} GPU(s), addon ${rt.addon}`);
+ */
+export function runtimeInfo(): RuntimeInfo {
+  const n = native();
+  const r = n.runtime();
+  const { libtorch, addon } = loaded!;
+  return {
+    libtorch: { version: libtorch.version, variant: libtorch.variant, cuda: libtorch.cuda ?? null, source: libtorch.source, libDir: libtorch.libDir },
+    builtWith: r.torchVersion,
+    addon: addon.file,
+    prebuild: addon.kind === 'prebuild',
+    cudaBuild: r.cudaBuild,
+    cudaDevices: r.cudaDevices,
+  };
+}
+
+/**
+ * The result of {@link runtimeInfo}.
+ * @example
+ * const { libtorch, cudaDevices }: RuntimeInfo = runtimeInfo();
+ * const device = cudaDevices > 0 ? 'cuda' : 'cpu';
+ */
+export interface RuntimeInfo {
+  /** The libtorch in use: version, `'cpu'` or `'cuda'`, its CUDA version, where the loader found it, its library directory. */
+  libtorch: { version: string; variant: 'cpu' | 'cuda'; cuda: string | null; source: LibtorchSource; libDir: string };
+  /** The libtorch version the addon was compiled against (same minor release as `libtorch.version`). */
+  builtWith: string;
+  /** The addon binary loaded. */
+  addon: string;
+  /** Whether `addon` is one of the package's prebuilds (else a local build). */
+  prebuild: boolean;
+  /** Compiled against a CUDA libtorch: `device: 'cuda'` can work where a GPU is visible. */
+  cudaBuild: boolean;
+  /** CUDA devices visible now (0 on a CPU build or without a GPU). */
+  cudaDevices: number;
 }

@@ -76,9 +76,10 @@ describe('public API docs', () => {
     // Each example runs in its own block, with these in scope (examples may shadow them).
     const preamble = `import { ${api.names.join(', ')} } from '${lib}';\n` +
       'declare const engine: Engine;\ndeclare const goodImages: string[];\ndeclare const signal: AbortSignal;\n';
-    const files = [...api.exports, ...api.members].flatMap((d) =>
+    // Numbered: names that differ only in case (runtimeInfo, RuntimeInfo) must not share a file.
+    const files = [...api.exports, ...api.members].flatMap((d, n) =>
       d.examples.map((code, i) => {
-        const file = path.join(dir, `${d.name.replace(/\W/g, '_')}_${i}.ts`);
+        const file = path.join(dir, `${n}_${d.name.replace(/\W/g, '_')}_${i}.ts`);
         writeFileSync(file, `${preamble}{\n${code}\n}\nexport {};\n`);
         return file;
       }),

@@ -1,21 +1,37 @@
-// Devices on this CPU-only build (Debian's libtorch 1.13 has no CUDA): 'cuda' is refused with
-// ERR_DEVICE_UNAVAILABLE when the engine is created, nothing is left broken, and 'auto' picks the CPU.
-// The CUDA code paths themselves cannot run here (no GPU, no CUDA libtorch); see README: CUDA.
+// Devices on the build under test, on this machine (no GPU): on a CPU build (Debian's libtorch 1.13,
+// the PyTorch 2.13 CPU wheel) 'cuda' is refused as a CPU-only build; on the CUDA build (PyTorch 2.14.1
+// + CUDA 13) it is refused because no CUDA device is visible. Either way ERR_DEVICE_UNAVAILABLE at
+// Engine.create, nothing is left broken, and 'auto' picks the CPU. CI runs this file against both.
 import { describe, expect, it } from 'vitest';
 
-import { Engine, ReconpatchError } from '../lib/index.js';
+import { Engine, ReconpatchError, runtimeInfo } from '../lib/index.js';
 import { syntheticDataset } from './support/data.js';
 
 const base = { backbone: 'random_cnn', resize: null, crop: null, coreset: { ratio: 0.25 }, calibration: false } as const;
 
-describe('device selection on a CPU build', () => {
-  it("device: 'cuda' fails at Engine.create with ERR_DEVICE_UNAVAILABLE and says what to do", async () => {
+describe('device selection without a GPU', () => {
+  it('runtimeInfo says which libtorch and addon are in use, and that no CUDA device is visible', () => {
+    const rt = runtimeInfo();
+    console.info(`[device] libtorch ${rt.libtorch.version} ${rt.libtorch.variant} (${rt.libtorch.source}), built with ${rt.builtWith}, addon ${rt.addon}`);
+    expect(rt.builtWith.split('.').slice(0, 2)).toEqual(rt.libtorch.version.split('.').slice(0, 2));
+    expect(rt.cudaBuild).toBe(rt.libtorch.variant === 'cuda');
+    expect(rt.cudaDevices).toBe(0);
+    if (process.env.RECONPATCH_LIBTORCH) expect(rt.libtorch.source).toBe('RECONPATCH_LIBTORCH');
+  });
+
+  it("device: 'cuda' fails at Engine.create with ERR_DEVICE_UNAVAILABLE and says why and what to do", async () => {
     const err = await Engine.create({ ...base, device: 'cuda' }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(ReconpatchError);
     expect((err as ReconpatchError).code).toBe('ERR_DEVICE_UNAVAILABLE');
-    expect((err as ReconpatchError).message).toMatch(/CPU-only/);
-    expect((err as ReconpatchError).message).toMatch(/device: 'cpu' or 'auto'/);
-    expect((err as ReconpatchError).message).not.toMatch(/Exception raised from|frame #/);
+    const message = (err as ReconpatchError).message;
+    if (runtimeInfo().cudaBuild) {
+      expect(message).toMatch(/no CUDA device is visible/);
+      expect(message).not.toMatch(/CPU-only/);
+    } else {
+      expect(message).toMatch(/CPU-only/);
+    }
+    expect(message).toMatch(/device: 'cpu' or 'auto'/);
+    expect(message).not.toMatch(/Exception raised from|frame #/);
     // Twice: the failure is clean and repeatable, not a one-off crash of the addon.
     await expect(Engine.create({ ...base, device: 'cuda' })).rejects.toMatchObject({ code: 'ERR_DEVICE_UNAVAILABLE' });
   });

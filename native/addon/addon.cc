@@ -6,6 +6,7 @@
 #include "addon/engine_wrap.h"
 #include "core/internals.h"
 #include "core/memory.h"
+#include "core/runtime.h"
 
 namespace rpn {
 
@@ -192,6 +193,15 @@ Addon::Addon(Napi::Env env, Napi::Object exports) {
   exports.Set("createEngine", Napi::Function::New(env, CreateEngine, "createEngine"));
   exports.Set("loadEngine", Napi::Function::New(env, LoadEngine, "loadEngine"));
   exports.Set("internals", makeInternals(env));
+  exports.Set("runtime", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
+                auto r = rp::runtimeInfo();
+                Napi::Object o = Napi::Object::New(info.Env());
+                o.Set("torchVersion", r.torchVersion);
+                o.Set("cudaBuild", r.cudaBuild);
+                o.Set("cudaDevices", r.cudaDevices);
+                o.Set("cxxStandard", static_cast<double>(r.cxxStandard));
+                return o;
+              }, "runtime"));
 }
 
 }  // namespace rpn

@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url';
 
 import { ReconpatchError } from './errors.js';
 import { type AddonAbi, type Libtorch, type LibtorchSource, abiTag, describeAbi, describeLibtorch, findLibtorches, preloadLibtorch } from './libtorch/find.js';
-import { defaultCacheDir } from './weights.js';
+import { defaultCacheDir } from './io/weights.js';
 
 /** A raw frame as the addon takes it: HWC uint8, 1 or 3 channels, no padding. */
 export interface RawFrame {

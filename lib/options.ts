@@ -7,7 +7,7 @@ import path from 'node:path';
 
 import { ReconpatchError } from './errors.js';
 import type { NativeOptions } from './native.js';
-import { TORCHVISION_ARCHITECTURES, cachedWeights, isTorchvisionArchitecture, pullCommand, tapNames } from './weights.js';
+import { TORCHVISION_ARCHITECTURES, cachedWeights, isTorchvisionArchitecture, pullCommand, tapNames } from './io/weights.js';
 
 /**
  * Built-in backbones (no weight files needed).

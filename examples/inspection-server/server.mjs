@@ -79,7 +79,7 @@ export async function createServer({ modelPath, backbone = 'random_cnn', engineO
       if (fitting) throw new HttpError(409, 'ERR_BUSY', 'a fit is already running');
       fitting = true;
       try {
-        const { listImages } = await import(path.resolve(here, '../../dist/dataset.js'));
+        const { listImages } = await import(path.resolve(here, '../../dist/eval/dataset.js'));
         const next = await Engine.create({ backbone, ...engineOptions });
         const summary = await next.fit(await listImages(body.dir));
         await next.save(modelPath); // written atomically; the old model stays valid until then

@@ -4,7 +4,7 @@
 
 #include "addon/convert.h"
 #include "addon/engine_wrap.h"
-#include "core/internals.h"
+#include "probes/internals.h"
 #include "core/memory.h"
 #include "core/runtime.h"
 

@@ -6,8 +6,8 @@
 #include <vector>
 
 #include "core/error.h"
-#include "core/image.h"
-#include "core/internals.h"
+#include "core/pipeline/image.h"
+#include "probes/internals.h"
 #include "core/options.h"
 
 namespace rpn {

@@ -3,7 +3,7 @@
 #include "addon/addon.h"
 #include "addon/convert.h"
 #include "addon/promise_worker.h"
-#include "core/image.h"
+#include "core/pipeline/image.h"
 
 namespace rpn {
 

@@ -5,18 +5,18 @@
 #include <mutex>
 #include <thread>
 
-#include "core/backbone.h"
-#include "core/coreset.h"
+#include "core/backbones/backbone.h"
+#include "core/pipeline/coreset.h"
 #include "core/error.h"
-#include "core/feature_staging.h"
-#include "core/head.h"
-#include "core/image.h"
-#include "core/knn.h"
+#include "core/pipeline/feature_staging.h"
+#include "core/pipeline/head.h"
+#include "core/pipeline/image.h"
+#include "core/pipeline/flat_l2_index.h"
 #include "core/memory.h"
-#include "core/model_io.h"
-#include "core/patch_features.h"
-#include "core/scorer.h"
-#include "core/torchvision_backbones.h"
+#include "core/io/model_file.h"
+#include "core/pipeline/patch_features.h"
+#include "core/pipeline/scorer.h"
+#include "core/backbones/torchvision.h"
 
 namespace rp {
 

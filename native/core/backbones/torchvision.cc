@@ -1,4 +1,4 @@
-#include "core/torchvision_backbones.h"
+#include "core/backbones/torchvision.h"
 
 #include <algorithm>
 #include <map>
@@ -6,8 +6,8 @@
 #include <sstream>
 
 #include "core/error.h"
-#include "core/sha256.h"
-#include "core/state_dict.h"
+#include "core/io/sha256.h"
+#include "core/backbones/pth_reader.h"
 
 namespace F = torch::nn::functional;
 

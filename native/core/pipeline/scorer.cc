@@ -1,4 +1,4 @@
-#include "core/scorer.h"
+#include "core/pipeline/scorer.h"
 
 #include <cmath>
 #include <vector>

@@ -1,4 +1,4 @@
-#include "core/feature_staging.h"
+#include "core/pipeline/feature_staging.h"
 
 #include "core/error.h"
 

@@ -12,7 +12,7 @@ import https from 'node:https';
 import os from 'node:os';
 import path from 'node:path';
 
-import { ReconpatchError } from './errors.js';
+import { ReconpatchError } from '../errors.js';
 
 /**
  * torchvision's IMAGENET1K_V1 weights (the ones PatchCore uses), by architecture: the file names,

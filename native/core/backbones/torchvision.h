@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "core/backbone.h"
+#include "core/backbones/backbone.h"
 
 namespace rp {
 

@@ -1,4 +1,4 @@
-#include "core/model_io.h"
+#include "core/io/model_file.h"
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -10,7 +10,7 @@
 #include <sstream>
 
 #include "core/error.h"
-#include "core/sha256.h"
+#include "core/io/sha256.h"
 
 namespace rp {
 

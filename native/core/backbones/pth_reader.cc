@@ -1,4 +1,4 @@
-#include "core/state_dict.h"
+#include "core/backbones/pth_reader.h"
 
 #include <caffe2/serialize/in_memory_adapter.h>
 #include <caffe2/serialize/inline_container.h>

@@ -1,4 +1,4 @@
-#include "core/sha256.h"
+#include "core/io/sha256.h"
 
 #include <algorithm>
 #include <cstring>

@@ -1,4 +1,4 @@
-#include "core/coreset.h"
+#include "core/pipeline/coreset.h"
 
 #include <ATen/Parallel.h>
 

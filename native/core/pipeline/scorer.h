@@ -2,7 +2,7 @@
 #pragma once
 #include <torch/torch.h>
 
-#include "core/knn.h"
+#include "core/pipeline/flat_l2_index.h"
 
 namespace rp {
 

@@ -1,4 +1,4 @@
-#include "core/head.h"
+#include "core/pipeline/head.h"
 
 #include <cmath>
 

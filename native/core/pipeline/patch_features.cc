@@ -1,4 +1,4 @@
-#include "core/patch_features.h"
+#include "core/pipeline/patch_features.h"
 
 #include <ATen/Parallel.h>
 

@@ -1,4 +1,4 @@
-#include "core/backbone.h"
+#include "core/backbones/backbone.h"
 
 #include <torch/cuda.h>
 #include <torch/script.h>
@@ -7,8 +7,8 @@
 #include <sstream>
 
 #include "core/error.h"
-#include "core/sha256.h"
-#include "core/torchvision_backbones.h"
+#include "core/io/sha256.h"
+#include "core/backbones/torchvision.h"
 
 namespace F = torch::nn::functional;
 

@@ -1,4 +1,4 @@
-#include "core/knn.h"
+#include "core/pipeline/flat_l2_index.h"
 
 #include <algorithm>
 #include <limits>

@@ -10,15 +10,15 @@ import { parseArgs } from 'node:util';
 
 import cliProgress from 'cli-progress';
 
-import { listImages, readMask, readMvtecDataset } from './dataset.js';
-import { Engine } from './engine.js';
-import { Ensemble, type EnsembleProgress, type MemberOutputs, fuseTestMinMax } from './ensemble.js';
-import { ReconpatchError } from './errors.js';
-import { auroc, f1Max, pixelAuroc, pro } from './metrics.js';
-import type { EngineOptions, HeadOptions } from './options.js';
-import { libtorchCommand } from './libtorch/command.js';
-import { makeSyntheticDataset } from './synthetic.js';
-import { type DownloadProgress, TORCHVISION_ARCHITECTURES, TORCHVISION_WEIGHTS, cachedWeights, defaultCacheDir, pullWeights } from './weights.js';
+import { listImages, readMask, readMvtecDataset } from '../eval/dataset.js';
+import { Engine } from '../engine/engine.js';
+import { Ensemble, type EnsembleProgress, type MemberOutputs, fuseTestMinMax } from '../ensemble/ensemble.js';
+import { ReconpatchError } from '../errors.js';
+import { auroc, f1Max, pixelAuroc, pro } from '../eval/metrics.js';
+import type { EngineOptions, HeadOptions } from '../options.js';
+import { libtorchCommand } from './libtorch.js';
+import { makeSyntheticDataset } from '../eval/synthetic.js';
+import { type DownloadProgress, TORCHVISION_ARCHITECTURES, TORCHVISION_WEIGHTS, cachedWeights, defaultCacheDir, pullWeights } from '../io/weights.js';
 
 const ENGINE_FLAGS = {
   backbone: { type: 'string', multiple: true },

@@ -8,8 +8,8 @@ import { readFile } from 'node:fs/promises';
 import sharp from 'sharp';
 
 import { decodeBmp, isBmp } from './bmp.js';
-import { ReconpatchError } from './errors.js';
-import type { RawFrame } from './native.js';
+import { ReconpatchError } from '../errors.js';
+import type { RawFrame } from '../native.js';
 
 /**
  * A raw frame from a camera SDK or sharp's `.raw()`: HWC, `channels` 1 (grey), 2 (grey+alpha), 3 (RGB) or 4 (RGBA).

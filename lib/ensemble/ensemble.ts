@@ -31,14 +31,14 @@ import { open, readFile, rename, unlink, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 
-import { type Calibration, calibrate, holdoutPicker, normalize } from './calibration.js';
-import { Engine, type EngineInfo, type FitSummary, type Progress, type ScoreOptions, type ScoreResult, type ScoreStreamOptions } from './engine.js';
-import { ReconpatchError, rethrow } from './errors.js';
-import { heatmapPng } from './heatmap.js';
-import { type ImageInput, toRawFrame } from './images.js';
-import type { NativeOptions, RawFrame } from './native.js';
-import { type CalibrationOptions, type EngineOptions, resolveCalibration } from './options.js';
-import { orderedMap } from './ordered.js';
+import { type Calibration, calibrate, holdoutPicker, normalize } from '../calibration.js';
+import { Engine, type EngineInfo, type FitSummary, type Progress, type ScoreOptions, type ScoreResult, type ScoreStreamOptions } from '../engine/engine.js';
+import { ReconpatchError, rethrow } from '../errors.js';
+import { heatmapPng } from '../heatmap.js';
+import { type ImageInput, toRawFrame } from '../io/images.js';
+import type { NativeOptions, RawFrame } from '../native.js';
+import { type CalibrationOptions, type EngineOptions, resolveCalibration } from '../options.js';
+import { orderedMap } from '../engine/ordered.js';
 
 /**
  * Options for {@link Ensemble.create}.

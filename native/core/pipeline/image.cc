@@ -1,4 +1,4 @@
-#include "core/image.h"
+#include "core/pipeline/image.h"
 
 #include <cmath>
 

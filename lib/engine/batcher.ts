@@ -3,7 +3,7 @@
  * order: a batch takes one place in the engine's queue, and calls join the newest batch only while
  * nothing else (fit, save, ...) has been queued behind it.
  */
-import type { BatchingOptions } from './options.js';
+import type { BatchingOptions } from '../options.js';
 
 interface Pending<In, Out> {
   input: In;

@@ -4,14 +4,14 @@
  */
 import { Duplex } from 'node:stream';
 
-import { type Calibration, calibrate, holdoutPicker, normalize } from './calibration.js';
-import { ReconpatchError, rethrow } from './errors.js';
-import { heatmapPng } from './heatmap.js';
-import { type ImageInput, describeInput, toRawFrame } from './images.js';
-import { type NativeEngine, type NativeInfo, type NativeOptions, type NativeScore, type RawFrame, native } from './native.js';
+import { type Calibration, calibrate, holdoutPicker, normalize } from '../calibration.js';
+import { ReconpatchError, rethrow } from '../errors.js';
+import { heatmapPng } from '../heatmap.js';
+import { type ImageInput, describeInput, toRawFrame } from '../io/images.js';
+import { type NativeEngine, type NativeInfo, type NativeOptions, type NativeScore, type RawFrame, native } from '../native.js';
 import { ScoreBatcher } from './batcher.js';
 import { orderedMap } from './ordered.js';
-import { type BatchingOptions, type CalibrationOptions, type EngineOptions, resolveBatching, resolveCalibration, resolveOptions } from './options.js';
+import { type BatchingOptions, type CalibrationOptions, type EngineOptions, resolveBatching, resolveCalibration, resolveOptions } from '../options.js';
 
 /**
  * A fit or scoring stage's progress. `total` is undefined when the input's length is unknown.

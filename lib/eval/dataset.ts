@@ -11,7 +11,7 @@ import path from 'node:path';
 
 import sharp from 'sharp';
 
-import { ReconpatchError } from './errors.js';
+import { ReconpatchError } from '../errors.js';
 
 export const IMAGE_EXTENSIONS = ['.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp'];
 

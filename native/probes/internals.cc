@@ -1,20 +1,20 @@
-#include "core/internals.h"
+#include "probes/internals.h"
 
 #include <ATen/Parallel.h>
 
 #include <chrono>
 #include <vector>
 
-#include "core/backbone.h"
-#include "core/coreset.h"
+#include "core/backbones/backbone.h"
+#include "core/pipeline/coreset.h"
 #include "core/error.h"
-#include "core/head.h"
-#include "core/image.h"
-#include "core/knn.h"
-#include "core/patch_features.h"
-#include "core/scorer.h"
+#include "core/pipeline/head.h"
+#include "core/pipeline/image.h"
+#include "core/pipeline/flat_l2_index.h"
+#include "core/pipeline/patch_features.h"
+#include "core/pipeline/scorer.h"
 #include "core/simd.h"
-#include "core/torchvision_backbones.h"
+#include "core/backbones/torchvision.h"
 
 namespace rp::internals {
 

@@ -2,7 +2,7 @@
  * Ordered, bounded-in-flight mapping of a (possibly endless) Iterable or AsyncIterable: the
  * machinery behind `Engine.scoreStream` and `Ensemble.scoreStream`.
  */
-import { ReconpatchError } from './errors.js';
+import { ReconpatchError } from '../errors.js';
 
 /** Options of {@link orderedMap}. */
 export interface OrderedMapOptions {

@@ -4,9 +4,9 @@ import { parseArgs } from 'node:util';
 
 import { ReconpatchError } from '../errors.js';
 import { addonBinaries, pickAddon } from '../native.js';
-import { defaultCacheDir } from '../weights.js';
-import { WHEEL_VERSIONS, assembleLibtorch, checkLibtorch } from './assemble.js';
-import { abiTag, describeAbi, findLibtorches } from './find.js';
+import { defaultCacheDir } from '../io/weights.js';
+import { WHEEL_VERSIONS, assembleLibtorch, checkLibtorch } from '../libtorch/assemble.js';
+import { abiTag, describeAbi, findLibtorches } from '../libtorch/find.js';
 
 export const LIBTORCH_HELP = `reconpatch libtorch --variant cpu|cuda [--wheel <torch.whl>] [--wheels <dir>] [--download [--index-url <url>] [--version <v>]]
 reconpatch libtorch list [--json]

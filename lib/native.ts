@@ -11,6 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { ReconpatchError } from './errors.js';
 import { type AddonAbi, type Libtorch, type LibtorchSource, abiTag, describeAbi, describeLibtorch, findLibtorches, preloadLibtorch } from './libtorch/find.js';
 import { defaultCacheDir } from './io/weights.js';
+import { optionTableDrift } from './option_table.js';
 
 /** A raw frame as the addon takes it: HWC uint8, 1 or 3 channels, no padding. */
 export interface RawFrame {
@@ -94,11 +95,18 @@ export interface NativeEngine {
   options(): NativeOptions;
   fitBegin(): void;
   fitAdd(images: RawFrame[]): Promise<void>;
+  /** Builds the new model into a pending slot; the live model keeps serving until fitCommit. */
   fitEnd(onProgress?: (stage: string, done: number, total: number, value: number) => void): Promise<void>;
+  /** Scores against the pending model (calibration before the commit). */
+  scorePending(images: RawFrame[]): Promise<NativeScore[]>;
+  /** Makes the pending model live, with this metadata. */
+  fitCommit(metadata: string): void;
+  /** Drops the staged features and the pending model; the live model stays. */
   fitAbort(): void;
   cancel(): void;
   score(images: RawFrame[]): Promise<NativeScore[]>;
-  save(path: string): Promise<void>;
+  /** The fitted model as model-file bytes. */
+  encode(): Promise<Buffer>;
   embed(images: [RawFrame]): Promise<FloatArray>;
   metadata(): string;
   /** Throws ERR_INVALID_IMAGE for frames this engine could not embed (geometry checks only; synchronous, cheap). */
@@ -134,9 +142,19 @@ export interface NativeInternals {
   /** Seconds of the approximate greedy coreset on random rows x dim features. Benchmarks only. */
 }
 
+/** A model file decoded natively, before an engine is built from it. */
+export interface DecodedModel {
+  options: NativeOptions;
+  model: unknown;
+}
+
 export interface NativeModule {
   createEngine(options: NativeOptions): Promise<NativeEngine>;
-  loadEngine(path: string): Promise<NativeEngine>;
+  /** Checks and decodes model-file bytes; `label` names them in errors. */
+  decodeModel(bytes: Buffer, label: string): Promise<DecodedModel>;
+  loadEngine(model: DecodedModel['model']): Promise<NativeEngine>;
+  /** The addon's option keys, in order, with its C++ defaults (compared with lib/option_table.ts). */
+  optionDefaults(): Record<string, unknown>;
   internals: NativeInternals;
   runtime(): { torchVersion: string; cudaBuild: boolean; cudaDevices: number; cxxStandard: number };
 }
@@ -250,11 +268,10 @@ export function native(): NativeModule {
         : 'it is incomplete or for another platform';
     throw new ReconpatchError('ERR_NATIVE_LOAD', `reconpatch: ${describeAbi(pick.libtorch)} from ${pick.libtorch.source} at ${pick.libtorch.libDir} could not be loaded: ${help}.\n  cause: ${msg}`, { cause: err });
   }
+  let mod: NativeModule;
   try {
     const require = createRequire(import.meta.url);
-    cached = require(pick.addon.file) as NativeModule;
-    loaded = pick;
-    return cached;
+    mod = require(pick.addon.file) as NativeModule;
   } catch (err) {
     const msg = err instanceof Error ? err.message : String(err);
     const help = /lib(torch|c10)[^ ]*\.so/.test(msg)
@@ -264,6 +281,15 @@ export function native(): NativeModule {
       : 'the native addon could not be loaded.';
     throw new ReconpatchError('ERR_NATIVE_LOAD', `reconpatch: ${help}\n  addon: ${pick.addon.file}\n  cause: ${msg}`, { cause: err });
   }
+  // An addon built from other sources than this JavaScript (a stale build) would read options wrongly.
+  const drift = optionTableDrift(mod.optionDefaults());
+  if (drift.length) {
+    throw new ReconpatchError('ERR_NATIVE_LOAD', `reconpatch: the addon ${pick.addon.file} does not match this package's JavaScript ` +
+      `(rebuild it: npm rebuild reconpatch):\n  ${drift.join('\n  ')}`);
+  }
+  cached = mod;
+  loaded = pick;
+  return cached;
 }
 
 /**

@@ -1,12 +1,13 @@
 /**
  * Gathers concurrent `score()` calls into native batches without changing the engine's call
  * order: a batch takes one place in the engine's queue, and calls join the newest batch only while
- * nothing else (fit, save, ...) has been queued behind it.
+ * nothing else (fit, save, ...) has been queued behind it. A call joins when it is made, with its
+ * input still being decoded: its place in the order does not depend on how long decoding takes.
  */
 import type { BatchingOptions } from '../options.js';
 
 interface Pending<In, Out> {
-  input: In;
+  input: Promise<In>;
   resolve: (value: Out) => void;
   reject: (reason: unknown) => void;
 }
@@ -35,8 +36,11 @@ export class ScoreBatcher<In, Out> {
     this.#options = options;
   }
 
-  /** Adds one input to the open batch (or a new one) and resolves with its own output or error. */
-  add(input: In): Promise<Out> {
+  /**
+   * Adds one input (being prepared: a failed preparation fails this call only) to the open batch,
+   * or a new one, and resolves with its own output or error.
+   */
+  add(input: Promise<In>): Promise<Out> {
     let batch = this.#open;
     if (!batch || batch.items.length >= this.#options.maxBatch) {
       const fresh: Batch<In, Out> = { items: [] };
@@ -72,18 +76,27 @@ export class ScoreBatcher<In, Out> {
       });
     }
     if (this.#open === batch) this.#open = null;
-    const items = batch.items;
-    this.#calls += items.length;
+    const ready: Pending<In, Out>[] = [];
+    const inputs: In[] = [];
+    for (const [i, outcome] of (await Promise.allSettled(batch.items.map((p) => p.input))).entries()) {
+      if (outcome.status === 'rejected') batch.items[i].reject(outcome.reason);
+      else {
+        ready.push(batch.items[i]);
+        inputs.push(outcome.value);
+      }
+    }
+    if (ready.length === 0) return;
+    this.#calls += ready.length;
     this.#batches += 1;
     try {
-      const outputs = await this.#run(items.map((p) => p.input));
-      items.forEach((p, i) => p.resolve(outputs[i]));
+      const outputs = await this.#run(inputs);
+      ready.forEach((p, i) => p.resolve(outputs[i]));
     } catch (err) {
-      if (items.length === 1) return items[0].reject(err);
+      if (ready.length === 1) return ready[0].reject(err);
       // One bad input must not fail its batch-mates: run them one by one, each with its own outcome.
-      for (const p of items) {
+      for (const [i, p] of ready.entries()) {
         try {
-          p.resolve((await this.#run([p.input]))[0]);
+          p.resolve((await this.#run([inputs[i]]))[0]);
         } catch (e) {
           p.reject(e);
         }

@@ -1,33 +1,25 @@
 /**
  * The Engine: fit on good parts, score new images. Orchestration only; every computation runs
- * in the native addon off the event loop. Calls on one engine are serialised in arrival order.
+ * in the native addon off the event loop. Calls on one engine run one at a time, in the order
+ * they were made.
  */
 import { Duplex } from 'node:stream';
 
-import { type Calibration, calibrate, holdoutPicker, normalize } from '../calibration.js';
+import { type Calibration, calibrate } from '../calibration.js';
 import { ReconpatchError, rethrow } from '../errors.js';
-import { heatmapPng } from '../heatmap.js';
-import { type ImageInput, describeInput, toRawFrame } from '../io/images.js';
+import { type ImageInput, toRawFrame } from '../io/images.js';
 import { type NativeEngine, type NativeInfo, type NativeOptions, type NativeScore, type RawFrame, native } from '../native.js';
-import { ScoreBatcher } from './batcher.js';
-import { orderedMap } from './ordered.js';
+import { nativeOptionProblems } from '../option_table.js';
 import { type BatchingOptions, type CalibrationOptions, type EngineOptions, resolveBatching, resolveCalibration, resolveOptions } from '../options.js';
+import { ScoreBatcher } from './batcher.js';
+import { readModelFile, writeFileAtomically } from './model_file.js';
+import { orderedMap } from './ordered.js';
+import { CallQueue } from './queue.js';
+import { type ScoreOptions, type ScoreResult, checkScoreOptions, finishResult } from './results.js';
+import { FitControl, type Progress, abortFit, stageFit } from './staged_fit.js';
 
-/**
- * A fit or scoring stage's progress. `total` is undefined when the input's length is unknown.
- * @example
- * await engine.fit(goodImages, { onProgress: (p: Progress) => console.log(p.stage, p.done, p.total ?? '?', p.loss ?? '') });
- */
-export interface Progress {
-  /** `'embed'` (images), `'head'` (training iterations), `'coreset'` (selected rows), `'calibrate'` (held-out images). */
-  stage: 'embed' | 'head' | 'coreset' | 'calibrate';
-  /** Units of this stage done so far. */
-  done: number;
-  /** Units in this stage, when known. */
-  total?: number;
-  /** Head training: the iteration's loss. */
-  loss?: number;
-}
+export type { Progress } from './staged_fit.js';
+export type { ScoreOptions, ScoreResult } from './results.js';
 
 /**
  * Options of {@link Engine.fit}.
@@ -60,41 +52,6 @@ export interface FitSummary {
   bankRows: number;
   /** Wall-clock duration of the fit. */
   seconds: number;
-}
-
-/**
- * One image's result. `map` is the anomaly map, row-major `height` x `width`, at the input's size.
- * @example
- * const r: ScoreResult = await engine.score('frame.png');
- * const centre = r.map[Math.floor(r.height / 2) * r.width + Math.floor(r.width / 2)];
- * console.log(r.score, r.isAnomaly, centre);
- */
-export interface ScoreResult {
-  /** Raw image score: a patch distance (larger = more anomalous). */
-  score: number;
-  /** Score mapped to [0, 1] with 0.5 at the calibrated threshold; null when the fit had too few images to calibrate. */
-  normalizedScore: number | null;
-  /** normalizedScore >= 0.5; null without calibration. */
-  isAnomaly: boolean | null;
-  /** Anomaly map (patch distances, upsampled and blurred), row-major, `height` x `width`. */
-  map: Float32Array;
-  /** The input image's width in pixels. */
-  width: number;
-  /** The input image's height in pixels. */
-  height: number;
-  /** PNG overlay (jet colour map, 50% blend, threshold contour) when asked with `{ heatmap: 'png' }`. */
-  heatmap?: Buffer;
-}
-
-/**
- * Options of {@link Engine.score} and {@link Engine.scoreMany}.
- * @example
- * const { heatmap } = await engine.score('frame.png', { heatmap: 'png' });
- * if (heatmap) await import('node:fs/promises').then((fs) => fs.writeFile('frame.heat.png', heatmap));
- */
-export interface ScoreOptions {
-  /** `'png'`: also return a coloured overlay PNG of the map over the image. */
-  heatmap?: 'png' | false;
 }
 
 /**
@@ -148,6 +105,15 @@ export interface EngineInfo extends Omit<NativeInfo, 'backboneName'> {
   batching: { maxBatch: number; maxWaitMs: number; calls: number; batches: number };
 }
 
+// Each engine's native side, for the ensemble (which stages its members' fits in lockstep): not
+// part of the public API.
+const natives = new WeakMap<Engine, NativeEngine>();
+
+/** The native engine behind `engine` (package-internal). */
+export function nativeOf(engine: Engine): NativeEngine {
+  return natives.get(engine)!;
+}
+
 /**
  * An anomaly-detection engine: one backbone and one memory bank of nominal patch features.
  * @example
@@ -160,12 +126,13 @@ export class Engine {
   readonly #native: NativeEngine;
   readonly #calibrationOptions: CalibrationOptions;
   #calibration: Calibration | null = null;
-  #queue: Promise<unknown> = Promise.resolve();
+  readonly #queue = new CallQueue();
   readonly #batcher: ScoreBatcher<RawFrame, NativeScore>;
 
   private constructor(n: NativeEngine, batching: BatchingOptions | false | undefined, calibrationOptions?: CalibrationOptions) {
     this.#native = n;
-    this.#batcher = new ScoreBatcher((task) => this.#enqueue(task), (frames) => n.score(frames), resolveBatching(batching));
+    natives.set(this, n);
+    this.#batcher = new ScoreBatcher((task) => this.#queue.run(task), (frames) => n.score(frames), resolveBatching(batching));
     // Models carry their calibration (and its options) as JSON metadata.
     const meta = n.metadata() ? (JSON.parse(n.metadata()) as { calibration?: Calibration; calibrationOptions?: CalibrationOptions }) : {};
     this.#calibration = meta.calibration ?? null;
@@ -191,7 +158,8 @@ export class Engine {
   }
 
   /**
-   * Loads a model saved by {@link Engine.save}. Throws ERR_MODEL_FILE for damaged or foreign files.
+   * Loads a model saved by {@link Engine.save}. Throws ERR_MODEL_FILE for damaged, foreign or
+   * unreadable files (regular files only), ERR_DEVICE_UNAVAILABLE, ERR_INVALID_OPTION.
    * @example
    * const engine = await Engine.load('part.rcp');
    * console.log(engine.info.fitted, engine.info.bankRows);
@@ -200,19 +168,42 @@ export class Engine {
     const stack = new Error();
     try {
       if (typeof path !== 'string' || path === '') throw new ReconpatchError('ERR_INVALID_OPTION', 'load expects a file path');
-      if (options === null || typeof options !== 'object') throw new ReconpatchError('ERR_INVALID_OPTION', 'load options must be an object');
-      for (const key of Object.keys(options))
-        if (key !== 'batching' && key !== 'threads') throw new ReconpatchError('ERR_INVALID_OPTION', `unknown load option '${key}'`);
-      resolveBatching(options.batching);
-      const { threads } = options;
-      if (threads !== undefined && !(Number.isInteger(threads) && threads >= 1 && threads <= 1024))
-        throw new ReconpatchError('ERR_INVALID_OPTION', `threads must be an integer in [1, 1024], got ${JSON.stringify(threads)}`);
-      const n = await native().loadEngine(path);
-      if (threads !== undefined) n.setThreads(threads);
-      return new Engine(n, options.batching);
+      checkLoadOptions(options);
+      return await Engine.#fromBytes(await readModelFile(path), `model file '${path}'`, options);
     } catch (err) {
       rethrow(err, stack);
     }
+  }
+
+  /**
+   * Loads a model from the bytes of a model file ({@link Engine.saveBytes}), e.g. from a database
+   * or an object store. Throws as {@link Engine.load}.
+   * @example
+   * const bytes = await engine.saveBytes();
+   * const copy = await Engine.loadBytes(bytes);
+   */
+  static async loadBytes(bytes: Uint8Array, options: LoadOptions = {}): Promise<Engine> {
+    const stack = new Error();
+    try {
+      if (!(bytes instanceof Uint8Array)) throw new ReconpatchError('ERR_INVALID_OPTION', 'loadBytes expects a Buffer or Uint8Array');
+      checkLoadOptions(options);
+      const buffer = Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+      return await Engine.#fromBytes(buffer, 'model bytes', options);
+    } catch (err) {
+      rethrow(err, stack);
+    }
+  }
+
+  // Decode, check the options as Engine.create would (a model file is data, not trusted code),
+  // then build: nothing is constructed from options that fail the table.
+  static async #fromBytes(bytes: Buffer, label: string, options: LoadOptions): Promise<Engine> {
+    const decoded = await native().decodeModel(bytes, label);
+    const problems = nativeOptionProblems(decoded.options as unknown as Record<string, unknown>);
+    if (problems.length)
+      throw new ReconpatchError('ERR_MODEL_FILE', `${label} holds options reconpatch does not accept (${problems.join('; ')}); it is damaged or was not written by reconpatch`);
+    const n = await native().loadEngine(decoded.model);
+    if (options.threads !== undefined) n.setThreads(options.threads);
+    return new Engine(n, options.batching);
   }
 
   /**
@@ -225,7 +216,8 @@ export class Engine {
   }
 
   /**
-   * What this engine holds now (a fresh object on every read).
+   * What this engine holds now (a fresh object on every read). Never waits: during a fit it
+   * describes the model still in use.
    * @example
    * if (!engine.info.fitted) await engine.fit(goodImages);
    */
@@ -236,8 +228,10 @@ export class Engine {
 
   /**
    * Fits on images of good parts. Streams: decodes and embeds `batchSize` images at a time and
-   * never holds all decoded images. A failed or aborted fit leaves the engine as it was.
-   * Throws ERR_INVALID_IMAGE (naming the image), ERR_EMPTY_TRAINING_SET, ERR_ABORTED.
+   * never holds all decoded images. The new model replaces the old one only when the whole fit
+   * (calibration included) has succeeded: a failed or aborted fit leaves the engine as it was.
+   * Throws ERR_INVALID_IMAGE (naming the image), ERR_EMPTY_TRAINING_SET, ERR_ABORTED, ERR_INPUT
+   * (the iterable threw), ERR_CALLBACK (onProgress threw).
    * @example
    * const summary = await engine.fit(['good/000.png', 'good/001.png', 'good/002.png', 'good/003.png']);
    */
@@ -249,16 +243,26 @@ export class Engine {
   /**
    * Scores one image: raw and calibrated score, and the anomaly map at the image's own size.
    * Calls made while the engine is busy are scored together in one native batch (see
-   * {@link EngineOptions.batching}); each gets exactly the result it would get alone.
+   * {@link EngineOptions.batching}); each gets exactly the result it would get alone. The call
+   * takes its place among the engine's calls when it is made (a score made before a fit sees the
+   * old model), while its image is still being decoded.
    * Throws ERR_NOT_FITTED, ERR_INVALID_IMAGE.
    * @example
    * const { score, normalizedScore, isAnomaly, map, width, height } = await engine.score('frame.png');
    */
   score(image: ImageInput, options: ScoreOptions = {}): Promise<ScoreResult> {
     const stack = new Error();
+    try {
+      checkScoreOptions(options);
+    } catch (err) {
+      return Promise.reject(err).catch((e) => rethrow(e, stack));
+    }
     // Decoding and the heatmap run outside the engine's queue, overlapping other calls' native work.
-    return toRawFrame(image)
-      .then((frame) => this.#batcher.add(frame).then((r) => this.#result(r, frame, options)))
+    const frame = toRawFrame(image);
+    frame.catch(() => undefined); // reported through the batcher, to this call only
+    return this.#batcher
+      .add(frame)
+      .then(async (r) => finishResult(r, await frame, this.#calibration, options))
       .catch((err) => rethrow(err, stack));
   }
 
@@ -271,12 +275,14 @@ export class Engine {
   scoreMany(images: ImageInput[], options: ScoreOptions = {}): Promise<ScoreResult[]> {
     const stack = new Error();
     return this.#exclusive(async () => {
+      if (!Array.isArray(images)) throw new ReconpatchError('ERR_INVALID_OPTION', 'scoreMany expects an array of images');
+      checkScoreOptions(options);
       const batchSize = this.#native.options().batchSize;
       const out: ScoreResult[] = [];
       for (let i = 0; i < images.length; i += batchSize) {
         const frames = await Promise.all(images.slice(i, i + batchSize).map((img, j) => toRawFrame(img, i + j)));
         const raw = await this.#native.score(frames);
-        for (const [j, r] of raw.entries()) out.push(await this.#result(r, frames[j], options));
+        for (const [j, r] of raw.entries()) out.push(await finishResult(r, frames[j], this.#calibration, options));
       }
       return out;
     }).catch((err) => rethrow(err, stack));
@@ -312,30 +318,9 @@ export class Engine {
     }.bind(this));
   }
 
-  // Post-processing: calibrated score and the optional heatmap.
-  async #result(r: NativeScore, frame: RawFrame, { heatmap }: ScoreOptions): Promise<ScoreResult> {
-    const c = this.#calibration;
-    const normalizedScore = c ? normalize(r.score, c) : null;
-    const result: ScoreResult = { ...r, normalizedScore, isAnomaly: normalizedScore === null ? null : normalizedScore >= 0.5 };
-    if (heatmap === 'png') {
-      const scaled = new Float32Array(r.map.length);
-      if (c) for (let i = 0; i < scaled.length; i++) scaled[i] = normalize(r.map[i], c);
-      else {
-        // Uncalibrated: the map's own range.
-        let lo = Infinity;
-        let hi = -Infinity;
-        for (const v of r.map) { lo = Math.min(lo, v); hi = Math.max(hi, v); }
-        for (let i = 0; i < scaled.length; i++) scaled[i] = hi > lo ? (r.map[i] - lo) / (hi - lo) : 0;
-      }
-      result.heatmap = await heatmapPng(frame, scaled);
-    } else if (heatmap !== undefined && heatmap !== false) {
-      throw new ReconpatchError('ERR_INVALID_OPTION', `heatmap must be 'png' or false, got ${JSON.stringify(heatmap)}`);
-    }
-    return result;
-  }
-
   /**
-   * Saves the fitted model to one file (written to a temporary file, then renamed). Throws ERR_NOT_FITTED, ERR_IO.
+   * Saves the fitted model to one file (written to a temporary file, fsynced, then renamed, so an
+   * existing file is never half-overwritten). Throws ERR_NOT_FITTED, ERR_IO.
    * @example
    * await engine.save('part.rcp');
    */
@@ -343,8 +328,19 @@ export class Engine {
     const stack = new Error();
     return this.#exclusive(async () => {
       if (typeof path !== 'string' || path === '') throw new ReconpatchError('ERR_INVALID_OPTION', 'save expects a file path');
-      await this.#native.save(path);
+      await writeFileAtomically(path, await this.#native.encode());
     }).catch((err) => rethrow(err, stack));
+  }
+
+  /**
+   * The fitted model as the bytes of a model file (what {@link Engine.save} writes), for storage
+   * elsewhere; {@link Engine.loadBytes} reads them. Throws ERR_NOT_FITTED.
+   * @example
+   * const bytes: Buffer = await engine.saveBytes();
+   */
+  saveBytes(): Promise<Buffer> {
+    const stack = new Error();
+    return this.#exclusive(() => this.#native.encode()).catch((err) => rethrow(err, stack));
   }
 
   /**
@@ -365,103 +361,57 @@ export class Engine {
   // calls made after this one join a later batch, so they see what this call did (a new fit).
   #exclusive<T>(fn: () => Promise<T>): Promise<T> {
     this.#batcher.seal();
-    return this.#enqueue(fn);
+    return this.#queue.run(fn);
   }
 
-  #enqueue<T>(fn: () => Promise<T>): Promise<T> {
-    const run = this.#queue.then(fn, fn);
-    this.#queue = run.catch(() => undefined);
-    return run;
-  }
-
-  // Scores the held-out nominal images and stores the threshold statistics with the model.
-  async #calibrate(frames: RawFrame[], onProgress?: (p: Progress) => void) {
-    let calibration: Calibration | null = null;
-    if (frames.length > 0) {
-      const scores: number[] = [];
-      const maps: Float32Array[] = [];
-      const batchSize = this.#native.options().batchSize;
-      for (let i = 0; i < frames.length; i += batchSize) {
-        for (const r of await this.#native.score(frames.slice(i, i + batchSize))) {
-          scores.push(r.score);
-          maps.push(r.map);
-        }
-        onProgress?.({ stage: 'calibrate', done: Math.min(i + batchSize, frames.length), total: frames.length });
-      }
-      calibration = calibrate(scores, maps);
-    }
-    this.#calibration = calibration;
-    this.#native.setMetadata(JSON.stringify({ calibration, calibrationOptions: this.#calibrationOptions }));
-  }
-
+  // The fit transaction: stage, calibrate against the pending model, commit model and calibration together.
   async #fit(images: Iterable<ImageInput> | AsyncIterable<ImageInput>, { signal, onProgress }: FitOptions): Promise<FitSummary> {
-    if (images === null || typeof images !== 'object' || !(Symbol.iterator in images || Symbol.asyncIterator in images))
-      throw new ReconpatchError('ERR_INVALID_OPTION', 'fit expects an Iterable or AsyncIterable of images');
     const started = performance.now();
-    const total = Array.isArray(images) ? images.length : undefined;
-    const batchSize = this.#native.options().batchSize;
-    const aborted = () => new ReconpatchError('ERR_ABORTED', 'fit was aborted; the engine keeps its previous state');
-    if (signal?.aborted) throw aborted();
-    const onAbort = () => this.#native.cancel();
-    signal?.addEventListener('abort', onAbort);
-    this.#native.fitBegin();
-    const { holdout, minImages } = this.#calibrationOptions;
-    const heldOut = holdoutPicker(total, holdout, minImages);
-    const calibrationFrames: RawFrame[] = [];
+    const n = this.#native;
+    const control = new FitControl([n], signal, 'engine');
     try {
-      let done = 0;
-      let pending: ImageInput[] = [];
-      const flush = async () => {
-        const decoded: RawFrame[] = await Promise.all(pending.map((img, j) => toRawFrame(img, done + j)));
-        if (signal?.aborted) throw aborted();
-        // Held-out nominal images are kept aside for calibration, not put in the bank.
-        const frames = decoded.filter((_, j) => !heldOut(done + j));
-        try {
-          // Held-out images are checked now, so calibration after fitEnd cannot fail on them.
-          this.#native.validate(decoded.filter((_, j) => heldOut(done + j)));
-          if (frames.length > 0) await this.#native.fitAdd(frames);
-        } catch (err) {
-          // Name the offending image when the native side rejects one.
-          const e = err as { code?: string; message?: string };
-          if (e.code === 'ERR_INVALID_IMAGE' && pending.length > 0) {
-            throw new ReconpatchError('ERR_INVALID_IMAGE', `fit: one of ${pending.map((p, j) => describeInput(p, done + j)).join(', ')}: ${e.message}`, { cause: err });
+      const staged = await stageFit([n], images, control, {
+        onProgress: onProgress && ((p) => onProgress(p)), calibration: this.#calibrationOptions, batchSize: n.options().batchSize, what: 'engine',
+      });
+      const frames = staged.calibrationFrames;
+      let calibration: Calibration | null = null;
+      if (frames.length > 0) {
+        const scores: number[] = [];
+        const maps: Float32Array[] = [];
+        const batchSize = n.options().batchSize;
+        for (let i = 0; i < frames.length; i += batchSize) {
+          control.check();
+          for (const r of await n.scorePending(frames.slice(i, i + batchSize))) {
+            scores.push(r.score);
+            maps.push(r.map);
           }
-          throw err;
+          control.call(onProgress, { stage: 'calibrate', done: Math.min(i + batchSize, frames.length), total: frames.length });
         }
-        calibrationFrames.push(...decoded.filter((_, j) => heldOut(done + j)));
-        done += pending.length;
-        pending = [];
-        onProgress?.({ stage: 'embed', done, total });
-      };
-      for await (const image of images as AsyncIterable<ImageInput>) {
-        if (signal?.aborted) throw aborted();
-        pending.push(image);
-        if (pending.length === batchSize) await flush();
+        control.check();
+        calibration = calibrate(scores, maps);
       }
-      if (pending.length > 0) await flush();
-      if (signal?.aborted) throw aborted();
-      if (done === 0)
-        throw new ReconpatchError('ERR_EMPTY_TRAINING_SET', 'fit received no images; pass at least one image of a good (defect-free) part');
-      if (done === calibrationFrames.length) {
-        // Everything was held out (a 1-image stream): use it for the bank instead.
-        await this.#native.fitAdd(calibrationFrames.splice(0));
-      }
-      await this.#native.fitEnd(
-        onProgress
-          ? (stage, d, t, value) => onProgress({ stage: stage as Progress['stage'], done: d, total: t, ...(stage === 'head' ? { loss: value } : {}) })
-          : undefined,
-      );
-      await this.#calibrate(calibrationFrames, onProgress);
-      const info = this.#native.info();
+      n.fitCommit(JSON.stringify({ calibration, calibrationOptions: this.#calibrationOptions }));
+      this.#calibration = calibration;
+      const info = n.info();
       return {
         images: info.trainImages, patches: info.trainPatches, bankRows: info.bankRows,
-        calibrationImages: calibrationFrames.length, seconds: (performance.now() - started) / 1000,
+        calibrationImages: frames.length, seconds: (performance.now() - started) / 1000,
       };
     } catch (err) {
-      this.#native.fitAbort();
-      throw err;
+      abortFit([n]);
+      throw control.explain(err);
     } finally {
-      signal?.removeEventListener('abort', onAbort);
+      control.dispose();
     }
   }
+}
+
+function checkLoadOptions(options: LoadOptions): void {
+  if (options === null || typeof options !== 'object') throw new ReconpatchError('ERR_INVALID_OPTION', 'load options must be an object');
+  for (const key of Object.keys(options))
+    if (key !== 'batching' && key !== 'threads') throw new ReconpatchError('ERR_INVALID_OPTION', `unknown load option '${key}'`);
+  resolveBatching(options.batching);
+  const { threads } = options;
+  if (threads !== undefined && !(Number.isInteger(threads) && threads >= 1 && threads <= 1024))
+    throw new ReconpatchError('ERR_INVALID_OPTION', `threads must be an integer in [1, 1024], got ${JSON.stringify(threads)}`);
 }

@@ -1,44 +1,36 @@
 /**
  * Ensembles: several engines (one backbone, head and memory bank each) fitted on the same images,
- * whose raw scores and maps are fused by per-member min-max normalisation and averaging:
- *
- *   fused(x) = mean over members m of (raw_m(x) - min_m) / (max_m - min_m)
- *
- * Two sources for min_m / max_m:
- * - deployment ({@link Ensemble}): the held-out nominal images of the fit (the calibration
- *   holdout, shared by all members, so no member trained on them). Scores use the min / max of the
- *   held-out image scores; maps the min / max of every pixel of the held-out maps. Anomalies land
- *   above 1, nominal parts in [0, 1]; a threshold (mean + 3 std of the fused held-out scores, as
- *   in calibration.ts) then gives `normalizedScore` and `isAnomaly`.
- * - paper-comparable evaluation ({@link fuseTestMinMax}): the min / max over the test set itself,
- *   as ensemble results in the PatchCore paper are reported. Uses test images, so never for
- *   deployment.
- *
- * A member whose range is empty (max == min) contributes 0: it cannot tell images apart.
+ * whose raw scores and maps are fused by per-member min-max normalisation and averaging
+ * (./fusion.ts). The held-out nominal images of the fit set each member's min / max; a threshold
+ * (mean + 3 std of the fused held-out scores, as in calibration.ts) then gives `normalizedScore`
+ * and `isAnomaly`.
  *
  * The API is a separate `Ensemble` class (`Ensemble.create({ members: [...] })`) rather than
  * `Engine.create({ backbone: [a, b] })`: members may differ in more than the backbone (head,
  * resize, seed), and results carry per-member scores, so one engine's option list would not fit.
  *
- * Model file: one container ("RCPENSEM", format version, a `META` JSON section with the
- * normalisers and calibration, one `MEMB` section per member holding that member's complete
- * native model file), then a SHA-256 of everything before it. Written to a temporary file,
- * fsynced and renamed; any damage or inconsistency on load -> ERR_MODEL_FILE.
+ * A fit runs every member's fit transaction in lockstep over one pass of the input (each batch
+ * decoded once; ../engine/staged_fit.ts), calibrates against the members' pending models and
+ * commits them together: a failure or abort leaves every member as it was. One model file
+ * (./container.ts) holds each member's model-file bytes.
  */
-import { createHash, randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { open, readFile, rename, unlink, writeFile } from 'node:fs/promises';
-import os from 'node:os';
-import path from 'node:path';
-
-import { type Calibration, calibrate, holdoutPicker, normalize } from '../calibration.js';
-import { Engine, type EngineInfo, type FitSummary, type Progress, type ScoreOptions, type ScoreResult, type ScoreStreamOptions } from '../engine/engine.js';
+import type { Calibration } from '../calibration.js';
+import { calibrate } from '../calibration.js';
+import { Engine, type EngineInfo, type FitSummary, type ScoreStreamOptions, nativeOf } from '../engine/engine.js';
+import { readModelFile, writeFileAtomically } from '../engine/model_file.js';
+import { orderedMap } from '../engine/ordered.js';
+import { CallQueue } from '../engine/queue.js';
+import { type ScoreOptions, type ScoreResult, checkScoreOptions, finishResult } from '../engine/results.js';
+import { FitControl, type Progress, abortFit, stageFit } from '../engine/staged_fit.js';
 import { ReconpatchError, rethrow } from '../errors.js';
-import { heatmapPng } from '../heatmap.js';
 import { type ImageInput, toRawFrame } from '../io/images.js';
 import type { NativeOptions, RawFrame } from '../native.js';
 import { type CalibrationOptions, type EngineOptions, resolveCalibration } from '../options.js';
-import { orderedMap } from '../engine/ordered.js';
+import { MAGIC, MAX_MEMBERS, type EnsembleMeta, buildContainer, parseContainer } from './container.js';
+import { type MemberOutputs, type MemberRange, MemberStats, fuseWithRanges, fusedHeldOut } from './fusion.js';
+
+export { fuseTestMinMax, minMax } from './fusion.js';
+export type { MemberOutputs, MemberRange } from './fusion.js';
 
 /**
  * Options for {@link Ensemble.create}.
@@ -58,25 +50,6 @@ export interface EnsembleOptions {
    * image goes into the banks and only {@link Ensemble.scoreMembers} works (test-set evaluation).
    */
   calibration?: EngineOptions['calibration'];
-}
-
-/**
- * One member's normaliser: raw value -> (value - min) / (max - min), from the held-out images.
- * @example
- * const ensemble = await Ensemble.load('part.rcpe');
- * const ranges: MemberRange[] | null = ensemble.info.ranges;
- * const [raw] = await ensemble.scoreMembers(['frame.png']);
- * const firstMember = ranges && minMax(raw.scores[0], ranges[0].scoreMin, ranges[0].scoreMax);
- */
-export interface MemberRange {
-  /** Lowest raw image score of the member over the held-out images. */
-  scoreMin: number;
-  /** Highest raw image score of the member over the held-out images. */
-  scoreMax: number;
-  /** Lowest raw map value of the member over every pixel of the held-out maps. */
-  mapMin: number;
-  /** Highest raw map value of the member over every pixel of the held-out maps. */
-  mapMax: number;
 }
 
 /**
@@ -118,7 +91,7 @@ export interface EnsembleFitSummary {
   images: number;
   /** Held-out nominal images that set the normalisers and the threshold. */
   calibrationImages: number;
-  /** Each member's own fit summary, in member order (members hold nothing out themselves). */
+  /** Each member's own fit summary, in member order (members hold nothing out themselves; they fit in lockstep, so each `seconds` is the whole fit's). */
   members: FitSummary[];
   /** Wall-clock duration of the whole fit, every member and the calibration. */
   seconds: number;
@@ -149,24 +122,6 @@ export interface EnsembleScoreResult extends ScoreResult {
 export type EnsembleStreamItem = (EnsembleScoreResult & { index: number; error?: undefined }) | { index: number; error: ReconpatchError };
 
 /**
- * One image's raw member outputs (no fusion), from {@link Ensemble.scoreMembers}.
- * @example
- * const ensemble = await Ensemble.load('part.rcpe');
- * const [first]: MemberOutputs[] = await ensemble.scoreMembers(['frame.png']);
- * console.log(first.scores, first.width, first.height);
- */
-export interface MemberOutputs {
-  /** Each member's raw image score, in member order. */
-  scores: number[];
-  /** Each member's raw anomaly map, in member order, row-major `height` x `width`. */
-  maps: Float32Array[];
-  /** The input image's width in pixels. */
-  width: number;
-  /** The input image's height in pixels. */
-  height: number;
-}
-
-/**
  * What an ensemble holds: its members, their normalisers and the fused threshold.
  * @example
  * const ensemble = await Ensemble.load('part.rcpe');
@@ -182,72 +137,6 @@ export interface EnsembleInfo {
   calibration: Calibration | null;
 }
 
-const MAGIC = Buffer.from('RCPENSEM');
-const FORMAT_VERSION = 1;
-const MAX_MEMBERS = 16;
-// Every section's length is an u64, but a model above this is certainly damage.
-const MAX_SECTION = 2 ** 40;
-
-/**
- * Min-max normalisation: (value - lo) / (hi - lo); 0 for an empty range (hi <= lo). Not clamped:
- * values outside [lo, hi] land outside [0, 1].
- * @example
- * minMax(3, 1, 5); // 0.5
- * minMax(7, 1, 5); // 1.5
- * minMax(2, 4, 4); // 0
- */
-export function minMax(value: number, lo: number, hi: number): number {
-  return hi > lo ? (value - lo) / (hi - lo) : 0;
-}
-
-/**
- * Test-set min-max fusion (paper-comparable evaluation only: it looks at the test set). `members[m]`
- * holds member m's raw scores (and maps) for the same test images in the same order. Each member is
- * mapped to [0, 1] by the min / max of its own test scores (and of every pixel of its test maps,
- * or `mapRanges[m]` when the maps given are subsampled from larger ones), then the members are
- * averaged per image and per pixel. Throws ERR_INVALID_OPTION for no members, or members whose
- * score counts (or, when every member has maps, map counts and sizes) differ. Without maps on
- * every member, `maps` is empty.
- * @example
- * fuseTestMinMax([{ scores: [1, 3] }, { scores: [10, 30] }]).scores // [0, 1]
- */
-export function fuseTestMinMax(
-  members: { scores: number[]; maps?: Float32Array[] }[],
-  mapRanges?: { min: number; max: number }[],
-): { scores: number[]; maps: Float32Array[] } {
-  if (members.length === 0) throw new ReconpatchError('ERR_INVALID_OPTION', 'fuseTestMinMax needs at least one member');
-  const n = members[0].scores.length;
-  if (members.some((m) => m.scores.length !== n)) throw new ReconpatchError('ERR_INVALID_OPTION', 'fuseTestMinMax: every member needs a score per test image');
-  const withMaps = members.every((m) => m.maps !== undefined);
-  if (withMaps && members.some((m) => m.maps?.length !== n || m.maps.some((map, i) => map.length !== (members[0].maps as Float32Array[])[i].length)))
-    throw new ReconpatchError('ERR_INVALID_OPTION', 'fuseTestMinMax: every member needs a map of the same size per test image');
-  const scores = new Array<number>(n).fill(0);
-  const maps = withMaps ? (members[0].maps as Float32Array[]).map((m) => new Float32Array(m.length)) : [];
-  for (const [j, m] of members.entries()) {
-    const lo = Math.min(...m.scores);
-    const hi = Math.max(...m.scores);
-    for (let i = 0; i < n; i++) scores[i] += minMax(m.scores[i], lo, hi) / members.length;
-    if (!withMaps) continue;
-    let mapLo = Infinity;
-    let mapHi = -Infinity;
-    if (mapRanges) ({ min: mapLo, max: mapHi } = mapRanges[j]);
-    else for (const map of m.maps as Float32Array[]) for (const v of map) { mapLo = Math.min(mapLo, v); mapHi = Math.max(mapHi, v); }
-    for (const [i, map] of (m.maps as Float32Array[]).entries()) {
-      const out = maps[i];
-      for (let p = 0; p < map.length; p++) out[p] += minMax(map[p], mapLo, mapHi) / members.length;
-    }
-  }
-  return { scores, maps };
-}
-
-interface EnsembleMeta {
-  format: 'reconpatch-ensemble';
-  members: { backbone: string }[];
-  calibrationOptions: CalibrationOptions;
-  ranges: MemberRange[] | null;
-  calibration: Calibration | null;
-}
-
 /**
  * An ensemble of engines fused by per-member min-max normalisation (see the file comment).
  * @example
@@ -257,18 +146,15 @@ interface EnsembleMeta {
  * await ensemble.save('part.rcpe');
  */
 export class Ensemble {
-  #members: Engine[];
-  // How to get an unfitted copy of member i for a refit (the current members stay until it succeeds).
-  readonly #fresh: (i: number) => Promise<Engine>;
+  readonly #members: Engine[];
   readonly #calibrationOptions: CalibrationOptions;
   #fitted: boolean;
   #ranges: MemberRange[] | null;
   #calibration: Calibration | null;
-  #queue: Promise<unknown> = Promise.resolve();
+  readonly #queue = new CallQueue();
 
-  private constructor(members: Engine[], fresh: (i: number) => Promise<Engine>, calibrationOptions: CalibrationOptions, state?: Pick<EnsembleMeta, 'ranges' | 'calibration'>) {
+  private constructor(members: Engine[], calibrationOptions: CalibrationOptions, state?: Pick<EnsembleMeta, 'ranges' | 'calibration'>) {
     this.#members = members;
-    this.#fresh = fresh;
     this.#calibrationOptions = calibrationOptions;
     this.#fitted = state !== undefined;
     this.#ranges = state?.ranges ?? null;
@@ -291,21 +177,18 @@ export class Ensemble {
       if (!Array.isArray(members) || members.length === 0 || members.length > MAX_MEMBERS)
         throw invalidOption(`members must be an array of 1 to ${MAX_MEMBERS} engine option objects`);
       const calibrationOptions = resolveCalibration(options.calibration);
-      const memberOptions = members.map((m, i): EngineOptions => {
+      const engines: Engine[] = [];
+      for (const [i, m] of members.entries()) {
         if (m === null || typeof m !== 'object' || Array.isArray(m)) throw invalidOption(`members[${i}] must be an engine options object`);
         if ('calibration' in m) throw invalidOption(`members[${i}].calibration: set calibration on the ensemble, not on a member (all members share one holdout)`);
-        // Members keep every image: the ensemble holds out the calibration images itself.
-        return { ...m, calibration: false };
-      });
-      const engines: Engine[] = [];
-      for (const [i, o] of memberOptions.entries()) {
         try {
-          engines.push(await Engine.create(o));
+          // Members keep every image they are given: the ensemble holds out the calibration images itself.
+          engines.push(await Engine.create({ ...m, calibration: false }));
         } catch (err) {
           rethrow(err, stack, `members[${i}]`);
         }
       }
-      return new Ensemble(engines, (i) => Engine.create(memberOptions[i]), calibrationOptions);
+      return new Ensemble(engines, calibrationOptions);
     } catch (err) {
       rethrow(err, stack);
     }
@@ -322,33 +205,41 @@ export class Ensemble {
     const stack = new Error();
     try {
       if (typeof file !== 'string' || file === '') throw invalidOption('load expects a file path');
-      let bytes: Buffer;
-      try {
-        bytes = await readFile(file);
-      } catch (err) {
-        throw new ReconpatchError('ERR_MODEL_FILE', `cannot read ensemble model '${file}' (${(err as NodeJS.ErrnoException).code ?? String(err)})`, { cause: err });
-      }
-      const { meta, members } = parseContainer(bytes, file);
-      const engines = await withTempDir(async (dir) => {
-        const out: Engine[] = [];
-        for (const [i, memberBytes] of members.entries()) {
-          const memberFile = path.join(dir, `member-${i}.rcp`);
-          await writeFile(memberFile, memberBytes);
-          try {
-            out.push(await Engine.load(memberFile));
-          } catch (err) {
-            throw new ReconpatchError('ERR_MODEL_FILE', `ensemble model '${file}': member ${i} is not a valid model (${(err as Error).message})`, { cause: err });
-          }
-          if (out[i].info.backbone !== meta.members[i].backbone)
-            throw new ReconpatchError('ERR_MODEL_FILE', `ensemble model '${file}': member ${i} holds backbone '${out[i].info.backbone}', its header says '${meta.members[i].backbone}'`);
-        }
-        return out;
-      });
-      const ensemble: Ensemble = new Ensemble(engines, (i) => cloneUnfitted(ensemble.#members[i]), meta.calibrationOptions, meta);
-      return ensemble;
+      return await Ensemble.#fromBytes(await readModelFile(file), `'${file}'`);
     } catch (err) {
       rethrow(err, stack);
     }
+  }
+
+  /**
+   * Loads an ensemble from the bytes {@link Ensemble.saveBytes} returned. Throws ERR_MODEL_FILE.
+   * @example
+   * const ensemble = await Ensemble.load('part.rcpe');
+   * const copy = await Ensemble.loadBytes(await ensemble.saveBytes());
+   */
+  static async loadBytes(bytes: Uint8Array): Promise<Ensemble> {
+    const stack = new Error();
+    try {
+      if (!(bytes instanceof Uint8Array)) throw invalidOption('loadBytes expects a Buffer or Uint8Array');
+      return await Ensemble.#fromBytes(Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength), 'these bytes');
+    } catch (err) {
+      rethrow(err, stack);
+    }
+  }
+
+  static async #fromBytes(bytes: Buffer, label: string): Promise<Ensemble> {
+    const { meta, members } = parseContainer(bytes, label);
+    const engines: Engine[] = [];
+    for (const [i, memberBytes] of members.entries()) {
+      try {
+        engines.push(await Engine.loadBytes(memberBytes));
+      } catch (err) {
+        throw new ReconpatchError('ERR_MODEL_FILE', `ensemble model ${label}: member ${i} is not a valid model (${(err as Error).message})`, { cause: err });
+      }
+      if (engines[i].info.backbone !== meta.members[i].backbone)
+        throw new ReconpatchError('ERR_MODEL_FILE', `ensemble model ${label}: member ${i} holds backbone '${engines[i].info.backbone}', its header says '${meta.members[i].backbone}'`);
+    }
+    return new Ensemble(engines, meta.calibrationOptions, meta);
   }
 
   /**
@@ -358,6 +249,7 @@ export class Ensemble {
    * const model = (await Ensemble.isEnsembleFile('part.model')) ? await Ensemble.load('part.model') : await Engine.load('part.model');
    */
   static async isEnsembleFile(file: string): Promise<boolean> {
+    const { open } = await import('node:fs/promises');
     const handle = await open(file, 'r').catch(() => null);
     if (!handle) return false;
     try {
@@ -394,34 +286,40 @@ export class Ensemble {
   }
 
   /**
-   * Fits every member, in turn, on the same images except the held-out calibration images, then
-   * sets each member's min / max from its raw scores and maps of those held-out images. The input
-   * list is collected first (the references, not decoded pixels) because every member reads it.
-   * A failed or aborted fit leaves the ensemble as it was.
+   * Fits every member on the same images except the held-out calibration images, in one pass over
+   * the input (any Iterable or AsyncIterable; each batch is decoded once and embedded by every
+   * member), then sets each member's min / max from its raw scores and maps of the held-out
+   * images. A failed or aborted fit leaves the ensemble as it was.
    * Fused scores need at least 2 held-out images; with fewer (or `calibration: false`) only
    * {@link Ensemble.scoreMembers} works. Throws ERR_INVALID_OPTION, ERR_INVALID_IMAGE,
-   * ERR_EMPTY_TRAINING_SET, ERR_ABORTED.
+   * ERR_EMPTY_TRAINING_SET, ERR_ABORTED, ERR_INPUT, ERR_CALLBACK.
    * @example
    * const ensemble = await Ensemble.create({ members: [{ backbone: 'random_cnn', seed: 1 }, { backbone: 'random_cnn', seed: 2 }] });
    * const summary = await ensemble.fit(['good/000.png', 'good/001.png', 'good/002.png', 'good/003.png'], { signal });
    */
   fit(images: Iterable<ImageInput> | AsyncIterable<ImageInput>, options: EnsembleFitOptions = {}): Promise<EnsembleFitSummary> {
     const stack = new Error();
-    return this.#exclusive(() => this.#fit(images, options)).catch((err) => rethrow(err, stack));
+    return this.#queue.run(() => this.#fit(images, options)).catch((err) => rethrow(err, stack));
   }
 
   /**
-   * Scores one image: fused score and map, threshold decision, each member's raw score. Throws
-   * ERR_NOT_FITTED (also when fitted without normalisers), ERR_INVALID_IMAGE, ERR_INVALID_OPTION.
+   * Scores one image: fused score and map, threshold decision, each member's raw score. The call
+   * takes its place among the ensemble's calls when it is made. Throws ERR_NOT_FITTED (also when
+   * fitted without normalisers), ERR_INVALID_IMAGE, ERR_INVALID_OPTION.
    * @example
    * const ensemble = await Ensemble.load('part.rcpe');
    * const { score, normalizedScore, isAnomaly, memberScores, heatmap } = await ensemble.score('frame.png', { heatmap: 'png' });
    */
   score(image: ImageInput, options: ScoreOptions = {}): Promise<EnsembleScoreResult> {
     const stack = new Error();
-    return toRawFrame(image)
-      .then((frame) => this.#exclusive(async () => this.#fuse((await this.#scoreFrames([frame]))[0], frame, options)))
-      .catch((err) => rethrow(err, stack));
+    const frame = toRawFrame(image);
+    frame.catch(() => undefined); // reported by the queued call below
+    return this.#queue.run(async () => {
+      checkScoreOptions(options);
+      this.#requireRanges();
+      const f = await frame;
+      return this.#fuse((await this.#scoreFrames([f]))[0], f, options);
+    }).catch((err) => rethrow(err, stack));
   }
 
   /**
@@ -434,7 +332,8 @@ export class Ensemble {
    */
   scoreMany(images: ImageInput[], options: ScoreOptions = {}): Promise<EnsembleScoreResult[]> {
     const stack = new Error();
-    return this.#exclusive(async () => {
+    return this.#queue.run(async () => {
+      checkScoreOptions(options);
       this.#requireRanges();
       const out: EnsembleScoreResult[] = [];
       for await (const { frames, outputs } of this.#batches(images)) {
@@ -474,7 +373,7 @@ export class Ensemble {
    */
   scoreMembers(images: ImageInput[]): Promise<MemberOutputs[]> {
     const stack = new Error();
-    return this.#exclusive(async () => {
+    return this.#queue.run(async () => {
       if (!this.#fitted) throw notFitted();
       const out: MemberOutputs[] = [];
       for await (const { outputs } of this.#batches(images)) out.push(...outputs);
@@ -492,27 +391,49 @@ export class Ensemble {
    */
   save(file: string): Promise<void> {
     const stack = new Error();
-    return this.#exclusive(async () => {
+    return this.#queue.run(async () => {
       if (typeof file !== 'string' || file === '') throw invalidOption('save expects a file path');
-      if (!this.#fitted) throw notFitted();
-      const members = await withTempDir(async (dir) => {
-        const out: Buffer[] = [];
-        for (const [i, m] of this.#members.entries()) {
-          const memberFile = path.join(dir, `member-${i}.rcp`);
-          await m.save(memberFile);
-          out.push(await readFile(memberFile));
-        }
-        return out;
-      });
-      const meta: EnsembleMeta = {
-        format: 'reconpatch-ensemble',
-        members: this.#members.map((m) => ({ backbone: m.info.backbone })),
-        calibrationOptions: this.#calibrationOptions,
-        ranges: this.#ranges,
-        calibration: this.#calibration,
-      };
-      await writeAtomically(file, buildContainer(meta, members));
+      await writeFileAtomically(file, await this.#encode(), 'ensemble model');
     }).catch((err) => rethrow(err, stack));
+  }
+
+  /**
+   * The ensemble as the bytes of its model file, for storage elsewhere ({@link Ensemble.loadBytes}
+   * reads them). Throws ERR_NOT_FITTED.
+   * @example
+   * const ensemble = await Ensemble.load('part.rcpe');
+   * const bytes: Buffer = await ensemble.saveBytes();
+   */
+  saveBytes(): Promise<Buffer> {
+    const stack = new Error();
+    return this.#queue.run(() => this.#encode()).catch((err) => rethrow(err, stack));
+  }
+
+  /**
+   * Fuses one image's raw member outputs with this ensemble's held-out normalisers: the average of
+   * the members' min-max normalised scores, and per pixel of their maps. Throws ERR_NOT_FITTED
+   * (no normalisers), ERR_INVALID_OPTION (wrong number of members, maps of different sizes).
+   * @example
+   * const ensemble = await Ensemble.load('part.rcpe');
+   * const [raw] = await ensemble.scoreMembers(['frame.png']);
+   * const { score, map } = ensemble.fuse(raw);
+   */
+  fuse(o: MemberOutputs): { score: number; map: Float32Array } {
+    return fuseWithRanges(o, this.#requireRanges());
+  }
+
+  async #encode(): Promise<Buffer> {
+    if (!this.#fitted) throw notFitted();
+    const members: Buffer[] = [];
+    for (const m of this.#members) members.push(await m.saveBytes());
+    const meta: EnsembleMeta = {
+      format: 'reconpatch-ensemble',
+      members: this.#members.map((m) => ({ backbone: m.info.backbone })),
+      calibrationOptions: this.#calibrationOptions,
+      ranges: this.#ranges,
+      calibration: this.#calibration,
+    };
+    return buildContainer(meta, members);
   }
 
   // Decodes once, then every member scores the same frames, one batch at a time.
@@ -544,116 +465,57 @@ export class Ensemble {
     return this.#ranges;
   }
 
-  /**
-   * Fuses one image's raw member outputs with this ensemble's held-out normalisers: the average of
-   * the members' min-max normalised scores, and per pixel of their maps. Throws ERR_NOT_FITTED
-   * (no normalisers), ERR_INVALID_OPTION (wrong number of members, maps of different sizes).
-   * @example
-   * const ensemble = await Ensemble.load('part.rcpe');
-   * const [raw] = await ensemble.scoreMembers(['frame.png']);
-   * const { score, map } = ensemble.fuse(raw);
-   */
-  fuse(o: MemberOutputs): { score: number; map: Float32Array } {
-    const ranges = this.#requireRanges();
-    if (o.scores.length !== ranges.length || o.maps.length !== ranges.length) throw invalidOption(`fuse expects ${ranges.length} member outputs`);
-    const k = ranges.length;
-    let score = 0;
-    const map = new Float32Array(o.maps[0].length);
-    for (const [m, r] of ranges.entries()) {
-      score += minMax(o.scores[m], r.scoreMin, r.scoreMax) / k;
-      const raw = o.maps[m];
-      if (raw.length !== map.length) throw invalidOption('fuse: member maps differ in size');
-      for (let p = 0; p < map.length; p++) map[p] += minMax(raw[p], r.mapMin, r.mapMax) / k;
-    }
-    return { score, map };
+  async #fuse(o: MemberOutputs, frame: RawFrame, options: ScoreOptions): Promise<EnsembleScoreResult> {
+    const fused = fuseWithRanges(o, this.#requireRanges());
+    const result = await finishResult({ ...fused, width: o.width, height: o.height }, frame, this.#calibration, options);
+    return { ...result, memberScores: [...o.scores] };
   }
 
-  async #fuse(o: MemberOutputs, frame: RawFrame, { heatmap }: ScoreOptions): Promise<EnsembleScoreResult> {
-    const { score, map } = this.fuse(o);
-    const c = this.#calibration as Calibration; // set together with the ranges
-    const normalizedScore = normalize(score, c);
-    const result: EnsembleScoreResult = { score, normalizedScore, isAnomaly: normalizedScore >= 0.5, map, width: o.width, height: o.height, memberScores: [...o.scores] };
-    if (heatmap === 'png') {
-      const scaled = new Float32Array(map.length);
-      for (let p = 0; p < map.length; p++) scaled[p] = normalize(map[p], c);
-      result.heatmap = await heatmapPng(frame, scaled);
-    } else if (heatmap !== undefined && heatmap !== false) {
-      throw invalidOption(`heatmap must be 'png' or false, got ${JSON.stringify(heatmap)}`);
-    }
-    return result;
-  }
-
-  #exclusive<T>(fn: () => Promise<T>): Promise<T> {
-    const run = this.#queue.then(fn, fn);
-    this.#queue = run.catch(() => undefined);
-    return run;
-  }
-
+  // The members' fit transactions in lockstep: stage all, calibrate on the pending models, commit all.
   async #fit(images: Iterable<ImageInput> | AsyncIterable<ImageInput>, { signal, onProgress }: EnsembleFitOptions): Promise<EnsembleFitSummary> {
-    if (images === null || typeof images !== 'object' || !(Symbol.iterator in images || Symbol.asyncIterator in images))
-      throw invalidOption('fit expects an Iterable or AsyncIterable of images');
     const started = performance.now();
-    const aborted = () => new ReconpatchError('ERR_ABORTED', 'fit was aborted; the ensemble keeps its previous state');
-    const all: ImageInput[] = [];
-    for await (const image of images as AsyncIterable<ImageInput>) {
-      if (signal?.aborted) throw aborted();
-      all.push(image);
-    }
-    if (all.length === 0) throw new ReconpatchError('ERR_EMPTY_TRAINING_SET', 'fit received no images; pass at least one image of a good (defect-free) part');
-    const { holdout, minImages } = this.#calibrationOptions;
-    const heldOut = holdoutPicker(all.length, holdout, minImages);
-    let bank = all.filter((_, i) => !heldOut(i));
-    let calibrationImages = all.filter((_, i) => heldOut(i));
-    if (bank.length === 0) [bank, calibrationImages] = [calibrationImages, []];
-
-    // Fresh engines when refitting, so that a failure keeps the fitted members.
-    const members: Engine[] = [];
-    for (let i = 0; i < this.#members.length; i++) members.push(this.#fitted ? await this.#fresh(i) : this.#members[i]);
-    const summaries: FitSummary[] = [];
-    for (const [i, m] of members.entries()) {
-      if (signal?.aborted) throw aborted();
-      summaries.push(await m.fit(bank, { signal, onProgress: onProgress && ((p) => onProgress({ ...p, member: i })) }));
-    }
-
-    let ranges: MemberRange[] | null = null;
-    let calibration: Calibration | null = null;
-    if (calibrationImages.length >= 2) {
-      // Raw held-out outputs per member, then ranges; the fused values follow from them linearly.
-      const scores: number[][] = members.map(() => []);
-      const stats = members.map(() => ({ mapMin: Infinity, mapMax: -Infinity, mapSum: 0, pixels: 0 }));
-      const batchSize = members[0].options.batchSize;
-      for (let i = 0; i < calibrationImages.length; i += batchSize) {
-        if (signal?.aborted) throw aborted();
-        const frames = await Promise.all(calibrationImages.slice(i, i + batchSize).map((img) => toRawFrame(img)));
-        for (const [m, member] of members.entries()) {
-          for (const r of await member.scoreMany(frames)) {
-            scores[m].push(r.score);
-            const s = stats[m];
-            for (const v of r.map) {
-              if (v < s.mapMin) s.mapMin = v;
-              if (v > s.mapMax) s.mapMax = v;
-              s.mapSum += v;
-            }
-            s.pixels += r.map.length;
-          }
+    const natives = this.#members.map(nativeOf);
+    const control = new FitControl(natives, signal, 'ensemble');
+    try {
+      const staged = await stageFit(natives, images, control, {
+        onProgress: onProgress && ((p: Progress, member) => onProgress(member === undefined ? p : { ...p, member })),
+        calibration: this.#calibrationOptions, batchSize: natives[0].options().batchSize, what: 'ensemble',
+      });
+      const frames = staged.calibrationFrames;
+      let ranges: MemberRange[] | null = null;
+      let calibration: Calibration | null = null;
+      if (frames.length >= 2) {
+        // Raw held-out outputs per member, then ranges; the fused values follow from them linearly.
+        const stats = natives.map(() => new MemberStats());
+        const batchSize = natives[0].options().batchSize;
+        for (let i = 0; i < frames.length; i += batchSize) {
+          control.check();
+          const batch = frames.slice(i, i + batchSize);
+          for (const [m, n] of natives.entries()) for (const r of await n.scorePending(batch)) stats[m].add(r.score, r.map);
+          control.call(onProgress, { stage: 'calibrate', done: Math.min(i + batchSize, frames.length), total: frames.length });
         }
-        onProgress?.({ stage: 'calibrate', done: Math.min(i + batchSize, calibrationImages.length), total: calibrationImages.length });
+        control.check();
+        ranges = stats.map((s) => s.range());
+        const fused = fusedHeldOut(stats, ranges);
+        calibration = calibrate(fused.scores, [Float32Array.of(fused.mapMean)]);
       }
-      ranges = members.map((_, m) => ({
-        scoreMin: Math.min(...scores[m]), scoreMax: Math.max(...scores[m]), mapMin: stats[m].mapMin, mapMax: stats[m].mapMax,
-      }));
-      const fusedScores = calibrationImages.map((_, i) => ranges!.reduce((s, r, m) => s + minMax(scores[m][i], r.scoreMin, r.scoreMax), 0) / members.length);
-      // Every member's maps have the same pixels (the images' own sizes), so the fused maps' mean
-      // pixel is the mean of the members' normalised mean pixels.
-      const fusedMapMean = ranges.reduce((s, r, m) => s + minMax(stats[m].mapSum / stats[m].pixels, r.mapMin, r.mapMax), 0) / members.length;
-      calibration = calibrate(fusedScores, [Float32Array.of(fusedMapMean)]);
+      const memberMeta = JSON.stringify({ calibration: null, calibrationOptions: resolveCalibration(false) });
+      for (const n of natives) n.fitCommit(memberMeta);
+      this.#ranges = ranges;
+      this.#calibration = calibration;
+      this.#fitted = true;
+      const seconds = (performance.now() - started) / 1000;
+      const summaries: FitSummary[] = natives.map((n) => {
+        const i = n.info();
+        return { images: i.trainImages, patches: i.trainPatches, bankRows: i.bankRows, calibrationImages: 0, seconds };
+      });
+      return { images: staged.images, calibrationImages: frames.length, members: summaries, seconds };
+    } catch (err) {
+      abortFit(natives);
+      throw control.explain(err);
+    } finally {
+      control.dispose();
     }
-    if (signal?.aborted) throw aborted();
-    this.#members = members;
-    this.#ranges = ranges;
-    this.#calibration = calibration;
-    this.#fitted = true;
-    return { images: bank.length, calibrationImages: calibrationImages.length, members: summaries, seconds: (performance.now() - started) / 1000 };
   }
 }
 
@@ -663,102 +525,4 @@ function invalidOption(message: string): ReconpatchError {
 
 function notFitted(): ReconpatchError {
   return new ReconpatchError('ERR_NOT_FITTED', 'the ensemble is not fitted; call fit() with images of good parts first');
-}
-
-async function withTempDir<T>(fn: (dir: string) => Promise<T>): Promise<T> {
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'reconpatch-ensemble-'));
-  try {
-    return await fn(dir);
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
-}
-
-// An unfitted engine with the same options and backbone as a loaded member: a save/load round
-// trip (the model file carries the backbone itself, whose original path may be gone).
-async function cloneUnfitted(member: Engine): Promise<Engine> {
-  return withTempDir(async (dir) => {
-    const file = path.join(dir, 'member.rcp');
-    await member.save(file);
-    return Engine.load(file);
-  });
-}
-
-/** Container layout: magic | u32 version | u32 sections | (4-byte tag, u64 length, bytes)* | sha256 of all before. */
-function buildContainer(meta: EnsembleMeta, members: Buffer[]): Buffer {
-  const sections: [string, Buffer][] = [['META', Buffer.from(JSON.stringify(meta))], ...members.map((m): [string, Buffer] => ['MEMB', m])];
-  const header = Buffer.alloc(8);
-  header.writeUInt32LE(FORMAT_VERSION, 0);
-  header.writeUInt32LE(sections.length, 4);
-  const parts: Buffer[] = [MAGIC, header];
-  for (const [tag, body] of sections) {
-    const head = Buffer.alloc(12);
-    head.write(tag, 0, 'latin1');
-    head.writeBigUInt64LE(BigInt(body.length), 4);
-    parts.push(head, body);
-  }
-  const hash = createHash('sha256');
-  for (const p of parts) hash.update(p);
-  parts.push(hash.digest());
-  return Buffer.concat(parts);
-}
-
-function parseContainer(bytes: Buffer, file: string): { meta: EnsembleMeta; members: Buffer[] } {
-  const damaged = (why: string) => new ReconpatchError('ERR_MODEL_FILE', `'${file}' is not a valid reconpatch ensemble model (${why}); re-save it or refit`);
-  if (bytes.length < MAGIC.length + 8 + 32 || !bytes.subarray(0, MAGIC.length).equals(MAGIC)) throw damaged('no ensemble header');
-  const version = bytes.readUInt32LE(MAGIC.length);
-  if (version !== FORMAT_VERSION) throw damaged(`format version ${version}, this reconpatch reads ${FORMAT_VERSION}`);
-  const body = bytes.subarray(0, bytes.length - 32);
-  if (!createHash('sha256').update(body).digest().equals(bytes.subarray(bytes.length - 32))) throw damaged('checksum mismatch: the file is damaged or truncated');
-  const count = bytes.readUInt32LE(MAGIC.length + 4);
-  if (count < 2 || count > MAX_MEMBERS + 1) throw damaged(`${count} sections`);
-  let at = MAGIC.length + 8;
-  const sections: [string, Buffer][] = [];
-  for (let s = 0; s < count; s++) {
-    if (at + 12 > body.length) throw damaged('truncated section header');
-    const tag = body.toString('latin1', at, at + 4);
-    const length = body.readBigUInt64LE(at + 4);
-    at += 12;
-    if (length > BigInt(Math.min(MAX_SECTION, body.length - at))) throw damaged(`section ${tag} overruns the file`);
-    sections.push([tag, body.subarray(at, at + Number(length))]);
-    at += Number(length);
-  }
-  if (at !== body.length) throw damaged('trailing bytes after the last section');
-  if (sections[0][0] !== 'META' || sections.slice(1).some(([tag]) => tag !== 'MEMB')) throw damaged('unexpected sections');
-  let meta: EnsembleMeta;
-  try {
-    meta = JSON.parse(sections[0][1].toString('utf8')) as EnsembleMeta;
-  } catch {
-    throw damaged('unreadable META section');
-  }
-  const members = sections.slice(1).map(([, b]) => b);
-  const finite = (x: unknown) => typeof x === 'number' && Number.isFinite(x);
-  const ok =
-    meta?.format === 'reconpatch-ensemble' &&
-    Array.isArray(meta.members) && meta.members.length === members.length && meta.members.every((m) => typeof m?.backbone === 'string') &&
-    finite(meta.calibrationOptions?.holdout) && finite(meta.calibrationOptions?.minImages) &&
-    (meta.ranges === null
-      ? meta.calibration === null
-      : Array.isArray(meta.ranges) && meta.ranges.length === members.length &&
-        meta.ranges.every((r) => finite(r?.scoreMin) && finite(r?.scoreMax) && finite(r?.mapMin) && finite(r?.mapMax) && r.scoreMax >= r.scoreMin && r.mapMax >= r.mapMin) &&
-        meta.calibration !== null && ['images', 'scoreMean', 'scoreStd', 'threshold', 'low'].every((k) => finite((meta.calibration as unknown as Record<string, unknown>)[k])));
-  if (!ok) throw damaged('inconsistent META section');
-  return { meta, members };
-}
-
-async function writeAtomically(file: string, bytes: Buffer): Promise<void> {
-  const tmp = `${file}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
-  try {
-    const handle = await open(tmp, 'wx');
-    try {
-      await handle.writeFile(bytes);
-      await handle.sync();
-    } finally {
-      await handle.close();
-    }
-    await rename(tmp, file);
-  } catch (err) {
-    await unlink(tmp).catch(() => undefined);
-    throw new ReconpatchError('ERR_IO', `cannot write ensemble model '${file}' (${(err as NodeJS.ErrnoException).code ?? String(err)}); check the directory exists and is writable`, { cause: err });
-  }
 }

@@ -8,6 +8,7 @@
 #include "core/backbones/backbone.h"
 #include "core/pipeline/coreset.h"
 #include "core/error.h"
+#include "core/guarded.h"
 #include "core/pipeline/feature_staging.h"
 #include "core/pipeline/head.h"
 #include "core/pipeline/image.h"
@@ -16,26 +17,10 @@
 #include "core/io/model_file.h"
 #include "core/pipeline/patch_features.h"
 #include "core/pipeline/scorer.h"
-#include "core/backbones/torchvision.h"
 
 namespace rp {
 
 namespace {
-
-// Every public entry point runs through this: libtorch's errors become typed rp::Errors with the
-// message only (no C++ backtrace).
-template <class Fn>
-auto guarded(Fn&& fn) -> decltype(fn()) {
-  try {
-    return fn();
-  } catch (const Error&) {
-    throw;
-  } catch (const c10::Error& e) {
-    throw Error(ErrorCode::Internal, e.what_without_backtrace());
-  } catch (const std::bad_alloc&) {
-    throw Error(ErrorCode::Internal, "out of memory");
-  }
-}
 
 // Images of one shape after preprocessing, embedded together.
 struct EmbeddedGroup {
@@ -47,21 +32,31 @@ struct EmbeddedGroup {
 
 }  // namespace
 
+// A fitted model: what scoring needs, and what the model file keeps.
+struct FittedModel {
+  std::unique_ptr<ReConPatchHead> head;  // null: PatchCore features as they are
+  std::unique_ptr<FlatL2Index> bank;
+  int64_t trainImages = 0, trainPatches = 0;
+};
+
 struct Engine::Impl {
   EngineOptions opts;
   torch::Device device;
   std::unique_ptr<Backbone> backbone;
   PreprocessOptions pre;
-  mutable std::mutex mutex;
+  mutable std::mutex mutex;  // held by every call that computes (a fit holds it for minutes)
   std::atomic<bool> cancel{false};
 
-  // Fitted state.
-  std::unique_ptr<ReConPatchHead> head;  // null: PatchCore features as they are
-  std::unique_ptr<FlatL2Index> bank;
-  int64_t trainImages = 0, trainPatches = 0;
+  std::unique_ptr<FittedModel> live;     // null until a fit is committed or a model is loaded
+  std::unique_ptr<FittedModel> pending;  // built by fitEnd, made live by fitCommit
   std::string metadata;
 
-  // Fit in progress (staging; swapped in by fitEnd).
+  // What info() returns, replaced on every commit and load under its own lock, so that reading
+  // it never waits for `mutex`.
+  mutable std::mutex infoMutex;
+  EngineInfo snapshot;
+
+  // Fit in progress (staging; the pending model is built from it).
   bool fitting = false;
   FeatureStaging staging{torch::kFloat32, torch::kCPU};  // [rows, D], reset by fitBegin
   int64_t stagingImages = 0;
@@ -76,6 +71,21 @@ struct Engine::Impl {
     pre.mode = opts.resizeMode;
     pre.mean = bi.mean;
     pre.std = bi.std;
+    publishInfo();
+  }
+
+  void publishInfo() {
+    EngineInfo i;
+    i.backboneName = backbone->info().name;
+    i.backboneSha256 = backbone->info().sha256;
+    i.fitted = live != nullptr;
+    i.bankRows = live ? live->bank->ntotal() : 0;
+    i.featureDim = opts.targetDim;
+    i.trainImages = live ? live->trainImages : 0;
+    i.trainPatches = live ? live->trainPatches : 0;
+    i.device = device.str();
+    std::lock_guard<std::mutex> lock(infoMutex);
+    snapshot = std::move(i);
   }
 
   // Runtime override of opts.threads (Engine::setThreads), read by worker threads. 0: none.
@@ -139,10 +149,12 @@ struct Engine::Impl {
     return h;
   }
 
-  // Scores one embedded group into results[g.members[b]]: k-NN distances, image scores, maps.
-  void scoreGroup(EmbeddedGroup& g, std::vector<ScoreResult>* results) const {
+  // Scores one embedded group against `model` into results[g.members[b]]: k-NN distances, image
+  // scores, maps.
+  void scoreGroup(const FittedModel& model, EmbeddedGroup& g, std::vector<ScoreResult>* results) const {
     const int64_t B = g.features.size(0), L = g.features.size(1), D = g.features.size(2);
-    if (head) g.features = head->apply(g.features.reshape({B * L, D})).view({B, L, D});  // f(q)
+    const auto& bank = model.bank;
+    if (model.head) g.features = model.head->apply(g.features.reshape({B * L, D})).view({B, L, D});  // f(q)
     torch::Tensor d2, nn;
     bank->search(g.features.reshape({B * L, D}), 1, &d2, &nn);
     auto patch = (opts.distance == Distance::Euclidean ? d2.sqrt() : d2).view({B, L});  // [B, L]
@@ -166,16 +178,37 @@ struct Engine::Impl {
     m.options = opts;
     m.backboneName = backbone->info().name;
     m.backboneSha256 = backbone->info().sha256;
-    (isTorchvisionArchitecture(opts.backbone) ? m.backboneWeights : m.backboneBytes) = backbone->serialized();
-    m.bank = bank->rows();
-    if (head) {
-      m.headWeight = head->fWeight();
-      m.headBias = head->fBias();
+    m.backboneKind = backbone->kind();
+    m.backboneBlob = backbone->blob();
+    m.bank = live->bank->rows();
+    if (live->head) {
+      m.headWeight = live->head->fWeight();
+      m.headBias = live->head->fBias();
     }
-    m.trainImages = trainImages;
-    m.trainPatches = trainPatches;
+    m.trainImages = live->trainImages;
+    m.trainPatches = live->trainPatches;
     m.metadata = metadata;
     return m;
+  }
+
+  // Scores images against `model`: one by one on the CPU (no faster batched here, and it makes
+  // each result independent of its batch-mates: GEMM rounding depends on the row count), so
+  // batched scoring returns exactly what sequential calls return; one batch elsewhere.
+  std::vector<ScoreResult> scoreWith(const FittedModel& model, const std::vector<RawImageView>& images) {
+    applyThreads();
+    torch::NoGradGuard noGrad;
+    std::vector<ScoreResult> results(images.size());
+    if (device.is_cpu()) {
+      for (size_t i = 0; i < images.size(); ++i) {
+        for (auto& g : embed({images[i]})) {
+          g.members[0] = i;
+          scoreGroup(model, g, &results);
+        }
+      }
+    } else {
+      for (auto& g : embed(images)) scoreGroup(model, g, &results);
+    }
+    return results;
   }
 };
 
@@ -187,17 +220,8 @@ Engine::~Engine() = default;
 const EngineOptions& Engine::options() const { return impl_->opts; }
 
 EngineInfo Engine::info() const {
-  std::lock_guard<std::mutex> lock(impl_->mutex);
-  EngineInfo i;
-  i.backboneName = impl_->backbone->info().name;
-  i.backboneSha256 = impl_->backbone->info().sha256;
-  i.fitted = impl_->bank != nullptr;
-  i.bankRows = i.fitted ? impl_->bank->ntotal() : 0;
-  i.featureDim = impl_->opts.targetDim;
-  i.trainImages = impl_->trainImages;
-  i.trainPatches = impl_->trainPatches;
-  i.device = impl_->device.str();
-  return i;
+  std::lock_guard<std::mutex> lock(impl_->infoMutex);
+  return impl_->snapshot;
 }
 
 void Engine::fitBegin() {
@@ -206,6 +230,7 @@ void Engine::fitBegin() {
   impl_->fitting = true;
   impl_->staging = FeatureStaging(impl_->stagingType(), impl_->device);
   impl_->stagingImages = 0;
+  impl_->pending.reset();
 }
 
 void Engine::fitAdd(const std::vector<RawImageView>& images) {
@@ -269,14 +294,32 @@ void Engine::fitEnd(const StageProgressFn& progress) {
       c = torch::Tensor();
     }
     bank->add(torch::cat(picked, 0));
-    I.bank = std::move(bank);
-    I.head = std::move(head);
-    I.trainImages = I.stagingImages;
-    I.trainPatches = rows;
+    auto model = std::make_unique<FittedModel>();
+    model->bank = std::move(bank);
+    model->head = std::move(head);
+    model->trainImages = I.stagingImages;
+    model->trainPatches = rows;
+    I.pending = std::move(model);
     I.stagingImages = 0;
     I.fitting = false;
     releaseFreedMemory();  // the staged features' blocks, kept by malloc for reuse
   });
+}
+
+std::vector<ScoreResult> Engine::scorePending(const std::vector<RawImageView>& images) {
+  return guarded([&] {
+    std::lock_guard<std::mutex> lock(impl_->mutex);
+    RP_CHECK(impl_->pending != nullptr, Internal, "scorePending called without a pending model");
+    return impl_->scoreWith(*impl_->pending, images);
+  });
+}
+
+void Engine::fitCommit(const std::string& metadata) {
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  RP_CHECK(impl_->pending != nullptr, Internal, "fitCommit called without a pending model");
+  impl_->live = std::move(impl_->pending);
+  impl_->metadata = metadata;
+  impl_->publishInfo();
 }
 
 void Engine::fitAbort() {
@@ -284,6 +327,7 @@ void Engine::fitAbort() {
   impl_->staging.clear();
   impl_->stagingImages = 0;
   impl_->fitting = false;
+  impl_->pending.reset();
   releaseFreedMemory();
 }
 
@@ -292,25 +336,8 @@ void Engine::requestCancel() { impl_->cancel = true; }
 std::vector<ScoreResult> Engine::score(const std::vector<RawImageView>& images) {
   return guarded([&] {
     std::lock_guard<std::mutex> lock(impl_->mutex);
-    auto& I = *impl_;
-    RP_CHECK(I.bank != nullptr, NotFitted, "the engine is not fitted; call fit() with good images or load() a model first");
-    I.applyThreads();
-    torch::NoGradGuard noGrad;
-    std::vector<ScoreResult> results(images.size());
-    if (I.device.is_cpu()) {
-      // Image by image on CPU: no faster batched here (bench/NOTES.md), and it makes each result
-      // independent of its batch-mates (GEMM rounding depends on the row count), so batched
-      // scoring returns exactly what sequential calls return.
-      for (size_t i = 0; i < images.size(); ++i) {
-        for (auto& g : I.embed({images[i]})) {
-          g.members[0] = i;
-          I.scoreGroup(g, &results);
-        }
-      }
-    } else {
-      for (auto& g : I.embed(images)) I.scoreGroup(g, &results);
-    }
-    return results;
+    RP_CHECK(impl_->live != nullptr, NotFitted, "the engine is not fitted; call fit() with good images or load() a model first");
+    return impl_->scoreWith(*impl_->live, images);
   });
 }
 
@@ -330,41 +357,39 @@ void Engine::validate(const std::vector<RawImageView>& images) const {
   for (const auto& image : images) planGeometry(image, impl_->pre);
 }
 
-void Engine::save(const std::string& path) {
-  guarded([&] {
+std::string Engine::encode() const {
+  return guarded([&] {
     std::lock_guard<std::mutex> lock(impl_->mutex);
-    RP_CHECK(impl_->bank != nullptr, NotFitted, "cannot save an engine that is not fitted; call fit() first");
-    writeModelFile(path, impl_->contents());
+    RP_CHECK(impl_->live != nullptr, NotFitted, "cannot save an engine that is not fitted; call fit() first");
+    return encodeModel(impl_->contents());
   });
 }
 
-std::unique_ptr<Engine> Engine::load(const std::string& path) {
+DecodedModel::DecodedModel(std::string_view bytes, std::string label)
+    : contents_(std::make_unique<ModelContents>(guarded([&] { return decodeModel(bytes, label); }))), label_(std::move(label)) {}
+DecodedModel::~DecodedModel() = default;
+const EngineOptions& DecodedModel::options() const { return contents_->options; }
+
+std::unique_ptr<Engine> Engine::fromModel(DecodedModel& decoded) {
   return guarded([&] {
-    ModelContents m = readModelFile(path);
+    RP_CHECK(decoded.contents_ != nullptr, Internal, "a decoded model builds one engine only");
+    ModelContents m = std::move(*decoded.contents_);
+    decoded.contents_.reset();
+    const std::string& label = decoded.label_;
     auto device = resolveDevice(m.options.device);
-    std::unique_ptr<Backbone> backbone;
-    if (!m.backboneBytes.empty()) {
-      backbone = loadTorchScriptBackbone(std::move(m.backboneBytes), m.backboneName, device);
-    } else if (isTorchvisionArchitecture(m.options.backbone)) {
-      // The truncated weights travel in the model file: no weights cache needed to load it.
-      RP_CHECK(!m.backboneWeights.empty(), ModelFile,
-               "model file '" << path << "' names backbone '" << m.options.backbone << "' but does not contain its weights");
-      backbone = makeTorchvisionBackbone(m.options.backbone, torchvisionTaps(m.options.backbone, m.options.layers),
-                                         m.backboneWeights, path, device);
-    } else {
-      RP_CHECK(isBuiltinBackbone(m.options.backbone), ModelFile,
-               "model file '" << path << "' names backbone '" << m.options.backbone << "' but does not contain it");
-      backbone = makeBackbone(m.options, device);
-    }
+    auto backbone = restoreBackbone(m.backboneKind, m.options, std::move(m.backboneBlob), label, device);
     RP_CHECK(backbone->info().sha256 == m.backboneSha256, ModelFile,
-             "model file '" << path << "': backbone '" << m.backboneName << "' does not match the one it was fitted with");
+             label << ": backbone '" << m.backboneName << "' does not match the one it was fitted with");
     auto impl = std::make_unique<Impl>(m.options, std::move(backbone));
-    impl->bank = std::make_unique<FlatL2Index>(m.options.targetDim);
-    impl->bank->add(m.bank.to(impl->device));
-    if (m.options.head) impl->head = std::make_unique<ReConPatchHead>(m.headWeight.to(impl->device), m.headBias.to(impl->device));
-    impl->trainImages = m.trainImages;
-    impl->trainPatches = m.trainPatches;
-    impl->metadata = m.metadata;
+    auto model = std::make_unique<FittedModel>();
+    model->bank = std::make_unique<FlatL2Index>(m.options.targetDim);
+    model->bank->add(m.bank.to(impl->device));
+    if (m.options.head) model->head = std::make_unique<ReConPatchHead>(m.headWeight.to(impl->device), m.headBias.to(impl->device));
+    model->trainImages = m.trainImages;
+    model->trainPatches = m.trainPatches;
+    impl->live = std::move(model);
+    impl->metadata = std::move(m.metadata);
+    impl->publishInfo();
     return std::unique_ptr<Engine>(new Engine(std::move(impl)));
   });
 }

@@ -8,6 +8,7 @@
 #include "core/backbones/backbone.h"
 #include "core/pipeline/coreset.h"
 #include "core/error.h"
+#include "core/guarded.h"
 #include "core/pipeline/head.h"
 #include "core/pipeline/image.h"
 #include "core/pipeline/flat_l2_index.h"
@@ -36,21 +37,20 @@ FloatArray fromTensor(const torch::Tensor& t) {
   return a;
 }
 
+// One pipeline step, without autograd, through the core's exception boundary.
 template <class Fn>
-auto guarded(Fn&& fn) -> decltype(fn()) {
-  try {
+auto step(Fn&& fn) -> decltype(fn()) {
+  return guarded([&] {
     torch::NoGradGuard noGrad;
     return fn();
-  } catch (const c10::Error& e) {
-    throw Error(ErrorCode::Internal, e.what_without_backtrace());
-  }
+  });
 }
 
 }  // namespace
 
 FloatArray patchFeatures(const std::vector<FloatArray>& taps, int64_t patchSize, int64_t pretrainDim,
                          int64_t targetDim, bool tensorOps) {
-  return guarded([&] {
+  return step([&] {
     std::vector<torch::Tensor> t;
     for (const auto& a : taps) t.push_back(toTensor(a));
     auto path = tensorOps ? PatchFeaturesPath::Tensor : PatchFeaturesPath::Auto;
@@ -59,7 +59,7 @@ FloatArray patchFeatures(const std::vector<FloatArray>& taps, int64_t patchSize,
 }
 
 FloatArray preprocess(const RawImageView& image, int64_t resize, int64_t crop, ResizeMode mode) {
-  return guarded([&] {
+  return step([&] {
     PreprocessOptions o;
     o.resize = resize;
     o.crop = crop;
@@ -70,7 +70,7 @@ FloatArray preprocess(const RawImageView& image, int64_t resize, int64_t crop, R
 
 std::vector<int64_t> greedyCoreset(const FloatArray& projected, const std::vector<int64_t>& starts, int64_t count,
                                    bool pruned, int threads, bool bfloat16) {
-  return guarded([&] {
+  return step([&] {
     if (threads > 0) at::set_num_threads(threads);
     auto x = toTensor(projected);
     if (bfloat16) x = x.to(torch::kBFloat16);
@@ -81,7 +81,7 @@ std::vector<int64_t> greedyCoreset(const FloatArray& projected, const std::vecto
 }
 
 FloatArray knn(const FloatArray& bank, const FloatArray& queries, int64_t k, std::vector<int64_t>* indices) {
-  return guarded([&] {
+  return step([&] {
     FlatL2Index index(bank.shape.at(1), /*chunkRows=*/64);  // small chunks: exercises the merge
     index.add(toTensor(bank));
     torch::Tensor d, i;
@@ -92,15 +92,15 @@ FloatArray knn(const FloatArray& bank, const FloatArray& queries, int64_t k, std
 }
 
 FloatArray gaussianBlur(const FloatArray& map, double sigma) {
-  return guarded([&] { return fromTensor(rp::gaussianBlur(toTensor(map).unsqueeze(0), sigma)[0]); });
+  return step([&] { return fromTensor(rp::gaussianBlur(toTensor(map).unsqueeze(0), sigma)[0]); });
 }
 
 FloatArray anomalyMap(const FloatArray& grid, int64_t outH, int64_t outW, double sigma) {
-  return guarded([&] { return fromTensor(anomalyMaps(toTensor(grid).unsqueeze(0), outH, outW, sigma)[0]); });
+  return step([&] { return fromTensor(anomalyMaps(toTensor(grid).unsqueeze(0), outH, outW, sigma)[0]); });
 }
 
 float reweightedScore(const FloatArray& bank, const FloatArray& queries, int64_t neighbours) {
-  return guarded([&] {
+  return step([&] {
     FlatL2Index index(bank.shape.at(1));
     index.add(toTensor(bank));
     auto q = toTensor(queries);  // [L, D]
@@ -112,7 +112,7 @@ float reweightedScore(const FloatArray& bank, const FloatArray& queries, int64_t
 }
 
 HeadSimilarities headSimilarities(const FloatArray& z, int64_t k, double sigma) {
-  return guarded([&] {
+  return step([&] {
     auto d2 = pairwiseSquaredDistances(toTensor(z));
     return HeadSimilarities{fromTensor(knnMatrix(d2, k)), fromTensor(contextualSimilarity(d2, k)),
                             fromTensor(pairwiseSimilarity(d2, sigma))};
@@ -120,19 +120,17 @@ HeadSimilarities headSimilarities(const FloatArray& z, int64_t k, double sigma) 
 }
 
 float headLoss(const FloatArray& z, const FloatArray& w, double margin, FloatArray* grad) {
-  try {
+  return guarded([&] {  // with autograd: the gradient is what is tested
     auto zt = toTensor(z).set_requires_grad(true);
     auto loss = relaxedContrastiveLoss(zt, toTensor(w), margin);
     loss.backward();
     *grad = fromTensor(zt.grad());
     return loss.item<float>();
-  } catch (const c10::Error& e) {
-    throw Error(ErrorCode::Internal, e.what_without_backtrace());
-  }
+  });
 }
 
 FloatArray emaStep(const FloatArray& partner, const FloatArray& current, double ema) {
-  return guarded([&] {
+  return step([&] {
     std::vector<torch::Tensor> p = {toTensor(partner)};
     ReConPatchHead::emaUpdate(p, {toTensor(current)}, ema);
     return fromTensor(p[0]);
@@ -142,7 +140,7 @@ FloatArray emaStep(const FloatArray& partner, const FloatArray& current, double 
 std::vector<FloatArray> torchvisionTaps(const std::string& arch, const std::string& weightsPath,
                                         const std::string& layers, const FloatArray& input,
                                         std::vector<int64_t>* strides, std::vector<int64_t>* channels) {
-  return guarded([&] {
+  return step([&] {
     EngineOptions o;
     o.backbone = arch;
     o.weights = weightsPath;
@@ -158,7 +156,7 @@ std::vector<FloatArray> torchvisionTaps(const std::string& arch, const std::stri
 }
 
 double gemmGflops(int64_t n, int reps, int threads) {
-  return guarded([&] {
+  return step([&] {
     if (threads > 0) at::set_num_threads(threads);
     auto a = torch::randn({n, n}), b = torch::randn({n, n}), c = torch::empty({n, n});
     torch::mm_out(c, a, b);  // warm-up
@@ -186,7 +184,7 @@ RP_X86_V3_CLONES float streamSum(const float* p, int64_t n) {
 }  // namespace
 
 double readGBs(int64_t bytes, int reps, int threads) {
-  return guarded([&] {
+  return step([&] {
     if (threads > 0) at::set_num_threads(threads);
     const int64_t n = bytes / 4 / 16 * 16, grain = 1 << 20;
     auto x = torch::ones({n});  // written once, so every page is resident before timing
@@ -212,7 +210,7 @@ double readGBs(int64_t bytes, int reps, int threads) {
 }
 
 double knnMilliseconds(int64_t bankRows, int64_t queries, int64_t dim, int reps, int threads) {
-  return guarded([&] {
+  return step([&] {
     if (threads > 0) at::set_num_threads(threads);
     FlatL2Index index(dim);
     index.add(torch::randn({bankRows, dim}));
@@ -230,7 +228,7 @@ double knnMilliseconds(int64_t bankRows, int64_t queries, int64_t dim, int reps,
 }
 
 BackboneTiming backboneMilliseconds(const std::string& nameOrPath, int64_t size, int64_t batch, int reps, int threads) {
-  return guarded([&] {
+  return step([&] {
     if (threads > 0) at::set_num_threads(threads);
     torch::NoGradGuard noGrad;
     EngineOptions o;
@@ -253,7 +251,7 @@ BackboneTiming backboneMilliseconds(const std::string& nameOrPath, int64_t size,
 }
 
 FloatArray coresetProject(const FloatArray& features, int64_t projectionDim, uint64_t seed) {
-  return guarded([&] {
+  return step([&] {
     auto f = toTensor(features);  // [n, D]
     CoresetOptions o;
     o.projectionDim = projectionDim;

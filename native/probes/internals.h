@@ -5,16 +5,12 @@
 #include <string>
 #include <vector>
 
+#include "core/float_array.h"
 #include "core/options.h"
+#include "core/raw_image.h"
 
 namespace rp {
 
-struct RawImageView;
-
-struct FloatArray {
-  std::vector<float> data;
-  std::vector<int64_t> shape;
-};
 
 namespace internals {
 

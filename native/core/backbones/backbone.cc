@@ -42,6 +42,8 @@ class RandomCnnBackbone : public Backbone {
     info_.sha256 = toHex(digest.data(), digest.size());
   }
 
+  BackboneKind kind() const override { return BackboneKind::RandomCnn; }
+
   std::vector<torch::Tensor> forward(const torch::Tensor& x) override {
     auto conv = [&](const torch::Tensor& in, int i) {
       return F::conv2d(in, weights_[i], F::Conv2dFuncOptions().stride(2).padding(1)).relu_();
@@ -88,6 +90,8 @@ class TorchScriptBackbone : public Backbone {
     validate(label, device);
   }
 
+  BackboneKind kind() const override { return BackboneKind::TorchScript; }
+
   std::vector<torch::Tensor> forward(const torch::Tensor& x) override {
     torch::jit::IValue out;
     try {
@@ -114,7 +118,7 @@ class TorchScriptBackbone : public Backbone {
     return taps;
   }
 
-  const std::string& serialized() const override { return bytes_; }
+  const std::string& blob() const override { return bytes_; }
 
  private:
   // One small forward pass checks the declared strides/channels against what the module returns.
@@ -152,8 +156,6 @@ std::string readFile(const std::string& path, const char* what) {
 
 }  // namespace
 
-bool isBuiltinBackbone(const std::string& name) { return name == "random_cnn"; }
-
 std::unique_ptr<Backbone> makeBackbone(const EngineOptions& o, const torch::Device& device) {
   if (o.backbone == "random_cnn") return std::make_unique<RandomCnnBackbone>(o.seed, device);
   if (isTorchvisionArchitecture(o.backbone)) {
@@ -161,12 +163,23 @@ std::unique_ptr<Backbone> makeBackbone(const EngineOptions& o, const torch::Devi
     return makeTorchvisionBackbone(o.backbone, torchvisionTaps(o.backbone, o.layers), readFile(o.weights, "weights file"),
                                    o.weights, device);
   }
-  return loadTorchScriptBackbone(readFile(o.backbone, "backbone file"), o.backbone, device);
+  return std::make_unique<TorchScriptBackbone>(readFile(o.backbone, "backbone file"), o.backbone, device);
 }
 
-std::unique_ptr<Backbone> loadTorchScriptBackbone(std::string bytes, const std::string& label,
-                                                  const torch::Device& device) {
-  return std::make_unique<TorchScriptBackbone>(std::move(bytes), label, device);
+std::unique_ptr<Backbone> restoreBackbone(BackboneKind kind, const EngineOptions& o, std::string blob,
+                                          const std::string& label, const torch::Device& device) {
+  switch (kind) {
+    case BackboneKind::RandomCnn:
+      RP_CHECK(o.backbone == "random_cnn", ModelFile, label << " names backbone '" << o.backbone << "' but does not contain it");
+      return std::make_unique<RandomCnnBackbone>(o.seed, device);
+    case BackboneKind::TorchScript:
+      return std::make_unique<TorchScriptBackbone>(std::move(blob), label, device);
+    case BackboneKind::Torchvision:
+      RP_CHECK(isTorchvisionArchitecture(o.backbone), ModelFile,
+               label << " holds torchvision weights for an unknown architecture '" << o.backbone << "'");
+      return makeTorchvisionBackbone(o.backbone, torchvisionTaps(o.backbone, o.layers), blob, label, device);
+  }
+  RP_FAIL(ModelFile, label << " has an unknown backbone kind");
 }
 
 torch::Device resolveDevice(const std::string& name) {

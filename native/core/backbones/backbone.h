@@ -22,14 +22,23 @@ struct BackboneInfo {
   std::string sha256;             // identity of the weights
 };
 
+// How a backbone is made, and so how a model file restores it.
+enum class BackboneKind {
+  RandomCnn,    // rebuilt from the options (seed); no bytes
+  TorchScript,  // the TorchScript file's bytes
+  Torchvision,  // the architecture's weights up to the deepest tap, as a zip .pth state dict
+};
+
 class Backbone {
  public:
   virtual ~Backbone() = default;
   const BackboneInfo& info() const { return info_; }
+  virtual BackboneKind kind() const = 0;
   // x: [B, 3, H, W] (normalised per info()) -> taps: [B, C_i, H / s_i, W / s_i]
   virtual std::vector<torch::Tensor> forward(const torch::Tensor& x) = 0;
-  // Bytes to embed in a model file so it is self-contained (empty: rebuilt from options).
-  virtual const std::string& serialized() const { return empty_; }
+  // The bytes a model file carries so that restoreBackbone() needs no other file (empty for
+  // kinds rebuilt from the options). info().sha256 identifies them.
+  virtual const std::string& blob() const { return empty_; }
 
  protected:
   BackboneInfo info_;
@@ -38,16 +47,15 @@ class Backbone {
   std::string empty_;
 };
 
-// "random_cnn" -> RandomCnnBackbone(seed); a torchvision architecture name -> that network with the
-// weights file `options.weights` and taps `options.layers`; anything else is read as a TorchScript
-// file path.
+// From the options and files on disk: "random_cnn" -> the seeded random CNN; a torchvision
+// architecture name -> that network with the weights file `options.weights` and taps
+// `options.layers`; anything else is read as a TorchScript file path.
 std::unique_ptr<Backbone> makeBackbone(const EngineOptions& options, const torch::Device& device);
 
-// TorchScript module from its serialized bytes; validates attributes and output shapes.
-std::unique_ptr<Backbone> loadTorchScriptBackbone(std::string bytes, const std::string& label,
-                                                  const torch::Device& device);
-
-bool isBuiltinBackbone(const std::string& name);
+// From a model file: the kind, the options it was fitted with and blob() of the backbone then.
+// `label` names the source in errors.
+std::unique_ptr<Backbone> restoreBackbone(BackboneKind kind, const EngineOptions& options, std::string blob,
+                                          const std::string& label, const torch::Device& device);
 
 // "cpu" | "cuda" | "auto" -> a device; throws ErrorCode::DeviceUnavailable for CUDA without it.
 torch::Device resolveDevice(const std::string& name);

@@ -271,7 +271,8 @@ class TorchvisionBackbone : public Backbone {
     return taps;
   }
 
-  const std::string& serialized() const override { return serialized_; }
+  BackboneKind kind() const override { return BackboneKind::Torchvision; }
+  const std::string& blob() const override { return serialized_; }
 
  private:
   // Copies every parameter and running statistic the truncated module has from the file; returns

@@ -21,7 +21,7 @@ std::vector<std::string> torchvisionTaps(const std::string& arch, const std::str
 // Builds `arch` up to the deepest of `taps` with weights from the bytes of a .pth state-dict file
 // (torchvision's, or the truncated copy a model file embeds). Keys beyond the deepest tap are
 // ignored; a missing or mis-shaped key that is needed fails with ErrorCode::Backbone.
-// serialized() is the truncated state dict (a zip .pth), info().sha256 its SHA-256.
+// blob() is the truncated state dict (a zip .pth), info().sha256 its SHA-256.
 std::unique_ptr<Backbone> makeTorchvisionBackbone(const std::string& arch, const std::vector<std::string>& taps,
                                                   const std::string& weightsBytes, const std::string& label,
                                                   const torch::Device& device);

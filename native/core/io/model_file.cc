@@ -1,11 +1,6 @@
 #include "core/io/model_file.h"
 
-#include <fcntl.h>
-#include <unistd.h>
-
-#include <atomic>
 #include <cstring>
-#include <fstream>
 #include <map>
 #include <sstream>
 
@@ -21,7 +16,7 @@ constexpr char kMagic[8] = {'R', 'C', 'P', 'M', 'O', 'D', 'E', 'L'};
 void putU32(std::string& out, uint32_t v) { out.append(reinterpret_cast<const char*>(&v), 4); }
 void putU64(std::string& out, uint64_t v) { out.append(reinterpret_cast<const char*>(&v), 8); }
 
-void putSection(std::string& out, const char tag[5], const std::string& payload) {
+void putSection(std::string& out, const char tag[5], std::string_view payload) {
   out.append(tag, 4);
   putU64(out, payload.size());
   out.append(payload);
@@ -77,31 +72,26 @@ torch::Tensor decodeTensor(const std::string& payload, const std::string& what) 
   return torch::from_blob(const_cast<char*>(data), dims, torch::kFloat32).clone();
 }
 
-std::string readAll(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  RP_CHECK(in, ModelFile, "cannot open model file '" << path << "'");
-  std::ostringstream s;
-  s << in.rdbuf();
-  RP_CHECK(!in.bad(), ModelFile, "cannot read model file '" << path << "'");
-  return s.str();
-}
-
 }  // namespace
 
-void writeModelFile(const std::string& path, const ModelContents& m) {
+std::string encodeModel(const ModelContents& m) {
   std::string out;
   out.append(kMagic, 8);
-  putU32(out, m.backboneWeights.empty() ? 1 : kModelFormatVersion);
+  const bool torchvision = m.backboneKind == BackboneKind::Torchvision;
+  putU32(out, torchvision ? kModelFormatVersion : 1);
   std::ostringstream stats;
   stats << "trainImages=" << m.trainImages << "\ntrainPatches=" << m.trainPatches << "\n";
-  std::vector<std::pair<const char*, std::string>> sections = {
-      {"OPTS", toText(m.options)}, {"BKNM", m.backboneName}, {"BKSH", m.backboneSha256},
-      {"BANK", encodeTensor(m.bank)}, {"STAT", stats.str()}, {"META", m.metadata}};
-  if (!m.backboneBytes.empty()) sections.push_back({"BKTS", m.backboneBytes});
-  if (!m.backboneWeights.empty()) sections.push_back({"BKSD", m.backboneWeights});
+  std::vector<std::pair<const char*, std::string_view>> sections;
+  const std::string opts = toText(m.options), bank = encodeTensor(m.bank), stat = stats.str();
+  sections = {{"OPTS", opts}, {"BKNM", m.backboneName}, {"BKSH", m.backboneSha256}, {"BANK", bank}, {"STAT", stat}, {"META", m.metadata}};
+  if (m.backboneKind == BackboneKind::TorchScript) sections.push_back({"BKTS", m.backboneBlob});
+  if (torchvision) sections.push_back({"BKSD", m.backboneBlob});
+  std::string headW, headB;
   if (m.headWeight.defined()) {
-    sections.push_back({"HDFW", encodeTensor(m.headWeight)});
-    sections.push_back({"HDFB", encodeTensor(m.headBias)});
+    headW = encodeTensor(m.headWeight);
+    headB = encodeTensor(m.headBias);
+    sections.push_back({"HDFW", headW});
+    sections.push_back({"HDFB", headB});
   }
   putU32(out, static_cast<uint32_t>(sections.size()));
   for (const auto& [tag, payload] : sections) putSection(out, tag, payload);
@@ -109,35 +99,10 @@ void writeModelFile(const std::string& path, const ModelContents& m) {
   h.update(out.data(), out.size());
   auto digest = h.digest();
   out.append(reinterpret_cast<const char*>(digest.data()), digest.size());
-
-  static std::atomic<uint64_t> counter{0};
-  const std::string tmp = path + ".tmp-" + std::to_string(::getpid()) + "-" + std::to_string(counter++);
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  RP_CHECK(fd >= 0, Io, "cannot write model file '" << path << "': " << std::strerror(errno));
-  size_t written = 0;
-  while (written < out.size()) {
-    ssize_t w = ::write(fd, out.data() + written, out.size() - written);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) {
-      int err = errno;
-      ::close(fd);
-      ::unlink(tmp.c_str());
-      RP_FAIL(Io, "cannot write model file '" << path << "': " << std::strerror(err));
-    }
-    written += static_cast<size_t>(w);
-  }
-  bool ok = ::fsync(fd) == 0;
-  ok = (::close(fd) == 0) && ok;
-  if (!ok || std::rename(tmp.c_str(), path.c_str()) != 0) {
-    int err = errno;
-    ::unlink(tmp.c_str());
-    RP_FAIL(Io, "cannot write model file '" << path << "': " << std::strerror(err));
-  }
+  return out;
 }
 
-ModelContents readModelFile(const std::string& path) {
-  const std::string bytes = readAll(path);
-  const std::string what = "model file '" + path + "'";
+ModelContents decodeModel(std::string_view bytes, const std::string& what) {
   RP_CHECK(bytes.size() >= 16 + 32 && std::memcmp(bytes.data(), kMagic, 8) == 0, ModelFile,
            what << " is not a reconpatch model (bad header)");
   const size_t body = bytes.size() - 32;
@@ -162,8 +127,13 @@ ModelContents readModelFile(const std::string& path) {
   m.options = optionsFromText(sections["OPTS"]);
   m.backboneName = sections["BKNM"];
   m.backboneSha256 = sections["BKSH"];
-  if (sections.count("BKTS")) m.backboneBytes = sections["BKTS"];
-  if (sections.count("BKSD")) m.backboneWeights = sections["BKSD"];
+  if (sections.count("BKTS")) {
+    m.backboneKind = BackboneKind::TorchScript;
+    m.backboneBlob = std::move(sections["BKTS"]);
+  } else if (sections.count("BKSD")) {
+    m.backboneKind = BackboneKind::Torchvision;
+    m.backboneBlob = std::move(sections["BKSD"]);
+  }
   m.bank = decodeTensor(sections["BANK"], what);
   RP_CHECK(m.bank.dim() == 2 && m.bank.size(0) > 0 && m.bank.size(1) == m.options.targetDim, ModelFile,
            what << " has a memory bank of shape " << m.bank.sizes() << " that does not match its options");

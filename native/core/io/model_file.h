@@ -14,7 +14,9 @@
 #include <torch/torch.h>
 
 #include <string>
+#include <string_view>
 
+#include "core/backbones/backbone.h"
 #include "core/options.h"
 
 namespace rp {
@@ -26,8 +28,8 @@ struct ModelContents {
   EngineOptions options;
   std::string backboneName;
   std::string backboneSha256;
-  std::string backboneBytes;  // TorchScript file bytes; empty for built-in backbones
-  std::string backboneWeights;  // torchvision architectures: truncated state dict (.pth bytes)
+  BackboneKind backboneKind = BackboneKind::RandomCnn;
+  std::string backboneBlob;   // Backbone::blob(): the TorchScript file, or the truncated state dict
   torch::Tensor bank;         // [M, D] float32 (CPU)
   torch::Tensor headWeight;   // ReConPatch f: [D, D] (undefined without a head)
   torch::Tensor headBias;     // [D]
@@ -36,11 +38,11 @@ struct ModelContents {
   std::string metadata;       // opaque text owned by the caller (JS keeps calibration there)
 };
 
-// Writes atomically: a temporary file next to `path`, fsync, then rename. An existing model at
-// `path` is never left half-written. Throws ErrorCode::Io.
-void writeModelFile(const std::string& path, const ModelContents& model);
+// The model as bytes, checksum included. Writing them to a file (atomically) is the caller's job.
+std::string encodeModel(const ModelContents& model);
 
-// Throws ErrorCode::ModelFile for anything truncated, corrupted, foreign or too new.
-ModelContents readModelFile(const std::string& path);
+// Throws ErrorCode::ModelFile for anything truncated, corrupted, foreign or too new; `what` names
+// the source in messages ("model file 'part.rcp'").
+ModelContents decodeModel(std::string_view bytes, const std::string& what);
 
 }  // namespace rp

@@ -16,11 +16,6 @@ void FlatL2Index::add(const torch::Tensor& rows) {
   norms_ = bank_.pow(2).sum(1);
 }
 
-void FlatL2Index::reset() {
-  bank_ = torch::Tensor();
-  norms_ = torch::Tensor();
-}
-
 void FlatL2Index::search(const torch::Tensor& queries, int64_t k, torch::Tensor* distances,
                          torch::Tensor* indices) const {
   // queries: [q, dim]

@@ -13,7 +13,6 @@ class KnnIndex {
   virtual void add(const torch::Tensor& rows) = 0;
   // queries: [q, dim] -> squared L2 distances [q, k] ascending, and bank indices [q, k] int64
   virtual void search(const torch::Tensor& queries, int64_t k, torch::Tensor* distances, torch::Tensor* indices) const = 0;
-  virtual void reset() = 0;
   // The stored rows [ntotal, dim] (for serialisation and Eq. 7 support sets).
   virtual torch::Tensor rows() const = 0;
 };
@@ -29,7 +28,6 @@ class FlatL2Index : public KnnIndex {
   int64_t ntotal() const override { return bank_.defined() ? bank_.size(0) : 0; }
   void add(const torch::Tensor& rows) override;
   void search(const torch::Tensor& queries, int64_t k, torch::Tensor* distances, torch::Tensor* indices) const override;
-  void reset() override;
   torch::Tensor rows() const override { return bank_; }
 
  private:

@@ -40,8 +40,9 @@ Geometry planGeometry(const RawImageView& img, const PreprocessOptions& opts) {
     g.top = static_cast<int64_t>(std::round((g.resizedH - opts.crop) / 2.0));
     g.left = static_cast<int64_t>(std::round((g.resizedW - opts.crop) / 2.0));
   } else {
-    // Without crop the whole resized image is used, floored to the network's stride multiple.
-    int64_t m = std::max<int64_t>(opts.multipleOf, 1);
+    // Without crop the whole resized image is used, floored to an even size (the backbone
+    // contract takes any even size).
+    const int64_t m = 2;
     g.cropH = g.resizedH / m * m;
     g.cropW = g.resizedW / m * m;
     RP_CHECK(g.cropH > 0 && g.cropW > 0, InvalidImage,

@@ -5,16 +5,9 @@
 #include <optional>
 
 #include "core/options.h"
+#include "core/raw_image.h"
 
 namespace rp {
-
-// A borrowed view of raw pixels: row-major HWC uint8, channels 1 (grey) or 3 (RGB), no padding.
-struct RawImageView {
-  const uint8_t* data = nullptr;
-  int64_t width = 0;
-  int64_t height = 0;
-  int64_t channels = 0;
-};
 
 struct PreprocessOptions {
   int64_t resize = 256;  // 0: keep the image's size
@@ -22,8 +15,6 @@ struct PreprocessOptions {
   ResizeMode mode = ResizeMode::Shorter;
   std::optional<std::array<float, 3>> mean;  // normalisation; none = [0, 1] input (TorchScript contract)
   std::optional<std::array<float, 3>> std;
-  int64_t multipleOf = 2;  // without crop, sizes are floored to a multiple of this (the
-                           // backbone contract takes any even size)
 };
 
 // Where the network input sits in the original image: original -> resized -> crop window.

@@ -139,7 +139,6 @@ export interface NativeInternals {
   readGBs(bytes: number, reps: number, threads: number): number;
   /** Best-of-reps ms of one k-NN search (random data). Benchmarks only. */
   knnMilliseconds(bankRows: number, queries: number, dim: number, reps: number, threads: number): number;
-  /** Seconds of the approximate greedy coreset on random rows x dim features. Benchmarks only. */
 }
 
 /** A model file decoded natively, before an engine is built from it. */

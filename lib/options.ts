@@ -58,9 +58,8 @@ export interface EngineOptions {
   scoring?: { distance?: 'euclidean' | 'squared'; reweight?: boolean; neighbors?: number; blurSigma?: number };
   /**
    * Precision of the patch features held in memory during fit (default `'float32'`). `'float16'`
-   * halves the staged features, the largest part of fit memory on big training sets (magnetic_tile:
-   * peak 1.27x -> 0.80x the float32 bank); the head and the bank still compute in float32.
-   * Measured effect on AUROC (within seed noise): docs/results.md.
+   * halves the staged features, the largest part of fit memory on big training sets; the head and
+   * the bank still compute in float32. Memory and AUROC measured: bench/NOTES.md, docs/results.md.
    */
   fitPrecision?: 'float32' | 'float16';
   /** Images embedded per native call during fit and batch scoring (default 4). */

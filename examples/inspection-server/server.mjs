@@ -15,8 +15,9 @@ import { fileURLToPath } from 'node:url';
 
 import sharp from 'sharp';
 
-const here = path.dirname(fileURLToPath(import.meta.url));
-const { Engine, ReconpatchError } = await import(path.resolve(here, '../../dist/index.js'));
+// Only the package's public exports (a copy of this file elsewhere imports the installed package).
+import { Engine, ReconpatchError } from 'reconpatch';
+import { listImages } from 'reconpatch/eval';
 
 const MAX_BODY_BYTES = 32 * 1024 * 1024;
 const MAX_PIXELS = 40_000_000; // decompression bombs: checked from the header before decoding
@@ -79,7 +80,6 @@ export async function createServer({ modelPath, backbone = 'random_cnn', engineO
       if (fitting) throw new HttpError(409, 'ERR_BUSY', 'a fit is already running');
       fitting = true;
       try {
-        const { listImages } = await import(path.resolve(here, '../../dist/eval/dataset.js'));
         const next = await Engine.create({ backbone, ...engineOptions });
         const summary = await next.fit(await listImages(body.dir));
         await next.save(modelPath); // written atomically; the old model stays valid until then

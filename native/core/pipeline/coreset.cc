@@ -304,9 +304,9 @@ torch::Tensor approximateGreedyCoreset(const std::vector<torch::Tensor>& chunks,
   auto projection = coresetProjection(dim, opts, device);  // [D, p]
   int64_t rows = 0;
   for (const auto& c : chunks) rows += c.size(0);
-  // On the CPU the projected points are kept in bfloat16: half the memory (146 MiB at 600k
-  // points, bench/NOTES.md) at a rounding error (2^-9 per coordinate) far below the random
-  // projection's own distortion. Distances are still computed in float32.
+  // On the CPU the projected points are kept in bfloat16: half the memory, at a rounding error
+  // (2^-9 per coordinate) far below the random projection's own distortion. Distances are still
+  // computed in float32.
   const auto storage = device.is_cpu() ? torch::kBFloat16 : torch::kFloat32;
   auto projected = torch::empty({rows, opts.projectionDim}, projection.options().dtype(storage));  // [N, p]
   for (int64_t at = 0, i = 0; i < static_cast<int64_t>(chunks.size()); at += chunks[i].size(0), ++i) {
@@ -316,9 +316,9 @@ torch::Tensor approximateGreedyCoreset(const std::vector<torch::Tensor>& chunks,
   const int64_t numStarts = std::min<int64_t>(opts.numStarts, rows);
   auto starts = at::randperm(rows, gen, torch::kInt64).narrow(0, 0, numStarts);
   const int64_t count = coresetSize(rows, opts.ratio);
-  // The pruned loop's setup (anchors, two assignment passes) costs ~0.45-0.75 x anchors selections
-  // of the plain bfloat16 loop and it then saves 26-45% per selection, so it pays from ~1-3 x
-  // anchors selections (two VMs, bench/NOTES.md); at 2 x anchors it measured x0.89 on one, x1.27 on the other.
+  // The pruned loop's setup (anchors, two assignment passes) costs about as much as a few hundred
+  // plain selections, which it only wins back over a long selection: run it from 2 x anchors
+  // selections (the break-even measured in bench/NOTES.md).
   if (device.is_cpu() && count >= 2 * pruningAnchors(rows))
     return greedyCoresetIndicesPruned(std::move(projected), starts, count, progress, cancel);
   return greedyCoresetIndices(projected, starts, count, progress, cancel);

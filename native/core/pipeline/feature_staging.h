@@ -1,6 +1,6 @@
 // Patch features of a fit in progress, appended batch by batch into large slabs.
 //
-// Staged features are most of a fit's memory (2.3 GiB for 600k patches in float32). Kept as one
+// Staged features are most of a fit's memory (gigabytes on large training sets). Kept as one
 // tensor per batch (a few MiB each), they sat in malloc's arenas between the batches'
 // temporaries, and the freed gaps stayed resident (bench/NOTES.md, "Fit memory"). A slab of at
 // least 64 MiB is above malloc's mmap threshold (core/memory.h), so it is its own mapping: pages

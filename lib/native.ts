@@ -70,10 +70,14 @@ export interface NativeInfo {
   bankRows: number;
   /** Size of one patch feature (the bank's columns). */
   featureDim: number;
-  /** Images the bank was built from. */
+  /** Images the bank was built from (the fit's and every update's). */
   trainImages: number;
-  /** Patch features extracted before the coreset. */
+  /** Patch features extracted from them, before the coreset. */
   trainPatches: number;
+  /** `update()` calls since the fit. */
+  updates: number;
+  /** Bank rows those updates added (the bank's growth since the fit). */
+  updateRows: number;
   /** The device the engine computes on: `'cpu'` or `'cuda:0'`-style. */
   device: string;
 }
@@ -93,10 +97,14 @@ export interface FloatArray {
 export interface NativeEngine {
   info(): NativeInfo;
   options(): NativeOptions;
-  fitBegin(): void;
+  /** Starts staging: a new model ('fit', optionally with a bound on the staged patches) or the live one grown ('update'). */
+  fitBegin(mode?: 'fit' | 'update', maxStagedPatches?: number): void;
   fitAdd(images: RawFrame[]): Promise<void>;
-  /** Builds the new model into a pending slot; the live model keeps serving until fitCommit. */
-  fitEnd(onProgress?: (stage: string, done: number, total: number, value: number) => void): Promise<void>;
+  /**
+   * Builds the new model into a pending slot; the live model keeps serving until fitCommit.
+   * Resolves with the number of progress calls queued (they may still be arriving).
+   */
+  fitEnd(onProgress?: (stage: string, done: number, total: number, value: number) => void): Promise<number>;
   /** Scores against the pending model (calibration before the commit). */
   scorePending(images: RawFrame[]): Promise<NativeScore[]>;
   /** Makes the pending model live, with this metadata. */

@@ -9,6 +9,7 @@ import { demoCommand, evalCommand } from './eval.js';
 import { libtorchCommand } from './libtorch.js';
 import { fitCommand, infoCommand, scoreCommand } from './model.js';
 import { help } from './output.js';
+import { updateCommand } from './update.js';
 import { weightsCommand } from './weights.js';
 
 const USAGE = `reconpatch <command> [options]
@@ -18,6 +19,7 @@ Commands:
   eval --data <root> --category <name>         fit on <root>/<name>/train/good, score <root>/<name>/test
   fit <dir|glob> -o <model.rcp>                fit on the images in <dir> (10% held out to calibrate the threshold);
                                                several --backbone values fit an ensemble saved as one file
+  update <model.rcp> <dir|glob> [-o <out>]     take new good images into a saved model (no refit)
   score <model.rcp> <image...>                 score images with a saved model or ensemble [--heatmaps <dir>] [--json]
   info <model.rcp>                             show a model's options, backbone, bank and calibration (and members)
   weights pull <name> [--from <url|file>]      download torchvision's official weights into the cache
@@ -40,6 +42,8 @@ async function main(argv: string[]): Promise<number> {
       return scoreCommand(rest);
     case 'info':
       return infoCommand(rest);
+    case 'update':
+      return updateCommand(rest);
     case 'weights':
       return weightsCommand(rest);
     case 'libtorch':

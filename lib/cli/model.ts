@@ -11,12 +11,15 @@ import { help, report } from './output.js';
 import { progressLogger } from './progress.js';
 
 export async function fitCommand(rest: string[]): Promise<number> {
-  const { values, positionals } = parseArgs({ args: rest, allowPositionals: true, options: { ...ENGINE_FLAGS, output: { type: 'string', short: 'o' } } });
+  const { values, positionals } = parseArgs({
+    args: rest, allowPositionals: true, options: { ...ENGINE_FLAGS, output: { type: 'string', short: 'o' }, 'max-staged-patches': { type: 'string' } },
+  });
   if (values.help || positionals.length !== 1 || !values.output)
-    return help(`reconpatch fit <dir|glob> -o <model.rcp> [engine options]\n\nFits on the images in <dir> (or matching a glob such as 'good/*.png'); 10% are held out to calibrate the threshold.\n\n${ENGINE_HELP}`, !values.help);
+    return help(`reconpatch fit <dir|glob> -o <model.rcp> [--max-staged-patches <n>] [engine options]\n\nFits on the images in <dir> (or matching a glob such as 'good/*.png'); 10% are held out to calibrate the threshold.\n--max-staged-patches bounds the features held during the fit (merge and reduce), for very many images.\n\n${ENGINE_HELP}`, !values.help);
   const members = ensembleMembers(values);
   const model = members ? await Ensemble.create({ members }) : await Engine.create(engineOptions(values));
-  const summary = await model.fit(await listImages(positionals[0]), { onProgress: progressLogger() });
+  const budget = values['max-staged-patches'] === undefined ? {} : { maxStagedPatches: Number(values['max-staged-patches']) };
+  const summary = await model.fit(await listImages(positionals[0]), { onProgress: progressLogger(), ...budget });
   await model.save(values.output);
   report({ model: values.output, ...summary }, values.json);
   return 0;

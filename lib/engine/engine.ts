@@ -5,7 +5,7 @@
  */
 import { Duplex } from 'node:stream';
 
-import { type Calibration, calibrate } from '../calibration.js';
+import { type Calibration, calibrate, poolCalibrations } from '../calibration.js';
 import { ReconpatchError, rethrow } from '../errors.js';
 import { type ImageInput, toRawFrame } from '../io/images.js';
 import { type NativeEngine, type NativeInfo, type NativeOptions, type NativeScore, type RawFrame, native } from '../native.js';
@@ -33,6 +33,43 @@ export interface FitOptions {
   signal?: AbortSignal;
   /** Called as the fit advances through its stages (synchronously; keep it cheap). */
   onProgress?: (p: Progress) => void;
+  /**
+   * Bounds the patch features held during the fit, for inputs of any length (a month of frames):
+   * when the staged patches exceed it they are reduced to a coreset of half this many and the fit
+   * goes on (merge and reduce). Default: unbounded. Memory and quality measured: docs/results.md.
+   */
+  maxStagedPatches?: number;
+}
+
+/**
+ * Options of {@link Engine.update}.
+ * @example
+ * await engine.update(newGoodImages, { onProgress: (p) => console.log(p.stage, p.done) });
+ */
+export interface UpdateOptions {
+  /** Aborts the update; the engine keeps its previous model and calibration. */
+  signal?: AbortSignal;
+  /** Called as the update advances (`'embed'`, `'coreset'`, `'calibrate'`). */
+  onProgress?: (p: Progress) => void;
+}
+
+/**
+ * What {@link Engine.update} did.
+ * @example
+ * const { addedRows, bankRows } = await engine.update(newGoodImages);
+ * console.log(addedRows === 0 ? 'nothing new' : `${addedRows} new bank rows, ${bankRows} in all`);
+ */
+export interface UpdateSummary {
+  /** New images whose patches were considered for the bank. */
+  images: number;
+  /** New images held out to re-estimate the threshold. */
+  calibrationImages: number;
+  /** Rows the bank gained: new patches farther from it than its coverage radius. */
+  addedRows: number;
+  /** Rows in the bank now. */
+  bankRows: number;
+  /** Wall-clock duration. */
+  seconds: number;
 }
 
 /**
@@ -237,7 +274,35 @@ export class Engine {
    */
   fit(images: Iterable<ImageInput> | AsyncIterable<ImageInput>, options: FitOptions = {}): Promise<FitSummary> {
     const stack = new Error();
-    return this.#exclusive(() => this.#fit(images, options)).catch((err) => rethrow(err, stack));
+    return this.#exclusive(async () => {
+      const { maxStagedPatches = 0 } = options;
+      if (!(Number.isInteger(maxStagedPatches) && maxStagedPatches >= 0))
+        throw new ReconpatchError('ERR_INVALID_OPTION', `maxStagedPatches must be a non-negative integer, got ${JSON.stringify(maxStagedPatches)}`);
+      const r = await this.#fit(images, options, 'fit', maxStagedPatches);
+      const info = this.#native.info();
+      return { images: info.trainImages, patches: info.trainPatches, bankRows: info.bankRows, calibrationImages: r.calibrationImages, seconds: r.seconds };
+    }).catch((err) => rethrow(err, stack));
+  }
+
+  /**
+   * Takes new images of good parts into a fitted (or loaded) model without refitting: their
+   * patches (through the head's `f` when the model has one) are compared with the bank, and the
+   * greedy coreset goes on from the bank's coverage, adding the farthest new patch while it lies
+   * farther than the radius at which the fit's selection stopped. Images that show nothing new
+   * add nothing. A share of the new images is held out (as in fit) and the threshold re-estimated
+   * from them, pooled with the previous evidence. Abort or failure leaves the model as it was.
+   * Throws ERR_NOT_FITTED, ERR_INVALID_IMAGE, ERR_EMPTY_TRAINING_SET, ERR_ABORTED, ERR_INPUT, ERR_CALLBACK.
+   * @example
+   * const { addedRows } = await engine.update(['shift2/000.png', 'shift2/001.png', 'shift2/002.png', 'shift2/003.png']);
+   */
+  update(images: Iterable<ImageInput> | AsyncIterable<ImageInput>, options: UpdateOptions = {}): Promise<UpdateSummary> {
+    const stack = new Error();
+    return this.#exclusive(async () => {
+      const rowsBefore = this.#native.info().bankRows;
+      const r = await this.#fit(images, options, 'update', 0);
+      const info = this.#native.info();
+      return { images: r.images, calibrationImages: r.calibrationImages, addedRows: info.bankRows - rowsBefore, bankRows: info.bankRows, seconds: r.seconds };
+    }).catch((err) => rethrow(err, stack));
   }
 
   /**
@@ -364,17 +429,18 @@ export class Engine {
     return this.#queue.run(fn);
   }
 
-  // The fit transaction: stage, calibrate against the pending model, commit model and calibration together.
-  async #fit(images: Iterable<ImageInput> | AsyncIterable<ImageInput>, { signal, onProgress }: FitOptions): Promise<FitSummary> {
+  // The fit (or update) transaction: stage, calibrate against the pending model, commit model and
+  // calibration together.
+  async #fit(images: Iterable<ImageInput> | AsyncIterable<ImageInput>, { signal, onProgress }: FitOptions, mode: 'fit' | 'update', maxStagedPatches: number) {
     const started = performance.now();
     const n = this.#native;
-    const control = new FitControl([n], signal, 'engine');
+    const control = new FitControl([n], signal, 'engine', mode);
     try {
       const staged = await stageFit([n], images, control, {
-        onProgress: onProgress && ((p) => onProgress(p)), calibration: this.#calibrationOptions, batchSize: n.options().batchSize, what: 'engine',
+        mode, maxStagedPatches, onProgress: onProgress && ((p) => onProgress(p)), calibration: this.#calibrationOptions, batchSize: n.options().batchSize,
       });
       const frames = staged.calibrationFrames;
-      let calibration: Calibration | null = null;
+      let calibration: Calibration | null = mode === 'update' ? this.#calibration : null;
       if (frames.length > 0) {
         const scores: number[] = [];
         const maps: Float32Array[] = [];
@@ -388,15 +454,12 @@ export class Engine {
           control.call(onProgress, { stage: 'calibrate', done: Math.min(i + batchSize, frames.length), total: frames.length });
         }
         control.check();
-        calibration = calibrate(scores, maps);
+        const fresh = calibrate(scores, maps);
+        calibration = calibration ? poolCalibrations(calibration, fresh) : fresh;
       }
       n.fitCommit(JSON.stringify({ calibration, calibrationOptions: this.#calibrationOptions }));
       this.#calibration = calibration;
-      const info = n.info();
-      return {
-        images: info.trainImages, patches: info.trainPatches, bankRows: info.bankRows,
-        calibrationImages: frames.length, seconds: (performance.now() - started) / 1000,
-      };
+      return { images: staged.images, calibrationImages: frames.length, seconds: (performance.now() - started) / 1000 };
     } catch (err) {
       abortFit([n]);
       throw control.explain(err);

@@ -15,8 +15,8 @@
  * (./container.ts) holds each member's model-file bytes.
  */
 import type { Calibration } from '../calibration.js';
-import { calibrate } from '../calibration.js';
-import { Engine, type EngineInfo, type FitSummary, type ScoreStreamOptions, nativeOf } from '../engine/engine.js';
+import { calibrate, poolCalibrations } from '../calibration.js';
+import { Engine, type EngineInfo, type FitOptions, type FitSummary, type ScoreStreamOptions, type UpdateOptions, type UpdateSummary, nativeOf } from '../engine/engine.js';
 import { readModelFile, writeFileAtomically } from '../engine/model_file.js';
 import { orderedMap } from '../engine/ordered.js';
 import { CallQueue } from '../engine/queue.js';
@@ -77,6 +77,8 @@ export interface EnsembleFitOptions {
   signal?: AbortSignal;
   /** Called as each member's fit, then the ensemble's calibration, advances (synchronously; keep it cheap). */
   onProgress?: (p: EnsembleProgress) => void;
+  /** Bounds each member's staged patches, as {@link FitOptions.maxStagedPatches} does for one engine. */
+  maxStagedPatches?: number;
 }
 
 /**
@@ -299,7 +301,27 @@ export class Ensemble {
    */
   fit(images: Iterable<ImageInput> | AsyncIterable<ImageInput>, options: EnsembleFitOptions = {}): Promise<EnsembleFitSummary> {
     const stack = new Error();
-    return this.#queue.run(() => this.#fit(images, options)).catch((err) => rethrow(err, stack));
+    return this.#queue.run(() => this.#fit(images, options, 'fit')).catch((err) => rethrow(err, stack));
+  }
+
+  /**
+   * Takes new images of good parts into every member, as {@link Engine.update} does for one
+   * engine, in one pass over the input. The normalisers stay those of the fit; new held-out images
+   * add their fused scores to the threshold's evidence. Abort or failure leaves every member as it
+   * was. `addedRows` and `bankRows` are summed over the members.
+   * @example
+   * const ensemble = await Ensemble.load('part.rcpe');
+   * const { addedRows } = await ensemble.update(['shift2/000.png', 'shift2/001.png', 'shift2/002.png']);
+   */
+  update(images: Iterable<ImageInput> | AsyncIterable<ImageInput>, options: UpdateOptions = {}): Promise<UpdateSummary> {
+    const stack = new Error();
+    return this.#queue.run(async () => {
+      if (!this.#fitted) throw notFitted();
+      const before = this.#members.reduce((s, m) => s + m.info.bankRows, 0);
+      const { images: count, calibrationImages, seconds } = await this.#fit(images, options, 'update');
+      const bankRows = this.#members.reduce((s, m) => s + m.info.bankRows, 0);
+      return { images: count, calibrationImages, addedRows: bankRows - before, bankRows, seconds };
+    }).catch((err) => rethrow(err, stack));
   }
 
   /**
@@ -471,20 +493,24 @@ export class Ensemble {
     return { ...result, memberScores: [...o.scores] };
   }
 
-  // The members' fit transactions in lockstep: stage all, calibrate on the pending models, commit all.
-  async #fit(images: Iterable<ImageInput> | AsyncIterable<ImageInput>, { signal, onProgress }: EnsembleFitOptions): Promise<EnsembleFitSummary> {
+  // The members' fit (or update) transactions in lockstep: stage all, calibrate on the pending
+  // models, commit all.
+  async #fit(images: Iterable<ImageInput> | AsyncIterable<ImageInput>, { signal, onProgress, maxStagedPatches = 0 }: EnsembleFitOptions, mode: 'fit' | 'update'): Promise<EnsembleFitSummary> {
+    if (!(Number.isInteger(maxStagedPatches) && maxStagedPatches >= 0))
+      throw invalidOption(`maxStagedPatches must be a non-negative integer, got ${JSON.stringify(maxStagedPatches)}`);
     const started = performance.now();
     const natives = this.#members.map(nativeOf);
-    const control = new FitControl(natives, signal, 'ensemble');
+    const control = new FitControl(natives, signal, 'ensemble', mode);
     try {
       const staged = await stageFit(natives, images, control, {
-        onProgress: onProgress && ((p: Progress, member) => onProgress(member === undefined ? p : { ...p, member })),
-        calibration: this.#calibrationOptions, batchSize: natives[0].options().batchSize, what: 'ensemble',
+        mode, maxStagedPatches, onProgress: onProgress && ((p: Progress, member) => onProgress(member === undefined ? p : { ...p, member })),
+        calibration: this.#calibrationOptions, batchSize: natives[0].options().batchSize,
       });
       const frames = staged.calibrationFrames;
-      let ranges: MemberRange[] | null = null;
-      let calibration: Calibration | null = null;
-      if (frames.length >= 2) {
+      // An update keeps the fit's normalisers; its held-out images add to the threshold's evidence.
+      let ranges: MemberRange[] | null = mode === 'update' ? this.#ranges : null;
+      let calibration: Calibration | null = mode === 'update' ? this.#calibration : null;
+      if (frames.length >= (mode === 'update' && ranges ? 1 : 2)) {
         // Raw held-out outputs per member, then ranges; the fused values follow from them linearly.
         const stats = natives.map(() => new MemberStats());
         const batchSize = natives[0].options().batchSize;
@@ -495,9 +521,10 @@ export class Ensemble {
           control.call(onProgress, { stage: 'calibrate', done: Math.min(i + batchSize, frames.length), total: frames.length });
         }
         control.check();
-        ranges = stats.map((s) => s.range());
+        ranges = ranges ?? stats.map((s) => s.range());
         const fused = fusedHeldOut(stats, ranges);
-        calibration = calibrate(fused.scores, [Float32Array.of(fused.mapMean)]);
+        const fresh = calibrate(fused.scores, [Float32Array.of(fused.mapMean)]);
+        calibration = calibration ? poolCalibrations(calibration, fresh) : fresh;
       }
       const memberMeta = JSON.stringify({ calibration: null, calibrationOptions: resolveCalibration(false) });
       for (const n of natives) n.fitCommit(memberMeta);

@@ -145,16 +145,21 @@ class FitEndWorker : public PromiseWorker {
                    Napi::Number::New(env, static_cast<double>(p->total)), Napi::Number::New(env, p->value)});
           delete p;
         });
-        if (s != napi_ok) delete p;
+        if (s == napi_ok) ++queued_;
+        else delete p;
       };
     }
     engine_->fitEnd(fn);
   }
+  // How many progress calls were queued: JS waits until it has received them all before it goes
+  // on, so that a late one cannot arrive after the fit has moved past its stage.
+  Napi::Value Result(Napi::Env env) override { return Napi::Number::New(env, static_cast<double>(queued_.load())); }
 
  private:
   EnginePtr engine_;
   Napi::ThreadSafeFunction tsfn_;
   bool hasProgress_ = false;
+  std::atomic<int64_t> queued_{0};
 };
 
 // The model as model-file bytes, handed to JS without a copy.
@@ -223,15 +228,22 @@ Napi::Value EngineWrap::Info(const Napi::CallbackInfo& info) {
   o.Set("featureDim", static_cast<double>(i.featureDim));
   o.Set("trainImages", static_cast<double>(i.trainImages));
   o.Set("trainPatches", static_cast<double>(i.trainPatches));
+  o.Set("updates", static_cast<double>(i.updates));
+  o.Set("updateRows", static_cast<double>(i.updateRows));
   o.Set("device", i.device);
   return o;
 }
 
 Napi::Value EngineWrap::Options(const Napi::CallbackInfo& info) { return optionsToJs(info.Env(), engine_->options()); }
 
+// fitBegin(mode?: 'fit' | 'update', maxStagedPatches?: number)
 Napi::Value EngineWrap::FitBegin(const Napi::CallbackInfo& info) {
-  engine_->fitBegin();
-  return info.Env().Undefined();
+  const bool update = info.Length() > 0 && info[0].IsString() && info[0].As<Napi::String>().Utf8Value() == "update";
+  const int64_t budget = info.Length() > 1 && info[1].IsNumber() ? info[1].As<Napi::Number>().Int64Value() : 0;
+  return callCore(info.Env(), [&] {
+    engine_->fitBegin(update ? rp::FitMode::Update : rp::FitMode::Fit, budget);
+    return info.Env().Undefined();
+  });
 }
 
 Napi::Value EngineWrap::FitAdd(const Napi::CallbackInfo& info) {

@@ -34,9 +34,13 @@ struct EmbeddedGroup {
 
 // A fitted model: what scoring needs, and what the model file keeps.
 struct FittedModel {
-  std::unique_ptr<ReConPatchHead> head;  // null: PatchCore features as they are
+  std::shared_ptr<const ReConPatchHead> head;  // null: PatchCore features as they are
   std::unique_ptr<FlatL2Index> bank;
   int64_t trainImages = 0, trainPatches = 0;
+  // The squared coverage radius the coreset stopped at (projected space): update() adds new
+  // patches farther than this from the bank. < 0: unknown (older model files), estimated on use.
+  double coresetRadius2 = -1;
+  int64_t updates = 0, updateRows = 0;
 };
 
 struct Engine::Impl {
@@ -58,6 +62,9 @@ struct Engine::Impl {
 
   // Fit in progress (staging; the pending model is built from it).
   bool fitting = false;
+  FitMode fitMode = FitMode::Fit;
+  int64_t stagingBudget = 0;   // maxStagedPatches (0: none)
+  int64_t stagingPatches = 0;  // patches embedded in this fit, also those reduced away
   FeatureStaging staging{torch::kFloat32, torch::kCPU};  // [rows, D], reset by fitBegin
   int64_t stagingImages = 0;
 
@@ -83,6 +90,8 @@ struct Engine::Impl {
     i.featureDim = opts.targetDim;
     i.trainImages = live ? live->trainImages : 0;
     i.trainPatches = live ? live->trainPatches : 0;
+    i.updates = live ? live->updates : 0;
+    i.updateRows = live ? live->updateRows : 0;
     i.device = device.str();
     std::lock_guard<std::mutex> lock(infoMutex);
     snapshot = std::move(i);
@@ -187,8 +196,75 @@ struct Engine::Impl {
     }
     m.trainImages = live->trainImages;
     m.trainPatches = live->trainPatches;
+    m.coresetRadius = live->coresetRadius2 >= 0 ? std::sqrt(live->coresetRadius2) : -1;
+    m.updates = live->updates;
+    m.updateRows = live->updateRows;
     m.metadata = metadata;
     return m;
+  }
+
+  CoresetOptions coresetOptions() const {
+    CoresetOptions co;
+    co.ratio = opts.coresetRatio;
+    co.projectionDim = opts.coresetProjection;
+    co.numStarts = opts.coresetStarts;
+    co.seed = opts.seed;
+    return co;
+  }
+
+  // Merge and reduce: the staged patches, over budget, become a coreset of half the budget.
+  void reduceStaging() {
+    auto chunks = staging.take();
+    CoresetOptions co = coresetOptions();
+    co.count = stagingBudget / 2;
+    auto selected = std::get<0>(approximateGreedyCoreset(chunks, co, nullptr, &cancel).sort());
+    staging = FeatureStaging(stagingType(), device);
+    for (auto& rows : gatherRows(chunks, selected)) staging.append(rows);
+    releaseFreedMemory();
+  }
+
+  // The rows of the concatenated chunks at sorted `selected` indices, chunk by chunk; each chunk
+  // is released once read.
+  static std::vector<torch::Tensor> gatherRows(std::vector<torch::Tensor>& chunks, const torch::Tensor& selected) {
+    std::vector<torch::Tensor> picked;
+    int64_t offset = 0;
+    for (auto& c : chunks) {
+      auto lo = offset, hi = offset + c.size(0);
+      auto mask = (selected >= lo).logical_and(selected < hi);
+      auto local = selected.masked_select(mask) - lo;
+      if (local.numel() > 0) picked.push_back(c.index_select(0, local.to(c.device())));
+      offset = hi;
+      c = torch::Tensor();
+    }
+    return picked;
+  }
+
+  // Update: the live model grown by the staged patches (through the live head) that lie outside
+  // its coverage, selected greedily in the coreset's projected space.
+  std::unique_ptr<FittedModel> grownModel(std::vector<torch::Tensor>& chunks, int64_t images, int64_t patches,
+                                          const StageProgressFn& progress) {
+    const FittedModel& base = *live;
+    if (base.head) for (auto& c : chunks) c = base.head->apply(c).to(stagingType());
+    auto projection = coresetProjection(opts.targetDim, coresetOptions(), device);  // [D, p]
+    auto bankProjected = base.bank->rows().mm(projection);                          // [B, p]
+    std::vector<torch::Tensor> fresh;
+    for (const auto& c : chunks) fresh.push_back(c.to(torch::kFloat32).mm(projection));
+    double radius2 = base.coresetRadius2 >= 0 ? base.coresetRadius2 : coverageRadiusBound(bankProjected);
+    auto cb = [&](int64_t done, int64_t total) { if (progress) progress("coreset", done, total, std::nan("")); };
+    auto selected = std::get<0>(extendCoreset(bankProjected, torch::cat(fresh, 0), radius2, cb, &cancel).sort());
+    auto added = gatherRows(chunks, selected);
+    auto model = std::make_unique<FittedModel>();
+    model->head = base.head;
+    model->bank = std::make_unique<FlatL2Index>(opts.targetDim);
+    std::vector<torch::Tensor> rows = {base.bank->rows()};
+    for (auto& a : added) rows.push_back(a.to(torch::kFloat32));
+    model->bank->add(torch::cat(rows, 0));
+    model->trainImages = base.trainImages + images;
+    model->trainPatches = base.trainPatches + patches;
+    model->coresetRadius2 = radius2;
+    model->updates = base.updates + 1;
+    model->updateRows = base.updateRows + selected.numel();
+    return model;
   }
 
   // Scores images against `model`: one by one on the CPU (no faster batched here, and it makes
@@ -224,10 +300,16 @@ EngineInfo Engine::info() const {
   return impl_->snapshot;
 }
 
-void Engine::fitBegin() {
+void Engine::fitBegin(FitMode mode, int64_t maxStagedPatches) {
   std::lock_guard<std::mutex> lock(impl_->mutex);
+  RP_CHECK(mode == FitMode::Fit || impl_->live != nullptr, NotFitted,
+           "update() needs a fitted engine; call fit() with good images or load() a model first");
+  RP_CHECK(maxStagedPatches == 0 || mode == FitMode::Fit, InvalidOption, "maxStagedPatches applies to fit(), not to update()");
   impl_->cancel = false;
   impl_->fitting = true;
+  impl_->fitMode = mode;
+  impl_->stagingBudget = maxStagedPatches;
+  impl_->stagingPatches = 0;
   impl_->staging = FeatureStaging(impl_->stagingType(), impl_->device);
   impl_->stagingImages = 0;
   impl_->pending.reset();
@@ -242,7 +324,9 @@ void Engine::fitAdd(const std::vector<RawImageView>& images) {
     for (auto& g : impl_->embed(images)) {
       impl_->staging.append(g.features.reshape({-1, g.features.size(2)}));  // [B*L, D]
       impl_->stagingImages += static_cast<int64_t>(g.members.size());
+      impl_->stagingPatches += g.features.size(0) * g.features.size(1);
     }
+    if (impl_->stagingBudget > 0 && impl_->staging.rows() > impl_->stagingBudget) impl_->reduceStaging();
   });
 }
 
@@ -260,46 +344,41 @@ void Engine::fitEnd(const StageProgressFn& progress) {
     // The embedding's temporaries, kept by malloc in each worker thread's arena for the next
     // image, are not needed again: give them back before the coreset's allocations.
     releaseFreedMemory();
-    // ReConPatch: train f on the nominal patches, then the bank is f(p) (never g).
-    std::unique_ptr<ReConPatchHead> head;
-    if (I.opts.head) {
-      head = std::make_unique<ReConPatchHead>(I.opts.targetDim, I.headOptions(), I.device);
-      head->train(chunks, [&](const HeadProgress& p) { if (progress) progress("head", p.iteration, p.total, p.loss); }, &I.cancel);
-      for (auto& c : chunks) c = head->apply(c).to(I.stagingType());
-    }
-    CoresetOptions co;
-    co.ratio = I.opts.coresetRatio;
-    co.projectionDim = I.opts.coresetProjection;
-    co.numStarts = I.opts.coresetStarts;
-    co.seed = I.opts.seed;
-    torch::Tensor selected;
-    if (co.ratio >= 1.0) {
-      selected = torch::arange(rows, torch::kInt64);
+    if (I.fitMode == FitMode::Update) {
+      I.pending = I.grownModel(chunks, I.stagingImages, I.stagingPatches, progress);
     } else {
-      auto cb = [&](int64_t done, int64_t total) { if (progress) progress("coreset", done, total, std::nan("")); };
-      selected = approximateGreedyCoreset(chunks, co, cb, &I.cancel);
+      // ReConPatch: train f on the nominal patches, then the bank is f(p) (never g).
+      std::shared_ptr<ReConPatchHead> head;
+      if (I.opts.head) {
+        head = std::make_shared<ReConPatchHead>(I.opts.targetDim, I.headOptions(), I.device);
+        head->train(chunks, [&](const HeadProgress& p) { if (progress) progress("head", p.iteration, p.total, p.loss); }, &I.cancel);
+        for (auto& c : chunks) c = head->apply(c).to(I.stagingType());
+      }
+      CoresetOptions co = I.coresetOptions();
+      // With a staging budget, part of the patches were reduced away: keep the share of every
+      // patch seen that the ratio asks for, out of what is left.
+      if (I.stagingBudget > 0) co.count = std::min(rows, coresetSize(I.stagingPatches, co.ratio));
+      torch::Tensor selected;
+      double radius2 = 0;  // every row kept: nothing lies outside the bank
+      if (co.ratio >= 1.0 && co.count == 0) {
+        selected = torch::arange(rows, torch::kInt64);
+      } else {
+        auto cb = [&](int64_t done, int64_t total) { if (progress) progress("coreset", done, total, std::nan("")); };
+        selected = approximateGreedyCoreset(chunks, co, cb, &I.cancel, &radius2);
+      }
+      // Gather the selected rows chunk by chunk: the staged features are never concatenated, and
+      // each chunk is released once read (past this point the fit no longer needs them).
+      auto picked = Impl::gatherRows(chunks, std::get<0>(selected.sort()));
+      for (auto& p : picked) p = p.to(torch::kFloat32);
+      auto model = std::make_unique<FittedModel>();
+      model->bank = std::make_unique<FlatL2Index>(I.opts.targetDim);
+      model->bank->add(torch::cat(picked, 0));
+      model->head = std::move(head);
+      model->trainImages = I.stagingImages;
+      model->trainPatches = I.stagingPatches;
+      model->coresetRadius2 = radius2;
+      I.pending = std::move(model);
     }
-    // Gather the selected rows chunk by chunk: the staged features are never concatenated, and
-    // each chunk is released once read (past this point the fit no longer needs them).
-    selected = std::get<0>(selected.sort());
-    auto bank = std::make_unique<FlatL2Index>(I.opts.targetDim);
-    std::vector<torch::Tensor> picked;
-    int64_t offset = 0;
-    for (auto& c : chunks) {
-      auto lo = offset, hi = offset + c.size(0);
-      auto mask = (selected >= lo).logical_and(selected < hi);
-      auto local = selected.masked_select(mask) - lo;
-      if (local.numel() > 0) picked.push_back(c.index_select(0, local.to(c.device())).to(torch::kFloat32));
-      offset = hi;
-      c = torch::Tensor();
-    }
-    bank->add(torch::cat(picked, 0));
-    auto model = std::make_unique<FittedModel>();
-    model->bank = std::move(bank);
-    model->head = std::move(head);
-    model->trainImages = I.stagingImages;
-    model->trainPatches = rows;
-    I.pending = std::move(model);
     I.stagingImages = 0;
     I.fitting = false;
     releaseFreedMemory();  // the staged features' blocks, kept by malloc for reuse
@@ -384,9 +463,12 @@ std::unique_ptr<Engine> Engine::fromModel(DecodedModel& decoded) {
     auto model = std::make_unique<FittedModel>();
     model->bank = std::make_unique<FlatL2Index>(m.options.targetDim);
     model->bank->add(m.bank.to(impl->device));
-    if (m.options.head) model->head = std::make_unique<ReConPatchHead>(m.headWeight.to(impl->device), m.headBias.to(impl->device));
+    if (m.options.head) model->head = std::make_shared<ReConPatchHead>(m.headWeight.to(impl->device), m.headBias.to(impl->device));
     model->trainImages = m.trainImages;
     model->trainPatches = m.trainPatches;
+    model->coresetRadius2 = m.coresetRadius >= 0 ? m.coresetRadius * m.coresetRadius : -1;
+    model->updates = m.updates;
+    model->updateRows = m.updateRows;
     impl->live = std::move(model);
     impl->metadata = std::move(m.metadata);
     impl->publishInfo();

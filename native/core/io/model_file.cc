@@ -78,9 +78,11 @@ std::string encodeModel(const ModelContents& m) {
   std::string out;
   out.append(kMagic, 8);
   const bool torchvision = m.backboneKind == BackboneKind::Torchvision;
-  putU32(out, torchvision ? kModelFormatVersion : 1);
+  putU32(out, kModelFormatVersion);
   std::ostringstream stats;
-  stats << "trainImages=" << m.trainImages << "\ntrainPatches=" << m.trainPatches << "\n";
+  stats.precision(17);
+  stats << "trainImages=" << m.trainImages << "\ntrainPatches=" << m.trainPatches << "\ncoresetRadius=" << m.coresetRadius
+        << "\nupdates=" << m.updates << "\nupdateRows=" << m.updateRows << "\n";
   std::vector<std::pair<const char*, std::string_view>> sections;
   const std::string opts = toText(m.options), bank = encodeTensor(m.bank), stat = stats.str();
   sections = {{"OPTS", opts}, {"BKNM", m.backboneName}, {"BKSH", m.backboneSha256}, {"BANK", bank}, {"STAT", stat}, {"META", m.metadata}};
@@ -152,6 +154,9 @@ ModelContents decodeModel(std::string_view bytes, const std::string& what) {
   while (std::getline(stats, line)) {
     if (line.rfind("trainImages=", 0) == 0) m.trainImages = std::atoll(line.c_str() + 12);
     if (line.rfind("trainPatches=", 0) == 0) m.trainPatches = std::atoll(line.c_str() + 13);
+    if (line.rfind("coresetRadius=", 0) == 0) m.coresetRadius = std::atof(line.c_str() + 14);
+    if (line.rfind("updates=", 0) == 0) m.updates = std::atoll(line.c_str() + 8);
+    if (line.rfind("updateRows=", 0) == 0) m.updateRows = std::atoll(line.c_str() + 11);
   }
   return m;
 }

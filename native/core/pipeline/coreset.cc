@@ -150,7 +150,7 @@ torch::Tensor coresetProjection(int64_t dim, const CoresetOptions& opts, const t
 }
 
 torch::Tensor greedyCoresetIndices(const torch::Tensor& projected, const torch::Tensor& starts, int64_t count,
-                                   const ProgressFn& progress, const std::atomic<bool>* cancel) {
+                                   const ProgressFn& progress, const std::atomic<bool>* cancel, double* radius2) {
   // projected: [N, d] (float32; on the CPU also bfloat16); starts: [S]
   torch::NoGradGuard noGrad;
   auto x = projected.contiguous();
@@ -173,6 +173,7 @@ torch::Tensor greedyCoresetIndices(const torch::Tensor& projected, const torch::
       }
       return 0;
     });
+    if (radius2) *radius2 = mp[next];
   } else {
     // Device-agnostic path (CUDA): the same recurrence with tensor ops.
     for (int64_t it = 0; it < count; ++it) {
@@ -183,12 +184,13 @@ torch::Tensor greedyCoresetIndices(const torch::Tensor& projected, const torch::
       minDist = torch::minimum(minDist, (x - c).pow(2).sum(1));
       if (progress && ((it + 1) % every == 0 || it + 1 == count)) progress(it + 1, count);
     }
+    if (radius2) *radius2 = minDist.max().item<double>();
   }
   return torch::tensor(selected, torch::kInt64);
 }
 
 torch::Tensor greedyCoresetIndicesPruned(torch::Tensor projected, const torch::Tensor& starts, int64_t count,
-                                         const ProgressFn& progress, const std::atomic<bool>* cancel) {
+                                         const ProgressFn& progress, const std::atomic<bool>* cancel, double* radius2) {
   // projected: [N, d] float32 or bfloat16 on the CPU, reordered in place; starts: [S]
   torch::NoGradGuard noGrad;
   checkCpuRows(projected, "greedyCoresetIndicesPruned");
@@ -290,13 +292,14 @@ torch::Tensor greedyCoresetIndicesPruned(torch::Tensor projected, const torch::T
       next = argmaxBlocks();
       if (progress && ((it + 1) % every == 0 || it + 1 == count)) progress(it + 1, count);
     }
+    if (radius2) *radius2 = next >= 0 ? minDist[next] : 0.0;
     return 0;
   });
   return torch::tensor(selected, torch::kInt64);
 }
 
 torch::Tensor approximateGreedyCoreset(const std::vector<torch::Tensor>& chunks, const CoresetOptions& opts,
-                                       const ProgressFn& progress, const std::atomic<bool>* cancel) {
+                                       const ProgressFn& progress, const std::atomic<bool>* cancel, double* radius2) {
   torch::NoGradGuard noGrad;
   RP_CHECK(!chunks.empty(), EmptyTrainingSet, "no features to select a coreset from");
   const int64_t dim = chunks[0].size(1);
@@ -315,13 +318,82 @@ torch::Tensor approximateGreedyCoreset(const std::vector<torch::Tensor>& chunks,
   auto gen = at::make_generator<at::CPUGeneratorImpl>(opts.seed);
   const int64_t numStarts = std::min<int64_t>(opts.numStarts, rows);
   auto starts = at::randperm(rows, gen, torch::kInt64).narrow(0, 0, numStarts);
-  const int64_t count = coresetSize(rows, opts.ratio);
+  const int64_t count = opts.count > 0 ? std::min(opts.count, rows) : coresetSize(rows, opts.ratio);
   // The pruned loop's setup (anchors, two assignment passes) costs about as much as a few hundred
   // plain selections, which it only wins back over a long selection: run it from 2 x anchors
   // selections (the break-even measured in bench/NOTES.md).
   if (device.is_cpu() && count >= 2 * pruningAnchors(rows))
-    return greedyCoresetIndicesPruned(std::move(projected), starts, count, progress, cancel);
-  return greedyCoresetIndices(projected, starts, count, progress, cancel);
+    return greedyCoresetIndicesPruned(std::move(projected), starts, count, progress, cancel, radius2);
+  return greedyCoresetIndices(projected, starts, count, progress, cancel, radius2);
+}
+
+namespace {
+
+// Squared distance of each row of `x` [M, p] to its nearest row of `bank` [B, p] -> [M] float32,
+// in tiles so that no M x B matrix exists at once.
+torch::Tensor nearestSquaredDistance(const torch::Tensor& x, const torch::Tensor& bank) {
+  auto bankNorms = bank.pow(2).sum(1).unsqueeze(0);  // [1, B]
+  auto out = torch::empty({x.size(0)}, x.options().dtype(torch::kFloat32));
+  for (int64_t lo = 0; lo < x.size(0); lo += 2048) {
+    auto xs = x.narrow(0, lo, std::min<int64_t>(2048, x.size(0) - lo));                     // [m, p]
+    auto d2 = torch::addmm(bankNorms, xs, bank.t(), 1, -2) + xs.pow(2).sum(1, true);           // [m, B]
+    out.narrow(0, lo, xs.size(0)).copy_(std::get<0>(d2.min(1)).clamp_min(0));
+  }
+  return out;
+}
+
+}  // namespace
+
+torch::Tensor extendCoreset(const torch::Tensor& bank, const torch::Tensor& fresh, double radius2,
+                            const ProgressFn& progress, const std::atomic<bool>* cancel) {
+  // bank: [B, p], fresh: [M, p] float32
+  torch::NoGradGuard noGrad;
+  auto x = fresh.to(torch::kFloat32).contiguous();
+  const int64_t n = x.size(0), d = x.size(1);
+  std::vector<int64_t> selected;
+  if (n == 0) return torch::empty({0}, torch::kInt64);
+  auto minDist = nearestSquaredDistance(x, bank.to(x.device(), torch::kFloat32));  // [M]
+  auto cancelled = [&] { return cancel && cancel->load(std::memory_order_relaxed); };
+  if (x.device().is_cpu()) {
+    float* mp = minDist.data_ptr<float>();
+    const float* xp = x.data_ptr<float>();
+    int64_t next = at::argmax(minDist).item<int64_t>();
+    while (mp[next] > radius2) {
+      if (cancelled()) RP_FAIL(Aborted, "update was aborted during coreset selection");
+      selected.push_back(next);
+      const auto center = rowAsFloat(xp + next * d, d);
+      next = updateAndArgmaxCpu(xp, n, d, center.data(), mp).index;
+      if (progress && selected.size() % 64 == 0) progress(static_cast<int64_t>(selected.size()), n);
+    }
+  } else {
+    for (;;) {
+      if (cancelled()) RP_FAIL(Aborted, "update was aborted during coreset selection");
+      auto best = minDist.max(0);
+      if (std::get<0>(best).item<double>() <= radius2) break;
+      const int64_t idx = std::get<1>(best).item<int64_t>();
+      selected.push_back(idx);
+      minDist = torch::minimum(minDist, (x - x[idx]).pow(2).sum(1));
+    }
+  }
+  if (progress) progress(static_cast<int64_t>(selected.size()), n);
+  return torch::tensor(selected, torch::kInt64);
+}
+
+double coverageRadiusBound(const torch::Tensor& rows) {
+  torch::NoGradGuard noGrad;
+  auto x = rows.to(torch::kFloat32).contiguous();  // [B, p]
+  const int64_t n = x.size(0);
+  if (n < 2) return 0.0;
+  auto norms = x.pow(2).sum(1);  // [B]
+  double best = std::numeric_limits<double>::infinity();
+  for (int64_t lo = 0; lo < n; lo += 2048) {
+    const int64_t m = std::min<int64_t>(2048, n - lo);
+    auto xs = x.narrow(0, lo, m);
+    auto d2 = torch::addmm(norms.unsqueeze(0), xs, x.t(), 1, -2) + norms.narrow(0, lo, m).unsqueeze(1);  // [m, B]
+    d2.diagonal(lo, 0, 1).fill_(std::numeric_limits<float>::infinity());  // not a row to itself
+    best = std::min(best, d2.min().item<double>());
+  }
+  return std::max(0.0, best);
 }
 
 }  // namespace rp

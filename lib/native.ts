@@ -128,8 +128,8 @@ export interface NativeInternals {
   /** tensorOps: the tensor-operation path (used off CPU) instead of the fused CPU kernel. */
   patchFeatures(taps: FloatArray[], patchSize: number, pretrainDim: number, targetDim: number, tensorOps?: boolean): FloatArray;
   preprocess(image: RawFrame, resize: number, crop: number, mode: 'shorter' | 'squash'): FloatArray;
-  /** bfloat16: select on the points rounded to bfloat16, as fit does on the CPU. */
-  greedyCoreset(projected: FloatArray, starts: number[], count: number, pruned: boolean, threads?: number, bfloat16?: boolean): number[];
+  /** bfloat16: select on the points rounded to bfloat16, as fit does. deviceLoop: the loop the GPU runs, here on the CPU. */
+  greedyCoreset(projected: FloatArray, starts: number[], count: number, pruned: boolean, threads?: number, bfloat16?: boolean, deviceLoop?: boolean): number[];
   coresetProject(features: FloatArray, projectionDim: number, seed: number): FloatArray;
   backboneMilliseconds(backbone: string, size: number, batch: number, reps: number, threads: number): { backboneMs: number; patchFeaturesMs: number };
   knn(bank: FloatArray, queries: FloatArray, k: number): { distances: FloatArray; indices: number[] };

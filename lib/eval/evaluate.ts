@@ -102,17 +102,7 @@ export async function evaluate(root: string, category: string, options: EngineOp
   const engine = await Engine.create(options);
   log(`fitting on ${data.train.length} images of ${category}`);
   const fit = await engine.fit(data.train, { onProgress: onProgress && ((p: Progress) => onProgress(p)) });
-  const started = performance.now();
-  const results: ScoreResult[] = [];
-  const CHUNK = 16;
-  for (let i = 0; i < data.test.length; i += CHUNK) {
-    results.push(...(await engine.scoreMany(data.test.slice(i, i + CHUNK).map((t) => t.path))));
-    log(`scored ${results.length}/${data.test.length} test images`);
-  }
-  const scoreMs = (performance.now() - started) / data.test.length;
-  writeScores(scoresOut, data.test, results.map((r) => r.score));
-  const targets = await pixelTargets(data.test, results);
-  const maps = targets.map((t) => subsample(results[t.index].map, results[t.index].width, results[t.index].height, PIXEL_EVAL_SIDE).data);
+  const measured = await measureEngine(engine, data.test, { scoresOut, log });
   return {
     category,
     backbone: engine.info.backbone,
@@ -120,13 +110,35 @@ export async function evaluate(root: string, category: string, options: EngineOp
     coreset: engine.options.coresetRatio,
     n_train: data.train.length,
     n_test: data.test.length,
-    ...quality(data.test, results.map((r) => r.score), maps, targets),
+    ...measured.quality,
     seed: engine.options.seed,
     missing_masks: data.missingMasks,
     fit_seconds: fit.seconds,
-    score_ms_per_image: scoreMs,
+    score_ms_per_image: measured.scoreMsPerImage,
     peak_rss_mb: Math.round(process.resourceUsage().maxRSS / 1024),
   };
+}
+
+/**
+ * Scores a test set with a fitted engine and measures it: image AUROC, F1, pixel AUROC, PRO, and
+ * the scoring time per image. For protocols beyond `evaluate` (e.g. fit, then update, then measure).
+ * @example
+ * const data = await readMvtecDataset('datasets', 'metal_plate');
+ * const { quality } = await measureEngine(engine, data.test);
+ */
+export async function measureEngine(engine: Engine, test: TestItem[], { scoresOut, log = stderrLine }: Pick<EvaluateOptions, 'scoresOut' | 'log'> = {}) {
+  const started = performance.now();
+  const results: ScoreResult[] = [];
+  const CHUNK = 16;
+  for (let i = 0; i < test.length; i += CHUNK) {
+    results.push(...(await engine.scoreMany(test.slice(i, i + CHUNK).map((t) => t.path))));
+    log(`scored ${results.length}/${test.length} test images`);
+  }
+  const scoreMsPerImage = (performance.now() - started) / test.length;
+  writeScores(scoresOut, test, results.map((r) => r.score));
+  const targets = await pixelTargets(test, results);
+  const maps = targets.map((t) => subsample(results[t.index].map, results[t.index].width, results[t.index].height, PIXEL_EVAL_SIDE).data);
+  return { quality: quality(test, results.map((r) => r.score), maps, targets), scoreMsPerImage };
 }
 
 /**

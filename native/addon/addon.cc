@@ -52,7 +52,8 @@ Napi::Object makeInternals(Napi::Env env) {
                                                                        info[2].ToNumber().Int64Value(),
                                                                        info[3].ToBoolean().Value(),
                                                                        info[4].IsUndefined() ? 0 : info[4].ToNumber().Int32Value(),
-                                                                       info.Length() > 5 && info[5].ToBoolean()));
+                                                                       info.Length() > 5 && info[5].ToBoolean(),
+                                                                       info.Length() > 6 && info[6].ToBoolean()));
           });
         }));
   o.Set("knn", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {

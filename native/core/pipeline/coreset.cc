@@ -151,7 +151,8 @@ torch::Tensor coresetProjection(int64_t dim, const CoresetOptions& opts, const t
 
 torch::Tensor greedyCoresetIndices(const torch::Tensor& projected, const torch::Tensor& starts, int64_t count,
                                    const ProgressFn& progress, const std::atomic<bool>* cancel, double* radius2) {
-  // projected: [N, d] (float32; on the CPU also bfloat16); starts: [S]
+  // projected: [N, d] (float32 or bfloat16); starts: [S]
+  if (!projected.device().is_cpu()) return greedyCoresetIndicesDevice(projected, starts, count, progress, cancel, radius2);
   torch::NoGradGuard noGrad;
   auto x = projected.contiguous();
   const int64_t n = x.size(0), d = x.size(1);
@@ -159,7 +160,7 @@ torch::Tensor greedyCoresetIndices(const torch::Tensor& projected, const torch::
   std::vector<int64_t> selected;
   selected.reserve(count);
   const int64_t every = std::max<int64_t>(1, count / 100);
-  if (x.device().is_cpu()) {
+  {
     checkCpuRows(x, "greedyCoresetIndices");
     float* mp = minDist.data_ptr<float>();
     int64_t next = at::argmax(minDist).item<int64_t>();
@@ -174,19 +175,30 @@ torch::Tensor greedyCoresetIndices(const torch::Tensor& projected, const torch::
       return 0;
     });
     if (radius2) *radius2 = mp[next];
-  } else {
-    // Device-agnostic path (CUDA): the same recurrence with tensor ops.
-    for (int64_t it = 0; it < count; ++it) {
-      if (cancel && cancel->load(std::memory_order_relaxed)) RP_FAIL(Aborted, "fit was aborted during coreset selection");
-      int64_t idx = at::argmax(minDist).item<int64_t>();
-      selected.push_back(idx);
-      auto c = x[idx];
-      minDist = torch::minimum(minDist, (x - c).pow(2).sum(1));
-      if (progress && ((it + 1) % every == 0 || it + 1 == count)) progress(it + 1, count);
-    }
-    if (radius2) *radius2 = minDist.max().item<double>();
   }
   return torch::tensor(selected, torch::kInt64);
+}
+
+torch::Tensor greedyCoresetIndicesDevice(const torch::Tensor& projected, const torch::Tensor& starts, int64_t count,
+                                         const ProgressFn& progress, const std::atomic<bool>* cancel, double* radius2) {
+  // projected: [N, d] (float32 or bfloat16, any device); starts: [S]
+  torch::NoGradGuard noGrad;
+  auto x = projected.contiguous();
+  auto minDist = initialMinDist(x, starts);                                     // [N] float32
+  auto selected = torch::empty({count}, minDist.options().dtype(torch::kInt64));  // [M], filled on the device
+  auto next = minDist.argmax().view({1});                                       // [1], on the device
+  const int64_t every = std::max<int64_t>(kDeviceSyncEvery, count / 100);
+  for (int64_t it = 0; it < count; ++it) {
+    if (it % kDeviceSyncEvery == 0 && cancel && cancel->load(std::memory_order_relaxed))
+      RP_FAIL(Aborted, "fit was aborted during coreset selection");
+    selected.narrow(0, it, 1).copy_(next);
+    auto c = x.index_select(0, next).to(torch::kFloat32);  // [1, d]
+    at::minimum_out(minDist, minDist, (x.to(torch::kFloat32) - c).pow(2).sum(1));
+    next = minDist.argmax().view({1});
+    if (progress && ((it + 1) % every == 0 || it + 1 == count)) progress(it + 1, count);
+  }
+  if (radius2) *radius2 = minDist.index_select(0, next).item<double>();
+  return selected.to(torch::kCPU);
 }
 
 torch::Tensor greedyCoresetIndicesPruned(torch::Tensor projected, const torch::Tensor& starts, int64_t count,
@@ -307,11 +319,10 @@ torch::Tensor approximateGreedyCoreset(const std::vector<torch::Tensor>& chunks,
   auto projection = coresetProjection(dim, opts, device);  // [D, p]
   int64_t rows = 0;
   for (const auto& c : chunks) rows += c.size(0);
-  // On the CPU the projected points are kept in bfloat16: half the memory, at a rounding error
-  // (2^-9 per coordinate) far below the random projection's own distortion. Distances are still
-  // computed in float32.
-  const auto storage = device.is_cpu() ? torch::kBFloat16 : torch::kFloat32;
-  auto projected = torch::empty({rows, opts.projectionDim}, projection.options().dtype(storage));  // [N, p]
+  // The projected points are kept in bfloat16: half the memory, at a rounding error (2^-9 per
+  // coordinate) far below the random projection's own distortion. Distances are still computed in
+  // float32.
+  auto projected = torch::empty({rows, opts.projectionDim}, projection.options().dtype(torch::kBFloat16));  // [N, p]
   for (int64_t at = 0, i = 0; i < static_cast<int64_t>(chunks.size()); at += chunks[i].size(0), ++i) {
     projected.narrow(0, at, chunks[i].size(0)).copy_(chunks[i].to(torch::kFloat32).mm(projection));  // chunk by chunk
   }
@@ -322,7 +333,8 @@ torch::Tensor approximateGreedyCoreset(const std::vector<torch::Tensor>& chunks,
   // The pruned loop's setup (anchors, two assignment passes) costs about as much as a few hundred
   // plain selections, which it only wins back over a long selection: run it from 2 x anchors
   // selections (the break-even measured in bench/NOTES.md).
-  if (device.is_cpu() && count >= 2 * pruningAnchors(rows))
+  if (!device.is_cpu()) return greedyCoresetIndicesDevice(projected, starts, count, progress, cancel, radius2);
+  if (count >= 2 * pruningAnchors(rows))
     return greedyCoresetIndicesPruned(std::move(projected), starts, count, progress, cancel, radius2);
   return greedyCoresetIndices(projected, starts, count, progress, cancel, radius2);
 }

@@ -35,6 +35,16 @@ torch::Tensor greedyCoresetIndices(const torch::Tensor& projected, const torch::
                                    const ProgressFn& progress = nullptr, const std::atomic<bool>* cancel = nullptr,
                                    double* radius2 = nullptr);
 
+// The same recurrence as tensor operations on any device (the loop CUDA runs; tests run it on the
+// CPU), without a host round trip per selection: the argmax stays on the device and the selected
+// indices accumulate in a device tensor; the host reads the device once, at the end. Between
+// selections it only polls `cancel` (a host flag) and reports progress every kDeviceSyncEvery
+// selections. Distances are float32 whatever the points' dtype.
+constexpr int64_t kDeviceSyncEvery = 256;
+torch::Tensor greedyCoresetIndicesDevice(const torch::Tensor& projected, const torch::Tensor& starts, int64_t count,
+                                         const ProgressFn& progress = nullptr,
+                                         const std::atomic<bool>* cancel = nullptr, double* radius2 = nullptr);
+
 // The same selection, exactly, on the CPU with far fewer distance evaluations: points are grouped
 // in blocks around anchors, and a block is skipped when the triangle inequality proves the new
 // center cannot be nearer to any of its points than their current distance. Reorders the rows
@@ -44,9 +54,10 @@ torch::Tensor greedyCoresetIndicesPruned(torch::Tensor projected, const torch::T
                                          const std::atomic<bool>* cancel = nullptr, double* radius2 = nullptr);
 
 // The whole sampler over rows stored in chunks ([n_i, D] each, the bank as it was built):
-// project, draw starts, select. Returns indices into the concatenation of the chunks. On the CPU
-// the projection is stored in bfloat16 and the pruned loop runs when the selection is long
-// enough to repay its setup; other devices run the tensor-op loop in float32.
+// project, draw starts, select. Returns indices into the concatenation of the chunks. The projected
+// points are stored in bfloat16 (distances in float32) on every device, so the CPU and the GPU
+// select on the same points; on the CPU the pruned loop runs when the selection is long enough
+// to repay its setup, other devices run the device loop.
 torch::Tensor approximateGreedyCoreset(const std::vector<torch::Tensor>& chunks, const CoresetOptions& opts,
                                        const ProgressFn& progress = nullptr,
                                        const std::atomic<bool>* cancel = nullptr, double* radius2 = nullptr);

@@ -65,11 +65,20 @@ struct Engine::Impl {
   FitMode fitMode = FitMode::Fit;
   int64_t stagingBudget = 0;   // maxStagedPatches (0: none)
   int64_t stagingPatches = 0;  // patches embedded in this fit, also those reduced away
-  FeatureStaging staging{torch::kFloat32, torch::kCPU};  // [rows, D], reset by fitBegin
+  // [rows, D], reset by fitBegin. Always in host memory, on any device: a GPU holds only what it
+  // computes on (a batch of features for the head, the projected points, the bank), so a fit's
+  // staged features are bounded by host memory, not by the GPU's.
+  FeatureStaging staging{torch::kFloat32, torch::kCPU};
   int64_t stagingImages = 0;
+
+  // The CPU's own paths (per-image scoring, the fused kernels, the CPU coreset loops); false on
+  // other devices, and on the CPU when RECONPATCH_GPU_PATHS is set: a test hook that runs the
+  // GPU-shaped code (batched scoring, tensor-op kernels, the device coreset loop) on the CPU.
+  bool hostPaths = true;
 
   Impl(const EngineOptions& o, std::unique_ptr<Backbone> b)
       : opts(o), device(resolveDevice(o.device)), backbone(std::move(b)) {
+    hostPaths = device.is_cpu() && !std::getenv("RECONPATCH_GPU_PATHS");
     applyThreads();
     if (!backbone) backbone = makeBackbone(opts, device);
     const auto& bi = backbone->info();
@@ -131,7 +140,7 @@ struct Engine::Impl {
       inputs[gi].push_back(x);
     }
     for (size_t gi = 0; gi < groups.size(); ++gi) {
-      if (device.is_cpu()) {
+      if (hostPaths) {
         // One image at a time on CPU: batched convolutions and patch aggregation are no faster
         // per image here (measured, bench/NOTES.md), and per-image passes make every image's
         // features independent of what it was batched with, so batched scoring equals sequential.
@@ -146,7 +155,8 @@ struct Engine::Impl {
         auto batch = torch::stack(inputs[gi], 0);  // [B, 3, h, w]
         inputs[gi].clear();
         auto taps = backbone->forward(batch);
-        groups[gi].features = patchFeatures(taps, opts.patchSize, opts.pretrainDim, opts.targetDim, &groups[gi].grid);
+        groups[gi].features = patchFeatures(taps, opts.patchSize, opts.pretrainDim, opts.targetDim, &groups[gi].grid,
+                                            PatchFeaturesPath::Tensor);
       }
     }
     return groups;
@@ -171,14 +181,27 @@ struct Engine::Impl {
                                 : maxImageScores(patch);  // [B]
     const auto& g0 = g.geometry[0];
     auto maps = anomalyMaps(patch.view({B, g.grid.height, g.grid.width}), g0.cropH, g0.cropW, opts.blurSigma);  // [B, cropH, cropW]
-    auto scoresCpu = scores.to(torch::kCPU);
+    // Every map at its image's own size, post-processed where it was computed; off the CPU they
+    // cross to the host in one copy (with the scores), not one per image.
+    std::vector<torch::Tensor> full;
+    for (int64_t b = 0; b < B; ++b) full.push_back(mapToOriginal(maps[b], g.geometry[b]));  // [H_b, W_b]
+    torch::Tensor hostScores = scores.to(torch::kFloat32), hostMaps;
+    if (!hostPaths) {
+      std::vector<torch::Tensor> flat = {hostScores};
+      for (auto& m : full) flat.push_back(m.reshape(-1));
+      hostMaps = torch::cat(flat).to(torch::kCPU);  // [B + sum H_b W_b]
+      hostScores = hostMaps.narrow(0, 0, B);
+    }
+    int64_t at = B;
     for (int64_t b = 0; b < B; ++b) {
-      auto m = mapToOriginal(maps[b], g.geometry[b]).to(torch::kCPU).contiguous();  // [H, W]
       auto& r = (*results)[g.members[b]];
-      r.score = scoresCpu[b].item<float>();
-      r.height = m.size(0);
-      r.width = m.size(1);
-      r.map.assign(m.data_ptr<float>(), m.data_ptr<float>() + m.numel());
+      r.score = hostScores[b].item<float>();
+      r.height = full[b].size(0);
+      r.width = full[b].size(1);
+      const int64_t n = r.height * r.width;
+      auto m = hostPaths ? full[b].contiguous() : hostMaps.narrow(0, at, n);
+      at += n;
+      r.map.assign(m.data_ptr<float>(), m.data_ptr<float>() + n);
     }
   }
 
@@ -209,7 +232,13 @@ struct Engine::Impl {
     co.projectionDim = opts.coresetProjection;
     co.numStarts = opts.coresetStarts;
     co.seed = opts.seed;
+    co.deviceLoop = !hostPaths;
     return co;
+  }
+
+  // f(p) of staged rows (host) computed on the engine's device, back to the staging dtype on the host.
+  torch::Tensor applyHead(const ReConPatchHead& head, const torch::Tensor& rows) const {
+    return head.apply(rows.to(device)).to(torch::kCPU, stagingType());
   }
 
   // Merge and reduce: the staged patches, over budget, become a coreset of half the budget.
@@ -217,8 +246,8 @@ struct Engine::Impl {
     auto chunks = staging.take();
     CoresetOptions co = coresetOptions();
     co.count = stagingBudget / 2;
-    auto selected = std::get<0>(approximateGreedyCoreset(chunks, co, nullptr, &cancel).sort());
-    staging = FeatureStaging(stagingType(), device);
+    auto selected = std::get<0>(approximateGreedyCoreset(chunks, co, nullptr, &cancel, nullptr, device).sort());
+    staging = FeatureStaging(stagingType(), torch::kCPU);
     for (auto& rows : gatherRows(chunks, selected)) staging.append(rows);
     releaseFreedMemory();
   }
@@ -244,11 +273,11 @@ struct Engine::Impl {
   std::unique_ptr<FittedModel> grownModel(std::vector<torch::Tensor>& chunks, int64_t images, int64_t patches,
                                           const StageProgressFn& progress) {
     const FittedModel& base = *live;
-    if (base.head) for (auto& c : chunks) c = base.head->apply(c).to(stagingType());
+    if (base.head) for (auto& c : chunks) c = applyHead(*base.head, c);
     auto projection = coresetProjection(opts.targetDim, coresetOptions(), device);  // [D, p]
     auto bankProjected = base.bank->rows().mm(projection);                          // [B, p]
     std::vector<torch::Tensor> fresh;
-    for (const auto& c : chunks) fresh.push_back(c.to(torch::kFloat32).mm(projection));
+    for (const auto& c : chunks) fresh.push_back(c.to(device, torch::kFloat32).mm(projection));
     double radius2 = base.coresetRadius2 >= 0 ? base.coresetRadius2 : coverageRadiusBound(bankProjected);
     auto cb = [&](int64_t done, int64_t total) { if (progress) progress("coreset", done, total, std::nan("")); };
     auto selected = std::get<0>(extendCoreset(bankProjected, torch::cat(fresh, 0), radius2, cb, &cancel).sort());
@@ -257,7 +286,7 @@ struct Engine::Impl {
     model->head = base.head;
     model->bank = std::make_unique<FlatL2Index>(opts.targetDim);
     std::vector<torch::Tensor> rows = {base.bank->rows()};
-    for (auto& a : added) rows.push_back(a.to(torch::kFloat32));
+    for (auto& a : added) rows.push_back(a.to(device, torch::kFloat32));
     model->bank->add(torch::cat(rows, 0));
     model->trainImages = base.trainImages + images;
     model->trainPatches = base.trainPatches + patches;
@@ -274,7 +303,7 @@ struct Engine::Impl {
     applyThreads();
     torch::NoGradGuard noGrad;
     std::vector<ScoreResult> results(images.size());
-    if (device.is_cpu()) {
+    if (hostPaths) {
       for (size_t i = 0; i < images.size(); ++i) {
         for (auto& g : embed({images[i]})) {
           g.members[0] = i;
@@ -310,7 +339,7 @@ void Engine::fitBegin(FitMode mode, int64_t maxStagedPatches) {
   impl_->fitMode = mode;
   impl_->stagingBudget = maxStagedPatches;
   impl_->stagingPatches = 0;
-  impl_->staging = FeatureStaging(impl_->stagingType(), impl_->device);
+  impl_->staging = FeatureStaging(impl_->stagingType(), torch::kCPU);
   impl_->stagingImages = 0;
   impl_->pending.reset();
 }
@@ -352,7 +381,7 @@ void Engine::fitEnd(const StageProgressFn& progress) {
       if (I.opts.head) {
         head = std::make_shared<ReConPatchHead>(I.opts.targetDim, I.headOptions(), I.device);
         head->train(chunks, [&](const HeadProgress& p) { if (progress) progress("head", p.iteration, p.total, p.loss); }, &I.cancel);
-        for (auto& c : chunks) c = head->apply(c).to(I.stagingType());
+        for (auto& c : chunks) c = I.applyHead(*head, c);
       }
       CoresetOptions co = I.coresetOptions();
       // With a staging budget, part of the patches were reduced away: keep the share of every
@@ -364,12 +393,12 @@ void Engine::fitEnd(const StageProgressFn& progress) {
         selected = torch::arange(rows, torch::kInt64);
       } else {
         auto cb = [&](int64_t done, int64_t total) { if (progress) progress("coreset", done, total, std::nan("")); };
-        selected = approximateGreedyCoreset(chunks, co, cb, &I.cancel, &radius2);
+        selected = approximateGreedyCoreset(chunks, co, cb, &I.cancel, &radius2, I.device);
       }
       // Gather the selected rows chunk by chunk: the staged features are never concatenated, and
       // each chunk is released once read (past this point the fit no longer needs them).
       auto picked = Impl::gatherRows(chunks, std::get<0>(selected.sort()));
-      for (auto& p : picked) p = p.to(torch::kFloat32);
+      for (auto& p : picked) p = p.to(I.device, torch::kFloat32);
       auto model = std::make_unique<FittedModel>();
       model->bank = std::make_unique<FlatL2Index>(I.opts.targetDim);
       model->bank->add(torch::cat(picked, 0));

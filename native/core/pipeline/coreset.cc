@@ -311,11 +311,12 @@ torch::Tensor greedyCoresetIndicesPruned(torch::Tensor projected, const torch::T
 }
 
 torch::Tensor approximateGreedyCoreset(const std::vector<torch::Tensor>& chunks, const CoresetOptions& opts,
-                                       const ProgressFn& progress, const std::atomic<bool>* cancel, double* radius2) {
+                                       const ProgressFn& progress, const std::atomic<bool>* cancel, double* radius2,
+                                       std::optional<torch::Device> on) {
   torch::NoGradGuard noGrad;
   RP_CHECK(!chunks.empty(), EmptyTrainingSet, "no features to select a coreset from");
   const int64_t dim = chunks[0].size(1);
-  const auto device = chunks[0].device();
+  const auto device = on.value_or(chunks[0].device());
   auto projection = coresetProjection(dim, opts, device);  // [D, p]
   int64_t rows = 0;
   for (const auto& c : chunks) rows += c.size(0);
@@ -324,7 +325,7 @@ torch::Tensor approximateGreedyCoreset(const std::vector<torch::Tensor>& chunks,
   // float32.
   auto projected = torch::empty({rows, opts.projectionDim}, projection.options().dtype(torch::kBFloat16));  // [N, p]
   for (int64_t at = 0, i = 0; i < static_cast<int64_t>(chunks.size()); at += chunks[i].size(0), ++i) {
-    projected.narrow(0, at, chunks[i].size(0)).copy_(chunks[i].to(torch::kFloat32).mm(projection));  // chunk by chunk
+    projected.narrow(0, at, chunks[i].size(0)).copy_(chunks[i].to(device, torch::kFloat32).mm(projection));  // chunk by chunk
   }
   auto gen = at::make_generator<at::CPUGeneratorImpl>(opts.seed);
   const int64_t numStarts = std::min<int64_t>(opts.numStarts, rows);
@@ -333,7 +334,7 @@ torch::Tensor approximateGreedyCoreset(const std::vector<torch::Tensor>& chunks,
   // The pruned loop's setup (anchors, two assignment passes) costs about as much as a few hundred
   // plain selections, which it only wins back over a long selection: run it from 2 x anchors
   // selections (the break-even measured in bench/NOTES.md).
-  if (!device.is_cpu()) return greedyCoresetIndicesDevice(projected, starts, count, progress, cancel, radius2);
+  if (!device.is_cpu() || opts.deviceLoop) return greedyCoresetIndicesDevice(projected, starts, count, progress, cancel, radius2);
   if (count >= 2 * pruningAnchors(rows))
     return greedyCoresetIndicesPruned(std::move(projected), starts, count, progress, cancel, radius2);
   return greedyCoresetIndices(projected, starts, count, progress, cancel, radius2);

@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <functional>
+#include <optional>
 #include <vector>
 
 namespace rp {
@@ -14,6 +15,7 @@ struct CoresetOptions {
   int64_t projectionDim = 128;  // random projection used only for selection
   int64_t numStarts = 10;       // random start points: initial distance = mean distance to them
   uint64_t seed = 0;
+  bool deviceLoop = false;      // the device loop even on the CPU (tests of the GPU-shaped path)
 };
 
 // Called as (done, total) during selection, throttled by the caller's needs.
@@ -58,9 +60,12 @@ torch::Tensor greedyCoresetIndicesPruned(torch::Tensor projected, const torch::T
 // points are stored in bfloat16 (distances in float32) on every device, so the CPU and the GPU
 // select on the same points; on the CPU the pruned loop runs when the selection is long enough
 // to repay its setup, other devices run the device loop.
+// `device`: where the projection and the selection run (default: the chunks' device); the chunks
+// may stay on the host, each is moved there only to be projected.
 torch::Tensor approximateGreedyCoreset(const std::vector<torch::Tensor>& chunks, const CoresetOptions& opts,
                                        const ProgressFn& progress = nullptr,
-                                       const std::atomic<bool>* cancel = nullptr, double* radius2 = nullptr);
+                                       const std::atomic<bool>* cancel = nullptr, double* radius2 = nullptr,
+                                       std::optional<torch::Device> device = std::nullopt);
 
 // Continues a greedy selection over new points, from an existing coreset: the new point farthest
 // from everything selected so far (the bank, then the points added here) is added while its

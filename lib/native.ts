@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url';
 
 import { ReconpatchError } from './errors.js';
 import { type AddonAbi, type Libtorch, type LibtorchSource, abiTag, describeAbi, describeLibtorch, findLibtorches, preloadLibtorch } from './libtorch/find.js';
-import { defaultCacheDir } from './io/weights.js';
+import { defaultCacheDir, torchvisionDrift } from './io/weights.js';
 import { optionTableDrift } from './option_table.js';
 
 /** A raw frame as the addon takes it: HWC uint8, 1 or 3 channels, no padding. */
@@ -162,6 +162,8 @@ export interface NativeModule {
   loadEngine(model: DecodedModel['model']): Promise<NativeEngine>;
   /** The addon's option keys, in order, with its C++ defaults (compared with lib/option_table.ts). */
   optionDefaults(): Record<string, unknown>;
+  /** The torchvision architectures the addon builds, with their taps (compared with lib/io/weights.ts). */
+  torchvisionCatalog(): Record<string, { taps: string[]; defaults: string[] }>;
   internals: NativeInternals;
   runtime(): { torchVersion: string; cudaBuild: boolean; cudaDevices: number; cxxStandard: number };
 }
@@ -289,7 +291,7 @@ export function native(): NativeModule {
     throw new ReconpatchError('ERR_NATIVE_LOAD', `reconpatch: ${help}\n  addon: ${pick.addon.file}\n  cause: ${msg}`, { cause: err });
   }
   // An addon built from other sources than this JavaScript (a stale build) would read options wrongly.
-  const drift = optionTableDrift(mod.optionDefaults());
+  const drift = [...optionTableDrift(mod.optionDefaults()), ...torchvisionDrift(mod.torchvisionCatalog())];
   if (drift.length) {
     throw new ReconpatchError('ERR_NATIVE_LOAD', `reconpatch: the addon ${pick.addon.file} does not match this package's JavaScript ` +
       `(rebuild it: npm rebuild reconpatch):\n  ${drift.join('\n  ')}`);

@@ -7,6 +7,7 @@
 
 #include "core/backbones/backbone.h"
 #include "core/pipeline/coreset.h"
+#include "core/device_context.h"
 #include "core/error.h"
 #include "core/guarded.h"
 #include "core/pipeline/feature_staging.h"
@@ -47,6 +48,7 @@ struct Engine::Impl {
   EngineOptions opts;
   torch::Device device;
   std::unique_ptr<Backbone> backbone;
+  EngineStream stream;  // this engine's own CUDA stream (nothing on the CPU)
   PreprocessOptions pre;
   mutable std::mutex mutex;  // held by every call that computes (a fit holds it for minutes)
   std::atomic<bool> cancel{false};
@@ -77,8 +79,11 @@ struct Engine::Impl {
   bool hostPaths = true;
 
   Impl(const EngineOptions& o, std::unique_ptr<Backbone> b)
-      : opts(o), device(resolveDevice(o.device)), backbone(std::move(b)) {
+      : opts(o), device(resolveDevice(o.device)), backbone(std::move(b)), stream(device) {
     hostPaths = device.is_cpu() && !std::getenv("RECONPATCH_GPU_PATHS");
+    // k-NN on the GPU is float32 GEMMs: TF32 (10-bit mantissa) would move distances by ~1e-3
+    // relative and change which bank row is nearest. libtorch's default is off; keep it so.
+    if (device.is_cuda()) at::globalContext().setAllowTF32CuBLAS(false);
     applyThreads();
     if (!backbone) backbone = makeBackbone(opts, device);
     const auto& bi = backbone->info();
@@ -347,6 +352,7 @@ void Engine::fitBegin(FitMode mode, int64_t maxStagedPatches) {
 void Engine::fitAdd(const std::vector<RawImageView>& images) {
   guarded([&] {
     std::lock_guard<std::mutex> lock(impl_->mutex);
+    auto onStream = impl_->stream.enter();
     RP_CHECK(impl_->fitting, Internal, "fitAdd called outside a fit");
     impl_->checkCancel("while embedding images");
     impl_->applyThreads();
@@ -362,6 +368,7 @@ void Engine::fitAdd(const std::vector<RawImageView>& images) {
 void Engine::fitEnd(const StageProgressFn& progress) {
   guarded([&] {
     std::lock_guard<std::mutex> lock(impl_->mutex);
+    auto onStream = impl_->stream.enter();
     auto& I = *impl_;
     RP_CHECK(I.fitting, Internal, "fitEnd called outside a fit");
     RP_CHECK(I.stagingImages > 0, EmptyTrainingSet,
@@ -417,6 +424,7 @@ void Engine::fitEnd(const StageProgressFn& progress) {
 std::vector<ScoreResult> Engine::scorePending(const std::vector<RawImageView>& images) {
   return guarded([&] {
     std::lock_guard<std::mutex> lock(impl_->mutex);
+    auto onStream = impl_->stream.enter();
     RP_CHECK(impl_->pending != nullptr, Internal, "scorePending called without a pending model");
     return impl_->scoreWith(*impl_->pending, images);
   });
@@ -444,6 +452,7 @@ void Engine::requestCancel() { impl_->cancel = true; }
 std::vector<ScoreResult> Engine::score(const std::vector<RawImageView>& images) {
   return guarded([&] {
     std::lock_guard<std::mutex> lock(impl_->mutex);
+    auto onStream = impl_->stream.enter();
     RP_CHECK(impl_->live != nullptr, NotFitted, "the engine is not fitted; call fit() with good images or load() a model first");
     return impl_->scoreWith(*impl_->live, images);
   });
@@ -468,6 +477,7 @@ void Engine::validate(const std::vector<RawImageView>& images) const {
 std::string Engine::encode() const {
   return guarded([&] {
     std::lock_guard<std::mutex> lock(impl_->mutex);
+    auto onStream = impl_->stream.enter();
     RP_CHECK(impl_->live != nullptr, NotFitted, "cannot save an engine that is not fitted; call fit() first");
     return encodeModel(impl_->contents());
   });
@@ -508,6 +518,7 @@ std::unique_ptr<Engine> Engine::fromModel(DecodedModel& decoded) {
 std::vector<float> Engine::embed(const RawImageView& image, int64_t* rows, int64_t* dim) {
   return guarded([&] {
     std::lock_guard<std::mutex> lock(impl_->mutex);
+    auto onStream = impl_->stream.enter();
     impl_->applyThreads();
     auto groups = impl_->embed({image});
     auto f = groups[0].features[0].to(torch::kCPU).contiguous();  // [L, D]

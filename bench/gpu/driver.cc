@@ -178,7 +178,7 @@ int main(int argc, char** argv) {
     std::ostringstream json;
     json.precision(9);
     json << "{\"libtorch\":\"" << TORCH_VERSION_MAJOR << "." << TORCH_VERSION_MINOR << "." << TORCH_VERSION_PATCH
-         << "\",\"cuda_available\":" << (cuda ? "true" : "false") << ",\"cuda_devices\":" << torch::cuda::device_count()
+         << "\",\"cuda_available\":" << (cuda ? "true" : "false") << ",\"cuda_devices\":" << static_cast<int>(torch::cuda::device_count())
          << ",\"train_frames\":" << d.train.size() << ",\"test_frames\":" << d.test.size();
     std::vector<std::string> devices = {"cpu"};
     if (cuda) devices.push_back("cuda");

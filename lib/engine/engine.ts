@@ -7,7 +7,7 @@ import { Duplex } from 'node:stream';
 
 import { type Calibration, calibrate } from '../calibration.js';
 import { ReconpatchError, rethrow } from '../errors.js';
-import { type ImageInput, toRawFrame } from '../io/images.js';
+import { type DecodePolicy, type ImageInput, type InputOptions, resolveInput, toRawFrame } from '../io/images.js';
 import { type NativeEngine, type NativeInfo, type NativeOptions, type NativeScore, type RawFrame, native } from '../native.js';
 import { nativeOptionProblems } from '../option_table.js';
 import { type BatchingOptions, type CalibrationOptions, type EngineOptions, resolveBatching, resolveCalibration, resolveOptions } from '../options.js';
@@ -78,6 +78,8 @@ export interface LoadOptions {
   batching?: BatchingOptions | false;
   /** libtorch intra-op threads on this machine (default: the model's `threads` option, 0 = all cores). */
   threads?: number;
+  /** What inputs are accepted (pixel budget, damaged images), as in {@link EngineOptions.input}. */
+  input?: InputOptions;
 }
 
 /**
@@ -128,10 +130,13 @@ export class Engine {
   #calibration: Calibration | null = null;
   readonly #queue = new CallQueue();
   readonly #batcher: ScoreBatcher<RawFrame, NativeScore>;
+  readonly #input: DecodePolicy;
 
-  private constructor(n: NativeEngine, batching: BatchingOptions | false | undefined, calibrationOptions?: CalibrationOptions) {
+  private constructor(n: NativeEngine, batching: BatchingOptions | false | undefined, input: InputOptions | undefined, calibrationOptions?: CalibrationOptions) {
     this.#native = n;
     natives.set(this, n);
+    const { resize, resizeMode } = n.options();
+    this.#input = { ...resolveInput(input), resizes: [{ resize, resizeMode }] };
     this.#batcher = new ScoreBatcher((task) => this.#queue.run(task), (frames) => n.score(frames), resolveBatching(batching));
     // Models carry their calibration (and its options) as JSON metadata.
     const meta = n.metadata() ? (JSON.parse(n.metadata()) as { calibration?: Calibration; calibrationOptions?: CalibrationOptions }) : {};
@@ -151,7 +156,8 @@ export class Engine {
       const resolved = resolveOptions(options);
       const calibration = resolveCalibration(options.calibration);
       resolveBatching(options.batching); // validate before the backbone loads
-      return new Engine(await native().createEngine(resolved), options.batching, calibration);
+      resolveInput(options.input);
+      return new Engine(await native().createEngine(resolved), options.batching, options.input, calibration);
     } catch (err) {
       rethrow(err, stack);
     }
@@ -203,7 +209,7 @@ export class Engine {
       throw new ReconpatchError('ERR_MODEL_FILE', `${label} holds options reconpatch does not accept (${problems.join('; ')}); it is damaged or was not written by reconpatch`);
     const n = await native().loadEngine(decoded.model);
     if (options.threads !== undefined) n.setThreads(options.threads);
-    return new Engine(n, options.batching);
+    return new Engine(n, options.batching, options.input);
   }
 
   /**
@@ -258,7 +264,7 @@ export class Engine {
       return Promise.reject(err).catch((e) => rethrow(e, stack));
     }
     // Decoding and the heatmap run outside the engine's queue, overlapping other calls' native work.
-    const frame = toRawFrame(image);
+    const frame = toRawFrame(image, undefined, this.#input);
     frame.catch(() => undefined); // reported through the batcher, to this call only
     return this.#batcher
       .add(frame)
@@ -280,7 +286,7 @@ export class Engine {
       const batchSize = this.#native.options().batchSize;
       const out: ScoreResult[] = [];
       for (let i = 0; i < images.length; i += batchSize) {
-        const frames = await Promise.all(images.slice(i, i + batchSize).map((img, j) => toRawFrame(img, i + j)));
+        const frames = await Promise.all(images.slice(i, i + batchSize).map((img, j) => toRawFrame(img, i + j, this.#input)));
         const raw = await this.#native.score(frames);
         for (const [j, r] of raw.entries()) out.push(await finishResult(r, frames[j], this.#calibration, options));
       }
@@ -352,7 +358,7 @@ export class Engine {
   embed(image: ImageInput): Promise<{ data: Float32Array; rows: number; dim: number }> {
     const stack = new Error();
     return this.#exclusive(async () => {
-      const f = await this.#native.embed([await toRawFrame(image)]);
+      const f = await this.#native.embed([await toRawFrame(image, undefined, this.#input)]);
       return { data: f.data, rows: f.shape[0], dim: f.shape[1] };
     }).catch((err) => rethrow(err, stack));
   }
@@ -371,7 +377,7 @@ export class Engine {
     const control = new FitControl([n], signal, 'engine');
     try {
       const staged = await stageFit([n], images, control, {
-        onProgress: onProgress && ((p) => onProgress(p)), calibration: this.#calibrationOptions, batchSize: n.options().batchSize, what: 'engine',
+        onProgress: onProgress && ((p) => onProgress(p)), calibration: this.#calibrationOptions, batchSize: n.options().batchSize, what: 'engine', input: this.#input,
       });
       const frames = staged.calibrationFrames;
       let calibration: Calibration | null = null;
@@ -409,8 +415,9 @@ export class Engine {
 function checkLoadOptions(options: LoadOptions): void {
   if (options === null || typeof options !== 'object') throw new ReconpatchError('ERR_INVALID_OPTION', 'load options must be an object');
   for (const key of Object.keys(options))
-    if (key !== 'batching' && key !== 'threads') throw new ReconpatchError('ERR_INVALID_OPTION', `unknown load option '${key}'`);
+    if (key !== 'batching' && key !== 'threads' && key !== 'input') throw new ReconpatchError('ERR_INVALID_OPTION', `unknown load option '${key}'`);
   resolveBatching(options.batching);
+  resolveInput(options.input);
   const { threads } = options;
   if (threads !== undefined && !(Number.isInteger(threads) && threads >= 1 && threads <= 1024))
     throw new ReconpatchError('ERR_INVALID_OPTION', `threads must be an integer in [1, 1024], got ${JSON.stringify(threads)}`);

@@ -4,6 +4,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 
 import { Engine } from '../engine/engine.js';
+import { checkWritable } from '../engine/model_file.js';
 import { Ensemble } from '../ensemble/ensemble.js';
 import { listImages } from '../eval/dataset.js';
 import { ENGINE_FLAGS, ENGINE_HELP, engineOptions, ensembleMembers } from './args.js';
@@ -14,6 +15,7 @@ export async function fitCommand(rest: string[]): Promise<number> {
   const { values, positionals } = parseArgs({ args: rest, allowPositionals: true, options: { ...ENGINE_FLAGS, output: { type: 'string', short: 'o' } } });
   if (values.help || positionals.length !== 1 || !values.output)
     return help(`reconpatch fit <dir|glob> -o <model.rcp> [engine options]\n\nFits on the images in <dir> (or matching a glob such as 'good/*.png'); 10% are held out to calibrate the threshold.\n\n${ENGINE_HELP}`, !values.help);
+  await checkWritable(values.output); // fail before the fit, not after it
   const members = ensembleMembers(values);
   const model = members ? await Ensemble.create({ members }) : await Engine.create(engineOptions(values));
   const summary = await model.fit(await listImages(positionals[0]), { onProgress: progressLogger() });

@@ -2,6 +2,7 @@
 // with the caller's error as its cause (item 7), and `reconpatch fit -o <unwritable>` fails
 // before fitting (item 9).
 import { execFile } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -95,5 +96,60 @@ describe('reconpatch fit -o', () => {
     expect(ok.stderr).toContain('[ERR_INVALID_IMAGE]');
     expect(existsSync(path.join(dir, 'm.rcp'))).toBe(false);
     expect(readdirSync(dir).filter((n) => n.includes('.tmp-'))).toEqual([]);
+  });
+});
+
+describe('crafted model files with a valid checksum', () => {
+  let bytes: Buffer;
+  let probe: string;
+  beforeAll(async () => {
+    const data = await syntheticDataset();
+    probe = data.test[0].path;
+    const engine = await Engine.create(base);
+    await engine.fit(data.train.slice(0, 6));
+    bytes = await engine.saveBytes();
+  });
+
+  /** The model's sections with `edit` applied, re-assembled with a fresh checksum. */
+  function crafted(edit: (sections: [string, Buffer][]) => [string, Buffer][]): Buffer {
+    const sections: [string, Buffer][] = [];
+    for (let i = 0, at = 16; i < bytes.readUInt32LE(12); i++) {
+      const length = Number(bytes.readBigUInt64LE(at + 4));
+      sections.push([bytes.toString('latin1', at, at + 4), bytes.subarray(at + 12, at + 12 + length)]);
+      at += 12 + length;
+    }
+    const out = edit(sections);
+    const head = Buffer.from(bytes.subarray(0, 16));
+    head.writeUInt32LE(out.length, 12);
+    const body = Buffer.concat([head, ...out.flatMap(([tag, payload]) => {
+      const h = Buffer.alloc(12);
+      h.write(tag, 0, 'latin1');
+      h.writeBigUInt64LE(BigInt(payload.length), 4);
+      return [h, payload];
+    })]);
+    return Buffer.concat([body, createHash('sha256').update(body).digest()]);
+  }
+  const option = (key: string, value: string) =>
+    crafted((s) => s.map(([t, p]) => [t, t === 'OPTS' ? Buffer.from(p.toString().replace(new RegExp(`^${key}=.*$`, 'm'), `${key}=${value}`)) : p]));
+  const section = (tag: string, payload: Buffer) => crafted((s) => [...s.filter(([t]) => t !== tag), [tag, payload]]);
+  const refused = async (b: Buffer) => (await Engine.loadBytes(b).then(() => null, (e: ReconpatchError) => e))?.code;
+
+  it('are refused with ERR_MODEL_FILE, and the untouched file still loads', async () => {
+    expect(await refused(option('resize', '0x10'))).toBe('ERR_MODEL_FILE'); // was read as 0: no resize
+    expect(await refused(option('batchSize', '4294967297'))).toBe('ERR_MODEL_FILE'); // was read as 1
+    expect(await refused(option('seed', ' 1'))).toBe('ERR_MODEL_FILE');
+    expect(await refused(option('reweight', '2'))).toBe('ERR_MODEL_FILE');
+    const nanBank = crafted((s) => s.map(([t, p]) => {
+      if (t !== 'BANK') return [t, p];
+      const copy = Buffer.from(p);
+      copy.writeFloatLE(Number.NaN, copy.length - 4);
+      return [t, copy];
+    }));
+    expect(await refused(nanBank)).toBe('ERR_MODEL_FILE');
+    expect(await refused(section('META', Buffer.from('{not json')))).toBe('ERR_MODEL_FILE'); // was ERR_INTERNAL
+    expect(await refused(section('META', Buffer.from('{"calibration":{"threshold":"high","low":0}}')))).toBe('ERR_MODEL_FILE');
+    expect(await refused(section('BKTS', Buffer.from('not a TorchScript archive')))).toBe('ERR_MODEL_FILE'); // was ERR_BACKBONE
+    const same = await Engine.loadBytes(crafted((s) => s));
+    expect((await same.score(probe)).score).toBeGreaterThan(0);
   });
 });

@@ -132,14 +132,14 @@ export class Engine {
   readonly #batcher: ScoreBatcher<RawFrame, NativeScore>;
   readonly #input: DecodePolicy;
 
-  private constructor(n: NativeEngine, batching: BatchingOptions | false | undefined, input: InputOptions | undefined, calibrationOptions?: CalibrationOptions) {
+  private constructor(n: NativeEngine, batching: BatchingOptions | false | undefined, input: InputOptions | undefined, calibrationOptions?: CalibrationOptions, label = 'model') {
     this.#native = n;
     natives.set(this, n);
     const { resize, resizeMode } = n.options();
     this.#input = { ...resolveInput(input), resizes: [{ resize, resizeMode }] };
     this.#batcher = new ScoreBatcher((task) => this.#queue.run(task), (frames) => n.score(frames), resolveBatching(batching));
     // Models carry their calibration (and its options) as JSON metadata.
-    const meta = n.metadata() ? (JSON.parse(n.metadata()) as { calibration?: Calibration; calibrationOptions?: CalibrationOptions }) : {};
+    const meta = readMetadata(n.metadata(), label);
     this.#calibration = meta.calibration ?? null;
     this.#calibrationOptions = calibrationOptions ?? meta.calibrationOptions ?? resolveCalibration(undefined);
   }
@@ -207,9 +207,17 @@ export class Engine {
     const problems = nativeOptionProblems(decoded.options as unknown as Record<string, unknown>);
     if (problems.length)
       throw new ReconpatchError('ERR_MODEL_FILE', `${label} holds options reconpatch does not accept (${problems.join('; ')}); it is damaged or was not written by reconpatch`);
-    const n = await native().loadEngine(decoded.model);
+    let n: NativeEngine;
+    try {
+      n = await native().loadEngine(decoded.model);
+    } catch (err) {
+      // The backbone a model file carries is part of the file: if it cannot be restored, the file is bad.
+      if ((err as { code?: string }).code === 'ERR_BACKBONE')
+        throw new ReconpatchError('ERR_MODEL_FILE', `${label}: its backbone cannot be restored (${(err as Error).message})`, { cause: err });
+      throw err;
+    }
     if (options.threads !== undefined) n.setThreads(options.threads);
-    return new Engine(n, options.batching, options.input);
+    return new Engine(n, options.batching, options.input, undefined, label);
   }
 
   /**
@@ -421,4 +429,27 @@ function checkLoadOptions(options: LoadOptions): void {
   const { threads } = options;
   if (threads !== undefined && !(Number.isInteger(threads) && threads >= 1 && threads <= 1024))
     throw new ReconpatchError('ERR_INVALID_OPTION', `threads must be an integer in [1, 1024], got ${JSON.stringify(threads)}`);
+}
+
+/** A model's JSON metadata (the META section), checked for the shape it must have: ERR_MODEL_FILE otherwise. */
+function readMetadata(text: string, label: string): { calibration?: Calibration | null; calibrationOptions?: CalibrationOptions } {
+  if (!text) return {};
+  const bad = (why: string) => new ReconpatchError('ERR_MODEL_FILE', `${label} has metadata that reconpatch did not write (${why}); it is damaged or was not written by reconpatch`);
+  let meta: unknown;
+  try {
+    meta = JSON.parse(text);
+  } catch {
+    throw bad('not JSON');
+  }
+  const isObject = (x: unknown): x is Record<string, unknown> => typeof x === 'object' && x !== null && !Array.isArray(x);
+  if (!isObject(meta)) throw bad('not a JSON object');
+  const c = meta.calibration;
+  if (c !== undefined && c !== null) {
+    if (!isObject(c)) throw bad('calibration is not an object');
+    // The numbers scores are normalised with (lib/calibration.ts).
+    for (const key of ['threshold', 'low'])
+      if (typeof c[key] !== 'number' || !Number.isFinite(c[key])) throw bad(`calibration.${key} is not a finite number`);
+  }
+  if (meta.calibrationOptions !== undefined && !isObject(meta.calibrationOptions)) throw bad('calibrationOptions is not an object');
+  return meta as { calibration?: Calibration | null; calibrationOptions?: CalibrationOptions };
 }

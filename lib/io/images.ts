@@ -218,6 +218,16 @@ export async function toRawFrame(input: ImageInput, index?: number, policy: Part
     if (input.length === 0) throw invalid(`${label} is an empty buffer`);
     return decode(input, label, p);
   }
-  if (isRawImage(input)) return fromRaw(input, label, p);
+  if (isRawImage(input)) {
+    let frame: RawImage;
+    try {
+      // Read the caller's object once: a getter that throws is a bad frame, not our failure.
+      const { data, width, height, channels } = input;
+      frame = { data, width, height, channels };
+    } catch (err) {
+      throw invalid(`${label}: reading the raw frame's fields threw (${err instanceof Error ? err.message : String(err)})`, err);
+    }
+    return fromRaw(frame, label, p);
+  }
   throw invalid(`${label}: expected a file path, a Buffer of an encoded image, or a raw frame {data, width, height, channels}`);
 }

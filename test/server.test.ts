@@ -174,13 +174,14 @@ describe('inspection server example', () => {
     mkdirSync(path.join(root, 'part'), { recursive: true });
     mkdirSync(path.join(root, 'links'), { recursive: true });
     mkdirSync(outside, { recursive: true });
+    copyFileSync(data.train[0], path.join(root, 'file.png')); // a file, not a directory
     for (let i = 0; i < 4; i++) copyFileSync(data.train[i], path.join(outside, `${i}.png`));
     symlinkSync(outside, path.join(root, 'escape'));
     for (let i = 0; i < 4; i++) symlinkSync(path.join(outside, `${i}.png`), path.join(root, 'links', `${i}.png`));
     const s = await start({ modelPath: path.join(dir, 'rooted.rcp'), trainRoot: root });
     try {
       const messages = new Set<string>();
-      for (const d of [outside, '../outside', 'part/../../outside', 'escape', 'missing', '.', '', 'part/\0']) {
+      for (const d of [outside, '../outside', 'part/../../outside', 'escape', 'missing', '.', '', 'part/\0', 'file.png']) {
         const r = await post(s.base, '/fit', JSON.stringify({ dir: d }), 'application/json');
         const body = await r.json();
         expect([r.status, body.error.code]).toEqual([400, 'ERR_BAD_DIR']);

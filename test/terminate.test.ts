@@ -14,7 +14,7 @@ import { repoRoot, syntheticDataset } from './support/data.js';
 const dist = path.join(repoRoot, 'dist/index.js');
 const child = path.join(repoRoot, 'test/support/terminate_child.mjs');
 
-async function terminations(stage: 'head' | 'coreset', options: object, tries: number) {
+async function terminations(stage: 'head' | 'coreset' | 'score', options: object, tries: number) {
   const data = await syntheticDataset();
   const images = data.train.slice(0, 12);
   const r = spawnSync(process.execPath, [child, JSON.stringify({ dist, images, options, stage, tries })], { encoding: 'utf8', timeout: 170_000 });
@@ -25,16 +25,23 @@ describe.skipIf(!existsSync(dist))('worker.terminate() during a fit', () => {
   // 1,000,000 head iterations: terminate() returns only because the fit is cancelled when its
   // environment goes away (before, it waited for the whole head; here that would be hours).
   it('survives terminations in the head stage, and the fit stops', async () => {
-    const r = await terminations('head', { backbone: 'random_cnn', head: { iterations: 1_000_000 }, threads: 2 }, 6);
+    const r = await terminations('head', { backbone: 'random_cnn', head: { iterations: 1_000_000 }, threads: 2 }, 5);
     expect(r.stderr).not.toContain('terminate called');
     expect([r.status, r.signal]).toEqual([0, null]);
-    expect(r.result).toMatchObject({ hits: 6, misses: [] });
+    expect(r.result).toMatchObject({ hits: 5, misses: [] });
+  });
+
+  it('survives terminations while scores are in flight', async () => {
+    const r = await terminations('score', { backbone: 'random_cnn', resize: null, crop: null, coreset: { ratio: 0.25 }, calibration: false, threads: 2 }, 5);
+    expect(r.stderr).not.toContain('terminate called');
+    expect([r.status, r.signal]).toEqual([0, null]);
+    expect(r.result).toMatchObject({ hits: 5, misses: [] });
   });
 
   it('survives terminations in the coreset stage', async () => {
-    const r = await terminations('coreset', { backbone: 'random_cnn', coreset: { ratio: 0.5 }, threads: 2 }, 8);
+    const r = await terminations('coreset', { backbone: 'random_cnn', coreset: { ratio: 0.5 }, threads: 2 }, 6);
     expect(r.stderr).not.toContain('terminate called');
     expect([r.status, r.signal]).toEqual([0, null]);
-    expect(r.result).toMatchObject({ hits: 8, misses: [] });
+    expect(r.result).toMatchObject({ hits: 6, misses: [] });
   });
 });

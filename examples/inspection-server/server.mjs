@@ -16,7 +16,7 @@
 //   (also PORT, HOST, BACKBONE; NO_AUTH=1 instead of TOKEN, on a loopback HOST only)
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { constants, existsSync } from 'node:fs';
-import { open, readdir, realpath } from 'node:fs/promises';
+import { open, readdir, realpath, stat } from 'node:fs/promises';
 import http from 'node:http';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -116,7 +116,7 @@ export async function createServer({ modelPath, token, allowNoAuthOnLoopback = f
     } catch {
       throw refuse();
     }
-    if (!real.startsWith(root + path.sep)) throw refuse();
+    if (!real.startsWith(root + path.sep) || !(await stat(real)).isDirectory()) throw refuse();
     return real;
   }
 
@@ -124,7 +124,7 @@ export async function createServer({ modelPath, token, allowNoAuthOnLoopback = f
   // skipped), within the caps; each is read when the fit asks for it, without following links.
   async function trainingImages(dir) {
     const entries = await readdir(dir, { withFileTypes: true }).catch(() => {
-      throw new HttpError(400, 'ERR_BAD_DIR', 'the training directory cannot be listed');
+      throw new HttpError(400, 'ERR_BAD_DIR', '"dir" must name an existing subdirectory of the training root, as a relative path');
     });
     const names = entries.filter((e) => e.isFile() && IMAGE_EXTENSIONS.has(path.extname(e.name).toLowerCase())).map((e) => e.name).sort();
     if (names.length === 0) throw new HttpError(400, 'ERR_EMPTY_TRAINING_SET', 'the training directory holds no images');

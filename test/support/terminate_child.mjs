@@ -1,6 +1,6 @@
 // Run as a child process by test/terminate.test.ts (a crash must not take the test runner down):
-// starts a worker thread that fits an engine, terminates the worker when the fit reaches the
-// chosen stage, `tries` times, then prints one JSON line: how many terminations happened at that
+// starts a worker thread that fits an engine (then scores), terminates the worker when it reaches
+// the chosen stage ('head', 'coreset', 'score'), `tries` times, then prints one JSON line: how many terminations happened at that
 // stage and how long the slowest terminate() took. An abort of this process is the failure.
 //   node terminate_child.mjs '<json: { dist, images, options, stage, tries }>'
 import { Worker } from 'node:worker_threads';
@@ -12,6 +12,12 @@ const { parentPort, workerData } = require('node:worker_threads');
 import(workerData.dist).then(async ({ Engine }) => {
   const engine = await Engine.create(workerData.options);
   await engine.fit(workerData.images, { onProgress: (p) => parentPort.postMessage(p.stage) });
+  // Stage 'score': terminated while scores are in flight.
+  for (let i = 0; i < 200; i++) {
+    const pending = engine.score(workerData.images[i % workerData.images.length]);
+    parentPort.postMessage('score');
+    await pending;
+  }
   parentPort.postMessage('done');
 }).catch((e) => parentPort.postMessage('error: ' + String(e && e.stack || e)));
 `;

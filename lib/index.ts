@@ -11,8 +11,8 @@ export type { EnsembleFitOptions, EnsembleFitSummary, EnsembleInfo, EnsembleOpti
 export type { Calibration } from './calibration.js';
 export type { BatchingOptions, EngineOptions, HeadOptions } from './options.js';
 export { BUILTIN_BACKBONES, HEAD_DEFAULTS } from './options.js';
-export type { ImageInput, RawImage } from './io/images.js';
-export { toRawFrame } from './io/images.js';
+export type { FailOn, ImageInput, InputOptions, RawImage } from './io/images.js';
+export { INPUT_DEFAULTS, toRawFrame } from './io/images.js';
 export { ReconpatchError } from './errors.js';
 export { TORCHVISION_WEIGHTS, cachedWeights, defaultCacheDir, pullWeights } from './io/weights.js';
 export type { DownloadProgress, PullOptions, TorchvisionArchitecture } from './io/weights.js';

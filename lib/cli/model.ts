@@ -4,6 +4,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 
 import { Engine } from '../engine/engine.js';
+import { checkWritable } from '../engine/model_file.js';
 import { Ensemble } from '../ensemble/ensemble.js';
 import { listImages } from '../eval/dataset.js';
 import { ENGINE_FLAGS, ENGINE_HELP, engineOptions, ensembleMembers } from './args.js';
@@ -16,6 +17,7 @@ export async function fitCommand(rest: string[]): Promise<number> {
   });
   if (values.help || positionals.length !== 1 || !values.output)
     return help(`reconpatch fit <dir|glob> -o <model.rcp> [--max-staged-patches <n>] [engine options]\n\nFits on the images in <dir> (or matching a glob such as 'good/*.png'); 10% are held out to calibrate the threshold.\n--max-staged-patches bounds the features held during the fit (merge and reduce), for very many images.\n\n${ENGINE_HELP}`, !values.help);
+  await checkWritable(values.output); // fail before the fit, not after it
   const members = ensembleMembers(values);
   const model = members ? await Ensemble.create({ members }) : await Engine.create(engineOptions(values));
   const budget = values['max-staged-patches'] === undefined ? {} : { maxStagedPatches: Number(values['max-staged-patches']) };

@@ -7,7 +7,7 @@ import { Duplex } from 'node:stream';
 
 import { type Calibration, calibrate, poolCalibrations } from '../calibration.js';
 import { ReconpatchError, rethrow } from '../errors.js';
-import { type ImageInput, toRawFrame } from '../io/images.js';
+import { type DecodePolicy, type ImageInput, type InputOptions, resolveInput, toRawFrame } from '../io/images.js';
 import { type NativeEngine, type NativeInfo, type NativeOptions, type NativeScore, type RawFrame, native } from '../native.js';
 import { nativeOptionProblems } from '../option_table.js';
 import { type BatchingOptions, type CalibrationOptions, type EngineOptions, resolveBatching, resolveCalibration, resolveOptions } from '../options.js';
@@ -44,7 +44,7 @@ export interface FitOptions {
 /**
  * Options of {@link Engine.update}.
  * @example
- * await engine.update(newGoodImages, { onProgress: (p) => console.log(p.stage, p.done) });
+ * await engine.update(goodImages, { onProgress: (p) => console.log(p.stage, p.done) });
  */
 export interface UpdateOptions {
   /** Aborts the update; the engine keeps its previous model and calibration. */
@@ -56,7 +56,7 @@ export interface UpdateOptions {
 /**
  * What {@link Engine.update} did.
  * @example
- * const { addedRows, bankRows } = await engine.update(newGoodImages);
+ * const { addedRows, bankRows } = await engine.update(goodImages);
  * console.log(addedRows === 0 ? 'nothing new' : `${addedRows} new bank rows, ${bankRows} in all`);
  */
 export interface UpdateSummary {
@@ -115,6 +115,8 @@ export interface LoadOptions {
   batching?: BatchingOptions | false;
   /** libtorch intra-op threads on this machine (default: the model's `threads` option, 0 = all cores). */
   threads?: number;
+  /** What inputs are accepted (pixel budget, damaged images), as in {@link EngineOptions.input}. */
+  input?: InputOptions;
 }
 
 /**
@@ -165,13 +167,16 @@ export class Engine {
   #calibration: Calibration | null = null;
   readonly #queue = new CallQueue();
   readonly #batcher: ScoreBatcher<RawFrame, NativeScore>;
+  readonly #input: DecodePolicy;
 
-  private constructor(n: NativeEngine, batching: BatchingOptions | false | undefined, calibrationOptions?: CalibrationOptions) {
+  private constructor(n: NativeEngine, batching: BatchingOptions | false | undefined, input: InputOptions | undefined, calibrationOptions?: CalibrationOptions, label = 'model') {
     this.#native = n;
     natives.set(this, n);
+    const { resize, resizeMode } = n.options();
+    this.#input = { ...resolveInput(input), resizes: [{ resize, resizeMode }] };
     this.#batcher = new ScoreBatcher((task) => this.#queue.run(task), (frames) => n.score(frames), resolveBatching(batching));
     // Models carry their calibration (and its options) as JSON metadata.
-    const meta = n.metadata() ? (JSON.parse(n.metadata()) as { calibration?: Calibration; calibrationOptions?: CalibrationOptions }) : {};
+    const meta = readMetadata(n.metadata(), label);
     this.#calibration = meta.calibration ?? null;
     this.#calibrationOptions = calibrationOptions ?? meta.calibrationOptions ?? resolveCalibration(undefined);
   }
@@ -188,7 +193,8 @@ export class Engine {
       const resolved = resolveOptions(options);
       const calibration = resolveCalibration(options.calibration);
       resolveBatching(options.batching); // validate before the backbone loads
-      return new Engine(await native().createEngine(resolved), options.batching, calibration);
+      resolveInput(options.input);
+      return new Engine(await native().createEngine(resolved), options.batching, options.input, calibration);
     } catch (err) {
       rethrow(err, stack);
     }
@@ -238,9 +244,17 @@ export class Engine {
     const problems = nativeOptionProblems(decoded.options as unknown as Record<string, unknown>);
     if (problems.length)
       throw new ReconpatchError('ERR_MODEL_FILE', `${label} holds options reconpatch does not accept (${problems.join('; ')}); it is damaged or was not written by reconpatch`);
-    const n = await native().loadEngine(decoded.model);
+    let n: NativeEngine;
+    try {
+      n = await native().loadEngine(decoded.model);
+    } catch (err) {
+      // The backbone a model file carries is part of the file: if it cannot be restored, the file is bad.
+      if ((err as { code?: string }).code === 'ERR_BACKBONE')
+        throw new ReconpatchError('ERR_MODEL_FILE', `${label}: its backbone cannot be restored (${(err as Error).message})`, { cause: err });
+      throw err;
+    }
     if (options.threads !== undefined) n.setThreads(options.threads);
-    return new Engine(n, options.batching);
+    return new Engine(n, options.batching, options.input, undefined, label);
   }
 
   /**
@@ -323,7 +337,7 @@ export class Engine {
       return Promise.reject(err).catch((e) => rethrow(e, stack));
     }
     // Decoding and the heatmap run outside the engine's queue, overlapping other calls' native work.
-    const frame = toRawFrame(image);
+    const frame = toRawFrame(image, undefined, this.#input);
     frame.catch(() => undefined); // reported through the batcher, to this call only
     return this.#batcher
       .add(frame)
@@ -345,7 +359,7 @@ export class Engine {
       const batchSize = this.#native.options().batchSize;
       const out: ScoreResult[] = [];
       for (let i = 0; i < images.length; i += batchSize) {
-        const frames = await Promise.all(images.slice(i, i + batchSize).map((img, j) => toRawFrame(img, i + j)));
+        const frames = await Promise.all(images.slice(i, i + batchSize).map((img, j) => toRawFrame(img, i + j, this.#input)));
         const raw = await this.#native.score(frames);
         for (const [j, r] of raw.entries()) out.push(await finishResult(r, frames[j], this.#calibration, options));
       }
@@ -417,7 +431,7 @@ export class Engine {
   embed(image: ImageInput): Promise<{ data: Float32Array; rows: number; dim: number }> {
     const stack = new Error();
     return this.#exclusive(async () => {
-      const f = await this.#native.embed([await toRawFrame(image)]);
+      const f = await this.#native.embed([await toRawFrame(image, undefined, this.#input)]);
       return { data: f.data, rows: f.shape[0], dim: f.shape[1] };
     }).catch((err) => rethrow(err, stack));
   }
@@ -437,7 +451,7 @@ export class Engine {
     const control = new FitControl([n], signal, 'engine', mode);
     try {
       const staged = await stageFit([n], images, control, {
-        mode, maxStagedPatches, onProgress: onProgress && ((p) => onProgress(p)), calibration: this.#calibrationOptions, batchSize: n.options().batchSize,
+        mode, maxStagedPatches, onProgress: onProgress && ((p) => onProgress(p)), calibration: this.#calibrationOptions, batchSize: n.options().batchSize, input: this.#input,
       });
       const frames = staged.calibrationFrames;
       let calibration: Calibration | null = mode === 'update' ? this.#calibration : null;
@@ -472,9 +486,33 @@ export class Engine {
 function checkLoadOptions(options: LoadOptions): void {
   if (options === null || typeof options !== 'object') throw new ReconpatchError('ERR_INVALID_OPTION', 'load options must be an object');
   for (const key of Object.keys(options))
-    if (key !== 'batching' && key !== 'threads') throw new ReconpatchError('ERR_INVALID_OPTION', `unknown load option '${key}'`);
+    if (key !== 'batching' && key !== 'threads' && key !== 'input') throw new ReconpatchError('ERR_INVALID_OPTION', `unknown load option '${key}'`);
   resolveBatching(options.batching);
+  resolveInput(options.input);
   const { threads } = options;
   if (threads !== undefined && !(Number.isInteger(threads) && threads >= 1 && threads <= 1024))
     throw new ReconpatchError('ERR_INVALID_OPTION', `threads must be an integer in [1, 1024], got ${JSON.stringify(threads)}`);
+}
+
+/** A model's JSON metadata (the META section), checked for the shape it must have: ERR_MODEL_FILE otherwise. */
+function readMetadata(text: string, label: string): { calibration?: Calibration | null; calibrationOptions?: CalibrationOptions } {
+  if (!text) return {};
+  const bad = (why: string) => new ReconpatchError('ERR_MODEL_FILE', `${label} has metadata that reconpatch did not write (${why}); it is damaged or was not written by reconpatch`);
+  let meta: unknown;
+  try {
+    meta = JSON.parse(text);
+  } catch {
+    throw bad('not JSON');
+  }
+  const isObject = (x: unknown): x is Record<string, unknown> => typeof x === 'object' && x !== null && !Array.isArray(x);
+  if (!isObject(meta)) throw bad('not a JSON object');
+  const c = meta.calibration;
+  if (c !== undefined && c !== null) {
+    if (!isObject(c)) throw bad('calibration is not an object');
+    // The numbers scores are normalised with (lib/calibration.ts).
+    for (const key of ['threshold', 'low'])
+      if (typeof c[key] !== 'number' || !Number.isFinite(c[key])) throw bad(`calibration.${key} is not a finite number`);
+  }
+  if (meta.calibrationOptions !== undefined && !isObject(meta.calibrationOptions)) throw bad('calibrationOptions is not an object');
+  return meta as { calibration?: Calibration | null; calibrationOptions?: CalibrationOptions };
 }

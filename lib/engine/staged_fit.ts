@@ -8,7 +8,7 @@
  */
 import { holdoutPicker } from '../calibration.js';
 import { ReconpatchError } from '../errors.js';
-import { type ImageInput, describeInput, toRawFrame } from '../io/images.js';
+import { type DecodePolicy, type ImageInput, describeInput, toRawFrame } from '../io/images.js';
 import type { NativeEngine, RawFrame } from '../native.js';
 import type { CalibrationOptions } from '../options.js';
 
@@ -38,6 +38,8 @@ export interface StageFitOptions {
   onProgress?: (p: Progress, member: number | undefined) => void;
   calibration: CalibrationOptions;
   batchSize: number;
+  /** The limits every image is decoded within (for all the engines). */
+  input: DecodePolicy;
 }
 
 export interface StagedFit {
@@ -122,7 +124,7 @@ export async function stageFit(
   engines: NativeEngine[],
   images: Iterable<ImageInput> | AsyncIterable<ImageInput>,
   control: FitControl,
-  { mode, maxStagedPatches, onProgress, calibration, batchSize }: StageFitOptions,
+  { mode, maxStagedPatches, onProgress, calibration, batchSize, input }: StageFitOptions,
 ): Promise<StagedFit> {
   if (images === null || typeof images !== 'object' || !(Symbol.iterator in images || Symbol.asyncIterator in images))
     throw new ReconpatchError('ERR_INVALID_OPTION', `${mode} expects an Iterable or AsyncIterable of images`);
@@ -135,7 +137,7 @@ export async function stageFit(
   let embedded = 0;
   let pending: ImageInput[] = [];
   const flush = async () => {
-    const decoded: RawFrame[] = await Promise.all(pending.map((img, j) => toRawFrame(img, done + j)));
+    const decoded: RawFrame[] = await Promise.all(pending.map((img, j) => toRawFrame(img, done + j, input)));
     control.check();
     // Held-out nominal images are kept aside for calibration, not put in the banks.
     const keep = decoded.filter((_, j) => !heldOut(done + j));

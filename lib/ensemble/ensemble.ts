@@ -23,7 +23,7 @@ import { CallQueue } from '../engine/queue.js';
 import { type ScoreOptions, type ScoreResult, checkScoreOptions, finishResult } from '../engine/results.js';
 import { FitControl, type Progress, abortFit, stageFit } from '../engine/staged_fit.js';
 import { ReconpatchError, rethrow } from '../errors.js';
-import { type ImageInput, toRawFrame } from '../io/images.js';
+import { type DecodePolicy, type ImageInput, type InputOptions, resolveInput, toRawFrame } from '../io/images.js';
 import type { NativeOptions, RawFrame } from '../native.js';
 import { type CalibrationOptions, type EngineOptions, resolveCalibration } from '../options.js';
 import { MAGIC, MAX_MEMBERS, type EnsembleMeta, buildContainer, parseContainer } from './container.js';
@@ -50,6 +50,8 @@ export interface EnsembleOptions {
    * image goes into the banks and only {@link Ensemble.scoreMembers} works (test-set evaluation).
    */
   calibration?: EngineOptions['calibration'];
+  /** What inputs are accepted, for every member (see {@link EngineOptions.input}); runtime only: pass it again to `Ensemble.load`. */
+  input?: InputOptions;
 }
 
 /**
@@ -154,9 +156,12 @@ export class Ensemble {
   #ranges: MemberRange[] | null;
   #calibration: Calibration | null;
   readonly #queue = new CallQueue();
+  readonly #input: DecodePolicy;
 
-  private constructor(members: Engine[], calibrationOptions: CalibrationOptions, state?: Pick<EnsembleMeta, 'ranges' | 'calibration'>) {
+  private constructor(members: Engine[], calibrationOptions: CalibrationOptions, input: InputOptions | undefined, state?: Pick<EnsembleMeta, 'ranges' | 'calibration'>) {
     this.#members = members;
+    // Decoded once for every member: within the budget of each member's resize.
+    this.#input = { ...resolveInput(input), resizes: members.map((m) => ({ resize: m.options.resize, resizeMode: m.options.resizeMode })) };
     this.#calibrationOptions = calibrationOptions;
     this.#fitted = state !== undefined;
     this.#ranges = state?.ranges ?? null;
@@ -174,7 +179,9 @@ export class Ensemble {
     const stack = new Error();
     try {
       if (options === null || typeof options !== 'object' || Array.isArray(options)) throw invalidOption('ensemble options must be an object { members: [...] }');
-      for (const key of Object.keys(options)) if (key !== 'members' && key !== 'calibration') throw invalidOption(`unknown ensemble option '${key}' (known: members, calibration)`);
+      for (const key of Object.keys(options))
+        if (key !== 'members' && key !== 'calibration' && key !== 'input') throw invalidOption(`unknown ensemble option '${key}' (known: members, calibration, input)`);
+      resolveInput(options.input);
       const { members } = options;
       if (!Array.isArray(members) || members.length === 0 || members.length > MAX_MEMBERS)
         throw invalidOption(`members must be an array of 1 to ${MAX_MEMBERS} engine option objects`);
@@ -183,14 +190,15 @@ export class Ensemble {
       for (const [i, m] of members.entries()) {
         if (m === null || typeof m !== 'object' || Array.isArray(m)) throw invalidOption(`members[${i}] must be an engine options object`);
         if ('calibration' in m) throw invalidOption(`members[${i}].calibration: set calibration on the ensemble, not on a member (all members share one holdout)`);
+        if ('input' in m) throw invalidOption(`members[${i}].input: set input on the ensemble, not on a member (an image is decoded once for all)`);
         try {
           // Members keep every image they are given: the ensemble holds out the calibration images itself.
-          engines.push(await Engine.create({ ...m, calibration: false }));
+          engines.push(await Engine.create({ ...m, calibration: false, input: options.input }));
         } catch (err) {
           rethrow(err, stack, `members[${i}]`);
         }
       }
-      return new Ensemble(engines, calibrationOptions);
+      return new Ensemble(engines, calibrationOptions, options.input);
     } catch (err) {
       rethrow(err, stack);
     }
@@ -203,11 +211,12 @@ export class Ensemble {
    * const ensemble = await Ensemble.load('part.rcpe');
    * console.log(ensemble.size, ensemble.info.calibration?.threshold);
    */
-  static async load(file: string): Promise<Ensemble> {
+  static async load(file: string, options: { input?: InputOptions } = {}): Promise<Ensemble> {
     const stack = new Error();
     try {
       if (typeof file !== 'string' || file === '') throw invalidOption('load expects a file path');
-      return await Ensemble.#fromBytes(await readModelFile(file), `'${file}'`);
+      checkEnsembleLoadOptions(options);
+      return await Ensemble.#fromBytes(await readModelFile(file), `'${file}'`, options.input);
     } catch (err) {
       rethrow(err, stack);
     }
@@ -219,29 +228,30 @@ export class Ensemble {
    * const ensemble = await Ensemble.load('part.rcpe');
    * const copy = await Ensemble.loadBytes(await ensemble.saveBytes());
    */
-  static async loadBytes(bytes: Uint8Array): Promise<Ensemble> {
+  static async loadBytes(bytes: Uint8Array, options: { input?: InputOptions } = {}): Promise<Ensemble> {
     const stack = new Error();
     try {
       if (!(bytes instanceof Uint8Array)) throw invalidOption('loadBytes expects a Buffer or Uint8Array');
-      return await Ensemble.#fromBytes(Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength), 'these bytes');
+      checkEnsembleLoadOptions(options);
+      return await Ensemble.#fromBytes(Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength), 'these bytes', options.input);
     } catch (err) {
       rethrow(err, stack);
     }
   }
 
-  static async #fromBytes(bytes: Buffer, label: string): Promise<Ensemble> {
+  static async #fromBytes(bytes: Buffer, label: string, input: InputOptions | undefined): Promise<Ensemble> {
     const { meta, members } = parseContainer(bytes, label);
     const engines: Engine[] = [];
     for (const [i, memberBytes] of members.entries()) {
       try {
-        engines.push(await Engine.loadBytes(memberBytes));
+        engines.push(await Engine.loadBytes(memberBytes, { input }));
       } catch (err) {
         throw new ReconpatchError('ERR_MODEL_FILE', `ensemble model ${label}: member ${i} is not a valid model (${(err as Error).message})`, { cause: err });
       }
       if (engines[i].info.backbone !== meta.members[i].backbone)
         throw new ReconpatchError('ERR_MODEL_FILE', `ensemble model ${label}: member ${i} holds backbone '${engines[i].info.backbone}', its header says '${meta.members[i].backbone}'`);
     }
-    return new Ensemble(engines, meta.calibrationOptions, meta);
+    return new Ensemble(engines, meta.calibrationOptions, input, meta);
   }
 
   /**
@@ -334,7 +344,7 @@ export class Ensemble {
    */
   score(image: ImageInput, options: ScoreOptions = {}): Promise<EnsembleScoreResult> {
     const stack = new Error();
-    const frame = toRawFrame(image);
+    const frame = toRawFrame(image, undefined, this.#input);
     frame.catch(() => undefined); // reported by the queued call below
     return this.#queue.run(async () => {
       checkScoreOptions(options);
@@ -463,7 +473,7 @@ export class Ensemble {
     if (!Array.isArray(images)) throw invalidOption('expects an array of images');
     const batchSize = this.#members[0].options.batchSize;
     for (let i = 0; i < images.length; i += batchSize) {
-      const frames = await Promise.all(images.slice(i, i + batchSize).map((img, j) => toRawFrame(img, i + j)));
+      const frames = await Promise.all(images.slice(i, i + batchSize).map((img, j) => toRawFrame(img, i + j, this.#input)));
       yield { frames, outputs: await this.#scoreFrames(frames) };
     }
   }
@@ -504,7 +514,7 @@ export class Ensemble {
     try {
       const staged = await stageFit(natives, images, control, {
         mode, maxStagedPatches, onProgress: onProgress && ((p: Progress, member) => onProgress(member === undefined ? p : { ...p, member })),
-        calibration: this.#calibrationOptions, batchSize: natives[0].options().batchSize,
+        calibration: this.#calibrationOptions, batchSize: natives[0].options().batchSize, input: this.#input,
       });
       const frames = staged.calibrationFrames;
       // An update keeps the fit's normalisers; its held-out images add to the threshold's evidence.
@@ -552,4 +562,10 @@ function invalidOption(message: string): ReconpatchError {
 
 function notFitted(): ReconpatchError {
   return new ReconpatchError('ERR_NOT_FITTED', 'the ensemble is not fitted; call fit() with images of good parts first');
+}
+
+function checkEnsembleLoadOptions(options: { input?: InputOptions }): void {
+  if (options === null || typeof options !== 'object') throw invalidOption('load options must be an object');
+  for (const key of Object.keys(options)) if (key !== 'input') throw invalidOption(`unknown ensemble load option '${key}' (known: input)`);
+  resolveInput(options.input);
 }

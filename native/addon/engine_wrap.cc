@@ -122,6 +122,25 @@ struct StageProgress {
   double value;
 };
 
+// Calls the JS progress callback on the JS thread. Plain N-API, nothing thrown: when the call
+// fails with no JS exception pending, JS cannot run any more (the worker thread that owns this
+// environment is being terminated), so the fit is cancelled and ends at its next cancellation
+// point instead of running on for minutes while terminate() waits for it (issue 17).
+void deliverProgress(Napi::Env env, Napi::Function cb, const StageProgress& p, const std::weak_ptr<rp::Engine>& engine) {
+  napi_value args[4];
+  napi_value result;
+  bool built = napi_create_string_utf8(env, p.stage, NAPI_AUTO_LENGTH, &args[0]) == napi_ok &&
+               napi_create_double(env, static_cast<double>(p.done), &args[1]) == napi_ok &&
+               napi_create_double(env, static_cast<double>(p.total), &args[2]) == napi_ok &&
+               napi_create_double(env, p.value, &args[3]) == napi_ok;
+  napi_value global;
+  if (built && napi_get_global(env, &global) == napi_ok && napi_call_function(env, global, cb, 4, args, &result) == napi_ok) return;
+  bool pending = false;
+  if (napi_is_exception_pending(env, &pending) != napi_ok || !pending) {
+    if (auto e = engine.lock()) e->requestCancel();
+  }
+}
+
 // fitEnd: progress events cross to JS through a thread-safe function.
 class FitEndWorker : public PromiseWorker {
  public:
@@ -140,9 +159,11 @@ class FitEndWorker : public PromiseWorker {
     if (hasProgress_) {
       fn = [this](const char* stage, int64_t done, int64_t total, double value) {
         auto* p = new StageProgress{stage, done, total, value};
-        napi_status s = tsfn_.NonBlockingCall(p, [](Napi::Env env, Napi::Function cb, StageProgress* p) {
-          cb.Call({Napi::String::New(env, p->stage), Napi::Number::New(env, static_cast<double>(p->done)),
-                   Napi::Number::New(env, static_cast<double>(p->total)), Napi::Number::New(env, p->value)});
+        // weak: a call still queued when the environment goes away is dropped without being run
+        // (node-addon-api then frees neither it nor its captures).
+        std::weak_ptr<rp::Engine> engine = engine_;
+        napi_status s = tsfn_.NonBlockingCall(p, [engine](Napi::Env env, Napi::Function cb, StageProgress* p) {
+          deliverProgress(env, cb, *p, engine);
           delete p;
         });
         if (s == napi_ok) ++queued_;

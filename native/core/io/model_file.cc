@@ -69,6 +69,16 @@ torch::Tensor decodeTensor(const std::string& payload, const std::string& what) 
   }
   RP_CHECK(r.remaining() == count * 4, ModelFile, what << " is truncated or corrupted (tensor size mismatch)");
   const char* data = r.take(count * 4);
+  // NaN or infinity in a bank or head is never written by a fit: refuse it here rather than
+  // score with it.
+  // (All exponent bits set = NaN or infinity; one branch-free pass the compiler vectorises.)
+  uint32_t nonFinite = 0;
+  for (uint64_t i = 0; i < count; ++i) {
+    uint32_t bits;
+    std::memcpy(&bits, data + 4 * i, 4);
+    nonFinite |= static_cast<uint32_t>((bits & 0x7f800000u) == 0x7f800000u);
+  }
+  RP_CHECK(nonFinite == 0, ModelFile, what << " holds a non-finite number in a tensor");
   return torch::from_blob(const_cast<char*>(data), dims, torch::kFloat32).clone();
 }
 

@@ -18,7 +18,7 @@ const { Engine } = await import(${JSON.stringify(path.join(repoRoot, 'dist/index
 const data = JSON.parse(process.argv[1]);
 const out = {};
 for (const head of [false, true]) {
-  const engine = await Engine.create({ backbone: 'random_cnn', resize: null, crop: null, coreset: { ratio: 0.2 }, seed: 3,
+  const engine = await Engine.create({ backbone: 'random_cnn', resize: null, crop: null, coreset: { ratio: head ? 1 : 0.2 }, seed: 3,
     calibration: false, batchSize: 8, head: head ? { iterations: 5, batch: 128, lr: 1e-6 } : false });
   const fit = await engine.fit(data.train);
   const results = await engine.scoreMany(data.test);
@@ -57,12 +57,13 @@ describe('GPU-shaped paths on the CPU', () => {
       const mapDiff = rel(gpu[key].mapSums, cpu[key].mapSums);
       console.info(`[gpu paths] ${key}: bank ${gpu[key].bankRows} rows; max relative difference: scores ${scoreDiff.toExponential(2)}, map sums ${mapDiff.toExponential(2)}`);
       // Batched convolutions and GEMMs round differently from per-image ones; the coreset selects
-      // on the same bfloat16 points in both loops. 1e-3 is far above the rounding, far below a defect.
-      // (The head is trained with a tiny learning rate: AdamW's step has the size of the rate
-      // whatever the gradient's, so at 1e-3 a rounding-level change of a near-zero gradient moves
-      // weights by up to 1e-3 per step, which is training noise, not a path difference.)
-      expect(scoreDiff).toBeLessThan(1e-3);
-      expect(mapDiff).toBeLessThan(1e-3);
+      // on the same bfloat16 points in both loops. 1e-4 is far above the rounding, far below a defect.
+      // The head case keeps every patch (ratio 1): training carries rounding-level differences
+      // into the head's weights, and on bfloat16 points those pick another row of a near tie
+      // (seen with libtorch 2.13: 3.9e-3 on one image at ratio 0.2, 7e-7 at ratio 1); the
+      // coreset loops themselves are compared by the plain case and test/coreset.test.ts.
+      expect(scoreDiff).toBeLessThan(1e-4);
+      expect(mapDiff).toBeLessThan(1e-4);
     }
   }, 300_000);
 });

@@ -6,6 +6,7 @@
 #include <thread>
 
 #include "core/backbone.h"
+#include "core/call_record.h"
 #include "core/coreset.h"
 #include "core/error.h"
 #include "core/feature_staging.h"
@@ -37,6 +38,18 @@ auto guarded(Fn&& fn) -> decltype(fn()) {
   }
 }
 
+// Engine ids for crash reports (core/call_record.h): 1, 2, ... in creation order, per process.
+std::atomic<uint64_t> nextEngineId{1};
+
+// A short description of an engine for crash reports: backbone (file name only), head, seed.
+std::string describe(const EngineOptions& o) {
+  const auto slash = o.backbone.find_last_of('/');
+  std::string s = slash == std::string::npos ? o.backbone : o.backbone.substr(slash + 1);
+  s += o.head ? ", head" : ", no head";
+  s += ", seed " + std::to_string(o.seed) + ", device " + o.device;
+  return s;
+}
+
 // Images of one shape after preprocessing, embedded together.
 struct EmbeddedGroup {
   std::vector<size_t> members;    // positions in the caller's image list
@@ -48,6 +61,8 @@ struct EmbeddedGroup {
 }  // namespace
 
 struct Engine::Impl {
+  const uint64_t id;          // for crash reports
+  const std::string label;    // describe(opts)
   EngineOptions opts;
   torch::Device device;
   std::unique_ptr<Backbone> backbone;
@@ -66,8 +81,9 @@ struct Engine::Impl {
   FeatureStaging staging{torch::kFloat32, torch::kCPU};  // [rows, D], reset by fitBegin
   int64_t stagingImages = 0;
 
-  Impl(const EngineOptions& o, std::unique_ptr<Backbone> b)
-      : opts(o), device(resolveDevice(o.device)), backbone(std::move(b)) {
+  Impl(uint64_t id_, const EngineOptions& o, std::unique_ptr<Backbone> b)
+      : id(id_), label(describe(o)), opts(o), device(resolveDevice(o.device)), backbone(std::move(b)) {
+    calls::stage("backbone");
     applyThreads();
     if (!backbone) backbone = makeBackbone(opts, device);
     const auto& bi = backbone->info();
@@ -98,6 +114,7 @@ struct Engine::Impl {
     torch::NoGradGuard noGrad;  // not InferenceMode: these features may feed a trained head later
     std::vector<EmbeddedGroup> groups;
     std::vector<std::vector<torch::Tensor>> inputs;
+    calls::stage("preprocess");
     for (size_t i = 0; i < images.size(); ++i) {
       Geometry g;
       auto x = preprocess(images[i], pre, device, &g);  // [3, h, w]
@@ -118,7 +135,9 @@ struct Engine::Impl {
         // features independent of what it was batched with, so batched scoring equals sequential.
         std::vector<torch::Tensor> perImage;
         for (auto& x : inputs[gi]) {
+          calls::stage("backbone");
           auto taps = backbone->forward(x.unsqueeze(0));  // [1, 3, h, w] -> taps
+          calls::stage("patch features");
           perImage.push_back(patchFeatures(taps, opts.patchSize, opts.pretrainDim, opts.targetDim, &groups[gi].grid));
           x = torch::Tensor();
         }
@@ -126,7 +145,9 @@ struct Engine::Impl {
       } else {
         auto batch = torch::stack(inputs[gi], 0);  // [B, 3, h, w]
         inputs[gi].clear();
+        calls::stage("backbone");
         auto taps = backbone->forward(batch);
+        calls::stage("patch features");
         groups[gi].features = patchFeatures(taps, opts.patchSize, opts.pretrainDim, opts.targetDim, &groups[gi].grid);
       }
     }
@@ -142,13 +163,17 @@ struct Engine::Impl {
   // Scores one embedded group into results[g.members[b]]: k-NN distances, image scores, maps.
   void scoreGroup(EmbeddedGroup& g, std::vector<ScoreResult>* results) const {
     const int64_t B = g.features.size(0), L = g.features.size(1), D = g.features.size(2);
+    calls::stage("head apply");
     if (head) g.features = head->apply(g.features.reshape({B * L, D})).view({B, L, D});  // f(q)
     torch::Tensor d2, nn;
+    calls::stage("knn");
     bank->search(g.features.reshape({B * L, D}), 1, &d2, &nn);
     auto patch = (opts.distance == Distance::Euclidean ? d2.sqrt() : d2).view({B, L});  // [B, L]
+    calls::stage("image score");
     auto scores = opts.reweight ? reweightedImageScores(patch, nn.view({B, L}), g.features, *bank, opts.reweightNeighbors)
                                 : maxImageScores(patch);  // [B]
     const auto& g0 = g.geometry[0];
+    calls::stage("anomaly map");
     auto maps = anomalyMaps(patch.view({B, g.grid.height, g.grid.width}), g0.cropH, g0.cropW, opts.blurSigma);  // [B, cropH, cropW]
     auto scoresCpu = scores.to(torch::kCPU);
     for (int64_t b = 0; b < B; ++b) {
@@ -180,9 +205,17 @@ struct Engine::Impl {
 };
 
 Engine::Engine(const EngineOptions& options)
-    : impl_(guarded([&] { return std::make_unique<Impl>(options, nullptr); })) {}
+    : impl_(guarded([&] {
+        const uint64_t id = nextEngineId++;
+        calls::Scope call(id, "create", describe(options).c_str());
+        return std::make_unique<Impl>(id, options, nullptr);
+      })) {}
 Engine::Engine(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
-Engine::~Engine() = default;
+Engine::~Engine() {
+  // Recorded: engines are destroyed by N-API finalizers, often at process exit.
+  calls::Scope call(impl_->id, "destroy", impl_->label.c_str());
+  impl_.reset();
+}
 
 const EngineOptions& Engine::options() const { return impl_->opts; }
 
@@ -202,6 +235,7 @@ EngineInfo Engine::info() const {
 
 void Engine::fitBegin() {
   std::lock_guard<std::mutex> lock(impl_->mutex);
+  calls::Scope call(impl_->id, "fitBegin", impl_->label.c_str());
   impl_->cancel = false;
   impl_->fitting = true;
   impl_->staging = FeatureStaging(impl_->stagingType(), impl_->device);
@@ -211,10 +245,12 @@ void Engine::fitBegin() {
 void Engine::fitAdd(const std::vector<RawImageView>& images) {
   guarded([&] {
     std::lock_guard<std::mutex> lock(impl_->mutex);
+    calls::Scope call(impl_->id, "fitAdd", impl_->label.c_str());
     RP_CHECK(impl_->fitting, Internal, "fitAdd called outside a fit");
     impl_->checkCancel("while embedding images");
     impl_->applyThreads();
     for (auto& g : impl_->embed(images)) {
+      calls::stage("stage features");
       impl_->staging.append(g.features.reshape({-1, g.features.size(2)}));  // [B*L, D]
       impl_->stagingImages += static_cast<int64_t>(g.members.size());
     }
@@ -225,6 +261,7 @@ void Engine::fitEnd(const StageProgressFn& progress) {
   guarded([&] {
     std::lock_guard<std::mutex> lock(impl_->mutex);
     auto& I = *impl_;
+    calls::Scope call(I.id, "fitEnd", I.label.c_str());
     RP_CHECK(I.fitting, Internal, "fitEnd called outside a fit");
     RP_CHECK(I.stagingImages > 0, EmptyTrainingSet,
              "fit received no images; pass at least one image of a good (defect-free) part");
@@ -238,8 +275,13 @@ void Engine::fitEnd(const StageProgressFn& progress) {
     // ReConPatch: train f on the nominal patches, then the bank is f(p) (never g).
     std::unique_ptr<ReConPatchHead> head;
     if (I.opts.head) {
+      calls::stage("head training");
       head = std::make_unique<ReConPatchHead>(I.opts.targetDim, I.headOptions(), I.device);
-      head->train(chunks, [&](const HeadProgress& p) { if (progress) progress("head", p.iteration, p.total, p.loss); }, &I.cancel);
+      head->train(chunks, [&](const HeadProgress& p) {
+        calls::progress(p.iteration, p.total);
+        if (progress) progress("head", p.iteration, p.total, p.loss);
+      }, &I.cancel);
+      calls::stage("head apply");
       for (auto& c : chunks) c = head->apply(c).to(I.stagingType());
     }
     CoresetOptions co;
@@ -248,14 +290,19 @@ void Engine::fitEnd(const StageProgressFn& progress) {
     co.numStarts = I.opts.coresetStarts;
     co.seed = I.opts.seed;
     torch::Tensor selected;
+    calls::stage("coreset");
     if (co.ratio >= 1.0) {
       selected = torch::arange(rows, torch::kInt64);
     } else {
-      auto cb = [&](int64_t done, int64_t total) { if (progress) progress("coreset", done, total, std::nan("")); };
+      auto cb = [&](int64_t done, int64_t total) {
+        calls::progress(done, total);
+        if (progress) progress("coreset", done, total, std::nan(""));
+      };
       selected = approximateGreedyCoreset(chunks, co, cb, &I.cancel);
     }
     // Gather the selected rows chunk by chunk: the staged features are never concatenated, and
     // each chunk is released once read (past this point the fit no longer needs them).
+    calls::stage("gather bank");
     selected = std::get<0>(selected.sort());
     auto bank = std::make_unique<FlatL2Index>(I.opts.targetDim);
     std::vector<torch::Tensor> picked;
@@ -281,6 +328,7 @@ void Engine::fitEnd(const StageProgressFn& progress) {
 
 void Engine::fitAbort() {
   std::lock_guard<std::mutex> lock(impl_->mutex);
+  calls::Scope call(impl_->id, "fitAbort", impl_->label.c_str());
   impl_->staging.clear();
   impl_->stagingImages = 0;
   impl_->fitting = false;
@@ -293,6 +341,7 @@ std::vector<ScoreResult> Engine::score(const std::vector<RawImageView>& images) 
   return guarded([&] {
     std::lock_guard<std::mutex> lock(impl_->mutex);
     auto& I = *impl_;
+    calls::Scope call(I.id, "score", I.label.c_str());
     RP_CHECK(I.bank != nullptr, NotFitted, "the engine is not fitted; call fit() with good images or load() a model first");
     I.applyThreads();
     torch::NoGradGuard noGrad;
@@ -302,6 +351,7 @@ std::vector<ScoreResult> Engine::score(const std::vector<RawImageView>& images) 
       // independent of its batch-mates (GEMM rounding depends on the row count), so batched
       // scoring returns exactly what sequential calls return.
       for (size_t i = 0; i < images.size(); ++i) {
+        calls::item(static_cast<int64_t>(i) + 1, static_cast<int64_t>(images.size()));
         for (auto& g : I.embed({images[i]})) {
           g.members[0] = i;
           I.scoreGroup(g, &results);
@@ -333,6 +383,8 @@ void Engine::validate(const std::vector<RawImageView>& images) const {
 void Engine::save(const std::string& path) {
   guarded([&] {
     std::lock_guard<std::mutex> lock(impl_->mutex);
+    calls::Scope call(impl_->id, "save", impl_->label.c_str());
+    calls::stage("write");
     RP_CHECK(impl_->bank != nullptr, NotFitted, "cannot save an engine that is not fitted; call fit() first");
     writeModelFile(path, impl_->contents());
   });
@@ -340,7 +392,12 @@ void Engine::save(const std::string& path) {
 
 std::unique_ptr<Engine> Engine::load(const std::string& path) {
   return guarded([&] {
+    const uint64_t id = nextEngineId++;
+    const auto slash = path.find_last_of('/');
+    calls::Scope call(id, "load", (slash == std::string::npos ? path : path.substr(slash + 1)).c_str());
+    calls::stage("read");
     ModelContents m = readModelFile(path);
+    calls::stage("backbone");
     auto device = resolveDevice(m.options.device);
     std::unique_ptr<Backbone> backbone;
     if (!m.backboneBytes.empty()) {
@@ -358,7 +415,8 @@ std::unique_ptr<Engine> Engine::load(const std::string& path) {
     }
     RP_CHECK(backbone->info().sha256 == m.backboneSha256, ModelFile,
              "model file '" << path << "': backbone '" << m.backboneName << "' does not match the one it was fitted with");
-    auto impl = std::make_unique<Impl>(m.options, std::move(backbone));
+    auto impl = std::make_unique<Impl>(id, m.options, std::move(backbone));
+    calls::stage("bank");
     impl->bank = std::make_unique<FlatL2Index>(m.options.targetDim);
     impl->bank->add(m.bank.to(impl->device));
     if (m.options.head) impl->head = std::make_unique<ReConPatchHead>(m.headWeight.to(impl->device), m.headBias.to(impl->device));
@@ -372,6 +430,7 @@ std::unique_ptr<Engine> Engine::load(const std::string& path) {
 std::vector<float> Engine::embed(const RawImageView& image, int64_t* rows, int64_t* dim) {
   return guarded([&] {
     std::lock_guard<std::mutex> lock(impl_->mutex);
+    calls::Scope call(impl_->id, "embed", impl_->label.c_str());
     impl_->applyThreads();
     auto groups = impl_->embed({image});
     auto f = groups[0].features[0].to(torch::kCPU).contiguous();  // [L, D]

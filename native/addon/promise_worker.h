@@ -6,6 +6,7 @@
 #include <string>
 
 #include "addon/convert.h"
+#include "addon/crash_handler.h"
 #include "core/error.h"
 
 namespace rpn {
@@ -28,6 +29,7 @@ class PromiseWorker : public Napi::AsyncWorker {
 
  private:
   void Execute() override {
+    ensureAltSignalStack();  // a crash report even for a stack overflow on this pool thread
     try {
       Run();
     } catch (const rp::Error& e) {

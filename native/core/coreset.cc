@@ -130,6 +130,15 @@ auto withRows(const torch::Tensor& x, F&& f) {
 // bounds the assignment GEMMs.
 int64_t pruningAnchors(int64_t n) { return std::clamp<int64_t>(n / 64, 1, 2048); }
 
+// A selection needs a largest finite distance: with non-finite features (NaN from a backbone, a
+// diverged head) every comparison fails and no index is found. Fail then, rather than read the
+// row before the buffer (found by AddressSanitizer, test/coreset.test.ts).
+void checkSelected(int64_t index) {
+  RP_CHECK(index >= 0, Internal,
+           "coreset selection found no finite distance: the patch features contain NaN or Inf "
+           "(from the backbone or a diverged head)");
+}
+
 void checkCpuRows(const torch::Tensor& x, const char* where) {
   RP_CHECK(x.device().is_cpu() && x.is_contiguous() &&
                (x.scalar_type() == torch::kFloat32 || x.scalar_type() == torch::kBFloat16),
@@ -169,6 +178,7 @@ torch::Tensor greedyCoresetIndices(const torch::Tensor& projected, const torch::
         selected.push_back(next);
         const auto center = rowAsFloat(xp + next * d, d);
         next = updateAndArgmaxCpu(xp, n, d, center.data(), mp).index;
+        checkSelected(next);
         if (progress && ((it + 1) % every == 0 || it + 1 == count)) progress(it + 1, count);
       }
       return 0;
@@ -265,6 +275,7 @@ torch::Tensor greedyCoresetIndicesPruned(torch::Tensor projected, const torch::T
     const int64_t every = std::max<int64_t>(1, count / 100);
     std::vector<float> center(d);
     int64_t next = argmaxBlocks();
+    checkSelected(next);
     for (int64_t it = 0; it < count; ++it) {
       if (cancel && cancel->load(std::memory_order_relaxed)) RP_FAIL(Aborted, "fit was aborted during coreset selection");
       selected.push_back(perm[next]);
@@ -288,6 +299,7 @@ torch::Tensor greedyCoresetIndicesPruned(torch::Tensor projected, const torch::T
         }
       });
       next = argmaxBlocks();
+      checkSelected(next);
       if (progress && ((it + 1) % every == 0 || it + 1 == count)) progress(it + 1, count);
     }
     return 0;

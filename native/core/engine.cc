@@ -139,6 +139,7 @@ struct Engine::Impl {
           auto taps = backbone->forward(x.unsqueeze(0));  // [1, 3, h, w] -> taps
           calls::stage("patch features");
           perImage.push_back(patchFeatures(taps, opts.patchSize, opts.pretrainDim, opts.targetDim, &groups[gi].grid));
+          checkFinite(perImage.back());
           x = torch::Tensor();
         }
         groups[gi].features = torch::cat(perImage, 0);  // [B, L, D]
@@ -149,9 +150,18 @@ struct Engine::Impl {
         auto taps = backbone->forward(batch);
         calls::stage("patch features");
         groups[gi].features = patchFeatures(taps, opts.patchSize, opts.pretrainDim, opts.targetDim, &groups[gi].grid);
+        checkFinite(groups[gi].features);
       }
     }
     return groups;
+  }
+
+  // NaN or Inf features would make every distance meaningless (and the coreset find no finite
+  // distance): a typed error naming the backbone instead. One pass over the features (~0.3 ms/image).
+  void checkFinite(const torch::Tensor& features) const {
+    RP_CHECK(torch::isfinite(features).all().item<bool>(), Backbone,
+             "backbone '" << backbone->info().name << "' produced NaN or Inf values for an image; "
+                          << "check the backbone (its weights, its normalisation)");
   }
 
   HeadOptions headOptions() const {

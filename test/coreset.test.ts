@@ -63,7 +63,7 @@ describe('greedy coreset', () => {
     expect(native().internals.greedyCoreset(few, [0], 40, true)).toEqual(native().internals.greedyCoreset(few, [0], 40, false));
   });
 
-  it('NaN points fail with ERR_INTERNAL (no index was found: both loops used to read the row before the points); finite rows among NaN ones are selected as usual', () => {
+  it('NaN points fail with ERR_INTERNAL (no index was found: both loops used to read the row before the points); with NaN rows among finite ones every index is inside the points', () => {
     // Under AddressSanitizer both loops read outside the points here (issue 22); without it the plain
     // loop returned index -1 and the pruned one an index read from before its permutation.
     const nan = { data: new Float32Array(512 * 16).fill(Number.NaN), shape: [512, 16] };

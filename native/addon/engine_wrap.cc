@@ -115,10 +115,10 @@ class FitEndWorker : public PromiseWorker {
     if (hasProgress_) {
       fn = [this](const char* stage, int64_t done, int64_t total, double value) {
         auto* p = new StageProgress{stage, done, total, value};
-        napi_status s = tsfn_.NonBlockingCall(p, [](Napi::Env env, Napi::Function cb, StageProgress* p) {
+        napi_status s = tsfn_.NonBlockingCall(p, [](Napi::Env env, Napi::Function cb, StageProgress* raw) {
+          std::unique_ptr<StageProgress> p(raw);  // freed even when the call throws (a terminating worker)
           cb.Call({Napi::String::New(env, p->stage), Napi::Number::New(env, static_cast<double>(p->done)),
                    Napi::Number::New(env, static_cast<double>(p->total)), Napi::Number::New(env, p->value)});
-          delete p;
         });
         if (s != napi_ok) delete p;
       };

@@ -1,4 +1,4 @@
-// The real `reconpatch` binary (built dist/cli.js) on a generated dataset: exit codes, JSON,
+// The real `reconpatch` binary (built dist/cli/main.js) on a generated dataset: exit codes, JSON,
 // a saved model scored from the command line.
 import { execFile } from 'node:child_process';
 import { existsSync, readFileSync, rmSync } from 'node:fs';
@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SHARED_ABSENT, hasShared, repoRoot, sharedBackbones, sharedDatasets, syntheticDataset, tempDir } from './support/data.js';
 
 const run = promisify(execFile);
-const cli = path.join(repoRoot, 'dist/cli.js');
+const cli = path.join(repoRoot, 'dist/cli/main.js');
 
 async function reconpatch(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   try {
@@ -111,11 +111,13 @@ describe('reconpatch CLI', () => {
     expect(out.pro).toBeGreaterThan(0.8);
   });
 
-  it('dist/cli.js runs as a program (npx reconpatch in a checkout): every script that rebuilds dist/ keeps it executable', async () => {
-    const scripts = JSON.parse(readFileSync(path.join(repoRoot, 'package.json'), 'utf8')).scripts as Record<string, string>;
+  it('dist/cli/main.js (the package bin) runs as a program (npx reconpatch in a checkout): every script that rebuilds dist/ keeps it executable', async () => {
+    const pkg = JSON.parse(readFileSync(path.join(repoRoot, 'package.json'), 'utf8')) as { scripts: Record<string, string>; bin: Record<string, string> };
+    expect(path.join(repoRoot, pkg.bin.reconpatch)).toBe(cli);
+    const scripts = pkg.scripts;
     const rebuilding = Object.entries(scripts).filter(([, cmd]) => cmd.includes('tsconfig.build.json'));
     expect(rebuilding.map(([name]) => name).sort()).toEqual(['build:ts', 'prepare']);
-    for (const [name, cmd] of rebuilding) expect(cmd, name).toMatch(/tsc -p tsconfig\.build\.json && chmod \+x dist\/cli\.js$/);
+    for (const [name, cmd] of rebuilding) expect(cmd, name).toMatch(/tsc -p tsconfig\.build\.json && chmod \+x dist\/cli\/main\.js$/);
     const { stdout } = await run(cli, ['--help']); // the file itself: its mode and its #! line
     expect(stdout).toMatch(/^reconpatch <command>/);
   });

@@ -63,7 +63,7 @@ describe('greedy coreset', () => {
     expect(native().internals.greedyCoreset(few, [0], 40, true)).toEqual(native().internals.greedyCoreset(few, [0], 40, false));
   });
 
-  it('NaN points fail with ERR_INTERNAL (no index was found: both loops used to read the row before the points); with NaN rows among finite ones every index is inside the points', () => {
+  it('NaN points fail with ERR_INTERNAL (no index was found: both CPU loops used to read the row before the points; the device loop checks at its end); with NaN rows among finite ones every CPU index is inside the points and the device loop fails', () => {
     // Under AddressSanitizer both loops read outside the points here (issue 22); without it the plain
     // loop returned index -1 and the pruned one an index read from before its permutation.
     const nan = { data: new Float32Array(512 * 16).fill(Number.NaN), shape: [512, 16] };
@@ -79,6 +79,17 @@ describe('greedy coreset', () => {
         expect((err as Error).message).toMatch(/no finite distance: the patch features contain NaN or Inf/);
       }
     }
+    // The device loop (the GPU's, run here on the CPU): its argmax takes NaN as the largest value, so
+    // it never indexes outside; non-finite distances left at its end fail the same way.
+    const deviceLoopError = (points: { data: Float32Array; shape: number[] }) => {
+      try {
+        native().internals.greedyCoreset(points, [0, 2, 4], 40, false, 1, false, true);
+      } catch (e) {
+        return e as { code?: string; message: string };
+      }
+      return undefined;
+    };
+    expect(deviceLoopError(nan)?.code).toBe('ERR_INTERNAL');
     // Every other row NaN (fit never gets here: the engine rejects NaN features, test/engine.test.ts):
     // the finite rows still give indices, all inside the points.
     const pts = clustered(2048, 16, 7);
@@ -88,6 +99,8 @@ describe('greedy coreset', () => {
       expect(got.every((i) => Number.isInteger(i) && i >= 0 && i < 2048)).toBe(true);
       expect(got.filter((i) => i % 2 === 0).length).toBeGreaterThanOrEqual(199);
     }
+    expect(deviceLoopError(pts)?.message).toMatch(/no finite distance/);
+    expect(deviceLoopError(clustered(2048, 16, 7))).toBeUndefined();
   });
 
   it('bfloat16 points (what fit selects on, on the CPU): pruned = plain exactly, and nearly the float32 selection', () => {
@@ -114,4 +127,18 @@ describe('greedy coreset', () => {
     const clusters = got.map((i) => Math.floor(i / 5));
     expect(new Set(clusters).size).toBe(4);
   });
+
+  it('the device loop (what the GPU runs, here on the CPU): the plain loop\'s selections, on float32 and on bfloat16 points', () => {
+    const reference = matmul(f32('coreset_X.f32'), f32('coreset_P.f32'));
+    expect(native().internals.greedyCoreset(reference, i32('coreset_starts.i32'), 30, false, 0, false, true)).toEqual(i32('coreset_selected.i32'));
+    const pts = clustered(12000, 16, 7);
+    for (const bfloat16 of [false, true]) {
+      const plain = native().internals.greedyCoreset(pts, [5, 77, 901], 600, false, 1, bfloat16);
+      const device = native().internals.greedyCoreset(pts, [5, 77, 901], 600, false, 1, bfloat16, true);
+      // The loops sum the squared differences in different orders; on these points no near-tie
+      // turns on that rounding, so the sequences are identical (on a GPU the device check compares).
+      expect(device, bfloat16 ? 'bfloat16' : 'float32').toEqual(plain);
+    }
+  });
 });
+

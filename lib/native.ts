@@ -165,7 +165,12 @@ export interface NativeModule {
   /** The torchvision architectures the addon builds, with their taps (compared with lib/io/weights.ts). */
   torchvisionCatalog(): Record<string, { taps: string[]; defaults: string[] }>;
   internals: NativeInternals;
-  runtime(): { torchVersion: string; cudaBuild: boolean; cudaDevices: number; cxxStandard: number };
+  runtime(): { torchVersion: string; cudaBuild: boolean; cudaDevices: number; cxxStandard: number; crashReports: string | null };
+  /** Test-only crash probes (native/probes/), present when RECONPATCH_TEST_PROBES=1 at load. */
+  probes?: {
+    crash(kind: 'segv' | 'bus' | 'fpe' | 'ill' | 'abort', onNewThread?: boolean): void;
+    crashAtStage(stage: string, kind: 'segv' | 'bus' | 'fpe' | 'ill' | 'abort'): void;
+  };
 }
 
 /** The package root: one level above lib/ (sources) or dist/ (build). */
@@ -191,7 +196,8 @@ function readAbi(file: string): (AddonAbi & { libDir?: string }) | undefined {
 
 /**
  * The addon binaries of this package: local builds (`build/Release`, `build-<tag>/Release`; not with
- * `PREBUILDS_ONLY`), then the prebuilds (`prebuilds/<platform>-<arch>/<tag>/`).
+ * `PREBUILDS_ONLY`), then the prebuilds (`prebuilds/<platform>-<arch>/<tag>/`). `RECONPATCH_ADDON`
+ * (a `.node` file with its `reconpatch.json` beside it, e.g. a sanitizer build) replaces the list.
  */
 export function addonBinaries(root = packageRoot): AddonBinary[] {
   const out: AddonBinary[] = [];
@@ -199,6 +205,10 @@ export function addonBinaries(root = packageRoot): AddonBinary[] {
     const abi = readAbi(file);
     if (abi && existsSync(file)) out.push({ file, kind, abi: { torch: abi.torch, variant: abi.variant, cuda: abi.cuda }, builtAgainst: kind === 'build' ? abi.libDir : undefined });
   };
+  if (process.env.RECONPATCH_ADDON) {
+    add(path.resolve(process.env.RECONPATCH_ADDON), 'build');
+    return out;
+  }
   if (!process.env.PREBUILDS_ONLY) {
     const builds = readdirSync(root).filter((d) => d === 'build' || d.startsWith('build-')).sort();
     for (const d of builds) add(path.join(root, d, 'Release/reconpatch.node'), 'build');
@@ -319,6 +329,7 @@ export function runtimeInfo(): RuntimeInfo {
     prebuild: addon.kind === 'prebuild',
     cudaBuild: r.cudaBuild,
     cudaDevices: r.cudaDevices,
+    crashReports: r.crashReports,
   };
 }
 
@@ -341,4 +352,9 @@ export interface RuntimeInfo {
   cudaBuild: boolean;
   /** CUDA devices visible now (0 on a CPU build or without a GPU). */
   cudaDevices: number;
+  /**
+   * Where native crash reports are written (README "Crash reports"), or null when the crash
+   * handler is off (`RECONPATCH_CRASH_HANDLER=0`, or a sanitizer build).
+   */
+  crashReports: string | null;
 }

@@ -27,7 +27,7 @@ describe('reconpatch CLI', () => {
   const dir = tempDir('cli');
   let data: Awaited<ReturnType<typeof syntheticDataset>>;
   beforeAll(async () => {
-    if (!existsSync(cli)) await run('npx', ['tsc', '-p', 'tsconfig.build.json'], { cwd: repoRoot });
+    if (!existsSync(cli)) await run('npm', ['run', 'build:ts'], { cwd: repoRoot });
     data = await syntheticDataset();
   });
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -109,6 +109,17 @@ describe('reconpatch CLI', () => {
     expect(out.image_auroc).toBeGreaterThan(0.85);
     expect(out.pixel_auroc).toBeGreaterThan(0.95);
     expect(out.pro).toBeGreaterThan(0.8);
+  });
+
+  it('dist/cli/main.js (the package bin) runs as a program (npx reconpatch in a checkout): every script that rebuilds dist/ keeps it executable', async () => {
+    const pkg = JSON.parse(readFileSync(path.join(repoRoot, 'package.json'), 'utf8')) as { scripts: Record<string, string>; bin: Record<string, string> };
+    expect(path.join(repoRoot, pkg.bin.reconpatch)).toBe(cli);
+    const scripts = pkg.scripts;
+    const rebuilding = Object.entries(scripts).filter(([, cmd]) => cmd.includes('tsconfig.build.json'));
+    expect(rebuilding.map(([name]) => name).sort()).toEqual(['build:ts', 'prepare']);
+    for (const [name, cmd] of rebuilding) expect(cmd, name).toMatch(/tsc -p tsconfig\.build\.json && chmod \+x dist\/cli\/main\.js$/);
+    const { stdout } = await run(cli, ['--help']); // the file itself: its mode and its #! line
+    expect(stdout).toMatch(/^reconpatch <command>/);
   });
 
   it('fails with a non-zero exit and a coded message on bad input', async () => {

@@ -63,6 +63,46 @@ describe('greedy coreset', () => {
     expect(native().internals.greedyCoreset(few, [0], 40, true)).toEqual(native().internals.greedyCoreset(few, [0], 40, false));
   });
 
+  it('NaN points fail with ERR_INTERNAL (no index was found: both CPU loops used to read the row before the points; the device loop checks at its end); with NaN rows among finite ones every CPU index is inside the points and the device loop fails', () => {
+    // Under AddressSanitizer both loops read outside the points here (issue 22); without it the plain
+    // loop returned index -1 and the pruned one an index read from before its permutation.
+    const nan = { data: new Float32Array(512 * 16).fill(Number.NaN), shape: [512, 16] };
+    for (const pruned of [false, true]) {
+      for (const bf16 of [false, true]) {
+        let err: unknown;
+        try {
+          native().internals.greedyCoreset(nan, [0, 1, 2], 40, pruned, 1, bf16);
+        } catch (e) {
+          err = e;
+        }
+        expect((err as { code?: string }).code, `pruned ${pruned}, bfloat16 ${bf16}`).toBe('ERR_INTERNAL');
+        expect((err as Error).message).toMatch(/no finite distance: the patch features contain NaN or Inf/);
+      }
+    }
+    // The device loop (the GPU's, run here on the CPU): its argmax takes NaN as the largest value, so
+    // it never indexes outside; non-finite distances left at its end fail the same way.
+    const deviceLoopError = (points: { data: Float32Array; shape: number[] }) => {
+      try {
+        native().internals.greedyCoreset(points, [0, 2, 4], 40, false, 1, false, true);
+      } catch (e) {
+        return e as { code?: string; message: string };
+      }
+      return undefined;
+    };
+    expect(deviceLoopError(nan)?.code).toBe('ERR_INTERNAL');
+    // Every other row NaN (fit never gets here: the engine rejects NaN features, test/engine.test.ts):
+    // the finite rows still give indices, all inside the points.
+    const pts = clustered(2048, 16, 7);
+    for (let i = 1; i < 2048; i += 2) pts.data.fill(Number.NaN, i * 16, (i + 1) * 16);
+    for (const pruned of [false, true]) {
+      const got = native().internals.greedyCoreset(pts, [0, 2, 4], 200, pruned);
+      expect(got.every((i) => Number.isInteger(i) && i >= 0 && i < 2048)).toBe(true);
+      expect(got.filter((i) => i % 2 === 0).length).toBeGreaterThanOrEqual(199);
+    }
+    expect(deviceLoopError(pts)?.message).toMatch(/no finite distance/);
+    expect(deviceLoopError(clustered(2048, 16, 7))).toBeUndefined();
+  });
+
   it('bfloat16 points (what fit selects on, on the CPU): pruned = plain exactly, and nearly the float32 selection', () => {
     const pts = clustered(12000, 16, 5);
     const count = 1200;

@@ -2,11 +2,35 @@
 // previous state; concurrent calls are safe.
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import zlib from 'node:zlib';
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { Engine, ReconpatchError } from '../lib/index.js';
-import { syntheticDataset, tempDir } from './support/data.js';
+import { fixtures, syntheticDataset, tempDir } from './support/data.js';
+
+// A copy of a TorchScript file (a zip of stored entries, as torch.jit.save writes it: sizes and CRC
+// in the central directory and a data descriptor) with one tensor's bytes replaced by NaN.
+function withNanTensor(file: string, entry: string): Buffer {
+  const buf = Buffer.from(readFileSync(file));
+  const name = Buffer.from(entry);
+  const local = buf.indexOf(name) - 30;
+  const central = buf.indexOf(name, local + 31) - 46;
+  expect(buf.readUInt32LE(local)).toBe(0x04034b50);
+  expect(buf.readUInt32LE(central)).toBe(0x02014b50);
+  expect(buf.readUInt16LE(central + 10)).toBe(0); // stored, not deflated
+  const start = local + 30 + buf.readUInt16LE(local + 26) + buf.readUInt16LE(local + 28);
+  const size = buf.readUInt32LE(central + 20);
+  for (let at = start; at < start + size; at += 4) buf.writeFloatLE(Number.NaN, at);
+  const crc = zlib.crc32(buf.subarray(start, start + size));
+  buf.writeUInt32LE(crc, central + 16);
+  if (buf.readUInt16LE(local + 6) & 8) {
+    buf.writeUInt32LE(crc, start + size + (buf.readUInt32LE(start + size) === 0x08074b50 ? 4 : 0)); // data descriptor
+  } else {
+    buf.writeUInt32LE(crc, local + 14);
+  }
+  return buf;
+}
 
 async function errorOf(p: Promise<unknown>): Promise<ReconpatchError> {
   const e = await p.then(() => undefined, (err: unknown) => err);
@@ -67,6 +91,21 @@ describe('errors and recovery', () => {
     expect(e.message).toContain('corrupt.png');
     await stillWorks();
     expect(engine.info.trainImages).toBe(train.length);
+  });
+
+  it('a backbone that outputs NaN fails fit with ERR_BACKBONE naming it (before the coreset could see NaN)', async () => {
+    // tiny_backbone.pt with its last convolution's bias (data/7, 32 floats) set to NaN.
+    const file = path.join(dir, 'nan_backbone.pt');
+    writeFileSync(file, withNanTensor(path.join(fixtures, 'golden/tiny_backbone.pt'), 'tiny_backbone/data/7'));
+    const nan = await Engine.create({ backbone: file, resize: null, crop: null, coreset: { ratio: 0.2 }, calibration: false });
+    const e = await errorOf(nan.fit(train.slice(0, 4)));
+    expect(e.code).toBe('ERR_BACKBONE');
+    expect(e.message).toMatch(/backbone 'tiny_test' produced NaN or Inf values/);
+    expect(nan.info.fitted).toBe(false);
+    // The same file unpatched fits.
+    const good = await Engine.create({ backbone: path.join(fixtures, 'golden/tiny_backbone.pt'), resize: null, crop: null, coreset: { ratio: 0.2 }, calibration: false });
+    await good.fit(train.slice(0, 4));
+    expect(Number.isFinite((await good.score(probe)).score)).toBe(true);
   });
 
   it('rejects an empty training set', async () => {

@@ -2,12 +2,16 @@
 // steps on small arrays, synchronous, for tests).
 #include "addon/addon.h"
 
+#include <cstdlib>
+
 #include "addon/convert.h"
+#include "addon/crash_handler.h"
 #include "addon/engine_wrap.h"
 #include "probes/internals.h"
 #include "core/memory.h"
 #include "core/backbones/catalog.h"
 #include "core/runtime.h"
+#include "probes/crash_probe.h"
 
 namespace rpn {
 
@@ -174,11 +178,28 @@ Napi::Object makeInternals(Napi::Env env) {
   return o;
 }
 
+// Test-only probes (native/probes/), present only when RECONPATCH_TEST_PROBES=1 at load.
+Napi::Object makeProbes(Napi::Env env) {
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("crash", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
+          if (!probes::crashNow(info[0].ToString().Utf8Value(), info.Length() > 1 && info[1].ToBoolean()))
+            throw makeError(info.Env(), "ERR_INVALID_OPTION", "unknown crash kind");
+          return info.Env().Undefined();
+        }));
+  o.Set("crashAtStage", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
+          if (!probes::crashAtStage(info[0].ToString().Utf8Value(), info[1].ToString().Utf8Value()))
+            throw makeError(info.Env(), "ERR_INVALID_OPTION", "unknown crash kind or stage");
+          return info.Env().Undefined();
+        }));
+  return o;
+}
+
 }  // namespace
 
 Addon::Addon(Napi::Env env, Napi::Object exports) {
   static const bool keptFreedMemory = rp::keepFreedMemory();  // once per process (bench/NOTES.md)
   (void)keptFreedMemory;
+  const CrashHandlerState& crash = installCrashHandler(rp::torchVersion());  // once per process
   Napi::Function ctor = EngineWrap::Define(env);
   engineConstructor = Napi::Persistent(ctor);
   exports.Set("NativeEngine", ctor);
@@ -186,6 +207,7 @@ Addon::Addon(Napi::Env env, Napi::Object exports) {
   exports.Set("decodeModel", Napi::Function::New(env, DecodeModel, "decodeModel"));
   exports.Set("loadEngine", Napi::Function::New(env, LoadEngine, "loadEngine"));
   exports.Set("internals", makeInternals(env));
+  if (const char* p = std::getenv("RECONPATCH_TEST_PROBES"); p && std::string(p) == "1") exports.Set("probes", makeProbes(env));
   exports.Set("optionDefaults", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
                 return optionsToJs(info.Env(), rp::EngineOptions{});
               }, "optionDefaults"));
@@ -204,13 +226,14 @@ Addon::Addon(Napi::Env env, Napi::Object exports) {
                 }
                 return o;
               }, "torchvisionCatalog"));
-  exports.Set("runtime", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
+  exports.Set("runtime", Napi::Function::New(env, [crash](const Napi::CallbackInfo& info) -> Napi::Value {
                 auto r = rp::runtimeInfo();
                 Napi::Object o = Napi::Object::New(info.Env());
                 o.Set("torchVersion", r.torchVersion);
                 o.Set("cudaBuild", r.cudaBuild);
                 o.Set("cudaDevices", r.cudaDevices);
                 o.Set("cxxStandard", static_cast<double>(r.cxxStandard));
+                o.Set("crashReports", crash.installed ? Napi::Value(Napi::String::New(info.Env(), crash.dir)) : info.Env().Null());
                 return o;
               }, "runtime"));
 }

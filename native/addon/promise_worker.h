@@ -11,6 +11,7 @@
 #include <string>
 
 #include "addon/convert.h"
+#include "addon/crash_handler.h"
 #include "core/error.h"
 
 namespace rpn {
@@ -33,6 +34,7 @@ class PromiseWorker : public Napi::AsyncWorker {
 
  private:
   void Execute() override {
+    ensureAltSignalStack();  // a crash report even for a stack overflow on this pool thread
     try {
       Run();
       return;

@@ -6,6 +6,7 @@
 #include <thread>
 
 #include "core/backbones/backbone.h"
+#include "core/call_record.h"
 #include "core/pipeline/coreset.h"
 #include "core/device_context.h"
 #include "core/error.h"
@@ -22,6 +23,18 @@
 namespace rp {
 
 namespace {
+
+// Engine ids for crash reports (core/call_record.h): 1, 2, ... in creation order, per process.
+std::atomic<uint64_t> nextEngineId{1};
+
+// A short description of an engine for crash reports: backbone (file name only), head, seed.
+std::string describe(const EngineOptions& o) {
+  const auto slash = o.backbone.find_last_of('/');
+  std::string s = slash == std::string::npos ? o.backbone : o.backbone.substr(slash + 1);
+  s += o.head ? ", head" : ", no head";
+  s += ", seed " + std::to_string(o.seed) + ", device " + o.device;
+  return s;
+}
 
 // Images of one shape after preprocessing, embedded together.
 struct EmbeddedGroup {
@@ -45,6 +58,8 @@ struct FittedModel {
 };
 
 struct Engine::Impl {
+  const uint64_t id;        // for crash reports
+  const std::string label;  // describe(opts)
   EngineOptions opts;
   torch::Device device;
   std::unique_ptr<Backbone> backbone;
@@ -78,8 +93,9 @@ struct Engine::Impl {
   // GPU-shaped code (batched scoring, tensor-op kernels, the device coreset loop) on the CPU.
   bool hostPaths = true;
 
-  Impl(const EngineOptions& o, std::unique_ptr<Backbone> b)
-      : opts(o), device(resolveDevice(o.device)), backbone(std::move(b)), stream(device) {
+  Impl(uint64_t id_, const EngineOptions& o, std::unique_ptr<Backbone> b)
+      : id(id_), label(describe(o)), opts(o), device(resolveDevice(o.device)), backbone(std::move(b)), stream(device) {
+    calls::stage("backbone");
     hostPaths = device.is_cpu() && !std::getenv("RECONPATCH_GPU_PATHS");
     // k-NN on the GPU is float32 GEMMs: TF32 (10-bit mantissa) would move distances by ~1e-3
     // relative and change which bank row is nearest. libtorch's default is off; keep it so.
@@ -131,6 +147,7 @@ struct Engine::Impl {
     torch::NoGradGuard noGrad;  // not InferenceMode: these features may feed a trained head later
     std::vector<EmbeddedGroup> groups;
     std::vector<std::vector<torch::Tensor>> inputs;
+    calls::stage("preprocess");
     for (size_t i = 0; i < images.size(); ++i) {
       Geometry g;
       auto x = preprocess(images[i], pre, device, &g);  // [3, h, w]
@@ -151,20 +168,34 @@ struct Engine::Impl {
         // features independent of what it was batched with, so batched scoring equals sequential.
         std::vector<torch::Tensor> perImage;
         for (auto& x : inputs[gi]) {
+          calls::stage("backbone");
           auto taps = backbone->forward(x.unsqueeze(0));  // [1, 3, h, w] -> taps
+          calls::stage("patch features");
           perImage.push_back(patchFeatures(taps, opts.patchSize, opts.pretrainDim, opts.targetDim, &groups[gi].grid));
+          checkFinite(perImage.back());
           x = torch::Tensor();
         }
         groups[gi].features = torch::cat(perImage, 0);  // [B, L, D]
       } else {
         auto batch = torch::stack(inputs[gi], 0);  // [B, 3, h, w]
         inputs[gi].clear();
+        calls::stage("backbone");
         auto taps = backbone->forward(batch);
+        calls::stage("patch features");
         groups[gi].features = patchFeatures(taps, opts.patchSize, opts.pretrainDim, opts.targetDim, &groups[gi].grid,
                                             PatchFeaturesPath::Tensor);
+        checkFinite(groups[gi].features);  // one host sync per batch off the CPU
       }
     }
     return groups;
+  }
+
+  // NaN or Inf features would make every distance meaningless (and the coreset find no finite
+  // distance): a typed error naming the backbone instead. One pass over the features (~0.3 ms/image).
+  void checkFinite(const torch::Tensor& features) const {
+    RP_CHECK(torch::isfinite(features).all().item<bool>(), Backbone,
+             "backbone '" << backbone->info().name << "' produced NaN or Inf values for an image; "
+                          << "check the backbone (its weights, its normalisation)");
   }
 
   HeadOptions headOptions() const {
@@ -178,13 +209,17 @@ struct Engine::Impl {
   void scoreGroup(const FittedModel& model, EmbeddedGroup& g, std::vector<ScoreResult>* results) const {
     const int64_t B = g.features.size(0), L = g.features.size(1), D = g.features.size(2);
     const auto& bank = model.bank;
+    calls::stage("head apply");
     if (model.head) g.features = model.head->apply(g.features.reshape({B * L, D})).view({B, L, D});  // f(q)
     torch::Tensor d2, nn;
+    calls::stage("knn");
     bank->search(g.features.reshape({B * L, D}), 1, &d2, &nn);
     auto patch = (opts.distance == Distance::Euclidean ? d2.sqrt() : d2).view({B, L});  // [B, L]
+    calls::stage("image score");
     auto scores = opts.reweight ? reweightedImageScores(patch, nn.view({B, L}), g.features, *bank, opts.reweightNeighbors)
                                 : maxImageScores(patch);  // [B]
     const auto& g0 = g.geometry[0];
+    calls::stage("anomaly map");
     auto maps = anomalyMaps(patch.view({B, g.grid.height, g.grid.width}), g0.cropH, g0.cropW, opts.blurSigma);  // [B, cropH, cropW]
     // Every map at its image's own size, post-processed where it was computed; off the CPU they
     // cross to the host in one copy (with the scores), not one per image.
@@ -248,6 +283,7 @@ struct Engine::Impl {
 
   // Merge and reduce: the staged patches, over budget, become a coreset of half the budget.
   void reduceStaging() {
+    calls::stage("reduce staged features");
     auto chunks = staging.take();
     CoresetOptions co = coresetOptions();
     co.count = stagingBudget / 2;
@@ -278,13 +314,18 @@ struct Engine::Impl {
   std::unique_ptr<FittedModel> grownModel(std::vector<torch::Tensor>& chunks, int64_t images, int64_t patches,
                                           const StageProgressFn& progress) {
     const FittedModel& base = *live;
+    calls::stage("head apply");
     if (base.head) for (auto& c : chunks) c = applyHead(*base.head, c);
     auto projection = coresetProjection(opts.targetDim, coresetOptions(), device);  // [D, p]
     auto bankProjected = base.bank->rows().mm(projection);                          // [B, p]
     std::vector<torch::Tensor> fresh;
     for (const auto& c : chunks) fresh.push_back(c.to(device, torch::kFloat32).mm(projection));
     double radius2 = base.coresetRadius2 >= 0 ? base.coresetRadius2 : coverageRadiusBound(bankProjected);
-    auto cb = [&](int64_t done, int64_t total) { if (progress) progress("coreset", done, total, std::nan("")); };
+    calls::stage("coreset");
+    auto cb = [&](int64_t done, int64_t total) {
+      calls::progress(done, total);
+      if (progress) progress("coreset", done, total, std::nan(""));
+    };
     auto selected = std::get<0>(extendCoreset(bankProjected, torch::cat(fresh, 0), radius2, cb, &cancel).sort());
     auto added = gatherRows(chunks, selected);
     auto model = std::make_unique<FittedModel>();
@@ -310,6 +351,7 @@ struct Engine::Impl {
     std::vector<ScoreResult> results(images.size());
     if (hostPaths) {
       for (size_t i = 0; i < images.size(); ++i) {
+        calls::item(static_cast<int64_t>(i) + 1, static_cast<int64_t>(images.size()));
         for (auto& g : embed({images[i]})) {
           g.members[0] = i;
           scoreGroup(model, g, &results);
@@ -323,9 +365,17 @@ struct Engine::Impl {
 };
 
 Engine::Engine(const EngineOptions& options)
-    : impl_(guarded([&] { return std::make_unique<Impl>(options, nullptr); })) {}
+    : impl_(guarded([&] {
+        const uint64_t id = nextEngineId++;
+        calls::Scope call(id, "create", describe(options).c_str());
+        return std::make_unique<Impl>(id, options, nullptr);
+      })) {}
 Engine::Engine(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
-Engine::~Engine() = default;
+Engine::~Engine() {
+  // Recorded: engines are destroyed by N-API finalizers, often at process exit.
+  calls::Scope call(impl_->id, "destroy", impl_->label.c_str());
+  impl_.reset();
+}
 
 const EngineOptions& Engine::options() const { return impl_->opts; }
 
@@ -336,6 +386,7 @@ EngineInfo Engine::info() const {
 
 void Engine::fitBegin(FitMode mode, int64_t maxStagedPatches) {
   std::lock_guard<std::mutex> lock(impl_->mutex);
+  calls::Scope call(impl_->id, mode == FitMode::Update ? "updateBegin" : "fitBegin", impl_->label.c_str());
   RP_CHECK(mode == FitMode::Fit || impl_->live != nullptr, NotFitted,
            "update() needs a fitted engine; call fit() with good images or load() a model first");
   RP_CHECK(maxStagedPatches == 0 || mode == FitMode::Fit, InvalidOption, "maxStagedPatches applies to fit(), not to update()");
@@ -353,10 +404,12 @@ void Engine::fitAdd(const std::vector<RawImageView>& images) {
   guarded([&] {
     std::lock_guard<std::mutex> lock(impl_->mutex);
     auto onStream = impl_->stream.enter();
+    calls::Scope call(impl_->id, "fitAdd", impl_->label.c_str());
     RP_CHECK(impl_->fitting, Internal, "fitAdd called outside a fit");
     impl_->checkCancel("while embedding images");
     impl_->applyThreads();
     for (auto& g : impl_->embed(images)) {
+      calls::stage("stage features");
       impl_->staging.append(g.features.reshape({-1, g.features.size(2)}));  // [B*L, D]
       impl_->stagingImages += static_cast<int64_t>(g.members.size());
       impl_->stagingPatches += g.features.size(0) * g.features.size(1);
@@ -370,6 +423,7 @@ void Engine::fitEnd(const StageProgressFn& progress) {
     std::lock_guard<std::mutex> lock(impl_->mutex);
     auto onStream = impl_->stream.enter();
     auto& I = *impl_;
+    calls::Scope call(I.id, I.fitMode == FitMode::Update ? "updateEnd" : "fitEnd", I.label.c_str());
     RP_CHECK(I.fitting, Internal, "fitEnd called outside a fit");
     RP_CHECK(I.stagingImages > 0, EmptyTrainingSet,
              "fit received no images; pass at least one image of a good (defect-free) part");
@@ -386,24 +440,34 @@ void Engine::fitEnd(const StageProgressFn& progress) {
       // ReConPatch: train f on the nominal patches, then the bank is f(p) (never g).
       std::shared_ptr<ReConPatchHead> head;
       if (I.opts.head) {
+        calls::stage("head training");
         head = std::make_shared<ReConPatchHead>(I.opts.targetDim, I.headOptions(), I.device);
-        head->train(chunks, [&](const HeadProgress& p) { if (progress) progress("head", p.iteration, p.total, p.loss); }, &I.cancel);
+        head->train(chunks, [&](const HeadProgress& p) {
+          calls::progress(p.iteration, p.total);
+          if (progress) progress("head", p.iteration, p.total, p.loss);
+        }, &I.cancel);
+        calls::stage("head apply");
         for (auto& c : chunks) c = I.applyHead(*head, c);
       }
       CoresetOptions co = I.coresetOptions();
       // With a staging budget, part of the patches were reduced away: keep the share of every
       // patch seen that the ratio asks for, out of what is left.
       if (I.stagingBudget > 0) co.count = std::min(rows, coresetSize(I.stagingPatches, co.ratio));
+      calls::stage("coreset");
       torch::Tensor selected;
       double radius2 = 0;  // every row kept: nothing lies outside the bank
       if (co.ratio >= 1.0 && co.count == 0) {
         selected = torch::arange(rows, torch::kInt64);
       } else {
-        auto cb = [&](int64_t done, int64_t total) { if (progress) progress("coreset", done, total, std::nan("")); };
+        auto cb = [&](int64_t done, int64_t total) {
+          calls::progress(done, total);
+          if (progress) progress("coreset", done, total, std::nan(""));
+        };
         selected = approximateGreedyCoreset(chunks, co, cb, &I.cancel, &radius2, I.device);
       }
       // Gather the selected rows chunk by chunk: the staged features are never concatenated, and
       // each chunk is released once read (past this point the fit no longer needs them).
+      calls::stage("gather bank");
       auto picked = Impl::gatherRows(chunks, std::get<0>(selected.sort()));
       for (auto& p : picked) p = p.to(I.device, torch::kFloat32);
       auto model = std::make_unique<FittedModel>();
@@ -425,6 +489,7 @@ std::vector<ScoreResult> Engine::scorePending(const std::vector<RawImageView>& i
   return guarded([&] {
     std::lock_guard<std::mutex> lock(impl_->mutex);
     auto onStream = impl_->stream.enter();
+    calls::Scope call(impl_->id, "scorePending", impl_->label.c_str());
     RP_CHECK(impl_->pending != nullptr, Internal, "scorePending called without a pending model");
     return impl_->scoreWith(*impl_->pending, images);
   });
@@ -440,6 +505,7 @@ void Engine::fitCommit(const std::string& metadata) {
 
 void Engine::fitAbort() {
   std::lock_guard<std::mutex> lock(impl_->mutex);
+  calls::Scope call(impl_->id, "fitAbort", impl_->label.c_str());
   impl_->staging.clear();
   impl_->stagingImages = 0;
   impl_->fitting = false;
@@ -453,6 +519,7 @@ std::vector<ScoreResult> Engine::score(const std::vector<RawImageView>& images) 
   return guarded([&] {
     std::lock_guard<std::mutex> lock(impl_->mutex);
     auto onStream = impl_->stream.enter();
+    calls::Scope call(impl_->id, "score", impl_->label.c_str());
     RP_CHECK(impl_->live != nullptr, NotFitted, "the engine is not fitted; call fit() with good images or load() a model first");
     return impl_->scoreWith(*impl_->live, images);
   });
@@ -478,13 +545,18 @@ std::string Engine::encode() const {
   return guarded([&] {
     std::lock_guard<std::mutex> lock(impl_->mutex);
     auto onStream = impl_->stream.enter();
+    calls::Scope call(impl_->id, "encode", impl_->label.c_str());
     RP_CHECK(impl_->live != nullptr, NotFitted, "cannot save an engine that is not fitted; call fit() first");
     return encodeModel(impl_->contents());
   });
 }
 
 DecodedModel::DecodedModel(std::string_view bytes, std::string label)
-    : contents_(std::make_unique<ModelContents>(guarded([&] { return decodeModel(bytes, label); }))), label_(std::move(label)) {}
+    : contents_(std::make_unique<ModelContents>(guarded([&] {
+        calls::Scope call(0, "decode", label.c_str());  // no engine yet: id 0
+        return decodeModel(bytes, label);
+      }))),
+      label_(std::move(label)) {}
 DecodedModel::~DecodedModel() = default;
 const EngineOptions& DecodedModel::options() const { return contents_->options; }
 
@@ -494,11 +566,15 @@ std::unique_ptr<Engine> Engine::fromModel(DecodedModel& decoded) {
     ModelContents m = std::move(*decoded.contents_);
     decoded.contents_.reset();
     const std::string& label = decoded.label_;
+    const uint64_t id = nextEngineId++;
+    calls::Scope call(id, "load", label.c_str());
+    calls::stage("backbone");
     auto device = resolveDevice(m.options.device);
     auto backbone = restoreBackbone(m.backboneKind, m.options, std::move(m.backboneBlob), label, device);
     RP_CHECK(backbone->info().sha256 == m.backboneSha256, ModelFile,
              label << ": backbone '" << m.backboneName << "' does not match the one it was fitted with");
-    auto impl = std::make_unique<Impl>(m.options, std::move(backbone));
+    auto impl = std::make_unique<Impl>(id, m.options, std::move(backbone));
+    calls::stage("bank");
     auto model = std::make_unique<FittedModel>();
     model->bank = std::make_unique<FlatL2Index>(m.options.targetDim);
     model->bank->add(m.bank.to(impl->device));
@@ -519,6 +595,7 @@ std::vector<float> Engine::embed(const RawImageView& image, int64_t* rows, int64
   return guarded([&] {
     std::lock_guard<std::mutex> lock(impl_->mutex);
     auto onStream = impl_->stream.enter();
+    calls::Scope call(impl_->id, "embed", impl_->label.c_str());
     impl_->applyThreads();
     auto groups = impl_->embed({image});
     auto f = groups[0].features[0].to(torch::kCPU).contiguous();  // [L, D]

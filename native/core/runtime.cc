@@ -5,10 +5,14 @@
 
 namespace rp {
 
+std::string torchVersion() {
+  return std::to_string(TORCH_VERSION_MAJOR) + "." + std::to_string(TORCH_VERSION_MINOR) + "." +
+         std::to_string(TORCH_VERSION_PATCH);
+}
+
 RuntimeInfo runtimeInfo() {
   RuntimeInfo r;
-  r.torchVersion = std::to_string(TORCH_VERSION_MAJOR) + "." + std::to_string(TORCH_VERSION_MINOR) + "." +
-                   std::to_string(TORCH_VERSION_PATCH);
+  r.torchVersion = torchVersion();
 #ifdef RECONPATCH_CUDA
   r.cudaBuild = true;
 #endif

@@ -13,4 +13,7 @@ struct RuntimeInfo {
 
 RuntimeInfo runtimeInfo();
 
+// libtorch's version at build time ("2.14.1"): runtimeInfo().torchVersion without asking CUDA.
+std::string torchVersion();
+
 }  // namespace rp

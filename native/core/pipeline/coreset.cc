@@ -130,6 +130,15 @@ auto withRows(const torch::Tensor& x, F&& f) {
 // bounds the assignment GEMMs.
 int64_t pruningAnchors(int64_t n) { return std::clamp<int64_t>(n / 64, 1, 2048); }
 
+// A selection needs a largest finite distance: with non-finite features (NaN from a backbone, a
+// diverged head) every comparison fails and no index is found. Fail then, rather than read the
+// row before the buffer (found by AddressSanitizer, test/coreset.test.ts).
+void checkSelected(int64_t index) {
+  RP_CHECK(index >= 0, Internal,
+           "coreset selection found no finite distance: the patch features contain NaN or Inf "
+           "(from the backbone or a diverged head)");
+}
+
 void checkCpuRows(const torch::Tensor& x, const char* where) {
   RP_CHECK(x.device().is_cpu() && x.is_contiguous() &&
                (x.scalar_type() == torch::kFloat32 || x.scalar_type() == torch::kBFloat16),
@@ -170,6 +179,7 @@ torch::Tensor greedyCoresetIndices(const torch::Tensor& projected, const torch::
         selected.push_back(next);
         const auto center = rowAsFloat(xp + next * d, d);
         next = updateAndArgmaxCpu(xp, n, d, center.data(), mp).index;
+        checkSelected(next);
         if (progress && ((it + 1) % every == 0 || it + 1 == count)) progress(it + 1, count);
       }
       return 0;
@@ -197,6 +207,10 @@ torch::Tensor greedyCoresetIndicesDevice(const torch::Tensor& projected, const t
     next = minDist.argmax().view({1});
     if (progress && ((it + 1) % every == 0 || it + 1 == count)) progress(it + 1, count);
   }
+  // argmax here treats NaN as the largest value, so non-finite features never index out of
+  // bounds; they would pick meaningless rows instead. One check at the end (one host sync), with
+  // the CPU loops' error: a NaN or Inf row keeps a NaN minimum distance to the end.
+  checkSelected(torch::isfinite(minDist).all().item<bool>() ? 0 : -1);
   if (radius2) *radius2 = minDist.index_select(0, next).item<double>();
   return selected.to(torch::kCPU);
 }
@@ -279,6 +293,7 @@ torch::Tensor greedyCoresetIndicesPruned(torch::Tensor projected, const torch::T
     const int64_t every = std::max<int64_t>(1, count / 100);
     std::vector<float> center(d);
     int64_t next = argmaxBlocks();
+    checkSelected(next);
     for (int64_t it = 0; it < count; ++it) {
       if (cancel && cancel->load(std::memory_order_relaxed)) RP_FAIL(Aborted, "fit was aborted during coreset selection");
       selected.push_back(perm[next]);
@@ -302,6 +317,7 @@ torch::Tensor greedyCoresetIndicesPruned(torch::Tensor projected, const torch::T
         }
       });
       next = argmaxBlocks();
+      checkSelected(next);
       if (progress && ((it + 1) % every == 0 || it + 1 == count)) progress(it + 1, count);
     }
     if (radius2) *radius2 = next >= 0 ? minDist[next] : 0.0;
@@ -376,6 +392,7 @@ torch::Tensor extendCoreset(const torch::Tensor& bank, const torch::Tensor& fres
       selected.push_back(next);
       const auto center = rowAsFloat(xp + next * d, d);
       next = updateAndArgmaxCpu(xp, n, d, center.data(), mp).index;
+      checkSelected(next);
       if (progress && selected.size() % 64 == 0) progress(static_cast<int64_t>(selected.size()), n);
     }
   } else {

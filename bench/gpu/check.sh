@@ -29,7 +29,7 @@ if [ -f "$torch_root/lib/libtorch_cuda.so" ]; then
 fi
 build=${BUILD_DIR:-build-gpu-check}
 gen=(); command -v ninja >/dev/null && gen=(-G Ninja)
-cmake -S . -B "$build" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release -DRECONPATCH_ADDON=OFF -DRECONPATCH_GPU_CHECK=ON "${defs[@]}" > "$build.configure.log" 2>&1 \
+cmake -S . -B "$build" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release -DRECONPATCH_BUILD_ADDON=OFF -DRECONPATCH_GPU_CHECK=ON "${defs[@]}" > "$build.configure.log" 2>&1 \
   || { tail -40 "$build.configure.log"; exit 1; }
 cmake --build "$build" -j"$(nproc)" --target reconpatch_gpu_check
 echo "check: built in $(( $(date +%s) - start )) s" >&2

@@ -122,8 +122,12 @@ export interface NativeInternals {
   reweightedScore(bank: FloatArray, queries: FloatArray, neighbours: number): number;
   /** A torchvision backbone built from a .pth file, run on an already normalised input [B, 3, H, W]. */
   torchvisionTaps(arch: string, weightsPath: string, layers: string, input: FloatArray): { taps: FloatArray[]; strides: number[]; channels: number[] };
-  headSimilarities(z: FloatArray, k: number, sigma: number): { knn: FloatArray; contextual: FloatArray; pairwise: FloatArray };
-  headLoss(z: FloatArray, w: FloatArray, margin: number): { loss: number; grad: FloatArray };
+  /** contextual: from the k-NN index lists (what training uses); contextualDense: by dense products (the reference). */
+  headSimilarities(z: FloatArray, k: number, sigma: number): { knn: FloatArray; contextual: FloatArray; contextualDense: FloatArray; pairwise: FloatArray };
+  /** reference: the autograd formulation instead of the fused CPU loss. */
+  headLoss(z: FloatArray, w: FloatArray, margin: number, reference?: boolean): { loss: number; grad: FloatArray };
+  /** Head training on batch x dim seeded uniform features: ms per iteration and every loss; reference: dense contextual + autograd loss. */
+  headTraining(batch: number, dim: number, iterations: number, reference: boolean, threads: number): { msPerIteration: number; losses: number[] };
   emaStep(partner: FloatArray, current: FloatArray, ema: number): FloatArray;
   /** fp32 GEMM rate (GFLOP/s): best of reps n x n x n products. Blocks the calling thread: benchmarks only. */
   gemmGflops(n: number, reps: number, threads: number): number;

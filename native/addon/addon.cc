@@ -97,6 +97,7 @@ Napi::Object makeInternals(Napi::Env env) {
             Napi::Object out = Napi::Object::New(info.Env());
             out.Set("knn", floatArrayToJs(info.Env(), std::move(r.knn)));
             out.Set("contextual", floatArrayToJs(info.Env(), std::move(r.contextual)));
+            out.Set("contextualDense", floatArrayToJs(info.Env(), std::move(r.contextualDense)));
             out.Set("pairwise", floatArrayToJs(info.Env(), std::move(r.pairwise)));
             return out;
           });
@@ -105,10 +106,24 @@ Napi::Object makeInternals(Napi::Env env) {
           return sync(info.Env(), [&]() -> Napi::Value {
             rp::FloatArray grad;
             float loss = rp::internals::headLoss(floatArrayFromJs(info[0]), floatArrayFromJs(info[1]),
-                                                 info[2].ToNumber().DoubleValue(), &grad);
+                                                 info[2].ToNumber().DoubleValue(), &grad,
+                                                 info.Length() > 3 && info[3].ToBoolean().Value());
             Napi::Object out = Napi::Object::New(info.Env());
             out.Set("loss", loss);
             out.Set("grad", floatArrayToJs(info.Env(), std::move(grad)));
+            return out;
+          });
+        }));
+  o.Set("headTraining", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
+          return sync(info.Env(), [&]() -> Napi::Value {
+            auto r = rp::internals::headTraining(info[0].ToNumber().Int64Value(), info[1].ToNumber().Int64Value(),
+                                                 info[2].ToNumber().Int64Value(), info[3].ToBoolean().Value(),
+                                                 info[4].ToNumber().Int32Value());
+            Napi::Object out = Napi::Object::New(info.Env());
+            out.Set("msPerIteration", r.msPerIteration);
+            Napi::Array losses = Napi::Array::New(info.Env(), r.losses.size());
+            for (size_t i = 0; i < r.losses.size(); ++i) losses.Set(static_cast<uint32_t>(i), r.losses[i]);
+            out.Set("losses", losses);
             return out;
           });
         }));

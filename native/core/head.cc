@@ -1,6 +1,8 @@
 #include "core/head.h"
 
+#include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "core/error.h"
 
@@ -23,6 +25,58 @@ torch::Tensor knnMatrix(const torch::Tensor& d2, int64_t k) {
 torch::Tensor pairwiseSimilarity(const torch::Tensor& d2, double sigma) { return torch::exp(-d2 / sigma); }
 
 torch::Tensor contextualSimilarity(const torch::Tensor& d2, int64_t k) {
+  // The dense form's products are mostly zeros: A has k ones per row, A' floor(k/2). So
+  // w~_ij = |N(i) n N(j)| / k for the k entries j of N(i), R_i = the l in A'(i) with i in A'(l),
+  // and w^_i. = sum_{l in R_i} w~_l. / |R_i|: N k^2 work in all, against 4 N^3 FLOPs dense.
+  torch::NoGradGuard noGrad;
+  const int64_t N = d2.size(0), kk = std::min(k, N), kh = std::min(std::max<int64_t>(1, k / 2), N);
+  auto d = d2.clone();
+  d.fill_diagonal_(-1.0);  // self first, whatever the duplicates (as knnMatrix)
+  auto idxT = std::get<1>(d.topk(kk, 1, /*largest=*/false, /*sorted=*/true)).cpu().contiguous();  // [N, kk]
+  // A' by its own top-k, as knnMatrix builds it: among equal distances top-k may pick other
+  // points than the prefix of the longer list.
+  auto halfT = std::get<1>(d.topk(kh, 1, /*largest=*/false, /*sorted=*/true)).cpu().contiguous();  // [N, kh]
+  const int64_t* nbr = idxT.data_ptr<int64_t>();
+  const int64_t* half = halfT.data_ptr<int64_t>();
+  auto inList = [](const int64_t* list, int64_t j, int64_t len) {
+    for (int64_t a = 0; a < len; ++a)
+      if (list[a] == j) return true;
+    return false;
+  };
+  // w~ on A's support: wt[i * kk + a] belongs to (i, nbr[i][a]); the count is exact, then / k as
+  // the dense form rounds it.
+  std::vector<float> wt(static_cast<size_t>(N * kk));
+  for (int64_t i = 0; i < N; ++i)
+    for (int64_t a = 0; a < kk; ++a) {
+      const int64_t j = nbr[i * kk + a];
+      int64_t shared = 0;
+      for (int64_t b = 0; b < kk; ++b) shared += inList(nbr + j * kk, nbr[i * kk + b], kk);
+      wt[i * kk + a] = static_cast<float>(shared) / static_cast<float>(k);
+    }
+  auto wHat = torch::zeros({N, N});  // [N, N] on the CPU
+  float* out = wHat.data_ptr<float>();
+  std::vector<int64_t> touched;
+  for (int64_t i = 0; i < N; ++i) {
+    float* row = out + i * N;
+    float reciprocal = 0;  // |R_i| >= 1: i is first in its own A'(i)
+    touched.clear();
+    for (int64_t b = 0; b < kh; ++b) {
+      const int64_t l = half[i * kh + b];
+      if (!inList(half + l * kh, i, kh)) continue;
+      reciprocal += 1;
+      for (int64_t a = 0; a < kk; ++a) {
+        row[nbr[l * kk + a]] += wt[l * kk + a];
+        touched.push_back(nbr[l * kk + a]);
+      }
+    }
+    std::sort(touched.begin(), touched.end());
+    touched.erase(std::unique(touched.begin(), touched.end()), touched.end());
+    for (int64_t j : touched) row[j] /= reciprocal;
+  }
+  return (wHat + wHat.t()).mul_(0.5).to(d2.device());
+}
+
+torch::Tensor contextualSimilarityDense(const torch::Tensor& d2, int64_t k) {
   auto A = knnMatrix(d2, k);                                         // [N, N]
   auto wTilde = A.mm(A.t()).div_(static_cast<double>(k)).mul_(A);    // shared neighbours, on A's support
   auto Ah = knnMatrix(d2, std::max<int64_t>(1, k / 2));
@@ -31,7 +85,7 @@ torch::Tensor contextualSimilarity(const torch::Tensor& d2, int64_t k) {
   return (wHat + wHat.t()).mul_(0.5);
 }
 
-torch::Tensor relaxedContrastiveLoss(const torch::Tensor& z, const torch::Tensor& w, double margin) {
+torch::Tensor relaxedContrastiveLossAutograd(const torch::Tensor& z, const torch::Tensor& w, double margin) {
   auto dist = (pairwiseSquaredDistances(z) + 1e-9).sqrt();          // [N, N], finite gradient at 0
   auto delta = dist / dist.mean(1, true);                            // relative distances
   auto pull = w * delta.pow(2);
@@ -115,10 +169,12 @@ void ReConPatchHead::train(const std::vector<torch::Tensor>& chunks, const HeadP
       auto zBar = torch::addmm(partner[3], torch::addmm(partner[1], p, partner[0].t()), partner[2].t());
       if (opts_.normalize) zBar = torch::nn::functional::normalize(zBar, torch::nn::functional::NormalizeFuncOptions().dim(1));
       auto d2 = pairwiseSquaredDistances(zBar);
-      w = opts_.alpha * pairwiseSimilarity(d2, opts_.sigma) + (1 - opts_.alpha) * contextualSimilarity(d2, opts_.k);
+      auto wC = opts_.denseReference ? contextualSimilarityDense(d2, opts_.k) : contextualSimilarity(d2, opts_.k);
+      w = opts_.alpha * pairwiseSimilarity(d2, opts_.sigma) + (1 - opts_.alpha) * wC;
     }
     auto z = torch::addmm(gB_, torch::addmm(fB_, p, fW_.t()), gW_.t());  // [N, D']
-    auto loss = relaxedContrastiveLoss(z, w, opts_.margin);
+    auto loss = opts_.denseReference ? relaxedContrastiveLossAutograd(z, w, opts_.margin)
+                                     : relaxedContrastiveLoss(z, w, opts_.margin);
     const double value = loss.item<double>();
     RP_CHECK(std::isfinite(value), Internal,
              "ReConPatch head training diverged (loss " << value << " at iteration " << it

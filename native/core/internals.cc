@@ -115,20 +115,41 @@ HeadSimilarities headSimilarities(const FloatArray& z, int64_t k, double sigma) 
   return guarded([&] {
     auto d2 = pairwiseSquaredDistances(toTensor(z));
     return HeadSimilarities{fromTensor(knnMatrix(d2, k)), fromTensor(contextualSimilarity(d2, k)),
-                            fromTensor(pairwiseSimilarity(d2, sigma))};
+                            fromTensor(contextualSimilarityDense(d2, k)), fromTensor(pairwiseSimilarity(d2, sigma))};
   });
 }
 
-float headLoss(const FloatArray& z, const FloatArray& w, double margin, FloatArray* grad) {
+float headLoss(const FloatArray& z, const FloatArray& w, double margin, FloatArray* grad, bool reference) {
   try {
     auto zt = toTensor(z).set_requires_grad(true);
-    auto loss = relaxedContrastiveLoss(zt, toTensor(w), margin);
+    auto loss = reference ? relaxedContrastiveLossAutograd(zt, toTensor(w), margin)
+                          : relaxedContrastiveLoss(zt, toTensor(w), margin);
     loss.backward();
     *grad = fromTensor(zt.grad());
     return loss.item<float>();
   } catch (const c10::Error& e) {
     throw Error(ErrorCode::Internal, e.what_without_backtrace());
   }
+}
+
+HeadTraining headTraining(int64_t batch, int64_t dim, int64_t iterations, bool reference, int threads) {
+  return guarded([&] {
+    if (threads > 0) at::set_num_threads(threads);
+    torch::AutoGradMode enableGrad(true);  // guarded() turns it off
+    auto gen = at::make_generator<at::CPUGeneratorImpl>(21);
+    std::vector<torch::Tensor> chunks = {at::empty({4 * batch, dim}).uniform_(0, 1, gen)};
+    HeadOptions o;
+    o.iterations = iterations;
+    o.batch = batch;
+    o.denseReference = reference;
+    ReConPatchHead head(dim, o, torch::kCPU);
+    HeadTraining out;
+    auto t0 = std::chrono::steady_clock::now();
+    head.train(chunks, [&](const HeadProgress& p) { out.losses.push_back(p.loss); }, nullptr);
+    out.msPerIteration =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count() / std::max<int64_t>(1, iterations);
+    return out;
+  });
 }
 
 FloatArray emaStep(const FloatArray& partner, const FloatArray& current, double ema) {

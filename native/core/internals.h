@@ -41,12 +41,21 @@ FloatArray anomalyMap(const FloatArray& grid, int64_t outH, int64_t outW, double
 float reweightedScore(const FloatArray& bank, const FloatArray& queries, int64_t neighbours);
 
 // ReConPatch head pieces on z [N, d]: the k-NN matrix, contextual and pairwise similarities.
+// contextualDense: the same by dense products (the reference formulation).
 struct HeadSimilarities {
-  FloatArray knn, contextual, pairwise;
+  FloatArray knn, contextual, contextualDense, pairwise;
 };
 HeadSimilarities headSimilarities(const FloatArray& z, int64_t k, double sigma);
-// Relaxed contrastive loss and its gradient d loss / d z.
-float headLoss(const FloatArray& z, const FloatArray& w, double margin, FloatArray* grad);
+// Relaxed contrastive loss and its gradient d loss / d z; reference: the autograd formulation.
+float headLoss(const FloatArray& z, const FloatArray& w, double margin, FloatArray* grad, bool reference = false);
+// Head training on N x D features drawn from a fixed seed (uniform [0, 1), like post-ReLU
+// features): milliseconds per iteration and the loss of every iteration. reference: the dense
+// contextual products and the autograd loss.
+struct HeadTraining {
+  double msPerIteration = 0;
+  std::vector<double> losses;
+};
+HeadTraining headTraining(int64_t batch, int64_t dim, int64_t iterations, bool reference, int threads);
 // One EMA step on a parameter: ema * partner + (1 - ema) * current.
 FloatArray emaStep(const FloatArray& partner, const FloatArray& current, double ema);
 

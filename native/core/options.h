@@ -24,6 +24,9 @@ struct HeadOptions {
   bool normalize = false;      // L2-normalise z_bar before the pairwise kernel
   bool initIdentity = true;    // f starts as the identity: 0 iterations == PatchCore
   uint64_t seed = 0;           // set from EngineOptions::seed
+  // Not an engine option (never serialised): train with the dense contextual products and the
+  // autograd loss, the formulation before issue 21 (tests and the bench compare the two).
+  bool denseReference = false;
 };
 
 struct EngineOptions {

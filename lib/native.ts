@@ -116,7 +116,15 @@ export interface NativeInternals {
   greedyCoreset(projected: FloatArray, starts: number[], count: number, pruned: boolean, threads?: number, bfloat16?: boolean): number[];
   coresetProject(features: FloatArray, projectionDim: number, seed: number): FloatArray;
   backboneMilliseconds(backbone: string, size: number, batch: number, reps: number, threads: number): { backboneMs: number; patchFeaturesMs: number };
-  knn(bank: FloatArray, queries: FloatArray, k: number): { distances: FloatArray; indices: number[] };
+  /** kernel: 'auto' (the engine's choice), 'float32', or 'int8' (int8 + float32 re-scoring where the CPU has AVX-512 VNNI). */
+  knn(bank: FloatArray, queries: FloatArray, k: number, kernel?: 'auto' | 'float32' | 'int8'): { distances: FloatArray; indices: number[] };
+  /** The int8 k-NN: supported by this CPU, and on; passing a boolean turns it on or off process-wide (off: float32 GEMM). */
+  knnInt8(enabled?: boolean): { supported: boolean; enabled: boolean };
+  /** float32 GEMM vs int8 k-NN side by side (k = 1); null bank / queries: seeded standard-normal rows. */
+  knnCompare(bank: FloatArray | null, queries: FloatArray | null, bankRows: number, queryRows: number, dim: number, reps: number, threads: number): {
+    float32Ms: number; int8Ms: number; rescoredPerQuery: number; queries: number; bankRows: number;
+    fallbackQueries: number; sameIndex: number; maxRelativeGap: number; int8: boolean;
+  };
   gaussianBlur(map: FloatArray, sigma: number): FloatArray;
   anomalyMap(grid: FloatArray, outH: number, outW: number, sigma: number): FloatArray;
   reweightedScore(bank: FloatArray, queries: FloatArray, neighbours: number): number;

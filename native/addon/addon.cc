@@ -2,6 +2,8 @@
 // steps on small arrays, synchronous, for tests).
 #include "addon/addon.h"
 
+#include <memory>
+
 #include "addon/convert.h"
 #include "addon/engine_wrap.h"
 #include "core/internals.h"
@@ -69,7 +71,8 @@ Napi::Object makeInternals(Napi::Env env) {
           return sync(info.Env(), [&]() -> Napi::Value {
             std::vector<int64_t> idx;
             auto d = rp::internals::knn(floatArrayFromJs(info[0]), floatArrayFromJs(info[1]),
-                                        info[2].ToNumber().Int64Value(), &idx);
+                                        info[2].ToNumber().Int64Value(), &idx,
+                                        info.Length() > 3 && info[3].IsString() ? info[3].ToString().Utf8Value() : "auto");
             Napi::Object r = Napi::Object::New(info.Env());
             r.Set("distances", floatArrayToJs(info.Env(), std::move(d)));
             r.Set("indices", toJsArray(info.Env(), idx));
@@ -145,6 +148,37 @@ Napi::Object makeInternals(Napi::Env env) {
             return Napi::Number::New(info.Env(), rp::internals::readGBs(info[0].ToNumber().Int64Value(),
                                                                           info[1].ToNumber().Int32Value(),
                                                                           info[2].ToNumber().Int32Value()));
+          });
+        }));
+  o.Set("knnInt8", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
+          return sync(info.Env(), [&]() -> Napi::Value {
+            if (info.Length() > 0 && info[0].IsBoolean()) rp::internals::setKnnInt8Enabled(info[0].ToBoolean().Value());
+            auto s = rp::internals::knnInt8State();
+            Napi::Object out = Napi::Object::New(info.Env());
+            out.Set("supported", s.supported);
+            out.Set("enabled", s.enabled);
+            return out;
+          });
+        }));
+  o.Set("knnCompare", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
+          return sync(info.Env(), [&]() -> Napi::Value {
+            std::unique_ptr<rp::FloatArray> bank, queries;
+            if (info[0].IsObject()) bank = std::make_unique<rp::FloatArray>(floatArrayFromJs(info[0]));
+            if (info[1].IsObject()) queries = std::make_unique<rp::FloatArray>(floatArrayFromJs(info[1]));
+            auto r = rp::internals::knnCompare(bank.get(), queries.get(), info[2].ToNumber().Int64Value(),
+                                               info[3].ToNumber().Int64Value(), info[4].ToNumber().Int64Value(),
+                                               info[5].ToNumber().Int32Value(), info[6].ToNumber().Int32Value());
+            Napi::Object out = Napi::Object::New(info.Env());
+            out.Set("float32Ms", r.float32Ms);
+            out.Set("int8Ms", r.int8Ms);
+            out.Set("rescoredPerQuery", r.rescoredPerQuery);
+            out.Set("queries", static_cast<double>(r.queries));
+            out.Set("bankRows", static_cast<double>(r.bankRows));
+            out.Set("fallbackQueries", static_cast<double>(r.fallbackQueries));
+            out.Set("sameIndex", static_cast<double>(r.sameIndex));
+            out.Set("maxRelativeGap", r.maxRelativeGap);
+            out.Set("int8", r.int8);
+            return out;
           });
         }));
   o.Set("knnMilliseconds", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {

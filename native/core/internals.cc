@@ -80,9 +80,12 @@ std::vector<int64_t> greedyCoreset(const FloatArray& projected, const std::vecto
   });
 }
 
-FloatArray knn(const FloatArray& bank, const FloatArray& queries, int64_t k, std::vector<int64_t>* indices) {
+FloatArray knn(const FloatArray& bank, const FloatArray& queries, int64_t k, std::vector<int64_t>* indices,
+               const std::string& kernel) {
   return guarded([&] {
-    FlatL2Index index(bank.shape.at(1), /*chunkRows=*/64);  // small chunks: exercises the merge
+    RP_CHECK(kernel == "auto" || kernel == "float32" || kernel == "int8", InvalidOption, "unknown k-NN kernel '" << kernel << "'");
+    const auto which = kernel == "float32" ? KnnKernel::Float32 : kernel == "int8" ? KnnKernel::Int8 : KnnKernel::Auto;
+    FlatL2Index index(bank.shape.at(1), /*chunkRows=*/64, /*queryRows=*/1024, which);  // small chunks: exercises the merge
     index.add(toTensor(bank));
     torch::Tensor d, i;
     index.search(toTensor(queries), k, &d, &i);
@@ -229,6 +232,47 @@ double readGBs(int64_t bytes, int reps, int threads) {
     for (float v : partial) total += v;
     RP_CHECK(total == static_cast<double>(n), Internal, "read bandwidth: the sum is " << total << ", not " << n);
     return static_cast<double>(n) * 4 / best / 1e9;
+  });
+}
+
+KnnInt8State knnInt8State() { return {knnInt8Supported(), knnInt8Enabled()}; }
+void setKnnInt8Enabled(bool enabled) { rp::setKnnInt8Enabled(enabled); }
+
+KnnComparison knnCompare(const FloatArray* bank, const FloatArray* queries, int64_t bankRows, int64_t queryRows,
+                         int64_t dim, int reps, int threads) {
+  return guarded([&] {
+    if (threads > 0) at::set_num_threads(threads);
+    auto gen = at::make_generator<at::CPUGeneratorImpl>(6);
+    auto b = bank ? toTensor(*bank) : at::empty({bankRows, dim}).normal_(0, 1, gen);
+    auto q = queries ? toTensor(*queries) : at::empty({queryRows, dim}).normal_(0, 1, gen);
+    FlatL2Index f32(b.size(1), 4096, 1024, KnnKernel::Float32), i8(b.size(1), 4096, 1024, KnnKernel::Int8);
+    f32.add(b);
+    i8.add(b);
+    KnnComparison out;
+    out.queries = q.size(0);
+    out.bankRows = b.size(0);
+    out.int8 = i8.usesInt8();
+    torch::Tensor fd, fi, id, ii;
+    auto timed = [&](const FlatL2Index& index, torch::Tensor* d, torch::Tensor* i) {
+      index.search(q, 1, d, i);  // warm-up
+      double best = 1e30;
+      for (int r = 0; r < reps; ++r) {
+        auto t0 = std::chrono::steady_clock::now();
+        index.search(q, 1, d, i);
+        best = std::min(best, std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+      }
+      return best;
+    };
+    // Alternating, so that both see the same machine state.
+    out.float32Ms = timed(f32, &fd, &fi);
+    resetKnnInt8Counters();
+    out.int8Ms = timed(i8, &id, &ii);
+    const auto c = knnInt8Counters();
+    out.rescoredPerQuery = c.queries > 0 ? static_cast<double>(c.rescored) / c.queries : 0;
+    out.fallbackQueries = c.queries > 0 ? c.fallbackQueries * out.queries / c.queries : 0;  // per search
+    out.sameIndex = fi.eq(ii).sum().item<int64_t>();
+    out.maxRelativeGap = ((id - fd).abs() / fd.clamp_min(1e-30)).max().item<double>();
+    return out;
   });
 }
 

@@ -31,8 +31,27 @@ std::vector<int64_t> greedyCoreset(const FloatArray& projected, const std::vecto
                                    bool pruned, int threads, bool bfloat16 = false);
 // features [n, D] times the coreset's random projection for `seed` -> [n, projectionDim]
 FloatArray coresetProject(const FloatArray& features, int64_t projectionDim, uint64_t seed);
-// exact k-NN: bank [n, d], queries [q, d] -> squared distances [q, k] and indices [q, k]
-FloatArray knn(const FloatArray& bank, const FloatArray& queries, int64_t k, std::vector<int64_t>* indices);
+// exact k-NN: bank [n, d], queries [q, d] -> squared distances [q, k] and indices [q, k].
+// kernel: "auto" (the engine's choice), "float32" or "int8" (int8 where the CPU has VNNI).
+FloatArray knn(const FloatArray& bank, const FloatArray& queries, int64_t k, std::vector<int64_t>* indices,
+               const std::string& kernel = "auto");
+// The int8 k-NN: whether the CPU supports it, whether it is on; turning it off forces float32.
+struct KnnInt8State {
+  bool supported = false, enabled = false;
+};
+KnnInt8State knnInt8State();
+void setKnnInt8Enabled(bool enabled);
+// float32 GEMM vs int8 k-NN (k = 1) side by side on one bank: best-of-reps milliseconds each,
+// rows re-scored per query, queries the int8 path sent to the GEMM, and how the results agree.
+// bank / queries null: standard-normal rows of bankRows / queryRows x dim from a fixed seed.
+struct KnnComparison {
+  double float32Ms = 0, int8Ms = 0, rescoredPerQuery = 0;
+  int64_t queries = 0, bankRows = 0, fallbackQueries = 0, sameIndex = 0;
+  double maxRelativeGap = 0;  // largest |d_int8 - d_float32| / d_float32 over all queries
+  bool int8 = false;          // the int8 path ran (VNNI present)
+};
+KnnComparison knnCompare(const FloatArray* bank, const FloatArray* queries, int64_t bankRows, int64_t queryRows,
+                         int64_t dim, int reps, int threads);
 // gaussian blur of one map [H, W]
 FloatArray gaussianBlur(const FloatArray& map, double sigma);
 // patch-score grid [h, w] -> map [outH, outW]

@@ -95,40 +95,56 @@ struct QueryState {
   bool finite = true;
 };
 
+#if RP_KNN_INT8_X86
+
 // q' = q - mu, q^ = round(q' / s_q), s_q = max|q'| / 127; the bound uses the actual residual, so
-// any rounding works. centred: scratch [D].
-void quantiseQuery(const float* q, const float* mu, int64_t D, double kappa, int8_t* out, double* centred, QueryState* s) {
-  double top = 0, norm2 = 0, centred2 = 0;
-  for (int64_t i = 0; i < D; ++i) {
-    if (!std::isfinite(q[i])) {
-      s->finite = false;
-      return;
+// any rounding works. Sums in kLanes partial sums so that the loops vectorise. centred: scratch [D].
+RP_VNNI_TARGET void quantiseQuery(const float* q, const float* mu, int64_t D, double kappa, int8_t* out, double* centred,
+                                  QueryState* s) {
+  constexpr int kLanes = 8;
+  double top[kLanes] = {}, norm2[kLanes] = {}, centred2[kLanes] = {};
+  for (int64_t i0 = 0; i0 < D; i0 += kLanes)
+    for (int l = 0; l < kLanes && i0 + l < D; ++l) {
+      const double x = q[i0 + l], c = x - mu[i0 + l];
+      centred[i0 + l] = c;
+      top[l] = std::max(top[l], std::fabs(c));
+      norm2[l] += x * x;
+      centred2[l] += c * c;
     }
-    centred[i] = static_cast<double>(q[i]) - mu[i];
-    top = std::max(top, std::fabs(centred[i]));
-    norm2 += static_cast<double>(q[i]) * q[i];
-    centred2 += centred[i] * centred[i];
+  double topAll = 0, n2 = 0, c2 = 0;
+  for (int l = 0; l < kLanes; ++l) {
+    topAll = std::max(topAll, top[l]);
+    n2 += norm2[l];
+    c2 += centred2[l];
   }
-  const float scale = static_cast<float>(top / 127);
-  double resid2 = 0;
-  int64_t sum = 0;
-  for (int64_t i = 0; i < D; ++i) {
-    const int v = scale > 0 ? static_cast<int>(std::min(127.0, std::max(-127.0, std::nearbyint(centred[i] / scale)))) : 0;
-    out[i] = static_cast<int8_t>(v);
-    sum += v;
-    const double r = centred[i] - static_cast<double>(scale) * v;  // s_q q^_i is exact in double
-    resid2 += r * r;
+  if (!std::isfinite(n2) || !std::isfinite(c2)) {  // a NaN or infinity in q
+    s->finite = false;
+    return;
+  }
+  const float scale = static_cast<float>(topAll / 127);
+  const double inv = scale > 0 ? 1.0 / scale : 0;
+  double resid2[kLanes] = {}, sum[kLanes] = {};
+  for (int64_t i0 = 0; i0 < D; i0 += kLanes)
+    for (int l = 0; l < kLanes && i0 + l < D; ++l) {
+      const double v = std::min(127.0, std::max(-127.0, std::nearbyint(centred[i0 + l] * inv)));
+      out[i0 + l] = static_cast<int8_t>(v);
+      sum[l] += v;
+      const double r = centred[i0 + l] - static_cast<double>(scale) * v;  // s_q q^_i is exact in double
+      resid2[l] += r * r;
+    }
+  double r2 = 0, total = 0;
+  for (int l = 0; l < kLanes; ++l) {
+    r2 += resid2[l];
+    total += sum[l];
   }
   std::fill(s->vmin, s->vmin + kPanel, kInf);
   s->scale2 = 2 * scale;
-  s->sumQ = static_cast<float>(sum);
-  s->alpha = roundUp(2 * std::sqrt(centred2));
-  s->beta = roundUp(2 * std::sqrt(resid2));
-  s->slack = roundUp(2 * kappa * (norm2 + centred2));
-  s->shift = centred2 - norm2;
+  s->sumQ = static_cast<float>(total);
+  s->alpha = roundUp(2 * std::sqrt(c2));
+  s->beta = roundUp(2 * std::sqrt(r2));
+  s->slack = roundUp(2 * kappa * (n2 + c2));
+  s->shift = c2 - n2;
 }
-
-#if RP_KNN_INT8_X86
 
 // acc += sum of 4 (uint8 u) * (int8 s) products per int32 lane. Inline assembly because GCC 12
 // wraps the intrinsic's accumulator in register copies (66 moves per 24 products, 2.5x slower).

@@ -129,7 +129,8 @@ describe.skipIf(!supported)(`int8 k-NN with float32 re-scoring (${supported ? 'V
     const b = { data: bank, shape: [n, D] };
     const c = internals.knnCompare(b, q, 0, 0, 0, 1, 1);
     expect(c.fallbackQueries).toBeGreaterThanOrEqual(1);
-    expect(c.sameIndex).toBe(8);
+    // Query 0's answer is any of 2000 rows tied in reals: a GEMM over fewer rows may round to
+    // another one, so the check is on distances.
     expectSameNearest(b, q);
   });
 

@@ -16,8 +16,9 @@
 // Rounding (u = 2^-24): the float32 search's own value e_ref(b) = fl(|b|^2 - 2 fl(q.b)) is within
 // 2 D u |q||b| + u |f(b)| of f(b) whatever its summation order; our float evaluation of e~ (|b'|^2
 // stored in float) is within u |e~| + ~10 u (1 + 2 sqrt D) |q'||b'| of it (its terms are at most
-// (1 + 2 sqrt D) |q'||b'|, and |q~| <= 1.13 |q'|, |b~| <= 1.13 |b'| at D = 1024). Both fit, about
-// twice over (which also covers evaluating the bounds in float and the double sums), in
+// (1 + 2 sqrt D) |q'||b'|, and |q~| <= (1 + sqrt(D) / 254) |q'|, likewise |b~|: 1.13 at D = 1024).
+// Both fit, about twice over (which also covers evaluating the bounds in float and the double
+// sums), in
 //   rho(q, b) = kappa ((|q| + |b|)^2 + (|q'| + |b'|)^2)
 //             <= 2 kappa (|q|^2 + |q'|^2) + 2 kappa (|b|^2 + |b'|^2),   kappa = (2 D + 32 sqrt D + 64) u.
 // Hence lower(b) = e~ - eps - rho <= e_ref(b) - C_q <= e~ + eps + rho = upper(b). The float32
@@ -273,7 +274,8 @@ Int8Bank::Int8Bank(const torch::Tensor& bank, const torch::Tensor& norms) : bank
   panels_ = (n_ + kPanel * kNR - 1) / (kPanel * kNR) * kNR;  // whole kernel tiles; extra rows are padding
   const int64_t rows = panels_ * kPanel, panelBytes = dim4_ * kPanel;
   kappa_ = (2.0 * dim_ + 32.0 * std::sqrt(static_cast<double>(dim_)) + 64.0) * std::ldexp(1.0, -24);
-  if (!knnInt8Supported() || n_ == 0) return;
+  // int32 sums of up to 127 * 255 * D stay exact up to D = 65536 (and so does the argument above).
+  if (!knnInt8Supported() || n_ == 0 || dim_ > 65536) return;
   packed_ = torch::zeros({panels_, dim4_ / 4, kPanel, 4}, torch::kUInt8);
   rowTerms_ = torch::zeros({kTerms, rows});
   float* T = rowTerms_.data_ptr<float>();

@@ -3,8 +3,9 @@
 // float32 re-scoring (seeded random rows, and real features at 5k / 16k / 60k bank rows), per-image
 // scoring of metal_plate and magnetic_tile with each, the PatchCore reference on metal_plate beside
 // them, and the ReConPatch head's iteration in the dense/autograd vs the sparse/fused formulation.
-//   node bench/knn_int8.mjs [--json] [--only=knn,real,score,reference,head] [--full]
+//   node bench/knn_int8.mjs [--json] [--only=knn,real,score,reference,head] [--full] [--threads=N]
 // --full also scores magnetic_tile with a 10% coreset bank (59,740 rows; its fit takes ~5 minutes).
+// --threads: intra-op threads for the k-NN and head figures (default: all cores).
 // Needs a build; ../shared for the real-feature, scoring and reference sections; the reference
 // needs the Debian packages ../shared/peer/README.md lists (it says so and is skipped without them).
 import { spawnSync } from 'node:child_process';
@@ -29,7 +30,7 @@ const hasShared = existsSync(path.join(shared, 'datasets/metal_plate')) && exist
 const ls = (d) => readdirSync(d).sort().map((f) => path.join(d, f));
 const trainOf = (name) => ls(path.join(shared, 'datasets', name, 'train/good'));
 const testOf = (name) => readdirSync(path.join(shared, 'datasets', name, 'test')).sort().flatMap((d) => ls(path.join(shared, 'datasets', name, 'test', d)));
-const cores = os.availableParallelism();
+const cores = Number(args.find((a) => a.startsWith('--threads='))?.slice(10) ?? os.availableParallelism());
 const D = 1024;
 const L = 784; // patches (queries) per 224-px image
 

@@ -69,9 +69,11 @@ RP_X86_V3_CLONES double lossRow(const float* gram, const float* n, int64_t i, co
   for (j = 0; j < N; ++j) {
     const float raw = s[j];
     s[j] = raw >= 0.f ? (g[j] - shift) / mu / (2.f * dist[j]) : 0.f;
-    // Equal rows give d2 at rounding level: compare them only then.
-    if (raw <= 1e-3f * (n[i] + n[j]) && std::memcmp(z + i * d, z + j * d, sizeof(float) * d) == 0) s[j] = 0.f;
+    dist[j] = raw;
   }
+  // Equal rows give d2 at rounding level: compare them only then.
+  for (j = 0; j < N; ++j)
+    if (dist[j] <= 1e-3f * (n[i] + n[j]) && std::memcmp(z + i * d, z + j * d, sizeof(float) * d) == 0) s[j] = 0.f;
   return loss;
 }
 

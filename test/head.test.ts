@@ -109,7 +109,7 @@ describe('ReConPatch head pieces', () => {
   });
 
   it('the fused loss equals the autograd formulation; its gradient is closer to the float64 gradient (issue 21)', () => {
-    const n = 200;
+    const n = 300; // >= 256: z z^T from its upper block triangle
     const d = 12;
     const z = randomMat(n, d, 9).map((r) => r.map(Math.fround)); // the values the addon sees
     for (let r = 0; r < 5; r++) z[50 + r] = [...z[r]]; // duplicates: distances clamped at 0

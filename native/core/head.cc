@@ -10,7 +10,23 @@ namespace rp {
 
 torch::Tensor pairwiseSquaredDistances(const torch::Tensor& z) {
   auto n = z.pow(2).sum(1, true);                          // [N, 1]
-  return (n - 2 * z.mm(z.t()) + n.t()).clamp_min(0);       // [N, N]
+  return (n - 2 * gramMatrix(z) + n.t()).clamp_min(0);     // [N, N]
+}
+
+torch::Tensor gramMatrix(const torch::Tensor& z) {
+  const int64_t N = z.size(0), h = N / 2;
+  if ((torch::GradMode::is_enabled() && z.requires_grad()) || !z.device().is_cpu() || N < 256) return z.mm(z.t());
+  auto zc = z.contiguous();
+  auto a = zc.narrow(0, 0, h), b = zc.narrow(0, h, N - h);
+  auto g = torch::empty({N, N}, z.options());
+  auto upper = g.narrow(0, 0, h).narrow(1, h, N - h);  // a b^T
+  torch::mm_out(upper, a, b.t());
+  auto top = g.narrow(0, 0, h).narrow(1, 0, h);
+  torch::mm_out(top, a, a.t());
+  auto bottom = g.narrow(0, h, N - h).narrow(1, h, N - h);
+  torch::mm_out(bottom, b, b.t());
+  g.narrow(0, h, N - h).narrow(1, 0, h).copy_(upper.t());
+  return g;
 }
 
 torch::Tensor knnMatrix(const torch::Tensor& d2, int64_t k) {

@@ -16,6 +16,10 @@ namespace rp {
 // Squared pairwise distances, clamped at 0. z: [N, d] -> [N, N]
 torch::Tensor pairwiseSquaredDistances(const torch::Tensor& z);
 
+// z z^T. Without autograd on the CPU, from its upper block triangle: three (N/2 x N/2 x d)
+// products instead of four, the fourth block their transpose. z: [N, d] -> [N, N]
+torch::Tensor gramMatrix(const torch::Tensor& z);
+
 // Binary k-NN matrix: row i marks i's k nearest rows, itself always included (ties and
 // duplicates cannot push a point out of its own set). d2: [N, N] -> [N, N] float {0, 1}
 torch::Tensor knnMatrix(const torch::Tensor& d2, int64_t k);

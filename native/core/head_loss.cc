@@ -84,7 +84,7 @@ class RelaxedContrastiveFn : public torch::autograd::Function<RelaxedContrastive
     auto zc = z.contiguous();
     const int64_t N = zc.size(0);
     auto n = zc.pow(2).sum(1).contiguous();        // [N], as pairwiseSquaredDistances
-    auto gram = torch::mm(zc, zc.t()).contiguous();  // [N, N]
+    auto gram = gramMatrix(zc).contiguous();         // [N, N]
     auto wc = w.to(torch::kFloat32).contiguous();
     auto S = torch::empty({N, N});                 // [N, N] dL / d d2
     std::vector<float> scratch(static_cast<size_t>(2 * N));

@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const { Engine } = await import(path.join(root, 'dist/index.js'));
-const { auroc } = await import(path.join(root, 'dist/metrics.js'));
+const { auroc } = await import(path.join(root, 'dist/eval/metrics.js'));
 const [dataset, fitPrecision = 'float32', ratio = '0.1', seed = '0'] = process.argv.slice(2);
 const base = path.resolve(root, '../shared/datasets', dataset);
 const ls = (d) => readdirSync(d).sort().map((f) => path.join(d, f));

@@ -61,7 +61,7 @@ if (want('knn')) {
   for (const rows of [5000, 16000, 60000]) out.knn.push(knnRow(internals.knnCompare(null, null, rows, L, D, 5, cores), 'random'));
 }
 
-// The bank stored in a model file (its BANK section: see native/core/model_io.h).
+// The bank stored in a model file (its BANK section: see native/core/io/model_file.h).
 function readBank(file) {
   const buf = readFileSync(file);
   let off = 16;

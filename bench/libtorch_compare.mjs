@@ -14,7 +14,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const { cachedLibtorches, abiTag } = await import(pathToFileURL(path.join(root, 'dist/libtorch/find.js')).href);
-const { defaultCacheDir } = await import(pathToFileURL(path.join(root, 'dist/weights.js')).href);
+const { defaultCacheDir } = await import(pathToFileURL(path.join(root, 'dist/io/weights.js')).href);
 
 const args = process.argv.slice(2);
 const opt = (name) => { const i = args.indexOf(`--${name}`); return i >= 0 ? args[i + 1] : undefined; };

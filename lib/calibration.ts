@@ -67,3 +67,17 @@ export function holdoutPicker(total: number | undefined, share: number, minImage
   const h = Math.min(Math.max(minImages, Math.round(share * total)), Math.floor(total / 2));
   return (i) => Math.floor(((i + 1) * h) / total) > Math.floor((i * h) / total);
 }
+
+/**
+ * Statistics of two sets of held-out images as one (counts-weighted mean and pooled variance),
+ * e.g. the fit's and an update's. The spread floor and threshold rule are those of {@link calibrate}.
+ */
+export function poolCalibrations(a: Calibration, b: Calibration): Calibration {
+  const n = a.images + b.images;
+  const mean = (a.images * a.scoreMean + b.images * b.scoreMean) / n;
+  const ss = (c: Calibration) => Math.max(c.images - 1, 0) * c.scoreStd ** 2 + c.images * (c.scoreMean - mean) ** 2;
+  const std = Math.max(Math.sqrt((ss(a) + ss(b)) / Math.max(n - 1, 1)), 0.02 * Math.abs(mean));
+  const low = Math.min((a.images * a.low + b.images * b.low) / n, mean);
+  return { images: n, scoreMean: mean, scoreStd: std, threshold: mean + 3 * std, low };
+}
+

@@ -10,7 +10,8 @@ import { fileURLToPath } from 'node:url';
 
 import { ReconpatchError } from './errors.js';
 import { type AddonAbi, type Libtorch, type LibtorchSource, abiTag, describeAbi, describeLibtorch, findLibtorches, preloadLibtorch } from './libtorch/find.js';
-import { defaultCacheDir } from './weights.js';
+import { defaultCacheDir, torchvisionDrift } from './io/weights.js';
+import { optionTableDrift } from './option_table.js';
 
 /** A raw frame as the addon takes it: HWC uint8, 1 or 3 channels, no padding. */
 export interface RawFrame {
@@ -69,10 +70,14 @@ export interface NativeInfo {
   bankRows: number;
   /** Size of one patch feature (the bank's columns). */
   featureDim: number;
-  /** Images the bank was built from. */
+  /** Images the bank was built from (the fit's and every update's). */
   trainImages: number;
-  /** Patch features extracted before the coreset. */
+  /** Patch features extracted from them, before the coreset. */
   trainPatches: number;
+  /** `update()` calls since the fit. */
+  updates: number;
+  /** Bank rows those updates added (the bank's growth since the fit). */
+  updateRows: number;
   /** The device the engine computes on: `'cpu'` or `'cuda:0'`-style. */
   device: string;
 }
@@ -92,13 +97,24 @@ export interface FloatArray {
 export interface NativeEngine {
   info(): NativeInfo;
   options(): NativeOptions;
-  fitBegin(): void;
+  /** Starts staging: a new model ('fit', optionally with a bound on the staged patches) or the live one grown ('update'). */
+  fitBegin(mode?: 'fit' | 'update', maxStagedPatches?: number): void;
   fitAdd(images: RawFrame[]): Promise<void>;
-  fitEnd(onProgress?: (stage: string, done: number, total: number, value: number) => void): Promise<void>;
+  /**
+   * Builds the new model into a pending slot; the live model keeps serving until fitCommit.
+   * Resolves with the number of progress calls queued (they may still be arriving).
+   */
+  fitEnd(onProgress?: (stage: string, done: number, total: number, value: number) => void): Promise<number>;
+  /** Scores against the pending model (calibration before the commit). */
+  scorePending(images: RawFrame[]): Promise<NativeScore[]>;
+  /** Makes the pending model live, with this metadata. */
+  fitCommit(metadata: string): void;
+  /** Drops the staged features and the pending model; the live model stays. */
   fitAbort(): void;
   cancel(): void;
   score(images: RawFrame[]): Promise<NativeScore[]>;
-  save(path: string): Promise<void>;
+  /** The fitted model as model-file bytes. */
+  encode(): Promise<Buffer>;
   embed(images: [RawFrame]): Promise<FloatArray>;
   metadata(): string;
   /** Throws ERR_INVALID_IMAGE for frames this engine could not embed (geometry checks only; synchronous, cheap). */
@@ -112,8 +128,8 @@ export interface NativeInternals {
   /** tensorOps: the tensor-operation path (used off CPU) instead of the fused CPU kernel. */
   patchFeatures(taps: FloatArray[], patchSize: number, pretrainDim: number, targetDim: number, tensorOps?: boolean): FloatArray;
   preprocess(image: RawFrame, resize: number, crop: number, mode: 'shorter' | 'squash'): FloatArray;
-  /** bfloat16: select on the points rounded to bfloat16, as fit does on the CPU. */
-  greedyCoreset(projected: FloatArray, starts: number[], count: number, pruned: boolean, threads?: number, bfloat16?: boolean): number[];
+  /** bfloat16: select on the points rounded to bfloat16, as fit does. deviceLoop: the loop the GPU runs, here on the CPU. */
+  greedyCoreset(projected: FloatArray, starts: number[], count: number, pruned: boolean, threads?: number, bfloat16?: boolean, deviceLoop?: boolean): number[];
   coresetProject(features: FloatArray, projectionDim: number, seed: number): FloatArray;
   backboneMilliseconds(backbone: string, size: number, batch: number, reps: number, threads: number): { backboneMs: number; patchFeaturesMs: number };
   /** kernel: 'auto' (the engine's choice), 'float32', or 'int8' (int8 + float32 re-scoring where the CPU has AVX-512 VNNI). */
@@ -143,12 +159,23 @@ export interface NativeInternals {
   readGBs(bytes: number, reps: number, threads: number): number;
   /** Best-of-reps ms of one k-NN search (random data). Benchmarks only. */
   knnMilliseconds(bankRows: number, queries: number, dim: number, reps: number, threads: number): number;
-  /** Seconds of the approximate greedy coreset on random rows x dim features. Benchmarks only. */
+}
+
+/** A model file decoded natively, before an engine is built from it. */
+export interface DecodedModel {
+  options: NativeOptions;
+  model: unknown;
 }
 
 export interface NativeModule {
   createEngine(options: NativeOptions): Promise<NativeEngine>;
-  loadEngine(path: string): Promise<NativeEngine>;
+  /** Checks and decodes model-file bytes; `label` names them in errors. */
+  decodeModel(bytes: Buffer, label: string): Promise<DecodedModel>;
+  loadEngine(model: DecodedModel['model']): Promise<NativeEngine>;
+  /** The addon's option keys, in order, with its C++ defaults (compared with lib/option_table.ts). */
+  optionDefaults(): Record<string, unknown>;
+  /** The torchvision architectures the addon builds, with their taps (compared with lib/io/weights.ts). */
+  torchvisionCatalog(): Record<string, { taps: string[]; defaults: string[] }>;
   internals: NativeInternals;
   runtime(): { torchVersion: string; cudaBuild: boolean; cudaDevices: number; cxxStandard: number };
 }
@@ -262,11 +289,10 @@ export function native(): NativeModule {
         : 'it is incomplete or for another platform';
     throw new ReconpatchError('ERR_NATIVE_LOAD', `reconpatch: ${describeAbi(pick.libtorch)} from ${pick.libtorch.source} at ${pick.libtorch.libDir} could not be loaded: ${help}.\n  cause: ${msg}`, { cause: err });
   }
+  let mod: NativeModule;
   try {
     const require = createRequire(import.meta.url);
-    cached = require(pick.addon.file) as NativeModule;
-    loaded = pick;
-    return cached;
+    mod = require(pick.addon.file) as NativeModule;
   } catch (err) {
     const msg = err instanceof Error ? err.message : String(err);
     const help = /lib(torch|c10)[^ ]*\.so/.test(msg)
@@ -276,6 +302,15 @@ export function native(): NativeModule {
       : 'the native addon could not be loaded.';
     throw new ReconpatchError('ERR_NATIVE_LOAD', `reconpatch: ${help}\n  addon: ${pick.addon.file}\n  cause: ${msg}`, { cause: err });
   }
+  // An addon built from other sources than this JavaScript (a stale build) would read options wrongly.
+  const drift = [...optionTableDrift(mod.optionDefaults()), ...torchvisionDrift(mod.torchvisionCatalog())];
+  if (drift.length) {
+    throw new ReconpatchError('ERR_NATIVE_LOAD', `reconpatch: the addon ${pick.addon.file} does not match this package's JavaScript ` +
+      `(rebuild it: npm rebuild reconpatch):\n  ${drift.join('\n  ')}`);
+  }
+  cached = mod;
+  loaded = pick;
+  return cached;
 }
 
 /**

@@ -7,7 +7,9 @@ import path from 'node:path';
 
 import { ReconpatchError } from './errors.js';
 import type { NativeOptions } from './native.js';
-import { TORCHVISION_ARCHITECTURES, cachedWeights, isTorchvisionArchitecture, pullCommand, tapNames } from './weights.js';
+import type { InputOptions } from './io/images.js';
+import { type OptionKey, optionDefault, optionProblem } from './option_table.js';
+import { TORCHVISION_ARCHITECTURES, cachedWeights, isTorchvisionArchitecture, pullCommand, tapNames } from './io/weights.js';
 
 /**
  * Built-in backbones (no weight files needed).
@@ -57,9 +59,8 @@ export interface EngineOptions {
   scoring?: { distance?: 'euclidean' | 'squared'; reweight?: boolean; neighbors?: number; blurSigma?: number };
   /**
    * Precision of the patch features held in memory during fit (default `'float32'`). `'float16'`
-   * halves the staged features, the largest part of fit memory on big training sets (magnetic_tile:
-   * peak 1.27x -> 0.80x the float32 bank); the head and the bank still compute in float32.
-   * Measured effect on AUROC (within seed noise): docs/results.md.
+   * halves the staged features, the largest part of fit memory on big training sets; the head and
+   * the bank still compute in float32. Memory and AUROC measured: bench/NOTES.md, docs/results.md.
    */
   fitPrecision?: 'float32' | 'float16';
   /** Images embedded per native call during fit and batch scoring (default 4). */
@@ -81,6 +82,13 @@ export interface EngineOptions {
    * call on its own. Runtime only: not saved with the model; pass it again to `Engine.load`.
    */
   batching?: BatchingOptions | false;
+  /**
+   * What inputs are accepted (see {@link InputOptions}): the pixel budget (`maxPixels`, default
+   * 8192 × 8192, checked from the header before decoding, and on the resized image) and the
+   * policy for damaged images (`failOn`, default `'warning'`). Runtime only: not saved with the
+   * model; pass it again to `Engine.load`.
+   */
+  input?: InputOptions;
 }
 
 /**
@@ -164,19 +172,23 @@ export interface HeadOptions {
  * const longer = await Engine.create({ backbone: 'random_cnn', head: { iterations: HEAD_DEFAULTS.iterations * 2 } });
  */
 export const HEAD_DEFAULTS: Required<HeadOptions> = {
-  iterations: 300, batch: 1024, projectionDim: 0, lr: 1e-3, weightDecay: 1e-2, ema: 0.9, k: 5,
-  sigma: 1, alpha: 0.5, margin: 1, normalize: false, initIdentity: true,
+  iterations: optionDefault('headIterations'), batch: optionDefault('headBatch'), projectionDim: optionDefault('headProjectionDim'),
+  lr: optionDefault('headLr'), weightDecay: optionDefault('headWeightDecay'), ema: optionDefault('headEma'), k: optionDefault('headK'),
+  sigma: optionDefault('headSigma'), alpha: optionDefault('headAlpha'), margin: optionDefault('headMargin'),
+  normalize: optionDefault('headNormalize'), initIdentity: optionDefault('headInitIdentity'),
 };
 
-function num(value: unknown, name: string, min: number, max: number, { open = false } = {}): number {
-  if (typeof value !== 'number' || !Number.isFinite(value) || value < min || value > max || (open && value === min))
-    fail(`${name} must be a number in ${open ? '(' : '['}${min}, ${max}], got ${JSON.stringify(value)}`);
+function num(value: unknown, name: string, min: number, max: number): number {
+  if (typeof value !== 'number' || !Number.isFinite(value) || value < min || value > max)
+    fail(`${name} must be a number in [${min}, ${max}], got ${JSON.stringify(value)}`);
   return value;
 }
 
-function bool(value: unknown, name: string): boolean {
-  if (typeof value !== 'boolean') fail(`${name} must be a boolean`);
-  return value;
+/** `value` for the native option `key`, checked against the option table; `name` is what the user wrote. */
+function checked<K extends OptionKey>(key: K, value: unknown, name: string): NativeOptions[K] {
+  const problem = optionProblem(key, value);
+  if (problem) fail(`${name} ${problem}, got ${JSON.stringify(value)}`);
+  return value as NativeOptions[K];
 }
 
 function resolveHead(value: unknown) {
@@ -187,18 +199,18 @@ function resolveHead(value: unknown) {
   for (const key of Object.keys(h)) if (!(key in HEAD_DEFAULTS)) fail(`unknown head option '${key}'`);
   return {
     head: on,
-    headIterations: int(h.iterations, 'head.iterations', 0, 1_000_000),
-    headBatch: int(h.batch, 'head.batch', 2, 65536),
-    headProjectionDim: int(h.projectionDim, 'head.projectionDim', 0, 65536),
-    headLr: num(h.lr, 'head.lr', 0, 10),
-    headWeightDecay: num(h.weightDecay, 'head.weightDecay', 0, 10),
-    headEma: num(h.ema, 'head.ema', 0, 1),
-    headK: int(h.k, 'head.k', 1, 1024),
-    headSigma: num(h.sigma, 'head.sigma', 0, 1e6, { open: true }),
-    headAlpha: num(h.alpha, 'head.alpha', 0, 1),
-    headMargin: num(h.margin, 'head.margin', 0, 1e6, { open: true }),
-    headNormalize: bool(h.normalize, 'head.normalize'),
-    headInitIdentity: bool(h.initIdentity, 'head.initIdentity'),
+    headIterations: checked('headIterations', h.iterations, 'head.iterations'),
+    headBatch: checked('headBatch', h.batch, 'head.batch'),
+    headProjectionDim: checked('headProjectionDim', h.projectionDim, 'head.projectionDim'),
+    headLr: checked('headLr', h.lr, 'head.lr'),
+    headWeightDecay: checked('headWeightDecay', h.weightDecay, 'head.weightDecay'),
+    headEma: checked('headEma', h.ema, 'head.ema'),
+    headK: checked('headK', h.k, 'head.k'),
+    headSigma: checked('headSigma', h.sigma, 'head.sigma'),
+    headAlpha: checked('headAlpha', h.alpha, 'head.alpha'),
+    headMargin: checked('headMargin', h.margin, 'head.margin'),
+    headNormalize: checked('headNormalize', h.normalize, 'head.normalize'),
+    headInitIdentity: checked('headInitIdentity', h.initIdentity, 'head.initIdentity'),
   };
 }
 
@@ -212,11 +224,6 @@ function int(value: unknown, name: string, min: number, max = Number.MAX_SAFE_IN
   return value;
 }
 
-function oneOf<T extends string>(value: unknown, name: string, allowed: readonly T[]): T {
-  if (!allowed.includes(value as T)) fail(`${name} must be one of ${allowed.map((a) => `'${a}'`).join(', ')}, got ${JSON.stringify(value)}`);
-  return value as T;
-}
-
 function plainObject(value: unknown, name: string): Record<string, unknown> {
   if (value === undefined) return {};
   if (value === null || typeof value !== 'object' || Array.isArray(value)) fail(`${name} must be an object`);
@@ -225,7 +232,7 @@ function plainObject(value: unknown, name: string): Record<string, unknown> {
 
 const TOP_LEVEL = new Set([
   'backbone', 'weights', 'layers', 'head', 'coreset', 'resize', 'crop', 'resizeMode', 'features', 'scoring',
-  'batchSize', 'threads', 'device', 'seed', 'calibration', 'batching', 'fitPrecision',
+  'batchSize', 'threads', 'device', 'seed', 'calibration', 'batching', 'fitPrecision', 'input',
 ]);
 
 /** Validates user options and fills every default. Throws ERR_INVALID_OPTION with what to change. */
@@ -270,16 +277,15 @@ export function resolveOptions(options: EngineOptions): NativeOptions {
   }
 
   const coreset = plainObject(o.coreset, 'coreset');
-  const ratio = coreset.ratio ?? 0.1;
-  if (typeof ratio !== 'number' || !(ratio > 0 && ratio <= 1)) fail(`coreset.ratio must be in (0, 1], got ${JSON.stringify(ratio)}`);
   const features = plainObject(o.features, 'features');
   const scoring = plainObject(o.scoring, 'scoring');
-  const blurSigma = scoring.blurSigma ?? 4;
-  if (typeof blurSigma !== 'number' || !(blurSigma >= 0 && blurSigma <= 64)) fail('scoring.blurSigma must be a number in [0, 64]');
-
-  const resize = o.resize === undefined ? 256 : o.resize === null ? 0 : int(o.resize, 'resize', 16, 8192);
-  const crop = o.crop === undefined ? 224 : o.crop === null ? 0 : int(o.crop, 'crop', 16, 8192);
+  // null turns resize / crop off (0 natively); a given size must be in range.
+  const size = (key: 'resize' | 'crop', value: unknown) =>
+    value === undefined ? optionDefault(key) : value === null ? 0 : value === 0 ? fail(`${key} must be a size in pixels or null, got 0`) : checked(key, value, key);
+  const resize = size('resize', o.resize);
+  const crop = size('crop', o.crop);
   if (resize > 0 && crop > resize) fail(`crop (${crop}) must not exceed resize (${resize})`);
+  const given = <K extends OptionKey>(key: K, value: unknown, name: string) => checked(key, value === undefined ? optionDefault(key) : value, name);
 
   return {
     backbone,
@@ -287,23 +293,23 @@ export function resolveOptions(options: EngineOptions): NativeOptions {
     layers,
     resize,
     crop,
-    resizeMode: oneOf(o.resizeMode ?? 'shorter', 'resizeMode', ['shorter', 'squash'] as const),
-    patchSize: 3,
-    pretrainDim: int(features.pretrainDim ?? 1024, 'features.pretrainDim', 1, 65536),
-    targetDim: int(features.targetDim ?? 1024, 'features.targetDim', 1, 65536),
-    coresetRatio: ratio,
-    coresetProjection: int(coreset.projection ?? 128, 'coreset.projection', 1, 65536),
-    coresetStarts: int(coreset.starts ?? 10, 'coreset.starts', 1, 100000),
-    fitPrecision: oneOf(o.fitPrecision ?? 'float32', 'fitPrecision', ['float32', 'float16'] as const),
-    distance: oneOf(scoring.distance ?? 'euclidean', 'scoring.distance', ['euclidean', 'squared'] as const),
-    reweight: scoring.reweight === undefined ? false : scoring.reweight === true ? true : scoring.reweight === false ? false : fail('scoring.reweight must be a boolean'),
-    reweightNeighbors: int(scoring.neighbors ?? 9, 'scoring.neighbors', 1, 1024),
-    blurSigma,
+    resizeMode: given('resizeMode', o.resizeMode, 'resizeMode'),
+    patchSize: optionDefault('patchSize'),
+    pretrainDim: given('pretrainDim', features.pretrainDim, 'features.pretrainDim'),
+    targetDim: given('targetDim', features.targetDim, 'features.targetDim'),
+    coresetRatio: given('coresetRatio', coreset.ratio, 'coreset.ratio'),
+    coresetProjection: given('coresetProjection', coreset.projection, 'coreset.projection'),
+    coresetStarts: given('coresetStarts', coreset.starts, 'coreset.starts'),
+    fitPrecision: given('fitPrecision', o.fitPrecision, 'fitPrecision'),
+    distance: given('distance', scoring.distance, 'scoring.distance'),
+    reweight: given('reweight', scoring.reweight, 'scoring.reweight'),
+    reweightNeighbors: given('reweightNeighbors', scoring.neighbors, 'scoring.neighbors'),
+    blurSigma: given('blurSigma', scoring.blurSigma, 'scoring.blurSigma'),
     ...resolveHead(o.head),
-    device: oneOf(o.device ?? 'auto', 'device', ['cpu', 'cuda', 'auto'] as const),
+    device: given('device', o.device, 'device'),
     // 0 = all cores wherever the model runs: a saved model adapts to the machine that loads it.
-    threads: o.threads === undefined ? 0 : int(o.threads, 'threads', 1, 1024),
-    seed: int(o.seed ?? 0, 'seed', 0, 2 ** 32 - 1),
-    batchSize: int(o.batchSize ?? 4, 'batchSize', 1, 1024),
+    threads: o.threads === undefined ? 0 : o.threads === 0 ? fail('threads must be an integer in [1, 1024], got 0') : given('threads', o.threads, 'threads'),
+    seed: given('seed', o.seed, 'seed'),
+    batchSize: given('batchSize', o.batchSize, 'batchSize'),
   };
 }

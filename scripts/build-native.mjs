@@ -78,7 +78,7 @@ async function target() {
       process.exit(1);
     }
   } else if (find) {
-    const { defaultCacheDir } = await import(pathToFileURL(path.join(root, 'dist/weights.js')).href);
+    const { defaultCacheDir } = await import(pathToFileURL(path.join(root, 'dist/io/weights.js')).href);
     t = find.findLibtorches(defaultCacheDir()).found.find((x) => x.torchDir);
   }
   if (!t || t.source === 'debian') {

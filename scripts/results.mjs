@@ -39,7 +39,7 @@ if (!render) {
       for (const seed of d.seeds)
         for (const mode of MODES) {
           const args = [
-            path.join(root, 'dist/cli.js'), 'eval', '--data', path.join(shared, 'datasets'), '--category', d.category,
+            path.join(root, 'dist/cli/main.js'), 'eval', '--data', path.join(shared, 'datasets'), '--category', d.category,
             '--backbone', path.join(shared, 'backbones', `${bb}.pt`), '--protocol', 'patchcore', '--seed', String(seed),
             '--json', ...d.args, ...mode.args,
           ];
@@ -97,7 +97,7 @@ function ensembleMatrix() {
     for (const mode of MODES)
       for (const d of DATASETS) {
         const args = [
-          path.join(root, 'dist/cli.js'), 'eval', '--data', path.join(shared, 'datasets'), '--category', d.category,
+          path.join(root, 'dist/cli/main.js'), 'eval', '--data', path.join(shared, 'datasets'), '--category', d.category,
           '--backbone', backbones, '--protocol', 'patchcore', '--seed', '0', '--json', ...d.args, ...mode.args,
         ];
         console.error(`ensemble eval ${d.category} ${mode.name}`);

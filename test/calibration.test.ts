@@ -6,7 +6,7 @@ import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { calibrate, holdoutPicker, normalize } from '../lib/calibration.js';
-import { readMask } from '../lib/dataset.js';
+import { readMask } from '../lib/eval/dataset.js';
 import { jet } from '../lib/heatmap.js';
 import { Engine } from '../lib/index.js';
 import { syntheticDataset, tempDir } from './support/data.js';

@@ -1,4 +1,4 @@
-// The real `reconpatch` binary (built dist/cli.js) on a generated dataset: exit codes, JSON,
+// The real `reconpatch` binary (built dist/cli/main.js) on a generated dataset: exit codes, JSON,
 // a saved model scored from the command line.
 import { execFile } from 'node:child_process';
 import { existsSync, readFileSync, rmSync } from 'node:fs';
@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SHARED_ABSENT, hasShared, repoRoot, sharedBackbones, sharedDatasets, syntheticDataset, tempDir } from './support/data.js';
 
 const run = promisify(execFile);
-const cli = path.join(repoRoot, 'dist/cli.js');
+const cli = path.join(repoRoot, 'dist/cli/main.js');
 
 async function reconpatch(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   try {

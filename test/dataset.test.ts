@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import { listImages, readMask, readMvtecDataset } from '../lib/dataset.js';
+import { listImages, readMask, readMvtecDataset } from '../lib/eval/dataset.js';
 import { ReconpatchError } from '../lib/errors.js';
 
 const sharedDatasets = fileURLToPath(new URL('../../shared/datasets', import.meta.url));

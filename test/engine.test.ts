@@ -2,9 +2,9 @@
 // input's size, determinism, greyscale and non-square inputs.
 import { beforeAll, describe, expect, it } from 'vitest';
 
-import { readMask } from '../lib/dataset.js';
+import { readMask } from '../lib/eval/dataset.js';
 import { Engine } from '../lib/index.js';
-import { auroc, pixelAuroc } from '../lib/metrics.js';
+import { auroc, pixelAuroc } from '../lib/eval/metrics.js';
 import { syntheticDataset } from './support/data.js';
 
 const base = { backbone: 'random_cnn', resize: null, crop: null, coreset: { ratio: 0.25 } } as const;

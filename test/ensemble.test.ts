@@ -8,10 +8,10 @@ import { promisify } from 'node:util';
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import { readMask, readMvtecDataset } from '../lib/dataset.js';
+import { readMask, readMvtecDataset } from '../lib/eval/dataset.js';
 import { Engine, Ensemble, ReconpatchError, fuseTestMinMax, minMax } from '../lib/index.js';
 import type { EngineOptions, MemberRange } from '../lib/index.js';
-import { auroc, pixelAuroc } from '../lib/metrics.js';
+import { auroc, pixelAuroc } from '../lib/eval/metrics.js';
 import { SHARED_ABSENT, hasShared, repoRoot, sharedBackbones, sharedDatasets, syntheticDataset, tempDir } from './support/data.js';
 
 async function errorOf(p: Promise<unknown>): Promise<ReconpatchError> {
@@ -236,7 +236,7 @@ describe('Ensemble on generated data', () => {
 
 describe('reconpatch CLI with several backbones', () => {
   const run = promisify(execFile);
-  const cli = path.join(repoRoot, 'dist/cli.js');
+  const cli = path.join(repoRoot, 'dist/cli/main.js');
   const dir = tempDir('ensemble-cli');
   const reconpatch = async (...args: string[]) => (await run(process.execPath, [cli, ...args], { maxBuffer: 1 << 24 })).stdout;
   beforeAll(async () => {

@@ -3,7 +3,7 @@
 import sharp from 'sharp';
 import { describe, expect, it } from 'vitest';
 
-import { toRawFrame } from '../lib/images.js';
+import { toRawFrame } from '../lib/io/images.js';
 
 const W = 5;
 const H = 3;

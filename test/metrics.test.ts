@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 
 import { describe, expect, it } from 'vitest';
 
-import { auroc, connectedComponents, f1Max, pixelAuroc, pro } from '../lib/metrics.js';
+import { auroc, connectedComponents, f1Max, pixelAuroc, pro } from '../lib/eval/metrics.js';
 
 function naiveAuroc(s: number[], y: number[]): number {
   let u = 0;

@@ -1,6 +1,8 @@
 // Save -> load gives identical results; damaged, truncated or foreign files fail with
 // ERR_MODEL_FILE; a failed save never damages an existing model.
-import { copyFileSync, existsSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -98,4 +100,89 @@ describe('model file', () => {
     expect(loaded.info.backbone).toBe('tiny_test');
     expect((await loaded.score(probes[0])).score).toBe((await e.score(probes[0])).score);
   });
+
+  it('round-trips through bytes (saveBytes / loadBytes) to the same file and the same scores', async () => {
+    const bytes = await engine.saveBytes();
+    expect(bytes.equals(readFileSync(modelPath))).toBe(true);
+    const loaded = await Engine.loadBytes(new Uint8Array(bytes)); // a plain Uint8Array works too
+    expect((await loaded.score(probes[0])).score).toBe((await engine.score(probes[0])).score);
+    expect(await codeOf(Engine.loadBytes(bytes.subarray(0, 100)))).toBe('ERR_MODEL_FILE');
+    expect(await codeOf(Engine.loadBytes('not bytes' as unknown as Buffer))).toBe('ERR_INVALID_OPTION');
+  });
+
+  it('checks a loaded model\'s options like Engine.create: a crafted file with bad options is refused before anything is built', async () => {
+    const bytes = readFileSync(modelPath);
+    for (const [key, value] of [['batchSize', '0'], ['threads', '100000'], ['patchSize', '0'], ['resize', '3'], ['coresetRatio', 'nan'], ['device', 'tpu']]) {
+      const crafted = withOption(bytes, key, value);
+      const err = await Engine.loadBytes(crafted).catch((e: ReconpatchError) => e);
+      expect(err, `${key}=${value}`).toBeInstanceOf(ReconpatchError);
+      expect((err as ReconpatchError).code).toBe('ERR_MODEL_FILE');
+      expect((err as ReconpatchError).message).toContain(`${key}=`);
+    }
+    // The same edit with an allowed value loads: the check is about values, not about editing.
+    const fine = await Engine.loadBytes(withOption(bytes, 'batchSize', '2'));
+    expect(fine.options.batchSize).toBe(2);
+  });
+
+  it('reads regular files only, with a bound: a directory, /dev/zero and a FIFO fail at once', async () => {
+    expect(await codeOf(Engine.load(dir))).toBe('ERR_MODEL_FILE');
+    const started = Date.now();
+    const zero = await Engine.load('/dev/zero').catch((e: ReconpatchError) => e);
+    expect((zero as ReconpatchError).code).toBe('ERR_MODEL_FILE');
+    expect((zero as ReconpatchError).message).toContain('not a regular file');
+    const fifo = path.join(dir, 'pipe.rcp');
+    execFileSync('mkfifo', [fifo]);
+    const err = await Engine.load(fifo).catch((e: ReconpatchError) => e);
+    expect((err as ReconpatchError).code).toBe('ERR_MODEL_FILE');
+    expect(Date.now() - started).toBeLessThan(5000); // none of them waited or read without end
+  });
+
+  it('removes temporary files that killed processes left beside a model, and only those', async () => {
+    const sub = path.join(dir, 'stale');
+    mkdirSync(sub);
+    const target = path.join(sub, 'part.rcp');
+    const dead = `${target}.tmp-${deadPid()}-0`;
+    const alive = `${target}.tmp-${process.ppid}-ab12cd34`; // a running process: maybe still writing
+    writeFileSync(dead, Buffer.alloc(1024));
+    writeFileSync(alive, Buffer.alloc(16));
+    await engine.save(target);
+    expect(existsSync(dead)).toBe(false);
+    expect(existsSync(alive)).toBe(true);
+    expect(existsSync(target)).toBe(true);
+  });
 });
+
+/** A pid that no process has now. */
+function deadPid(): number {
+  for (let pid = 4_000_000; ; pid--) {
+    try {
+      process.kill(pid, 0);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ESRCH') return pid;
+    }
+  }
+}
+
+/** A model file's bytes with one option (OPTS section, `key=value` lines) changed and the checksum redone. */
+function withOption(bytes: Buffer, key: string, value: string): Buffer {
+  let at = 16; // magic, version, section count
+  const count = bytes.readUInt32LE(12);
+  const parts: Buffer[] = [bytes.subarray(0, 16)];
+  for (let i = 0; i < count; i++) {
+    const tag = bytes.toString('latin1', at, at + 4);
+    const length = Number(bytes.readBigUInt64LE(at + 4));
+    let payload = bytes.subarray(at + 12, at + 12 + length);
+    if (tag === 'OPTS') {
+      const text = payload.toString('utf8').replace(new RegExp(`^${key}=.*$`, 'm'), `${key}=${value}`);
+      payload = Buffer.from(text);
+    }
+    const head = Buffer.alloc(12);
+    head.write(tag, 0, 'latin1');
+    head.writeBigUInt64LE(BigInt(payload.length), 4);
+    parts.push(head, payload);
+    at += 12 + length;
+  }
+  const body = Buffer.concat(parts);
+  return Buffer.concat([body, createHash('sha256').update(body).digest()]);
+}
+

@@ -5,6 +5,9 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 
 import { Engine, ReconpatchError } from '../lib/index.js';
+import { torchvisionDrift } from '../lib/io/weights.js';
+import { native } from '../lib/native.js';
+import { OPTION_TABLE, nativeOptionProblems, optionTableDrift } from '../lib/option_table.js';
 import { resolveOptions } from '../lib/options.js';
 
 async function codeOf(p: Promise<unknown>): Promise<string> {
@@ -82,4 +85,33 @@ describe('options', () => {
     const err = (await Engine.create({ backbone: 'no_such_net' }).catch((e: unknown) => e)) as Error;
     expect(err.stack).toContain('options.test.ts');
   });
+
+  it('one option table: the addon names the same keys in the same order with the same defaults, and drift is caught', () => {
+    const addon = native().optionDefaults();
+    expect(optionTableDrift(addon)).toEqual([]);
+    expect(Object.keys(addon)).toEqual(Object.keys(OPTION_TABLE));
+    // What a stale or mismatched build would look like: a key renamed, a default changed.
+    const { batchSize, ...renamed } = addon;
+    expect(optionTableDrift({ ...renamed, batchSizes: batchSize }).join('\n')).toMatch(/keys differ/);
+    expect(optionTableDrift({ ...addon, device: 'cpu' })).toEqual(['default of device: the addon "cpu", lib/option_table.ts "auto"']);
+    // The torchvision architectures and their taps: declared natively, listed in lib/io/weights.ts.
+    const catalog = native().torchvisionCatalog();
+    expect(torchvisionDrift(catalog)).toEqual([]);
+    expect(torchvisionDrift({ ...catalog, resnet34: catalog.resnet18 }).join('\n')).toMatch(/architectures differ/);
+    expect(torchvisionDrift({ ...catalog, resnet18: { ...catalog.resnet18, defaults: ['layer3'] } }).join('\n')).toMatch(/resnet18 taps differ/);
+  });
+
+  it('checks a complete native options object (what a model file holds) against the table', () => {
+    const good = resolveOptions({ backbone: 'random_cnn' }) as unknown as Record<string, unknown>;
+    expect(nativeOptionProblems(good)).toEqual([]);
+    expect(nativeOptionProblems({ ...good, resize: 0, crop: 0, threads: 0 })).toEqual([]); // 0 = none
+    const bad = { ...good, batchSize: 0, threads: 100000, patchSize: 0, resize: 3, coresetRatio: 0, device: 'tpu', extra: 1 };
+    const problems = nativeOptionProblems(bad).join('\n');
+    for (const key of ['batchSize=0', 'threads=100000', 'patchSize=0', 'resize=3', 'coresetRatio=0', 'device="tpu"', 'extra is not an option'])
+      expect(problems).toContain(key);
+    const { seed: _seed, ...missing } = good;
+    expect(nativeOptionProblems(missing)).toEqual(['seed is missing']);
+    expect(nativeOptionProblems({ ...good, resize: 100, crop: 200 })).toEqual(['crop (200) exceeds resize (100)']);
+  });
 });
+

@@ -15,8 +15,8 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { abiTag, cachedLibtorches, type Libtorch } from '../lib/libtorch/find.js';
-import { auroc } from '../lib/metrics.js';
-import { defaultCacheDir } from '../lib/weights.js';
+import { auroc } from '../lib/eval/metrics.js';
+import { defaultCacheDir } from '../lib/io/weights.js';
 import { repoRoot, syntheticDataset, tempDir } from './support/data.js';
 
 const execFileAsync = promisify(execFile);

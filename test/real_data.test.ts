@@ -2,9 +2,9 @@
 // PatchCore reference, run the same way on this machine, reached image AUROC 0.958.
 import { describe, expect, it } from 'vitest';
 
-import { readMask, readMvtecDataset } from '../lib/dataset.js';
+import { readMask, readMvtecDataset } from '../lib/eval/dataset.js';
 import { Engine } from '../lib/index.js';
-import { auroc, pixelAuroc } from '../lib/metrics.js';
+import { auroc, pixelAuroc } from '../lib/eval/metrics.js';
 import { SHARED_ABSENT, hasShared, sharedBackbones, sharedDatasets } from './support/data.js';
 
 describe.skipIf(!hasShared)(`real data: metal_plate with mobilenet_v1 (${hasShared ? 'present' : SHARED_ABSENT})`, () => {

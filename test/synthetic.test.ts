@@ -5,8 +5,8 @@ import path from 'node:path';
 import sharp from 'sharp';
 import { afterAll, describe, expect, it } from 'vitest';
 
-import { readMask, readMvtecDataset } from '../lib/dataset.js';
-import { makeSyntheticDataset } from '../lib/synthetic.js';
+import { readMask, readMvtecDataset } from '../lib/eval/dataset.js';
+import { makeSyntheticDataset } from '../lib/eval/synthetic.js';
 import { tempDir } from './support/data.js';
 
 describe('synthetic defect dataset', () => {

@@ -24,7 +24,7 @@ const CASES = [
 ];
 
 const run = promisify(execFile);
-const cli = path.join(repoRoot, 'dist/cli.js');
+const cli = path.join(repoRoot, 'dist/cli/main.js');
 
 if (!hasTorchvision) console.warn(`[torchvision.test] skipped: ${TORCHVISION_ABSENT}`);
 

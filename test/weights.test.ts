@@ -11,11 +11,11 @@ import { promisify } from 'node:util';
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import { type DownloadProgress, defaultCacheDir, fetchVerified, pullWeights } from '../lib/weights.js';
+import { type DownloadProgress, defaultCacheDir, fetchVerified, pullWeights } from '../lib/io/weights.js';
 import { repoRoot, tempDir } from './support/data.js';
 
 const run = promisify(execFile);
-const cli = path.join(repoRoot, 'dist/cli.js');
+const cli = path.join(repoRoot, 'dist/cli/main.js');
 
 const body = randomBytes(3 << 20);
 const sha = createHash('sha256').update(body).digest('hex');

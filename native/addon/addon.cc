@@ -6,23 +6,14 @@
 
 #include "addon/convert.h"
 #include "addon/engine_wrap.h"
-#include "core/internals.h"
+#include "probes/internals.h"
 #include "core/memory.h"
+#include "core/backbones/catalog.h"
 #include "core/runtime.h"
 
 namespace rpn {
 
 namespace {
-
-// Runs a core call on the JS thread, mapping rp::Error to a JS error with its code.
-template <class Fn>
-Napi::Value sync(Napi::Env env, Fn&& fn) {
-  try {
-    return fn();
-  } catch (const rp::Error& e) {
-    throw makeError(env, rp::errorCodeName(e.code()), e.what());
-  }
-}
 
 std::vector<int64_t> intVector(const Napi::Value& v) {
   std::vector<int64_t> out;
@@ -40,7 +31,7 @@ Napi::Array toJsArray(Napi::Env env, const std::vector<int64_t>& v) {
 Napi::Object makeInternals(Napi::Env env) {
   Napi::Object o = Napi::Object::New(env);
   o.Set("patchFeatures", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
-          return sync(info.Env(), [&]() -> Napi::Value {
+          return callCore(info.Env(), [&]() -> Napi::Value {
             std::vector<rp::FloatArray> taps;
             auto a = info[0].As<Napi::Array>();
             for (uint32_t i = 0; i < a.Length(); ++i) taps.push_back(floatArrayFromJs(a.Get(i)));
@@ -51,7 +42,7 @@ Napi::Object makeInternals(Napi::Env env) {
           });
         }));
   o.Set("preprocess", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
-          return sync(info.Env(), [&]() -> Napi::Value {
+          return callCore(info.Env(), [&]() -> Napi::Value {
             auto view = imageFromJs(info[0], 0);
             auto mode = info[3].ToString().Utf8Value() == "squash" ? rp::ResizeMode::Squash : rp::ResizeMode::Shorter;
             return floatArrayToJs(info.Env(), rp::internals::preprocess(view, info[1].ToNumber().Int64Value(),
@@ -59,16 +50,17 @@ Napi::Object makeInternals(Napi::Env env) {
           });
         }));
   o.Set("greedyCoreset", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
-          return sync(info.Env(), [&]() -> Napi::Value {
+          return callCore(info.Env(), [&]() -> Napi::Value {
             return toJsArray(info.Env(), rp::internals::greedyCoreset(floatArrayFromJs(info[0]), intVector(info[1]),
                                                                        info[2].ToNumber().Int64Value(),
                                                                        info[3].ToBoolean().Value(),
                                                                        info[4].IsUndefined() ? 0 : info[4].ToNumber().Int32Value(),
-                                                                       info.Length() > 5 && info[5].ToBoolean()));
+                                                                       info.Length() > 5 && info[5].ToBoolean(),
+                                                                       info.Length() > 6 && info[6].ToBoolean()));
           });
         }));
   o.Set("knn", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
-          return sync(info.Env(), [&]() -> Napi::Value {
+          return callCore(info.Env(), [&]() -> Napi::Value {
             std::vector<int64_t> idx;
             auto d = rp::internals::knn(floatArrayFromJs(info[0]), floatArrayFromJs(info[1]),
                                         info[2].ToNumber().Int64Value(), &idx,
@@ -80,13 +72,13 @@ Napi::Object makeInternals(Napi::Env env) {
           });
         }));
   o.Set("gaussianBlur", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
-          return sync(info.Env(), [&]() -> Napi::Value {
+          return callCore(info.Env(), [&]() -> Napi::Value {
             return floatArrayToJs(info.Env(),
                                   rp::internals::gaussianBlur(floatArrayFromJs(info[0]), info[1].ToNumber().DoubleValue()));
           });
         }));
   o.Set("anomalyMap", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
-          return sync(info.Env(), [&]() -> Napi::Value {
+          return callCore(info.Env(), [&]() -> Napi::Value {
             return floatArrayToJs(info.Env(), rp::internals::anomalyMap(floatArrayFromJs(info[0]),
                                                                           info[1].ToNumber().Int64Value(),
                                                                           info[2].ToNumber().Int64Value(),
@@ -94,7 +86,7 @@ Napi::Object makeInternals(Napi::Env env) {
           });
         }));
   o.Set("headSimilarities", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
-          return sync(info.Env(), [&]() -> Napi::Value {
+          return callCore(info.Env(), [&]() -> Napi::Value {
             auto r = rp::internals::headSimilarities(floatArrayFromJs(info[0]), info[1].ToNumber().Int64Value(),
                                                      info[2].ToNumber().DoubleValue());
             Napi::Object out = Napi::Object::New(info.Env());
@@ -106,7 +98,7 @@ Napi::Object makeInternals(Napi::Env env) {
           });
         }));
   o.Set("headLoss", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
-          return sync(info.Env(), [&]() -> Napi::Value {
+          return callCore(info.Env(), [&]() -> Napi::Value {
             rp::FloatArray grad;
             float loss = rp::internals::headLoss(floatArrayFromJs(info[0]), floatArrayFromJs(info[1]),
                                                  info[2].ToNumber().DoubleValue(), &grad,
@@ -118,7 +110,7 @@ Napi::Object makeInternals(Napi::Env env) {
           });
         }));
   o.Set("headTraining", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
-          return sync(info.Env(), [&]() -> Napi::Value {
+          return callCore(info.Env(), [&]() -> Napi::Value {
             auto r = rp::internals::headTraining(info[0].ToNumber().Int64Value(), info[1].ToNumber().Int64Value(),
                                                  info[2].ToNumber().Int64Value(), info[3].ToBoolean().Value(),
                                                  info[4].ToNumber().Int32Value());
@@ -131,27 +123,27 @@ Napi::Object makeInternals(Napi::Env env) {
           });
         }));
   o.Set("emaStep", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
-          return sync(info.Env(), [&]() -> Napi::Value {
+          return callCore(info.Env(), [&]() -> Napi::Value {
             return floatArrayToJs(info.Env(), rp::internals::emaStep(floatArrayFromJs(info[0]), floatArrayFromJs(info[1]),
                                                                        info[2].ToNumber().DoubleValue()));
           });
         }));
   o.Set("gemmGflops", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
-          return sync(info.Env(), [&]() -> Napi::Value {
+          return callCore(info.Env(), [&]() -> Napi::Value {
             return Napi::Number::New(info.Env(), rp::internals::gemmGflops(info[0].ToNumber().Int64Value(),
                                                                              info[1].ToNumber().Int32Value(),
                                                                              info[2].ToNumber().Int32Value()));
           });
         }));
   o.Set("readGBs", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
-          return sync(info.Env(), [&]() -> Napi::Value {
+          return callCore(info.Env(), [&]() -> Napi::Value {
             return Napi::Number::New(info.Env(), rp::internals::readGBs(info[0].ToNumber().Int64Value(),
                                                                           info[1].ToNumber().Int32Value(),
                                                                           info[2].ToNumber().Int32Value()));
           });
         }));
   o.Set("knnInt8", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
-          return sync(info.Env(), [&]() -> Napi::Value {
+          return callCore(info.Env(), [&]() -> Napi::Value {
             if (info.Length() > 0 && info[0].IsBoolean()) rp::internals::setKnnInt8Enabled(info[0].ToBoolean().Value());
             auto s = rp::internals::knnInt8State();
             Napi::Object out = Napi::Object::New(info.Env());
@@ -161,7 +153,7 @@ Napi::Object makeInternals(Napi::Env env) {
           });
         }));
   o.Set("knnCompare", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
-          return sync(info.Env(), [&]() -> Napi::Value {
+          return callCore(info.Env(), [&]() -> Napi::Value {
             std::unique_ptr<rp::FloatArray> bank, queries;
             if (info[0].IsObject()) bank = std::make_unique<rp::FloatArray>(floatArrayFromJs(info[0]));
             if (info[1].IsObject()) queries = std::make_unique<rp::FloatArray>(floatArrayFromJs(info[1]));
@@ -182,7 +174,7 @@ Napi::Object makeInternals(Napi::Env env) {
           });
         }));
   o.Set("knnMilliseconds", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
-          return sync(info.Env(), [&]() -> Napi::Value {
+          return callCore(info.Env(), [&]() -> Napi::Value {
             return Napi::Number::New(info.Env(), rp::internals::knnMilliseconds(
                                                      info[0].ToNumber().Int64Value(), info[1].ToNumber().Int64Value(),
                                                      info[2].ToNumber().Int64Value(), info[3].ToNumber().Int32Value(),
@@ -190,7 +182,7 @@ Napi::Object makeInternals(Napi::Env env) {
           });
         }));
   o.Set("backboneMilliseconds", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
-          return sync(info.Env(), [&]() -> Napi::Value {
+          return callCore(info.Env(), [&]() -> Napi::Value {
             auto t = rp::internals::backboneMilliseconds(info[0].ToString().Utf8Value(), info[1].ToNumber().Int64Value(),
                                                          info[2].ToNumber().Int64Value(), info[3].ToNumber().Int32Value(),
                                                          info[4].ToNumber().Int32Value());
@@ -201,14 +193,14 @@ Napi::Object makeInternals(Napi::Env env) {
           });
         }));
   o.Set("coresetProject", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
-          return sync(info.Env(), [&]() -> Napi::Value {
+          return callCore(info.Env(), [&]() -> Napi::Value {
             return floatArrayToJs(info.Env(), rp::internals::coresetProject(floatArrayFromJs(info[0]),
                                                                             info[1].ToNumber().Int64Value(),
                                                                             static_cast<uint64_t>(info[2].ToNumber().Int64Value())));
           });
         }));
   o.Set("torchvisionTaps", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
-          return sync(info.Env(), [&]() -> Napi::Value {
+          return callCore(info.Env(), [&]() -> Napi::Value {
             std::vector<int64_t> strides, channels;
             auto taps = rp::internals::torchvisionTaps(info[0].ToString(), info[1].ToString(), info[2].ToString(),
                                                        floatArrayFromJs(info[3]), &strides, &channels);
@@ -222,7 +214,7 @@ Napi::Object makeInternals(Napi::Env env) {
           });
         }));
   o.Set("reweightedScore", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
-          return sync(info.Env(), [&]() -> Napi::Value {
+          return callCore(info.Env(), [&]() -> Napi::Value {
             return Napi::Number::New(info.Env(), rp::internals::reweightedScore(floatArrayFromJs(info[0]),
                                                                                   floatArrayFromJs(info[1]),
                                                                                   info[2].ToNumber().Int64Value()));
@@ -240,8 +232,27 @@ Addon::Addon(Napi::Env env, Napi::Object exports) {
   engineConstructor = Napi::Persistent(ctor);
   exports.Set("NativeEngine", ctor);
   exports.Set("createEngine", Napi::Function::New(env, CreateEngine, "createEngine"));
+  exports.Set("decodeModel", Napi::Function::New(env, DecodeModel, "decodeModel"));
   exports.Set("loadEngine", Napi::Function::New(env, LoadEngine, "loadEngine"));
   exports.Set("internals", makeInternals(env));
+  exports.Set("optionDefaults", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
+                return optionsToJs(info.Env(), rp::EngineOptions{});
+              }, "optionDefaults"));
+  exports.Set("torchvisionCatalog", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
+                Napi::Object o = Napi::Object::New(info.Env());
+                auto strings = [&](const std::vector<std::string>& v) {
+                  Napi::Array a = Napi::Array::New(info.Env(), v.size());
+                  for (size_t i = 0; i < v.size(); ++i) a.Set(static_cast<uint32_t>(i), v[i]);
+                  return a;
+                };
+                for (const auto& a : rp::torchvisionCatalog()) {
+                  Napi::Object entry = Napi::Object::New(info.Env());
+                  entry.Set("taps", strings(a.taps));
+                  entry.Set("defaults", strings(a.defaults));
+                  o.Set(a.name, entry);
+                }
+                return o;
+              }, "torchvisionCatalog"));
   exports.Set("runtime", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
                 auto r = rp::runtimeInfo();
                 Napi::Object o = Napi::Object::New(info.Env());

@@ -6,14 +6,25 @@
 #include <vector>
 
 #include "core/error.h"
-#include "core/image.h"
-#include "core/internals.h"
+#include "core/float_array.h"
 #include "core/options.h"
+#include "core/raw_image.h"
 
 namespace rpn {
 
 // A JS Error with a stable `code` property (e.g. ERR_INVALID_IMAGE).
 Napi::Error makeError(Napi::Env env, const std::string& code, const std::string& message);
+
+// Runs a core call on the JS thread; an rp::Error becomes a JS error with its code. (Off the JS
+// thread, PromiseWorker does the same for a rejected promise.)
+template <class Fn>
+Napi::Value callCore(Napi::Env env, Fn&& fn) {
+  try {
+    return fn();
+  } catch (const rp::Error& e) {
+    throw makeError(env, rp::errorCodeName(e.code()), e.what());
+  }
+}
 
 // Raw frames {data: Uint8Array, width, height, channels}: views into JS memory (keep the array
 // referenced while they are used). Throws a JS error with code ERR_INVALID_IMAGE.

@@ -3,7 +3,6 @@
 #include "addon/addon.h"
 #include "addon/convert.h"
 #include "addon/promise_worker.h"
-#include "core/image.h"
 
 namespace rpn {
 
@@ -23,14 +22,37 @@ class CreateWorker : public PromiseWorker {
   EnginePtr engine_;
 };
 
+using ModelPtr = std::shared_ptr<rp::DecodedModel>;
+
+// Decodes model-file bytes in place (the JS buffer is kept alive, not copied).
+class DecodeWorker : public PromiseWorker {
+ public:
+  DecodeWorker(Napi::Env env, const Napi::Buffer<char>& bytes, std::string label)
+      : PromiseWorker(env, "reconpatch:decode"), bytes_(bytes.Data(), bytes.Length()), label_(std::move(label)),
+        keepAlive_(Napi::Persistent(bytes.As<Napi::Object>())) {}
+  void Run() override { model_ = std::make_shared<rp::DecodedModel>(bytes_, label_); }
+  Napi::Value Result(Napi::Env env) override {
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("options", optionsToJs(env, model_->options()));
+    o.Set("model", Napi::External<ModelPtr>::New(env, new ModelPtr(model_), [](Napi::Env, ModelPtr* p) { delete p; }));
+    return o;
+  }
+
+ private:
+  std::string_view bytes_;
+  std::string label_;
+  Napi::ObjectReference keepAlive_;
+  ModelPtr model_;
+};
+
 class LoadWorker : public PromiseWorker {
  public:
-  LoadWorker(Napi::Env env, std::string path) : PromiseWorker(env, "reconpatch:load"), path_(std::move(path)) {}
-  void Run() override { engine_ = rp::Engine::load(path_); }
+  LoadWorker(Napi::Env env, ModelPtr model) : PromiseWorker(env, "reconpatch:load"), model_(std::move(model)) {}
+  void Run() override { engine_ = rp::Engine::fromModel(*model_); }
   Napi::Value Result(Napi::Env env) override { return EngineWrap::Wrap(env, engine_); }
 
  private:
-  std::string path_;
+  ModelPtr model_;
   EnginePtr engine_;
 };
 
@@ -57,8 +79,10 @@ class FitAddWorker : public ImagesWorker {
 
 class ScoreWorker : public ImagesWorker {
  public:
-  using ImagesWorker::ImagesWorker;
-  void Run() override { results_ = engine_->score(images_); }
+  // pending: against the model a fit has built but not committed (calibration).
+  ScoreWorker(Napi::Env env, const char* name, EnginePtr engine, const Napi::Array& images, bool pending)
+      : ImagesWorker(env, name, std::move(engine), images), pending_(pending) {}
+  void Run() override { results_ = pending_ ? engine_->scorePending(images_) : engine_->score(images_); }
   Napi::Value Result(Napi::Env env) override {
     Napi::Array out = Napi::Array::New(env, results_.size());
     for (size_t i = 0; i < results_.size(); ++i) {
@@ -74,6 +98,7 @@ class ScoreWorker : public ImagesWorker {
   }
 
  private:
+  bool pending_;
   std::vector<rp::ScoreResult> results_;
 };
 
@@ -97,6 +122,25 @@ struct StageProgress {
   double value;
 };
 
+// Calls the JS progress callback on the JS thread. Plain N-API, nothing thrown: when the call
+// fails with no JS exception pending, JS cannot run any more (the worker thread that owns this
+// environment is being terminated), so the fit is cancelled and ends at its next cancellation
+// point instead of running on for minutes while terminate() waits for it (issue 17).
+void deliverProgress(Napi::Env env, Napi::Function cb, const StageProgress& p, const std::weak_ptr<rp::Engine>& engine) {
+  napi_value args[4];
+  napi_value result;
+  bool built = napi_create_string_utf8(env, p.stage, NAPI_AUTO_LENGTH, &args[0]) == napi_ok &&
+               napi_create_double(env, static_cast<double>(p.done), &args[1]) == napi_ok &&
+               napi_create_double(env, static_cast<double>(p.total), &args[2]) == napi_ok &&
+               napi_create_double(env, p.value, &args[3]) == napi_ok;
+  napi_value global;
+  if (built && napi_get_global(env, &global) == napi_ok && napi_call_function(env, global, cb, 4, args, &result) == napi_ok) return;
+  bool pending = false;
+  if (napi_is_exception_pending(env, &pending) != napi_ok || !pending) {
+    if (auto e = engine.lock()) e->requestCancel();
+  }
+}
+
 // fitEnd: progress events cross to JS through a thread-safe function.
 class FitEndWorker : public PromiseWorker {
  public:
@@ -115,32 +159,43 @@ class FitEndWorker : public PromiseWorker {
     if (hasProgress_) {
       fn = [this](const char* stage, int64_t done, int64_t total, double value) {
         auto* p = new StageProgress{stage, done, total, value};
-        napi_status s = tsfn_.NonBlockingCall(p, [](Napi::Env env, Napi::Function cb, StageProgress* p) {
-          cb.Call({Napi::String::New(env, p->stage), Napi::Number::New(env, static_cast<double>(p->done)),
-                   Napi::Number::New(env, static_cast<double>(p->total)), Napi::Number::New(env, p->value)});
+        // weak: a call still queued when the environment goes away is dropped without being run
+        // (node-addon-api then frees neither it nor its captures).
+        std::weak_ptr<rp::Engine> engine = engine_;
+        napi_status s = tsfn_.NonBlockingCall(p, [engine](Napi::Env env, Napi::Function cb, StageProgress* p) {
+          deliverProgress(env, cb, *p, engine);
           delete p;
         });
-        if (s != napi_ok) delete p;
+        if (s == napi_ok) ++queued_;
+        else delete p;
       };
     }
     engine_->fitEnd(fn);
   }
+  // How many progress calls were queued: JS waits until it has received them all before it goes
+  // on, so that a late one cannot arrive after the fit has moved past its stage.
+  Napi::Value Result(Napi::Env env) override { return Napi::Number::New(env, static_cast<double>(queued_.load())); }
 
  private:
   EnginePtr engine_;
   Napi::ThreadSafeFunction tsfn_;
   bool hasProgress_ = false;
+  std::atomic<int64_t> queued_{0};
 };
 
-class SaveWorker : public PromiseWorker {
+// The model as model-file bytes, handed to JS without a copy.
+class EncodeWorker : public PromiseWorker {
  public:
-  SaveWorker(Napi::Env env, EnginePtr engine, std::string path)
-      : PromiseWorker(env, "reconpatch:save"), engine_(std::move(engine)), path_(std::move(path)) {}
-  void Run() override { engine_->save(path_); }
+  EncodeWorker(Napi::Env env, EnginePtr engine) : PromiseWorker(env, "reconpatch:encode"), engine_(std::move(engine)) {}
+  void Run() override { bytes_ = std::make_unique<std::string>(engine_->encode()); }
+  Napi::Value Result(Napi::Env env) override {
+    auto* owned = bytes_.release();
+    return Napi::Buffer<char>::New(env, owned->data(), owned->size(), [](Napi::Env, char*, std::string* s) { delete s; }, owned);
+  }
 
  private:
   EnginePtr engine_;
-  std::string path_;
+  std::unique_ptr<std::string> bytes_;
 };
 
 Napi::Array arrayArg(const Napi::CallbackInfo& info, size_t i) {
@@ -161,8 +216,10 @@ Napi::Function EngineWrap::Define(Napi::Env env) {
                      {InstanceMethod<&EngineWrap::Info>("info"), InstanceMethod<&EngineWrap::Options>("options"),
                       InstanceMethod<&EngineWrap::FitBegin>("fitBegin"), InstanceMethod<&EngineWrap::FitAdd>("fitAdd"),
                       InstanceMethod<&EngineWrap::FitEnd>("fitEnd"), InstanceMethod<&EngineWrap::FitAbort>("fitAbort"),
+                      InstanceMethod<&EngineWrap::ScorePending>("scorePending"),
+                      InstanceMethod<&EngineWrap::FitCommit>("fitCommit"),
                       InstanceMethod<&EngineWrap::Cancel>("cancel"), InstanceMethod<&EngineWrap::Score>("score"),
-                      InstanceMethod<&EngineWrap::Save>("save"), InstanceMethod<&EngineWrap::Embed>("embed"),
+                      InstanceMethod<&EngineWrap::Encode>("encode"), InstanceMethod<&EngineWrap::Embed>("embed"),
                       InstanceMethod<&EngineWrap::Metadata>("metadata"),
                       InstanceMethod<&EngineWrap::Validate>("validate"),
                       InstanceMethod<&EngineWrap::SetMetadata>("setMetadata"),
@@ -192,15 +249,22 @@ Napi::Value EngineWrap::Info(const Napi::CallbackInfo& info) {
   o.Set("featureDim", static_cast<double>(i.featureDim));
   o.Set("trainImages", static_cast<double>(i.trainImages));
   o.Set("trainPatches", static_cast<double>(i.trainPatches));
+  o.Set("updates", static_cast<double>(i.updates));
+  o.Set("updateRows", static_cast<double>(i.updateRows));
   o.Set("device", i.device);
   return o;
 }
 
 Napi::Value EngineWrap::Options(const Napi::CallbackInfo& info) { return optionsToJs(info.Env(), engine_->options()); }
 
+// fitBegin(mode?: 'fit' | 'update', maxStagedPatches?: number)
 Napi::Value EngineWrap::FitBegin(const Napi::CallbackInfo& info) {
-  engine_->fitBegin();
-  return info.Env().Undefined();
+  const bool update = info.Length() > 0 && info[0].IsString() && info[0].As<Napi::String>().Utf8Value() == "update";
+  const int64_t budget = info.Length() > 1 && info[1].IsNumber() ? info[1].As<Napi::Number>().Int64Value() : 0;
+  return callCore(info.Env(), [&] {
+    engine_->fitBegin(update ? rp::FitMode::Update : rp::FitMode::Fit, budget);
+    return info.Env().Undefined();
+  });
 }
 
 Napi::Value EngineWrap::FitAdd(const Napi::CallbackInfo& info) {
@@ -222,12 +286,22 @@ Napi::Value EngineWrap::Cancel(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value EngineWrap::Score(const Napi::CallbackInfo& info) {
-  return (new ScoreWorker(info.Env(), "reconpatch:score", engine_, arrayArg(info, 0)))->Start();
+  return (new ScoreWorker(info.Env(), "reconpatch:score", engine_, arrayArg(info, 0), false))->Start();
 }
 
-Napi::Value EngineWrap::Save(const Napi::CallbackInfo& info) {
-  return (new SaveWorker(info.Env(), engine_, stringArg(info, 0, "path")))->Start();
+Napi::Value EngineWrap::ScorePending(const Napi::CallbackInfo& info) {
+  return (new ScoreWorker(info.Env(), "reconpatch:scorePending", engine_, arrayArg(info, 0), true))->Start();
 }
+
+Napi::Value EngineWrap::FitCommit(const Napi::CallbackInfo& info) {
+  auto metadata = stringArg(info, 0, "metadata");
+  return callCore(info.Env(), [&] {
+    engine_->fitCommit(metadata);
+    return info.Env().Undefined();
+  });
+}
+
+Napi::Value EngineWrap::Encode(const Napi::CallbackInfo& info) { return (new EncodeWorker(info.Env(), engine_))->Start(); }
 
 Napi::Value EngineWrap::Embed(const Napi::CallbackInfo& info) {
   return (new EmbedWorker(info.Env(), "reconpatch:embed", engine_, arrayArg(info, 0)))->Start();
@@ -237,12 +311,10 @@ Napi::Value EngineWrap::Metadata(const Napi::CallbackInfo& info) { return Napi::
 
 Napi::Value EngineWrap::Validate(const Napi::CallbackInfo& info) {
   auto images = imagesFromJs(arrayArg(info, 0));
-  try {
+  return callCore(info.Env(), [&] {
     engine_->validate(images);
-  } catch (const rp::Error& e) {
-    throw makeError(info.Env(), rp::errorCodeName(e.code()), e.what());
-  }
-  return info.Env().Undefined();
+    return info.Env().Undefined();
+  });
 }
 
 Napi::Value EngineWrap::SetMetadata(const Napi::CallbackInfo& info) {
@@ -262,8 +334,14 @@ Napi::Value CreateEngine(const Napi::CallbackInfo& info) {
   return (new CreateWorker(info.Env(), optionsFromJs(info[0].As<Napi::Object>())))->Start();
 }
 
+Napi::Value DecodeModel(const Napi::CallbackInfo& info) {
+  if (info.Length() < 1 || !info[0].IsBuffer()) throw makeError(info.Env(), "ERR_INVALID_OPTION", "decodeModel expects a Buffer");
+  return (new DecodeWorker(info.Env(), info[0].As<Napi::Buffer<char>>(), stringArg(info, 1, "label")))->Start();
+}
+
 Napi::Value LoadEngine(const Napi::CallbackInfo& info) {
-  return (new LoadWorker(info.Env(), stringArg(info, 0, "path")))->Start();
+  if (info.Length() < 1 || !info[0].IsExternal()) throw makeError(info.Env(), "ERR_INVALID_OPTION", "loadEngine expects a decoded model");
+  return (new LoadWorker(info.Env(), *info[0].As<Napi::External<ModelPtr>>().Data()))->Start();
 }
 
 }  // namespace rpn

@@ -25,7 +25,9 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
   Napi::Value FitAbort(const Napi::CallbackInfo& info);
   Napi::Value Cancel(const Napi::CallbackInfo& info);
   Napi::Value Score(const Napi::CallbackInfo& info);
-  Napi::Value Save(const Napi::CallbackInfo& info);
+  Napi::Value ScorePending(const Napi::CallbackInfo& info);
+  Napi::Value FitCommit(const Napi::CallbackInfo& info);
+  Napi::Value Encode(const Napi::CallbackInfo& info);
   Napi::Value Embed(const Napi::CallbackInfo& info);
   Napi::Value Metadata(const Napi::CallbackInfo& info);
   Napi::Value Validate(const Napi::CallbackInfo& info);
@@ -37,6 +39,7 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
 
 // Module-level functions.
 Napi::Value CreateEngine(const Napi::CallbackInfo& info);  // (options) -> Promise<EngineWrap>
-Napi::Value LoadEngine(const Napi::CallbackInfo& info);    // (path) -> Promise<EngineWrap>
+Napi::Value DecodeModel(const Napi::CallbackInfo& info);   // (bytes, label) -> Promise<{options, model}>
+Napi::Value LoadEngine(const Napi::CallbackInfo& info);    // (model) -> Promise<EngineWrap>
 
 }  // namespace rpn

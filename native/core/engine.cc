@@ -5,37 +5,23 @@
 #include <mutex>
 #include <thread>
 
-#include "core/backbone.h"
-#include "core/coreset.h"
+#include "core/backbones/backbone.h"
+#include "core/pipeline/coreset.h"
+#include "core/device_context.h"
 #include "core/error.h"
-#include "core/feature_staging.h"
-#include "core/head.h"
-#include "core/image.h"
-#include "core/knn.h"
+#include "core/guarded.h"
+#include "core/pipeline/feature_staging.h"
+#include "core/pipeline/head.h"
+#include "core/pipeline/image.h"
+#include "core/pipeline/flat_l2_index.h"
 #include "core/memory.h"
-#include "core/model_io.h"
-#include "core/patch_features.h"
-#include "core/scorer.h"
-#include "core/torchvision_backbones.h"
+#include "core/io/model_file.h"
+#include "core/pipeline/patch_features.h"
+#include "core/pipeline/scorer.h"
 
 namespace rp {
 
 namespace {
-
-// Every public entry point runs through this: libtorch's errors become typed rp::Errors with the
-// message only (no C++ backtrace).
-template <class Fn>
-auto guarded(Fn&& fn) -> decltype(fn()) {
-  try {
-    return fn();
-  } catch (const Error&) {
-    throw;
-  } catch (const c10::Error& e) {
-    throw Error(ErrorCode::Internal, e.what_without_backtrace());
-  } catch (const std::bad_alloc&) {
-    throw Error(ErrorCode::Internal, "out of memory");
-  }
-}
 
 // Images of one shape after preprocessing, embedded together.
 struct EmbeddedGroup {
@@ -47,27 +33,57 @@ struct EmbeddedGroup {
 
 }  // namespace
 
+// A fitted model: what scoring needs, and what the model file keeps.
+struct FittedModel {
+  std::shared_ptr<const ReConPatchHead> head;  // null: PatchCore features as they are
+  std::unique_ptr<FlatL2Index> bank;
+  int64_t trainImages = 0, trainPatches = 0;
+  // The squared coverage radius the coreset stopped at (projected space): update() adds new
+  // patches farther than this from the bank. < 0: unknown (older model files), estimated on use.
+  double coresetRadius2 = -1;
+  int64_t updates = 0, updateRows = 0;
+};
+
 struct Engine::Impl {
   EngineOptions opts;
   torch::Device device;
   std::unique_ptr<Backbone> backbone;
+  EngineStream stream;  // this engine's own CUDA stream (nothing on the CPU)
   PreprocessOptions pre;
-  mutable std::mutex mutex;
+  mutable std::mutex mutex;  // held by every call that computes (a fit holds it for minutes)
   std::atomic<bool> cancel{false};
 
-  // Fitted state.
-  std::unique_ptr<ReConPatchHead> head;  // null: PatchCore features as they are
-  std::unique_ptr<FlatL2Index> bank;
-  int64_t trainImages = 0, trainPatches = 0;
+  std::unique_ptr<FittedModel> live;     // null until a fit is committed or a model is loaded
+  std::unique_ptr<FittedModel> pending;  // built by fitEnd, made live by fitCommit
   std::string metadata;
 
-  // Fit in progress (staging; swapped in by fitEnd).
+  // What info() returns, replaced on every commit and load under its own lock, so that reading
+  // it never waits for `mutex`.
+  mutable std::mutex infoMutex;
+  EngineInfo snapshot;
+
+  // Fit in progress (staging; the pending model is built from it).
   bool fitting = false;
-  FeatureStaging staging{torch::kFloat32, torch::kCPU};  // [rows, D], reset by fitBegin
+  FitMode fitMode = FitMode::Fit;
+  int64_t stagingBudget = 0;   // maxStagedPatches (0: none)
+  int64_t stagingPatches = 0;  // patches embedded in this fit, also those reduced away
+  // [rows, D], reset by fitBegin. Always in host memory, on any device: a GPU holds only what it
+  // computes on (a batch of features for the head, the projected points, the bank), so a fit's
+  // staged features are bounded by host memory, not by the GPU's.
+  FeatureStaging staging{torch::kFloat32, torch::kCPU};
   int64_t stagingImages = 0;
 
+  // The CPU's own paths (per-image scoring, the fused kernels, the CPU coreset loops); false on
+  // other devices, and on the CPU when RECONPATCH_GPU_PATHS is set: a test hook that runs the
+  // GPU-shaped code (batched scoring, tensor-op kernels, the device coreset loop) on the CPU.
+  bool hostPaths = true;
+
   Impl(const EngineOptions& o, std::unique_ptr<Backbone> b)
-      : opts(o), device(resolveDevice(o.device)), backbone(std::move(b)) {
+      : opts(o), device(resolveDevice(o.device)), backbone(std::move(b)), stream(device) {
+    hostPaths = device.is_cpu() && !std::getenv("RECONPATCH_GPU_PATHS");
+    // k-NN on the GPU is float32 GEMMs: TF32 (10-bit mantissa) would move distances by ~1e-3
+    // relative and change which bank row is nearest. libtorch's default is off; keep it so.
+    if (device.is_cuda()) at::globalContext().setAllowTF32CuBLAS(false);
     applyThreads();
     if (!backbone) backbone = makeBackbone(opts, device);
     const auto& bi = backbone->info();
@@ -76,6 +92,23 @@ struct Engine::Impl {
     pre.mode = opts.resizeMode;
     pre.mean = bi.mean;
     pre.std = bi.std;
+    publishInfo();
+  }
+
+  void publishInfo() {
+    EngineInfo i;
+    i.backboneName = backbone->info().name;
+    i.backboneSha256 = backbone->info().sha256;
+    i.fitted = live != nullptr;
+    i.bankRows = live ? live->bank->ntotal() : 0;
+    i.featureDim = opts.targetDim;
+    i.trainImages = live ? live->trainImages : 0;
+    i.trainPatches = live ? live->trainPatches : 0;
+    i.updates = live ? live->updates : 0;
+    i.updateRows = live ? live->updateRows : 0;
+    i.device = device.str();
+    std::lock_guard<std::mutex> lock(infoMutex);
+    snapshot = std::move(i);
   }
 
   // Runtime override of opts.threads (Engine::setThreads), read by worker threads. 0: none.
@@ -112,7 +145,7 @@ struct Engine::Impl {
       inputs[gi].push_back(x);
     }
     for (size_t gi = 0; gi < groups.size(); ++gi) {
-      if (device.is_cpu()) {
+      if (hostPaths) {
         // One image at a time on CPU: batched convolutions and patch aggregation are no faster
         // per image here (measured, bench/NOTES.md), and per-image passes make every image's
         // features independent of what it was batched with, so batched scoring equals sequential.
@@ -127,7 +160,8 @@ struct Engine::Impl {
         auto batch = torch::stack(inputs[gi], 0);  // [B, 3, h, w]
         inputs[gi].clear();
         auto taps = backbone->forward(batch);
-        groups[gi].features = patchFeatures(taps, opts.patchSize, opts.pretrainDim, opts.targetDim, &groups[gi].grid);
+        groups[gi].features = patchFeatures(taps, opts.patchSize, opts.pretrainDim, opts.targetDim, &groups[gi].grid,
+                                            PatchFeaturesPath::Tensor);
       }
     }
     return groups;
@@ -139,10 +173,12 @@ struct Engine::Impl {
     return h;
   }
 
-  // Scores one embedded group into results[g.members[b]]: k-NN distances, image scores, maps.
-  void scoreGroup(EmbeddedGroup& g, std::vector<ScoreResult>* results) const {
+  // Scores one embedded group against `model` into results[g.members[b]]: k-NN distances, image
+  // scores, maps.
+  void scoreGroup(const FittedModel& model, EmbeddedGroup& g, std::vector<ScoreResult>* results) const {
     const int64_t B = g.features.size(0), L = g.features.size(1), D = g.features.size(2);
-    if (head) g.features = head->apply(g.features.reshape({B * L, D})).view({B, L, D});  // f(q)
+    const auto& bank = model.bank;
+    if (model.head) g.features = model.head->apply(g.features.reshape({B * L, D})).view({B, L, D});  // f(q)
     torch::Tensor d2, nn;
     bank->search(g.features.reshape({B * L, D}), 1, &d2, &nn);
     auto patch = (opts.distance == Distance::Euclidean ? d2.sqrt() : d2).view({B, L});  // [B, L]
@@ -150,14 +186,27 @@ struct Engine::Impl {
                                 : maxImageScores(patch);  // [B]
     const auto& g0 = g.geometry[0];
     auto maps = anomalyMaps(patch.view({B, g.grid.height, g.grid.width}), g0.cropH, g0.cropW, opts.blurSigma);  // [B, cropH, cropW]
-    auto scoresCpu = scores.to(torch::kCPU);
+    // Every map at its image's own size, post-processed where it was computed; off the CPU they
+    // cross to the host in one copy (with the scores), not one per image.
+    std::vector<torch::Tensor> full;
+    for (int64_t b = 0; b < B; ++b) full.push_back(mapToOriginal(maps[b], g.geometry[b]));  // [H_b, W_b]
+    torch::Tensor hostScores = scores.to(torch::kFloat32), hostMaps;
+    if (!hostPaths) {
+      std::vector<torch::Tensor> flat = {hostScores};
+      for (auto& m : full) flat.push_back(m.reshape(-1));
+      hostMaps = torch::cat(flat).to(torch::kCPU);  // [B + sum H_b W_b]
+      hostScores = hostMaps.narrow(0, 0, B);
+    }
+    int64_t at = B;
     for (int64_t b = 0; b < B; ++b) {
-      auto m = mapToOriginal(maps[b], g.geometry[b]).to(torch::kCPU).contiguous();  // [H, W]
       auto& r = (*results)[g.members[b]];
-      r.score = scoresCpu[b].item<float>();
-      r.height = m.size(0);
-      r.width = m.size(1);
-      r.map.assign(m.data_ptr<float>(), m.data_ptr<float>() + m.numel());
+      r.score = hostScores[b].item<float>();
+      r.height = full[b].size(0);
+      r.width = full[b].size(1);
+      const int64_t n = r.height * r.width;
+      auto m = hostPaths ? full[b].contiguous() : hostMaps.narrow(0, at, n);
+      at += n;
+      r.map.assign(m.data_ptr<float>(), m.data_ptr<float>() + n);
     }
   }
 
@@ -166,16 +215,110 @@ struct Engine::Impl {
     m.options = opts;
     m.backboneName = backbone->info().name;
     m.backboneSha256 = backbone->info().sha256;
-    (isTorchvisionArchitecture(opts.backbone) ? m.backboneWeights : m.backboneBytes) = backbone->serialized();
-    m.bank = bank->rows();
-    if (head) {
-      m.headWeight = head->fWeight();
-      m.headBias = head->fBias();
+    m.backboneKind = backbone->kind();
+    m.backboneBlob = backbone->blob();
+    m.bank = live->bank->rows();
+    if (live->head) {
+      m.headWeight = live->head->fWeight();
+      m.headBias = live->head->fBias();
     }
-    m.trainImages = trainImages;
-    m.trainPatches = trainPatches;
+    m.trainImages = live->trainImages;
+    m.trainPatches = live->trainPatches;
+    m.coresetRadius = live->coresetRadius2 >= 0 ? std::sqrt(live->coresetRadius2) : -1;
+    m.updates = live->updates;
+    m.updateRows = live->updateRows;
     m.metadata = metadata;
     return m;
+  }
+
+  CoresetOptions coresetOptions() const {
+    CoresetOptions co;
+    co.ratio = opts.coresetRatio;
+    co.projectionDim = opts.coresetProjection;
+    co.numStarts = opts.coresetStarts;
+    co.seed = opts.seed;
+    co.deviceLoop = !hostPaths;
+    return co;
+  }
+
+  // f(p) of staged rows (host) computed on the engine's device, back to the staging dtype on the host.
+  torch::Tensor applyHead(const ReConPatchHead& head, const torch::Tensor& rows) const {
+    return head.apply(rows.to(device)).to(torch::kCPU, stagingType());
+  }
+
+  // Merge and reduce: the staged patches, over budget, become a coreset of half the budget.
+  void reduceStaging() {
+    auto chunks = staging.take();
+    CoresetOptions co = coresetOptions();
+    co.count = stagingBudget / 2;
+    auto selected = std::get<0>(approximateGreedyCoreset(chunks, co, nullptr, &cancel, nullptr, device).sort());
+    staging = FeatureStaging(stagingType(), torch::kCPU);
+    for (auto& rows : gatherRows(chunks, selected)) staging.append(rows);
+    releaseFreedMemory();
+  }
+
+  // The rows of the concatenated chunks at sorted `selected` indices, chunk by chunk; each chunk
+  // is released once read.
+  static std::vector<torch::Tensor> gatherRows(std::vector<torch::Tensor>& chunks, const torch::Tensor& selected) {
+    std::vector<torch::Tensor> picked;
+    int64_t offset = 0;
+    for (auto& c : chunks) {
+      auto lo = offset, hi = offset + c.size(0);
+      auto mask = (selected >= lo).logical_and(selected < hi);
+      auto local = selected.masked_select(mask) - lo;
+      if (local.numel() > 0) picked.push_back(c.index_select(0, local.to(c.device())));
+      offset = hi;
+      c = torch::Tensor();
+    }
+    return picked;
+  }
+
+  // Update: the live model grown by the staged patches (through the live head) that lie outside
+  // its coverage, selected greedily in the coreset's projected space.
+  std::unique_ptr<FittedModel> grownModel(std::vector<torch::Tensor>& chunks, int64_t images, int64_t patches,
+                                          const StageProgressFn& progress) {
+    const FittedModel& base = *live;
+    if (base.head) for (auto& c : chunks) c = applyHead(*base.head, c);
+    auto projection = coresetProjection(opts.targetDim, coresetOptions(), device);  // [D, p]
+    auto bankProjected = base.bank->rows().mm(projection);                          // [B, p]
+    std::vector<torch::Tensor> fresh;
+    for (const auto& c : chunks) fresh.push_back(c.to(device, torch::kFloat32).mm(projection));
+    double radius2 = base.coresetRadius2 >= 0 ? base.coresetRadius2 : coverageRadiusBound(bankProjected);
+    auto cb = [&](int64_t done, int64_t total) { if (progress) progress("coreset", done, total, std::nan("")); };
+    auto selected = std::get<0>(extendCoreset(bankProjected, torch::cat(fresh, 0), radius2, cb, &cancel).sort());
+    auto added = gatherRows(chunks, selected);
+    auto model = std::make_unique<FittedModel>();
+    model->head = base.head;
+    model->bank = std::make_unique<FlatL2Index>(opts.targetDim);
+    std::vector<torch::Tensor> rows = {base.bank->rows()};
+    for (auto& a : added) rows.push_back(a.to(device, torch::kFloat32));
+    model->bank->add(torch::cat(rows, 0));
+    model->trainImages = base.trainImages + images;
+    model->trainPatches = base.trainPatches + patches;
+    model->coresetRadius2 = radius2;
+    model->updates = base.updates + 1;
+    model->updateRows = base.updateRows + selected.numel();
+    return model;
+  }
+
+  // Scores images against `model`: one by one on the CPU (no faster batched here, and it makes
+  // each result independent of its batch-mates: GEMM rounding depends on the row count), so
+  // batched scoring returns exactly what sequential calls return; one batch elsewhere.
+  std::vector<ScoreResult> scoreWith(const FittedModel& model, const std::vector<RawImageView>& images) {
+    applyThreads();
+    torch::NoGradGuard noGrad;
+    std::vector<ScoreResult> results(images.size());
+    if (hostPaths) {
+      for (size_t i = 0; i < images.size(); ++i) {
+        for (auto& g : embed({images[i]})) {
+          g.members[0] = i;
+          scoreGroup(model, g, &results);
+        }
+      }
+    } else {
+      for (auto& g : embed(images)) scoreGroup(model, g, &results);
+    }
+    return results;
   }
 };
 
@@ -187,43 +330,45 @@ Engine::~Engine() = default;
 const EngineOptions& Engine::options() const { return impl_->opts; }
 
 EngineInfo Engine::info() const {
-  std::lock_guard<std::mutex> lock(impl_->mutex);
-  EngineInfo i;
-  i.backboneName = impl_->backbone->info().name;
-  i.backboneSha256 = impl_->backbone->info().sha256;
-  i.fitted = impl_->bank != nullptr;
-  i.bankRows = i.fitted ? impl_->bank->ntotal() : 0;
-  i.featureDim = impl_->opts.targetDim;
-  i.trainImages = impl_->trainImages;
-  i.trainPatches = impl_->trainPatches;
-  i.device = impl_->device.str();
-  return i;
+  std::lock_guard<std::mutex> lock(impl_->infoMutex);
+  return impl_->snapshot;
 }
 
-void Engine::fitBegin() {
+void Engine::fitBegin(FitMode mode, int64_t maxStagedPatches) {
   std::lock_guard<std::mutex> lock(impl_->mutex);
+  RP_CHECK(mode == FitMode::Fit || impl_->live != nullptr, NotFitted,
+           "update() needs a fitted engine; call fit() with good images or load() a model first");
+  RP_CHECK(maxStagedPatches == 0 || mode == FitMode::Fit, InvalidOption, "maxStagedPatches applies to fit(), not to update()");
   impl_->cancel = false;
   impl_->fitting = true;
-  impl_->staging = FeatureStaging(impl_->stagingType(), impl_->device);
+  impl_->fitMode = mode;
+  impl_->stagingBudget = maxStagedPatches;
+  impl_->stagingPatches = 0;
+  impl_->staging = FeatureStaging(impl_->stagingType(), torch::kCPU);
   impl_->stagingImages = 0;
+  impl_->pending.reset();
 }
 
 void Engine::fitAdd(const std::vector<RawImageView>& images) {
   guarded([&] {
     std::lock_guard<std::mutex> lock(impl_->mutex);
+    auto onStream = impl_->stream.enter();
     RP_CHECK(impl_->fitting, Internal, "fitAdd called outside a fit");
     impl_->checkCancel("while embedding images");
     impl_->applyThreads();
     for (auto& g : impl_->embed(images)) {
       impl_->staging.append(g.features.reshape({-1, g.features.size(2)}));  // [B*L, D]
       impl_->stagingImages += static_cast<int64_t>(g.members.size());
+      impl_->stagingPatches += g.features.size(0) * g.features.size(1);
     }
+    if (impl_->stagingBudget > 0 && impl_->staging.rows() > impl_->stagingBudget) impl_->reduceStaging();
   });
 }
 
 void Engine::fitEnd(const StageProgressFn& progress) {
   guarded([&] {
     std::lock_guard<std::mutex> lock(impl_->mutex);
+    auto onStream = impl_->stream.enter();
     auto& I = *impl_;
     RP_CHECK(I.fitting, Internal, "fitEnd called outside a fit");
     RP_CHECK(I.stagingImages > 0, EmptyTrainingSet,
@@ -235,48 +380,62 @@ void Engine::fitEnd(const StageProgressFn& progress) {
     // The embedding's temporaries, kept by malloc in each worker thread's arena for the next
     // image, are not needed again: give them back before the coreset's allocations.
     releaseFreedMemory();
-    // ReConPatch: train f on the nominal patches, then the bank is f(p) (never g).
-    std::unique_ptr<ReConPatchHead> head;
-    if (I.opts.head) {
-      head = std::make_unique<ReConPatchHead>(I.opts.targetDim, I.headOptions(), I.device);
-      head->train(chunks, [&](const HeadProgress& p) { if (progress) progress("head", p.iteration, p.total, p.loss); }, &I.cancel);
-      for (auto& c : chunks) c = head->apply(c).to(I.stagingType());
-    }
-    CoresetOptions co;
-    co.ratio = I.opts.coresetRatio;
-    co.projectionDim = I.opts.coresetProjection;
-    co.numStarts = I.opts.coresetStarts;
-    co.seed = I.opts.seed;
-    torch::Tensor selected;
-    if (co.ratio >= 1.0) {
-      selected = torch::arange(rows, torch::kInt64);
+    if (I.fitMode == FitMode::Update) {
+      I.pending = I.grownModel(chunks, I.stagingImages, I.stagingPatches, progress);
     } else {
-      auto cb = [&](int64_t done, int64_t total) { if (progress) progress("coreset", done, total, std::nan("")); };
-      selected = approximateGreedyCoreset(chunks, co, cb, &I.cancel);
+      // ReConPatch: train f on the nominal patches, then the bank is f(p) (never g).
+      std::shared_ptr<ReConPatchHead> head;
+      if (I.opts.head) {
+        head = std::make_shared<ReConPatchHead>(I.opts.targetDim, I.headOptions(), I.device);
+        head->train(chunks, [&](const HeadProgress& p) { if (progress) progress("head", p.iteration, p.total, p.loss); }, &I.cancel);
+        for (auto& c : chunks) c = I.applyHead(*head, c);
+      }
+      CoresetOptions co = I.coresetOptions();
+      // With a staging budget, part of the patches were reduced away: keep the share of every
+      // patch seen that the ratio asks for, out of what is left.
+      if (I.stagingBudget > 0) co.count = std::min(rows, coresetSize(I.stagingPatches, co.ratio));
+      torch::Tensor selected;
+      double radius2 = 0;  // every row kept: nothing lies outside the bank
+      if (co.ratio >= 1.0 && co.count == 0) {
+        selected = torch::arange(rows, torch::kInt64);
+      } else {
+        auto cb = [&](int64_t done, int64_t total) { if (progress) progress("coreset", done, total, std::nan("")); };
+        selected = approximateGreedyCoreset(chunks, co, cb, &I.cancel, &radius2, I.device);
+      }
+      // Gather the selected rows chunk by chunk: the staged features are never concatenated, and
+      // each chunk is released once read (past this point the fit no longer needs them).
+      auto picked = Impl::gatherRows(chunks, std::get<0>(selected.sort()));
+      for (auto& p : picked) p = p.to(I.device, torch::kFloat32);
+      auto model = std::make_unique<FittedModel>();
+      model->bank = std::make_unique<FlatL2Index>(I.opts.targetDim);
+      model->bank->add(torch::cat(picked, 0));
+      model->head = std::move(head);
+      model->trainImages = I.stagingImages;
+      model->trainPatches = I.stagingPatches;
+      model->coresetRadius2 = radius2;
+      I.pending = std::move(model);
     }
-    // Gather the selected rows chunk by chunk: the staged features are never concatenated, and
-    // each chunk is released once read (past this point the fit no longer needs them).
-    selected = std::get<0>(selected.sort());
-    auto bank = std::make_unique<FlatL2Index>(I.opts.targetDim);
-    std::vector<torch::Tensor> picked;
-    int64_t offset = 0;
-    for (auto& c : chunks) {
-      auto lo = offset, hi = offset + c.size(0);
-      auto mask = (selected >= lo).logical_and(selected < hi);
-      auto local = selected.masked_select(mask) - lo;
-      if (local.numel() > 0) picked.push_back(c.index_select(0, local.to(c.device())).to(torch::kFloat32));
-      offset = hi;
-      c = torch::Tensor();
-    }
-    bank->add(torch::cat(picked, 0));
-    I.bank = std::move(bank);
-    I.head = std::move(head);
-    I.trainImages = I.stagingImages;
-    I.trainPatches = rows;
     I.stagingImages = 0;
     I.fitting = false;
     releaseFreedMemory();  // the staged features' blocks, kept by malloc for reuse
   });
+}
+
+std::vector<ScoreResult> Engine::scorePending(const std::vector<RawImageView>& images) {
+  return guarded([&] {
+    std::lock_guard<std::mutex> lock(impl_->mutex);
+    auto onStream = impl_->stream.enter();
+    RP_CHECK(impl_->pending != nullptr, Internal, "scorePending called without a pending model");
+    return impl_->scoreWith(*impl_->pending, images);
+  });
+}
+
+void Engine::fitCommit(const std::string& metadata) {
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  RP_CHECK(impl_->pending != nullptr, Internal, "fitCommit called without a pending model");
+  impl_->live = std::move(impl_->pending);
+  impl_->metadata = metadata;
+  impl_->publishInfo();
 }
 
 void Engine::fitAbort() {
@@ -284,6 +443,7 @@ void Engine::fitAbort() {
   impl_->staging.clear();
   impl_->stagingImages = 0;
   impl_->fitting = false;
+  impl_->pending.reset();
   releaseFreedMemory();
 }
 
@@ -292,25 +452,9 @@ void Engine::requestCancel() { impl_->cancel = true; }
 std::vector<ScoreResult> Engine::score(const std::vector<RawImageView>& images) {
   return guarded([&] {
     std::lock_guard<std::mutex> lock(impl_->mutex);
-    auto& I = *impl_;
-    RP_CHECK(I.bank != nullptr, NotFitted, "the engine is not fitted; call fit() with good images or load() a model first");
-    I.applyThreads();
-    torch::NoGradGuard noGrad;
-    std::vector<ScoreResult> results(images.size());
-    if (I.device.is_cpu()) {
-      // Image by image on CPU: no faster batched here (bench/NOTES.md), and it makes each result
-      // independent of its batch-mates (GEMM rounding depends on the row count), so batched
-      // scoring returns exactly what sequential calls return.
-      for (size_t i = 0; i < images.size(); ++i) {
-        for (auto& g : I.embed({images[i]})) {
-          g.members[0] = i;
-          I.scoreGroup(g, &results);
-        }
-      }
-    } else {
-      for (auto& g : I.embed(images)) I.scoreGroup(g, &results);
-    }
-    return results;
+    auto onStream = impl_->stream.enter();
+    RP_CHECK(impl_->live != nullptr, NotFitted, "the engine is not fitted; call fit() with good images or load() a model first");
+    return impl_->scoreWith(*impl_->live, images);
   });
 }
 
@@ -330,41 +474,43 @@ void Engine::validate(const std::vector<RawImageView>& images) const {
   for (const auto& image : images) planGeometry(image, impl_->pre);
 }
 
-void Engine::save(const std::string& path) {
-  guarded([&] {
+std::string Engine::encode() const {
+  return guarded([&] {
     std::lock_guard<std::mutex> lock(impl_->mutex);
-    RP_CHECK(impl_->bank != nullptr, NotFitted, "cannot save an engine that is not fitted; call fit() first");
-    writeModelFile(path, impl_->contents());
+    auto onStream = impl_->stream.enter();
+    RP_CHECK(impl_->live != nullptr, NotFitted, "cannot save an engine that is not fitted; call fit() first");
+    return encodeModel(impl_->contents());
   });
 }
 
-std::unique_ptr<Engine> Engine::load(const std::string& path) {
+DecodedModel::DecodedModel(std::string_view bytes, std::string label)
+    : contents_(std::make_unique<ModelContents>(guarded([&] { return decodeModel(bytes, label); }))), label_(std::move(label)) {}
+DecodedModel::~DecodedModel() = default;
+const EngineOptions& DecodedModel::options() const { return contents_->options; }
+
+std::unique_ptr<Engine> Engine::fromModel(DecodedModel& decoded) {
   return guarded([&] {
-    ModelContents m = readModelFile(path);
+    RP_CHECK(decoded.contents_ != nullptr, Internal, "a decoded model builds one engine only");
+    ModelContents m = std::move(*decoded.contents_);
+    decoded.contents_.reset();
+    const std::string& label = decoded.label_;
     auto device = resolveDevice(m.options.device);
-    std::unique_ptr<Backbone> backbone;
-    if (!m.backboneBytes.empty()) {
-      backbone = loadTorchScriptBackbone(std::move(m.backboneBytes), m.backboneName, device);
-    } else if (isTorchvisionArchitecture(m.options.backbone)) {
-      // The truncated weights travel in the model file: no weights cache needed to load it.
-      RP_CHECK(!m.backboneWeights.empty(), ModelFile,
-               "model file '" << path << "' names backbone '" << m.options.backbone << "' but does not contain its weights");
-      backbone = makeTorchvisionBackbone(m.options.backbone, torchvisionTaps(m.options.backbone, m.options.layers),
-                                         m.backboneWeights, path, device);
-    } else {
-      RP_CHECK(isBuiltinBackbone(m.options.backbone), ModelFile,
-               "model file '" << path << "' names backbone '" << m.options.backbone << "' but does not contain it");
-      backbone = makeBackbone(m.options, device);
-    }
+    auto backbone = restoreBackbone(m.backboneKind, m.options, std::move(m.backboneBlob), label, device);
     RP_CHECK(backbone->info().sha256 == m.backboneSha256, ModelFile,
-             "model file '" << path << "': backbone '" << m.backboneName << "' does not match the one it was fitted with");
+             label << ": backbone '" << m.backboneName << "' does not match the one it was fitted with");
     auto impl = std::make_unique<Impl>(m.options, std::move(backbone));
-    impl->bank = std::make_unique<FlatL2Index>(m.options.targetDim);
-    impl->bank->add(m.bank.to(impl->device));
-    if (m.options.head) impl->head = std::make_unique<ReConPatchHead>(m.headWeight.to(impl->device), m.headBias.to(impl->device));
-    impl->trainImages = m.trainImages;
-    impl->trainPatches = m.trainPatches;
-    impl->metadata = m.metadata;
+    auto model = std::make_unique<FittedModel>();
+    model->bank = std::make_unique<FlatL2Index>(m.options.targetDim);
+    model->bank->add(m.bank.to(impl->device));
+    if (m.options.head) model->head = std::make_shared<ReConPatchHead>(m.headWeight.to(impl->device), m.headBias.to(impl->device));
+    model->trainImages = m.trainImages;
+    model->trainPatches = m.trainPatches;
+    model->coresetRadius2 = m.coresetRadius >= 0 ? m.coresetRadius * m.coresetRadius : -1;
+    model->updates = m.updates;
+    model->updateRows = m.updateRows;
+    impl->live = std::move(model);
+    impl->metadata = std::move(m.metadata);
+    impl->publishInfo();
     return std::unique_ptr<Engine>(new Engine(std::move(impl)));
   });
 }
@@ -372,6 +518,7 @@ std::unique_ptr<Engine> Engine::load(const std::string& path) {
 std::vector<float> Engine::embed(const RawImageView& image, int64_t* rows, int64_t* dim) {
   return guarded([&] {
     std::lock_guard<std::mutex> lock(impl_->mutex);
+    auto onStream = impl_->stream.enter();
     impl_->applyThreads();
     auto groups = impl_->embed({image});
     auto f = groups[0].features[0].to(torch::kCPU).contiguous();  // [L, D]

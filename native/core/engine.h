@@ -6,13 +6,14 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
+#include "core/float_array.h"
 #include "core/options.h"
+#include "core/raw_image.h"
 
 namespace rp {
-
-struct RawImageView;
 
 struct ScoreResult {
   float score = 0.f;        // image score (max patch distance, or Eq. 7)
@@ -27,16 +28,43 @@ struct EngineInfo {
   bool fitted = false;
   int64_t bankRows = 0;
   int64_t featureDim = 0;
-  int64_t trainImages = 0;
-  int64_t trainPatches = 0;
+  int64_t trainImages = 0;   // images the bank was built from (fit and updates)
+  int64_t trainPatches = 0;  // patch features they gave, before the coreset
+  int64_t updates = 0;       // update() calls committed since the fit
+  int64_t updateRows = 0;    // bank rows those updates added
   std::string device;
 };
+
+// What a staged fit builds: a new model from the staged images alone, or the live model grown by
+// the staged images' patches that lie outside its coverage (update).
+enum class FitMode { Fit, Update };
 
 // (stage, done, total, value): stage "head" (value = loss) or "coreset" (value = NaN).
 using StageProgressFn = std::function<void(const char* stage, int64_t done, int64_t total, double value)>;
 
-// One engine = one backbone + one fitted memory bank. Methods lock the engine; fit happens in a
-// staging area, so a failed or aborted fit leaves the previously fitted state untouched.
+struct ModelContents;
+
+// A model file decoded but not yet built into an engine, so the caller can check its options
+// before anything is constructed from them.
+class DecodedModel {
+ public:
+  // Throws ErrorCode::ModelFile for anything truncated, corrupted, foreign or too new. `label`
+  // names the source in messages ("model file 'part.rcp'"). Keeps no reference to `bytes`.
+  DecodedModel(std::string_view bytes, std::string label);
+  ~DecodedModel();
+  const EngineOptions& options() const;
+
+ private:
+  friend class Engine;
+  std::unique_ptr<ModelContents> contents_;
+  std::string label_;
+};
+
+// One engine = one backbone + one fitted model (memory bank, optional head, caller metadata).
+// A fit is a transaction: fitBegin / fitAdd stage the features, fitEnd builds the new model into
+// a pending slot (the live model keeps serving), scorePending lets the caller calibrate against
+// it, and fitCommit makes it live together with its metadata. fitAbort, or a failure anywhere
+// before the commit, leaves the live model and its metadata as they were.
 class Engine {
  public:
   explicit Engine(const EngineOptions& options);
@@ -44,13 +72,22 @@ class Engine {
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
 
+  // Builds the engine a decoded model file describes (its options checked by the caller);
+  // consumes the model's contents.
+  static std::unique_ptr<Engine> fromModel(DecodedModel& model);
+
   const EngineOptions& options() const;
+  // A snapshot: never waits for a running fit or score (it has its own lock).
   EngineInfo info() const;
 
-  void fitBegin();
+  // maxStagedPatches > 0 bounds the features held during the fit: when the staged patches exceed
+  // it they are reduced to a coreset of half that size and staging goes on (merge and reduce).
+  void fitBegin(FitMode mode = FitMode::Fit, int64_t maxStagedPatches = 0);
   void fitAdd(const std::vector<RawImageView>& images);  // embed a batch of nominal images
-  void fitEnd(const StageProgressFn& progress);          // head training, coreset; then the new state replaces the old
-  void fitAbort();
+  void fitEnd(const StageProgressFn& progress);          // head training, coreset -> the pending model
+  std::vector<ScoreResult> scorePending(const std::vector<RawImageView>& images);
+  void fitCommit(const std::string& metadata);           // the pending model (and metadata) goes live
+  void fitAbort();                                       // drops the staged features and the pending model
   void requestCancel();  // thread-safe; makes a running fitAdd/fitEnd throw ErrorCode::Aborted
 
   std::vector<ScoreResult> score(const std::vector<RawImageView>& images);
@@ -66,8 +103,8 @@ class Engine {
   void setMetadata(const std::string& metadata);
   std::string metadata() const;
 
-  void save(const std::string& path);
-  static std::unique_ptr<Engine> load(const std::string& path);
+  // The fitted model as model-file bytes (io/model_file.h).
+  std::string encode() const;
 
   // Patch features of one image, [rows, dim] row-major (tests and tools).
   std::vector<float> embed(const RawImageView& image, int64_t* rows, int64_t* dim);

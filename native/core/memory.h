@@ -1,9 +1,9 @@
 // Process memory policy for the engine's repeated allocations (bench/NOTES.md, "Fresh pages").
 //
 // glibc's malloc gives large freed blocks back to the kernel (munmap, heap trimming) and takes
-// fresh pages on the next allocation. A fresh page costs a fault and zeroing: ~10 µs per 4 KiB on
-// the project's VM (32 MiB first touched in 86 ms, rewritten in 1.6 ms).
-// Scoring allocates the same few-MiB tensors for every image, so it paid that again and again.
+// fresh pages on the next allocation, each costing a fault and zeroing (far slower than reusing a
+// page; figures in bench/NOTES.md). Scoring allocates the same few-MiB tensors for every image, so
+// it paid that again and again.
 #pragma once
 
 namespace rp {

@@ -65,7 +65,7 @@ struct EngineOptions {
   HeadOptions headOptions;
 
   // Runtime.
-  std::string device = "cpu";  // "cpu" | "cuda" | "auto"
+  std::string device = "auto";  // "cpu" | "cuda" | "auto"
   int threads = 0;             // 0 = all cores
   uint64_t seed = 0;
   int64_t batchSize = 4;

@@ -5,8 +5,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { type Dataset, readMvtecDataset } from '../../lib/dataset.js';
-import { makeSyntheticDataset } from '../../lib/synthetic.js';
+import { type Dataset, readMvtecDataset } from '../../lib/eval/dataset.js';
+import { makeSyntheticDataset } from '../../lib/eval/synthetic.js';
 
 export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 export const sharedRoot = path.resolve(repoRoot, '../shared');

@@ -1,0 +1,222 @@
+/**
+ * The first half of a fit transaction, shared by `Engine.fit` (one native engine) and
+ * `Ensemble.fit` (one per member, in lockstep): one pass over the input, each batch decoded once,
+ * the calibration hold-out set aside, the rest embedded into every engine (`fitAdd`), then every
+ * engine builds its pending model (`fitEnd`). The live models keep serving throughout. The caller
+ * then calibrates against the pending models (`scorePending`) and commits them (`fitCommit`), or
+ * calls {@link abortFit}: a failure or abort at any point leaves every engine as it was.
+ */
+import { holdoutPicker } from '../calibration.js';
+import { ReconpatchError } from '../errors.js';
+import { type DecodePolicy, type ImageInput, describeInput, toRawFrame } from '../io/images.js';
+import type { NativeEngine, RawFrame } from '../native.js';
+import type { CalibrationOptions } from '../options.js';
+
+/**
+ * A fit or scoring stage's progress. `total` is undefined when the input's length is unknown.
+ * @example
+ * await engine.fit(goodImages, { onProgress: (p: Progress) => console.log(p.stage, p.done, p.total ?? '?', p.loss ?? '') });
+ */
+export interface Progress {
+  /** `'embed'` (images), `'head'` (training iterations), `'coreset'` (selected rows), `'calibrate'` (held-out images). */
+  stage: 'embed' | 'head' | 'coreset' | 'calibrate';
+  /** Units of this stage done so far. */
+  done: number;
+  /** Units in this stage, when known. */
+  total?: number;
+  /** Head training: the iteration's loss. */
+  loss?: number;
+}
+
+export interface StageFitOptions {
+  /** 'fit' builds new models; 'update' grows the live ones. */
+  mode: 'fit' | 'update';
+  /** Fit only: bound on the patches staged per engine (0: none). */
+  maxStagedPatches: number;
+  signal?: AbortSignal;
+  /** Progress of engine `member` (undefined for the shared 'embed' stage). */
+  onProgress?: (p: Progress, member: number | undefined) => void;
+  calibration: CalibrationOptions;
+  batchSize: number;
+  /** The limits every image is decoded within (for all the engines). */
+  input: DecodePolicy;
+}
+
+export interface StagedFit {
+  /** Images embedded into the pending models. */
+  images: number;
+  /** The held-out nominal images, decoded, to calibrate with. */
+  calibrationFrames: RawFrame[];
+}
+
+/**
+ * Guards the user's callbacks and the abort signal for one fit: a throwing callback cancels the
+ * native work and fails the fit with ERR_CALLBACK (the thrown error as `cause`), never silently.
+ */
+export class FitControl {
+  #callbackError: unknown;
+  #failed = false;
+  readonly #engines: NativeEngine[];
+  readonly #signal?: AbortSignal;
+  readonly #what: string;
+  readonly #verb: string;
+  readonly #onAbort = () => this.#cancel();
+
+  /** `what`: 'engine' or 'ensemble'; `verb`: 'fit' or 'update' (for messages). */
+  constructor(engines: NativeEngine[], signal: AbortSignal | undefined, what: string, verb = 'fit') {
+    this.#engines = engines;
+    this.#signal = signal;
+    this.#what = what;
+    this.#verb = verb;
+    signal?.addEventListener('abort', this.#onAbort);
+  }
+
+  /** Calls the user's callback; if it throws, remembers why and cancels the native work. */
+  call<A extends unknown[]>(fn: ((...a: A) => void) | undefined, ...args: A): void {
+    if (!fn || this.#failed) return;
+    try {
+      fn(...args);
+    } catch (err) {
+      this.#failed = true;
+      this.#callbackError = err;
+      this.#cancel();
+    }
+  }
+
+  /** Throws ERR_CALLBACK or ERR_ABORTED when the fit must stop. */
+  check(): void {
+    if (this.#failed) throw this.callbackFailure();
+    if (this.#signal?.aborted) throw this.aborted();
+  }
+
+  /** The error to throw for `err` caught from native work: the callback's failure when there was one. */
+  explain(err: unknown): unknown {
+    if (this.#failed) return this.callbackFailure();
+    if (this.#signal?.aborted && (err as { code?: string })?.code === 'ERR_ABORTED') return this.aborted();
+    return err;
+  }
+
+  callbackFailure(): ReconpatchError {
+    const e = this.#callbackError;
+    return new ReconpatchError('ERR_CALLBACK', `${this.#verb} stopped: the onProgress callback threw (${e instanceof Error ? e.message : String(e)}); the ${this.#what} keeps its previous state`, { cause: e });
+  }
+
+  aborted(): ReconpatchError {
+    return new ReconpatchError('ERR_ABORTED', `${this.#verb} was aborted; the ${this.#what} keeps its previous state`);
+  }
+
+  dispose(): void {
+    this.#signal?.removeEventListener('abort', this.#onAbort);
+  }
+
+  #cancel(): void {
+    for (const e of this.#engines) e.cancel();
+  }
+}
+
+/** Drops every engine's staged features and pending model. */
+export function abortFit(engines: NativeEngine[]): void {
+  for (const e of engines) e.fitAbort();
+}
+
+/** See the module comment. Throws ERR_INVALID_OPTION, ERR_INPUT, ERR_INVALID_IMAGE, ERR_EMPTY_TRAINING_SET, ERR_ABORTED, ERR_CALLBACK. */
+export async function stageFit(
+  engines: NativeEngine[],
+  images: Iterable<ImageInput> | AsyncIterable<ImageInput>,
+  control: FitControl,
+  { mode, maxStagedPatches, onProgress, calibration, batchSize, input }: StageFitOptions,
+): Promise<StagedFit> {
+  if (images === null || typeof images !== 'object' || !(Symbol.iterator in images || Symbol.asyncIterator in images))
+    throw new ReconpatchError('ERR_INVALID_OPTION', `${mode} expects an Iterable or AsyncIterable of images`);
+  control.check();
+  const total = Array.isArray(images) ? images.length : undefined;
+  const heldOut = holdoutPicker(total, calibration.holdout, calibration.minImages);
+  const calibrationFrames: RawFrame[] = [];
+  for (const e of engines) e.fitBegin(mode, maxStagedPatches);
+  let done = 0;
+  let embedded = 0;
+  let pending: ImageInput[] = [];
+  const flush = async () => {
+    const decoded: RawFrame[] = await Promise.all(pending.map((img, j) => toRawFrame(img, done + j, input)));
+    control.check();
+    // Held-out nominal images are kept aside for calibration, not put in the banks.
+    const keep = decoded.filter((_, j) => !heldOut(done + j));
+    const aside = decoded.filter((_, j) => heldOut(done + j));
+    try {
+      for (const e of engines) {
+        // Held-out images are checked now, so that calibration cannot fail on them later.
+        e.validate(aside);
+        if (keep.length > 0) await e.fitAdd(keep);
+      }
+    } catch (err) {
+      // Name the offending image when the native side rejects one.
+      const e = err as { code?: string; message?: string };
+      if (e.code === 'ERR_INVALID_IMAGE') {
+        throw new ReconpatchError('ERR_INVALID_IMAGE', `${mode}: one of ${pending.map((p, j) => describeInput(p, done + j)).join(', ')}: ${e.message}`, { cause: err });
+      }
+      throw control.explain(err);
+    }
+    calibrationFrames.push(...aside);
+    embedded += keep.length;
+    done += pending.length;
+    pending = [];
+    control.call(onProgress, { stage: 'embed', done, total }, undefined);
+    control.check();
+  };
+  for await (const image of inputOf(images)) {
+    control.check();
+    pending.push(image);
+    if (pending.length === batchSize) await flush();
+  }
+  if (pending.length > 0) await flush();
+  control.check();
+  if (done === 0)
+    throw new ReconpatchError('ERR_EMPTY_TRAINING_SET', `${mode} received no images; pass at least one image of a good (defect-free) part`);
+  if (embedded === 0) {
+    // Everything was held out (a 1-image stream): use it for the banks instead.
+    for (const e of engines) await e.fitAdd(calibrationFrames);
+    embedded = calibrationFrames.splice(0).length;
+  }
+  for (const [m, e] of engines.entries()) {
+    let received = 0;
+    try {
+      const queued = await e.fitEnd((stage, d, t, value) => {
+        received++;
+        control.call(onProgress, { stage: stage as Progress['stage'], done: d, total: t, ...(stage === 'head' ? { loss: value } : {}) }, m);
+      });
+      // Progress calls travel apart from the result: take them all before going on.
+      while (received < queued) await new Promise((resolve) => setImmediate(resolve));
+    } catch (err) {
+      throw control.explain(err);
+    }
+    control.check();
+  }
+  return { images: embedded, calibrationFrames };
+}
+
+/**
+ * The input, with an error thrown by the caller's own iterable reported as ERR_INPUT (its error
+ * as `cause`) rather than as if reconpatch had failed.
+ */
+async function* inputOf<T>(images: Iterable<T> | AsyncIterable<T>): AsyncGenerator<T> {
+  const it: Iterator<T> | AsyncIterator<T> = Symbol.asyncIterator in images ? (images as AsyncIterable<T>)[Symbol.asyncIterator]() : (images as Iterable<T>)[Symbol.iterator]();
+  let finished = false;
+  try {
+    for (;;) {
+      let r: IteratorResult<T>;
+      try {
+        r = await it.next();
+      } catch (err) {
+        finished = true;
+        throw new ReconpatchError('ERR_INPUT', `fit: the images iterable threw (${err instanceof Error ? err.message : String(err)})`, { cause: err });
+      }
+      if (r.done) {
+        finished = true;
+        return;
+      }
+      yield r.value;
+    }
+  } finally {
+    if (!finished) await it.return?.(); // the fit stopped early: let the source clean up
+  }
+}

@@ -1,0 +1,51 @@
+// The model file: one versioned, checksummed file holding everything needed to score.
+//
+//   "RCPMODEL" | u32 format version | u32 section count
+//   sections:  char[4] tag | u64 length | payload          (unknown tags are skipped)
+//   trailer:   SHA-256 of every byte before it (32 bytes)
+//
+// Tags: OPTS (options, key=value text), BKNM (backbone name), BKSH (sha256 of its weights),
+// BKTS (the TorchScript file itself, when the backbone is one), BKSD (a torchvision backbone's
+// weights up to its deepest tap, as a zip .pth state dict), BANK (tensor), STAT (text),
+// HDFW / HDFB (the ReConPatch head's f: weight and bias tensors, when the head is on),
+// META (caller metadata, e.g. calibration as JSON).
+// Tensors: u8 dtype (0 = float32) | u8 ndim | i64 dims[ndim] | raw little-endian data.
+#pragma once
+#include <torch/torch.h>
+
+#include <string>
+#include <string_view>
+
+#include "core/backbones/backbone.h"
+#include "core/options.h"
+
+namespace rp {
+
+// Version 2 added BKSD (torchvision weights), version 3 the coreset's stopping radius (STAT
+// coresetRadius, what update() continues from). Every version from 1 is read.
+constexpr uint32_t kModelFormatVersion = 3;
+
+struct ModelContents {
+  EngineOptions options;
+  std::string backboneName;
+  std::string backboneSha256;
+  BackboneKind backboneKind = BackboneKind::RandomCnn;
+  std::string backboneBlob;   // Backbone::blob(): the TorchScript file, or the truncated state dict
+  torch::Tensor bank;         // [M, D] float32 (CPU)
+  torch::Tensor headWeight;   // ReConPatch f: [D, D] (undefined without a head)
+  torch::Tensor headBias;     // [D]
+  int64_t trainImages = 0;
+  int64_t trainPatches = 0;
+  double coresetRadius = -1;  // the coreset's stopping radius (projected space); -1: unknown (format < 3)
+  int64_t updates = 0, updateRows = 0;
+  std::string metadata;       // opaque text owned by the caller (JS keeps calibration there)
+};
+
+// The model as bytes, checksum included. Writing them to a file (atomically) is the caller's job.
+std::string encodeModel(const ModelContents& model);
+
+// Throws ErrorCode::ModelFile for anything truncated, corrupted, foreign or too new; `what` names
+// the source in messages ("model file 'part.rcp'").
+ModelContents decodeModel(std::string_view bytes, const std::string& what);
+
+}  // namespace rp

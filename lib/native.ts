@@ -150,8 +150,8 @@ export interface NativeInternals {
   headSimilarities(z: FloatArray, k: number, sigma: number): { knn: FloatArray; contextual: FloatArray; contextualDense: FloatArray; pairwise: FloatArray };
   /** reference: the autograd formulation instead of the fused CPU loss. */
   headLoss(z: FloatArray, w: FloatArray, margin: number, reference?: boolean): { loss: number; grad: FloatArray };
-  /** Head training on batch x dim seeded uniform features: ms per iteration and every loss; reference: dense contextual + autograd loss. */
-  headTraining(batch: number, dim: number, iterations: number, reference: boolean, threads: number): { msPerIteration: number; losses: number[] };
+  /** Head training on batch x dim seeded uniform features: ms per iteration, every loss and the trained f; reference: dense contextual + autograd loss; lossReadEvery: iterations between loss read-backs (default 16). */
+  headTraining(batch: number, dim: number, iterations: number, reference: boolean, threads: number, lossReadEvery?: number): { msPerIteration: number; losses: number[]; fWeight: FloatArray; fBias: FloatArray };
   emaStep(partner: FloatArray, current: FloatArray, ema: number): FloatArray;
   /** fp32 GEMM rate (GFLOP/s): best of reps n x n x n products. Blocks the calling thread: benchmarks only. */
   gemmGflops(n: number, reps: number, threads: number): number;

@@ -158,6 +158,19 @@ describe('ReConPatch head pieces', () => {
     for (let i = 0; i < 20; i++) expect(Math.abs(a.losses[i] - b.losses[i])).toBeLessThan(2e-3 * b.losses[i]);
   });
 
+  it('reads the losses back every 16 iterations without changing the training: the same losses and f as reading each one (issue 18)', () => {
+    // 37 iterations: two full read-backs and a partial one at the end.
+    const each = native().internals.headTraining(256, 64, 37, false, 1, 1);
+    const batched = native().internals.headTraining(256, 64, 37, false, 1);
+    expect(batched.losses).toHaveLength(37);
+    expect(batched.losses).toEqual(each.losses);
+    expect(batched.fWeight.shape).toEqual([64, 64]);
+    expect(Array.from(batched.fWeight.data)).toEqual(Array.from(each.fWeight.data));
+    expect(Array.from(batched.fBias.data)).toEqual(Array.from(each.fBias.data));
+    // Training moved f away from its identity start (the comparison is not of two untouched heads).
+    expect(Math.abs(batched.fWeight.data[1])).toBeGreaterThan(0);
+  });
+
   it('never produces NaN for duplicate patches (sqrt guard)', () => {
     const z = [[1, 2], [1, 2], [1, 2], [3, 4]];
     const w = z.map(() => z.map(() => 0.5));

@@ -180,7 +180,7 @@ describe.skipIf(!supported)(`int8 k-NN with float32 re-scoring (${supported ? 'V
 
 describe.skipIf(!supported || !hasShared)(`int8 k-NN on real features (${!hasShared ? SHARED_ABSENT : supported ? 'present' : NO_VNNI})`, () => {
   it.each(['metal_plate', 'magnetic_tile'])('finds the float32 rows for real %s patch features, re-scoring a small share', async (category) => {
-    const { readMvtecDataset } = await import('../lib/dataset.js');
+    const { readMvtecDataset } = await import('../lib/eval/dataset.js');
     const data = await readMvtecDataset(sharedDatasets, category);
     const engine = await Engine.create({ backbone: `${sharedBackbones}/mobilenet_v1_imagenet.pt`, resizeMode: 'squash', resize: 256, crop: 224 });
     const embed = async (paths: string[]): Promise<Arr> => {

@@ -113,9 +113,12 @@ Napi::Object makeInternals(Napi::Env env) {
           return callCore(info.Env(), [&]() -> Napi::Value {
             auto r = rp::internals::headTraining(info[0].ToNumber().Int64Value(), info[1].ToNumber().Int64Value(),
                                                  info[2].ToNumber().Int64Value(), info[3].ToBoolean().Value(),
-                                                 info[4].ToNumber().Int32Value());
+                                                 info[4].ToNumber().Int32Value(),
+                                                 info.Length() > 5 ? info[5].ToNumber().Int64Value() : 0);
             Napi::Object out = Napi::Object::New(info.Env());
             out.Set("msPerIteration", r.msPerIteration);
+            out.Set("fWeight", floatArrayToJs(info.Env(), std::move(r.fWeight)));
+            out.Set("fBias", floatArrayToJs(info.Env(), std::move(r.fBias)));
             Napi::Array losses = Napi::Array::New(info.Env(), r.losses.size());
             for (size_t i = 0; i < r.losses.size(); ++i) losses.Set(static_cast<uint32_t>(i), r.losses[i]);
             out.Set("losses", losses);

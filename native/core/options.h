@@ -27,6 +27,9 @@ struct HeadOptions {
   // Not an engine option (never serialised): train with the dense contextual products and the
   // autograd loss, the formulation before issue 21 (tests and the bench compare the two).
   bool denseReference = false;
+  // Not an engine option either: losses are read back from the device every this many iterations
+  // (head.cc; tests compare intervals).
+  int64_t lossReadEvery = 16;
 };
 
 struct EngineOptions {

@@ -135,7 +135,8 @@ float headLoss(const FloatArray& z, const FloatArray& w, double margin, FloatArr
   });
 }
 
-HeadTraining headTraining(int64_t batch, int64_t dim, int64_t iterations, bool reference, int threads) {
+HeadTraining headTraining(int64_t batch, int64_t dim, int64_t iterations, bool reference, int threads,
+                          int64_t lossReadEvery) {
   return guarded([&] {
     if (threads > 0) at::set_num_threads(threads);
     torch::AutoGradMode enableGrad(true);  // training needs autograd wherever this is called from
@@ -145,12 +146,15 @@ HeadTraining headTraining(int64_t batch, int64_t dim, int64_t iterations, bool r
     o.iterations = iterations;
     o.batch = batch;
     o.denseReference = reference;
+    if (lossReadEvery > 0) o.lossReadEvery = lossReadEvery;
     ReConPatchHead head(dim, o, torch::kCPU);
     HeadTraining out;
     auto t0 = std::chrono::steady_clock::now();
     head.train(chunks, [&](const HeadProgress& p) { out.losses.push_back(p.loss); }, nullptr);
     out.msPerIteration =
         std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count() / std::max<int64_t>(1, iterations);
+    out.fWeight = fromTensor(head.fWeight());
+    out.fBias = fromTensor(head.fBias());
     return out;
   });
 }

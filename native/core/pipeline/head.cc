@@ -1,9 +1,11 @@
 #include "core/pipeline/head.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <vector>
 
+#include "core/device_context.h"
 #include "core/error.h"
 
 namespace rp {
@@ -41,6 +43,9 @@ torch::Tensor knnMatrix(const torch::Tensor& d2, int64_t k) {
 torch::Tensor pairwiseSimilarity(const torch::Tensor& d2, double sigma) { return torch::exp(-d2 / sigma); }
 
 torch::Tensor contextualSimilarity(const torch::Tensor& d2, int64_t k) {
+  // Off the CPU: the dense products on the device. The index lists below are host loops, and
+  // bringing them over would make every iteration wait for the device; 4 N^3 FLOPs are cheap there.
+  if (!d2.device().is_cpu()) return contextualSimilarityDense(d2, k);
   // The dense form's products are mostly zeros: A has k ones per row, A' floor(k/2). So
   // w~_ij = |N(i) n N(j)| / k for the k entries j of N(i), R_i = the l in A'(i) with i in A'(l),
   // and w^_i. = sum_{l in R_i} w~_l. / |R_i|: N k^2 work in all, against 4 N^3 FLOPs dense.
@@ -172,13 +177,47 @@ void ReConPatchHead::train(const std::vector<torch::Tensor>& chunks, const HeadP
   for (const auto& p : params) partner.push_back(p.detach().clone());
   torch::optim::AdamW optimizer(params, torch::optim::AdamWOptions(opts_.lr).weight_decay(opts_.weightDecay));
   const int64_t n = std::min(opts_.batch, rows);
+  const auto device = fW_.device();
+
+  // Losses stay on the device until read back in one transfer: every lossReadEvery iterations, at
+  // the end, or when progress has waited kProgressSeconds. Reading one per iteration (.item())
+  // would make the host wait for each iteration's kernels on a GPU. On the CPU nothing waits either
+  // way; the values, and the weights, are the same for any read interval (a test checks).
+  constexpr double kProgressSeconds = 0.25;
+  const int64_t readEvery = std::max<int64_t>(1, opts_.lossReadEvery);
+  auto pending = torch::empty({readEvery}, torch::TensorOptions().dtype(torch::kFloat32).device(device));
+  int64_t firstPending = 0, pendingCount = 0;
+  auto lastRead = std::chrono::steady_clock::now();
+  auto readBack = [&] {
+    if (pendingCount == 0) return;
+    auto host = pending.narrow(0, 0, pendingCount).to(torch::kCPU);  // the one device sync
+    const float* v = host.data_ptr<float>();
+    for (int64_t j = 0; j < pendingCount; ++j) {
+      const double value = v[j];
+      const int64_t it = firstPending + j;
+      // A diverged loss is found up to readEvery iterations late; the weights trained since are
+      // thrown away with it (the fit fails as a whole).
+      RP_CHECK(std::isfinite(value), Internal,
+               "ReConPatch head training diverged (loss " << value << " at iteration " << it
+                                                          << "); lower head.lr or enable head.normalize");
+      if (progress) progress({it + 1, opts_.iterations, value});
+    }
+    firstPending += pendingCount;
+    pendingCount = 0;
+    lastRead = std::chrono::steady_clock::now();
+  };
+
   for (int64_t it = 0; it < opts_.iterations; ++it) {
+    // A host flag: checking it does not wait for the device.
     RP_CHECK(!(cancel && cancel->load(std::memory_order_relaxed)), Aborted, "fit was aborted during head training");
     // Cosine decay from lr to 0 over the run.
     const double lr = opts_.lr * 0.5 * (1.0 + std::cos(M_PI * it / static_cast<double>(opts_.iterations)));
     for (auto& group : optimizer.param_groups()) static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
 
-    auto p = sampleRows(chunks, rows, n, gen).to(fW_.device());  // [N, D]
+    // Sampled in host memory; to a GPU through pinned memory, asynchronously (a pageable copy
+    // would wait for the stream).
+    auto p = sampleRows(chunks, rows, n, gen);  // [N, D]
+    if (!device.is_cpu()) p = uploadToDevice(p, device);
     torch::Tensor w;                                             // [N, N] pseudo-labels
     {
       torch::NoGradGuard noGrad;
@@ -191,15 +230,19 @@ void ReConPatchHead::train(const std::vector<torch::Tensor>& chunks, const HeadP
     auto z = torch::addmm(gB_, torch::addmm(fB_, p, fW_.t()), gW_.t());  // [N, D']
     auto loss = opts_.denseReference ? relaxedContrastiveLossAutograd(z, w, opts_.margin)
                                      : relaxedContrastiveLoss(z, w, opts_.margin);
-    const double value = loss.item<double>();
-    RP_CHECK(std::isfinite(value), Internal,
-             "ReConPatch head training diverged (loss " << value << " at iteration " << it
-                                                        << "); lower head.lr or enable head.normalize");
+    {
+      torch::NoGradGuard noGrad;
+      pending.narrow(0, pendingCount, 1).copy_(loss.detach().reshape({1}));
+    }
+    ++pendingCount;
     optimizer.zero_grad();
     loss.backward();
     optimizer.step();
     emaUpdate(partner, params, opts_.ema);
-    if (progress) progress({it + 1, opts_.iterations, value});
+    const bool last = it + 1 == opts_.iterations;
+    if (pendingCount == readEvery || last ||
+        (progress && std::chrono::duration<double>(std::chrono::steady_clock::now() - lastRead).count() >= kProgressSeconds))
+      readBack();
   }
   for (auto& p : params) p.set_requires_grad(false);
   fW_ = fW_.detach();

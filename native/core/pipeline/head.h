@@ -29,8 +29,9 @@ torch::Tensor pairwiseSimilarity(const torch::Tensor& d2, double sigma);
 
 // Contextual similarity (STML): w~ = (A A^T / k) * A; R = A' * A'^T with A' the floor(k/2)-NN
 // matrix (>= 1); w^ = R w~ / rowsum(R); wC = (w^ + w^T) / 2. d2: [N, N] -> [N, N]
-// Computed from the k-NN index lists (A has k ones per row): O(N k^2) instead of two dense
-// N x N x N products; equal to the dense form to float32 rounding (the same top-k calls).
+// On the CPU computed from the k-NN index lists (A has k ones per row): O(N k^2) instead of two
+// dense N x N x N products; equal to the dense form to float32 rounding (the same top-k calls).
+// Off the CPU it is the dense form, on the device (no host round trip for the lists).
 torch::Tensor contextualSimilarity(const torch::Tensor& d2, int64_t k);
 // The same by dense products, as RECONPATCH.md writes it (the reference for tests and the bench).
 torch::Tensor contextualSimilarityDense(const torch::Tensor& d2, int64_t k);

@@ -43,14 +43,16 @@ out.read_gb_per_second = internals.readGBs(2 ** 30, 5, cores);
 log(`read bandwidth (sum over 1 GiB of float32): ${out.read_gb_per_second.toFixed(1)} GB/s (the ceiling for streaming kernels)`);
 
 if (want('knn')) {
-  // 784 queries (one 224-px image) against banks of 1.6k, 16k and 60k rows x 1024.
+  // 784 queries (one 224-px image) against banks of 1.6k, 16k and 60k rows x 1024: the float32 GEMM
+  // (ms, gflops) and, where the CPU has AVX-512 VNNI, the default int8 pass with float32 re-scoring
+  // (int8_ms; GFLOP/s counted as float32 work). bench/knn_int8.mjs has the detail (issue 21).
   out.knn = [];
   for (const rows of [1600, 16000, 60000]) {
-    const ms = internals.knnMilliseconds(rows, 784, 1024, 3, cores);
+    const c = internals.knnCompare(null, null, rows, 784, 1024, 3, cores);
     const gflop = (2 * 784 * rows * 1024) / 1e9;
-    const gflops = gflop / (ms / 1000);
-    out.knn.push({ bank_rows: rows, ms, gflop, gflops, share_of_gemm: gflops / out.gemm_gflops });
-    log(`k-NN 784 x ${rows} x 1024: ${ms.toFixed(1)} ms, ${gflops.toFixed(0)} GFLOP/s (${pct(gflops / out.gemm_gflops)} of GEMM)`);
+    const gflops = gflop / (c.float32Ms / 1000);
+    out.knn.push({ bank_rows: rows, ms: c.float32Ms, gflop, gflops, share_of_gemm: gflops / out.gemm_gflops, int8: c.int8, int8_ms: c.int8Ms, int8_speedup: c.float32Ms / c.int8Ms, rescored_per_query: c.rescoredPerQuery });
+    log(`k-NN 784 x ${rows} x 1024: float32 ${c.float32Ms.toFixed(1)} ms, ${gflops.toFixed(0)} GFLOP/s (${pct(gflops / out.gemm_gflops)} of GEMM); ${c.int8 ? `int8 ${c.int8Ms.toFixed(1)} ms (x${(c.float32Ms / c.int8Ms).toFixed(2)}, ${c.rescoredPerQuery.toFixed(1)} rows/query re-scored)` : 'no int8 (no VNNI)'}`);
   }
 }
 
@@ -190,11 +192,12 @@ if (!hasShared) {
         },
       });
       // FLOPs per iteration: f and g forward for the partner (2 x 2 N D^2) and the trained pair
-      // (forward 2 x 2 N D^2, backward ~2x that), pairwise distance GEMMs (2 x 2 N^2 D), the
-      // contextual products (2 x 2 N^3).
+      // (forward 2 x 2 N D^2, backward 3 x 2 N D^2), Gram products (partner and trained 2 x 2 N^2 D,
+      // the fused loss's gradient 2 N^2 D); the contextual similarity is N k^2 since issue 21
+      // (bench/knn_int8.mjs compares it with the dense formulation).
       const n = HEAD_DEFAULTS.batch;
       const D = 1024;
-      const gflop = (4 * n * D * D + 12 * n * D * D + 4 * n * n * D + 4 * n * n * n) / 1e9;
+      const gflop = (14 * n * D * D + 6 * n * n * D) / 1e9;
       out.head = { batch: n, iterations, ms_per_iteration: (headStages.head * 1000) / iterations, gflop_per_iteration: gflop };
       out.head.gflops = gflop / (out.head.ms_per_iteration / 1000);
       out.head.share_of_gemm = out.head.gflops / out.gemm_gflops;

@@ -132,14 +132,26 @@ export interface NativeInternals {
   greedyCoreset(projected: FloatArray, starts: number[], count: number, pruned: boolean, threads?: number, bfloat16?: boolean, deviceLoop?: boolean): number[];
   coresetProject(features: FloatArray, projectionDim: number, seed: number): FloatArray;
   backboneMilliseconds(backbone: string, size: number, batch: number, reps: number, threads: number): { backboneMs: number; patchFeaturesMs: number };
-  knn(bank: FloatArray, queries: FloatArray, k: number): { distances: FloatArray; indices: number[] };
+  /** kernel: 'auto' (the engine's choice), 'float32', or 'int8' (int8 + float32 re-scoring where the CPU has AVX-512 VNNI). */
+  knn(bank: FloatArray, queries: FloatArray, k: number, kernel?: 'auto' | 'float32' | 'int8'): { distances: FloatArray; indices: number[] };
+  /** The int8 k-NN: supported by this CPU, and on; passing a boolean turns it on or off process-wide (off: float32 GEMM). */
+  knnInt8(enabled?: boolean): { supported: boolean; enabled: boolean };
+  /** float32 GEMM vs int8 k-NN side by side (k = 1); null bank / queries: seeded standard-normal rows. */
+  knnCompare(bank: FloatArray | null, queries: FloatArray | null, bankRows: number, queryRows: number, dim: number, reps: number, threads: number): {
+    float32Ms: number; int8Ms: number; rescoredPerQuery: number; queries: number; bankRows: number;
+    fallbackQueries: number; sameIndex: number; maxRelativeGap: number; int8: boolean;
+  };
   gaussianBlur(map: FloatArray, sigma: number): FloatArray;
   anomalyMap(grid: FloatArray, outH: number, outW: number, sigma: number): FloatArray;
   reweightedScore(bank: FloatArray, queries: FloatArray, neighbours: number): number;
   /** A torchvision backbone built from a .pth file, run on an already normalised input [B, 3, H, W]. */
   torchvisionTaps(arch: string, weightsPath: string, layers: string, input: FloatArray): { taps: FloatArray[]; strides: number[]; channels: number[] };
-  headSimilarities(z: FloatArray, k: number, sigma: number): { knn: FloatArray; contextual: FloatArray; pairwise: FloatArray };
-  headLoss(z: FloatArray, w: FloatArray, margin: number): { loss: number; grad: FloatArray };
+  /** contextual: from the k-NN index lists (what training uses); contextualDense: by dense products (the reference). */
+  headSimilarities(z: FloatArray, k: number, sigma: number): { knn: FloatArray; contextual: FloatArray; contextualDense: FloatArray; pairwise: FloatArray };
+  /** reference: the autograd formulation instead of the fused CPU loss. */
+  headLoss(z: FloatArray, w: FloatArray, margin: number, reference?: boolean): { loss: number; grad: FloatArray };
+  /** Head training on batch x dim seeded uniform features: ms per iteration, every loss and the trained f; reference: dense contextual + autograd loss; lossReadEvery: iterations between loss read-backs (default 16). */
+  headTraining(batch: number, dim: number, iterations: number, reference: boolean, threads: number, lossReadEvery?: number): { msPerIteration: number; losses: number[]; fWeight: FloatArray; fBias: FloatArray };
   emaStep(partner: FloatArray, current: FloatArray, ema: number): FloatArray;
   /** fp32 GEMM rate (GFLOP/s): best of reps n x n x n products. Blocks the calling thread: benchmarks only. */
   gemmGflops(n: number, reps: number, threads: number): number;

@@ -96,6 +96,81 @@ describe('ReConPatch head pieces', () => {
       }
   });
 
+  it('computes the contextual similarity from k-NN lists exactly as the dense products do (issue 21)', () => {
+    for (const [n, d, k, seed] of [[300, 16, 5, 3], [200, 8, 3, 4], [150, 4, 8, 5]]) {
+      const z = randomMat(n, d, seed);
+      for (let r = 0; r < 10; r++) z[20 + r] = [...z[r]]; // exact duplicates: self must stay in its own set
+      const { contextual, contextualDense } = native().internals.headSimilarities(arr(z), k, 1);
+      let worst = 0;
+      for (let i = 0; i < n * n; i++) worst = Math.max(worst, Math.abs(contextual.data[i] - contextualDense.data[i]));
+      expect(worst).toBeLessThanOrEqual(1e-6);
+      expect(Array.from(contextual.data).every((v) => v >= 0 && v <= 1)).toBe(true);
+    }
+  });
+
+  it('the fused loss equals the autograd formulation; its gradient is closer to the float64 gradient (issue 21)', () => {
+    const n = 300; // >= 256: z z^T from its upper block triangle
+    const d = 12;
+    const z = randomMat(n, d, 9).map((r) => r.map(Math.fround)); // the values the addon sees
+    for (let r = 0; r < 5; r++) z[50 + r] = [...z[r]]; // duplicates: distances clamped at 0
+    const dd = d2(z);
+    const w = contextualRef(dd, 5).map((r, i) => r.map((v, j) => Math.fround(0.5 * v + 0.5 * Math.exp(-dd[i][j]))));
+    const fused = native().internals.headLoss(arr(z), arr(w), 1);
+    const reference = native().internals.headLoss(arr(z), arr(w), 1, true);
+    expect(Math.abs(fused.loss - reference.loss)).toBeLessThanOrEqual(1e-6 * reference.loss);
+    expect(fused.loss).toBeCloseTo(lossRef(z, w, 1), 4);
+    // float64 gradient of the same loss: dL/dz_a = 2 sum_j (S_aj + S_ja)(z_a - z_j), S = dL/d d2.
+    const S = dd.map((row, i) => {
+      const dist = row.map((v) => Math.sqrt(v + 1e-9));
+      const mu = dist.reduce((a, b) => a + b, 0) / n;
+      const g = dist.map((x, j) => {
+        const delta = x / mu;
+        return (2 * w[i][j] * delta - 2 * (1 - w[i][j]) * Math.max(1 - delta, 0)) / n;
+      });
+      const t = g.reduce((a, x, j) => a + x * (dist[j] / mu), 0);
+      return g.map((x, j) => (x - t / n) / mu / (2 * dist[j]));
+    });
+    const err = (grad: { data: Float32Array }) => {
+      let worst = 0;
+      let top = 0;
+      for (let a = 0; a < n; a++)
+        for (let k = 0; k < d; k++) {
+          let v = 0;
+          for (let j = 0; j < n; j++) if (j !== a) v += 2 * (S[a][j] + S[j][a]) * (z[a][k] - z[j][k]);
+          worst = Math.max(worst, Math.abs(grad.data[a * d + k] - v));
+          top = Math.max(top, Math.abs(v));
+        }
+      return worst / top;
+    };
+    // Float32 d2 of the duplicates is rounding noise, not 0, which moves their rows' means a little.
+    const fusedErr = err(fused.grad);
+    const referenceErr = err(reference.grad);
+    expect(fusedErr).toBeLessThan(1e-4);
+    // Autograd leaves s_jj-sized rounding in (1.4e-3 with Debian's OpenBLAS, 4e-5 with 2.14's BLAS).
+    expect(fusedErr).toBeLessThanOrEqual(referenceErr);
+  });
+
+  it('trains with the same losses as the dense/autograd formulation, up to the rounding Adam amplifies (issue 21)', () => {
+    const a = native().internals.headTraining(256, 64, 20, false, 1);
+    const b = native().internals.headTraining(256, 64, 20, true, 1);
+    expect(a.losses).toHaveLength(20);
+    expect(Math.abs(a.losses[0] - b.losses[0])).toBeLessThanOrEqual(1e-6 * b.losses[0]);
+    for (let i = 0; i < 20; i++) expect(Math.abs(a.losses[i] - b.losses[i])).toBeLessThan(2e-3 * b.losses[i]);
+  });
+
+  it('reads the losses back every 16 iterations without changing the training: the same losses and f as reading each one (issue 18)', () => {
+    // 37 iterations: two full read-backs and a partial one at the end.
+    const each = native().internals.headTraining(256, 64, 37, false, 1, 1);
+    const batched = native().internals.headTraining(256, 64, 37, false, 1);
+    expect(batched.losses).toHaveLength(37);
+    expect(batched.losses).toEqual(each.losses);
+    expect(batched.fWeight.shape).toEqual([64, 64]);
+    expect(Array.from(batched.fWeight.data)).toEqual(Array.from(each.fWeight.data));
+    expect(Array.from(batched.fBias.data)).toEqual(Array.from(each.fBias.data));
+    // Training moved f away from its identity start (the comparison is not of two untouched heads).
+    expect(Math.abs(batched.fWeight.data[1])).toBeGreaterThan(0);
+  });
+
   it('never produces NaN for duplicate patches (sqrt guard)', () => {
     const z = [[1, 2], [1, 2], [1, 2], [3, 4]];
     const w = z.map(() => z.map(() => 0.5));

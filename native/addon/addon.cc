@@ -3,6 +3,7 @@
 #include "addon/addon.h"
 
 #include <cstdlib>
+#include <memory>
 
 #include "addon/convert.h"
 #include "addon/crash_handler.h"
@@ -65,7 +66,8 @@ Napi::Object makeInternals(Napi::Env env) {
           return callCore(info.Env(), [&]() -> Napi::Value {
             std::vector<int64_t> idx;
             auto d = rp::internals::knn(floatArrayFromJs(info[0]), floatArrayFromJs(info[1]),
-                                        info[2].ToNumber().Int64Value(), &idx);
+                                        info[2].ToNumber().Int64Value(), &idx,
+                                        info.Length() > 3 && info[3].IsString() ? info[3].ToString().Utf8Value() : "auto");
             Napi::Object r = Napi::Object::New(info.Env());
             r.Set("distances", floatArrayToJs(info.Env(), std::move(d)));
             r.Set("indices", toJsArray(info.Env(), idx));
@@ -93,6 +95,7 @@ Napi::Object makeInternals(Napi::Env env) {
             Napi::Object out = Napi::Object::New(info.Env());
             out.Set("knn", floatArrayToJs(info.Env(), std::move(r.knn)));
             out.Set("contextual", floatArrayToJs(info.Env(), std::move(r.contextual)));
+            out.Set("contextualDense", floatArrayToJs(info.Env(), std::move(r.contextualDense)));
             out.Set("pairwise", floatArrayToJs(info.Env(), std::move(r.pairwise)));
             return out;
           });
@@ -101,10 +104,27 @@ Napi::Object makeInternals(Napi::Env env) {
           return callCore(info.Env(), [&]() -> Napi::Value {
             rp::FloatArray grad;
             float loss = rp::internals::headLoss(floatArrayFromJs(info[0]), floatArrayFromJs(info[1]),
-                                                 info[2].ToNumber().DoubleValue(), &grad);
+                                                 info[2].ToNumber().DoubleValue(), &grad,
+                                                 info.Length() > 3 && info[3].ToBoolean().Value());
             Napi::Object out = Napi::Object::New(info.Env());
             out.Set("loss", loss);
             out.Set("grad", floatArrayToJs(info.Env(), std::move(grad)));
+            return out;
+          });
+        }));
+  o.Set("headTraining", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
+          return callCore(info.Env(), [&]() -> Napi::Value {
+            auto r = rp::internals::headTraining(info[0].ToNumber().Int64Value(), info[1].ToNumber().Int64Value(),
+                                                 info[2].ToNumber().Int64Value(), info[3].ToBoolean().Value(),
+                                                 info[4].ToNumber().Int32Value(),
+                                                 info.Length() > 5 ? info[5].ToNumber().Int64Value() : 0);
+            Napi::Object out = Napi::Object::New(info.Env());
+            out.Set("msPerIteration", r.msPerIteration);
+            out.Set("fWeight", floatArrayToJs(info.Env(), std::move(r.fWeight)));
+            out.Set("fBias", floatArrayToJs(info.Env(), std::move(r.fBias)));
+            Napi::Array losses = Napi::Array::New(info.Env(), r.losses.size());
+            for (size_t i = 0; i < r.losses.size(); ++i) losses.Set(static_cast<uint32_t>(i), r.losses[i]);
+            out.Set("losses", losses);
             return out;
           });
         }));
@@ -126,6 +146,37 @@ Napi::Object makeInternals(Napi::Env env) {
             return Napi::Number::New(info.Env(), rp::internals::readGBs(info[0].ToNumber().Int64Value(),
                                                                           info[1].ToNumber().Int32Value(),
                                                                           info[2].ToNumber().Int32Value()));
+          });
+        }));
+  o.Set("knnInt8", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
+          return callCore(info.Env(), [&]() -> Napi::Value {
+            if (info.Length() > 0 && info[0].IsBoolean()) rp::internals::setKnnInt8Enabled(info[0].ToBoolean().Value());
+            auto s = rp::internals::knnInt8State();
+            Napi::Object out = Napi::Object::New(info.Env());
+            out.Set("supported", s.supported);
+            out.Set("enabled", s.enabled);
+            return out;
+          });
+        }));
+  o.Set("knnCompare", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
+          return callCore(info.Env(), [&]() -> Napi::Value {
+            std::unique_ptr<rp::FloatArray> bank, queries;
+            if (info[0].IsObject()) bank = std::make_unique<rp::FloatArray>(floatArrayFromJs(info[0]));
+            if (info[1].IsObject()) queries = std::make_unique<rp::FloatArray>(floatArrayFromJs(info[1]));
+            auto r = rp::internals::knnCompare(bank.get(), queries.get(), info[2].ToNumber().Int64Value(),
+                                               info[3].ToNumber().Int64Value(), info[4].ToNumber().Int64Value(),
+                                               info[5].ToNumber().Int32Value(), info[6].ToNumber().Int32Value());
+            Napi::Object out = Napi::Object::New(info.Env());
+            out.Set("float32Ms", r.float32Ms);
+            out.Set("int8Ms", r.int8Ms);
+            out.Set("rescoredPerQuery", r.rescoredPerQuery);
+            out.Set("queries", static_cast<double>(r.queries));
+            out.Set("bankRows", static_cast<double>(r.bankRows));
+            out.Set("fallbackQueries", static_cast<double>(r.fallbackQueries));
+            out.Set("sameIndex", static_cast<double>(r.sameIndex));
+            out.Set("maxRelativeGap", r.maxRelativeGap);
+            out.Set("int8", r.int8);
+            return out;
           });
         }));
   o.Set("knnMilliseconds", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {

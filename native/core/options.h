@@ -24,6 +24,12 @@ struct HeadOptions {
   bool normalize = false;      // L2-normalise z_bar before the pairwise kernel
   bool initIdentity = true;    // f starts as the identity: 0 iterations == PatchCore
   uint64_t seed = 0;           // set from EngineOptions::seed
+  // Not an engine option (never serialised): train with the dense contextual products and the
+  // autograd loss, the formulation before issue 21 (tests and the bench compare the two).
+  bool denseReference = false;
+  // Not an engine option either: losses are read back from the device every this many iterations
+  // (head.cc; tests compare intervals).
+  int64_t lossReadEvery = 16;
 };
 
 struct EngineOptions {

@@ -82,9 +82,12 @@ std::vector<int64_t> greedyCoreset(const FloatArray& projected, const std::vecto
   });
 }
 
-FloatArray knn(const FloatArray& bank, const FloatArray& queries, int64_t k, std::vector<int64_t>* indices) {
+FloatArray knn(const FloatArray& bank, const FloatArray& queries, int64_t k, std::vector<int64_t>* indices,
+               const std::string& kernel) {
   return step([&] {
-    FlatL2Index index(bank.shape.at(1), /*chunkRows=*/64);  // small chunks: exercises the merge
+    RP_CHECK(kernel == "auto" || kernel == "float32" || kernel == "int8", InvalidOption, "unknown k-NN kernel '" << kernel << "'");
+    const auto which = kernel == "float32" ? KnnKernel::Float32 : kernel == "int8" ? KnnKernel::Int8 : KnnKernel::Auto;
+    FlatL2Index index(bank.shape.at(1), /*chunkRows=*/64, /*queryRows=*/1024, which);  // small chunks: exercises the merge
     index.add(toTensor(bank));
     torch::Tensor d, i;
     index.search(toTensor(queries), k, &d, &i);
@@ -117,17 +120,42 @@ HeadSimilarities headSimilarities(const FloatArray& z, int64_t k, double sigma) 
   return step([&] {
     auto d2 = pairwiseSquaredDistances(toTensor(z));
     return HeadSimilarities{fromTensor(knnMatrix(d2, k)), fromTensor(contextualSimilarity(d2, k)),
-                            fromTensor(pairwiseSimilarity(d2, sigma))};
+                            fromTensor(contextualSimilarityDense(d2, k)), fromTensor(pairwiseSimilarity(d2, sigma))};
   });
 }
 
-float headLoss(const FloatArray& z, const FloatArray& w, double margin, FloatArray* grad) {
+float headLoss(const FloatArray& z, const FloatArray& w, double margin, FloatArray* grad, bool reference) {
   return guarded([&] {  // with autograd: the gradient is what is tested
     auto zt = toTensor(z).set_requires_grad(true);
-    auto loss = relaxedContrastiveLoss(zt, toTensor(w), margin);
+    auto loss = reference ? relaxedContrastiveLossAutograd(zt, toTensor(w), margin)
+                          : relaxedContrastiveLoss(zt, toTensor(w), margin);
     loss.backward();
     *grad = fromTensor(zt.grad());
     return loss.item<float>();
+  });
+}
+
+HeadTraining headTraining(int64_t batch, int64_t dim, int64_t iterations, bool reference, int threads,
+                          int64_t lossReadEvery) {
+  return guarded([&] {
+    if (threads > 0) at::set_num_threads(threads);
+    torch::AutoGradMode enableGrad(true);  // training needs autograd wherever this is called from
+    auto gen = at::make_generator<at::CPUGeneratorImpl>(21);
+    std::vector<torch::Tensor> chunks = {at::empty({4 * batch, dim}).uniform_(0, 1, gen)};
+    HeadOptions o;
+    o.iterations = iterations;
+    o.batch = batch;
+    o.denseReference = reference;
+    if (lossReadEvery > 0) o.lossReadEvery = lossReadEvery;
+    ReConPatchHead head(dim, o, torch::kCPU);
+    HeadTraining out;
+    auto t0 = std::chrono::steady_clock::now();
+    head.train(chunks, [&](const HeadProgress& p) { out.losses.push_back(p.loss); }, nullptr);
+    out.msPerIteration =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count() / std::max<int64_t>(1, iterations);
+    out.fWeight = fromTensor(head.fWeight());
+    out.fBias = fromTensor(head.fBias());
+    return out;
   });
 }
 
@@ -208,6 +236,47 @@ double readGBs(int64_t bytes, int reps, int threads) {
     for (float v : partial) total += v;
     RP_CHECK(total == static_cast<double>(n), Internal, "read bandwidth: the sum is " << total << ", not " << n);
     return static_cast<double>(n) * 4 / best / 1e9;
+  });
+}
+
+KnnInt8State knnInt8State() { return {knnInt8Supported(), knnInt8Enabled()}; }
+void setKnnInt8Enabled(bool enabled) { rp::setKnnInt8Enabled(enabled); }
+
+KnnComparison knnCompare(const FloatArray* bank, const FloatArray* queries, int64_t bankRows, int64_t queryRows,
+                         int64_t dim, int reps, int threads) {
+  return step([&] {
+    if (threads > 0) at::set_num_threads(threads);
+    auto gen = at::make_generator<at::CPUGeneratorImpl>(6);
+    auto b = bank ? toTensor(*bank) : at::empty({bankRows, dim}).normal_(0, 1, gen);
+    auto q = queries ? toTensor(*queries) : at::empty({queryRows, dim}).normal_(0, 1, gen);
+    FlatL2Index f32(b.size(1), 4096, 1024, KnnKernel::Float32), i8(b.size(1), 4096, 1024, KnnKernel::Int8);
+    f32.add(b);
+    i8.add(b);
+    KnnComparison out;
+    out.queries = q.size(0);
+    out.bankRows = b.size(0);
+    out.int8 = i8.usesInt8();
+    torch::Tensor fd, fi, id, ii;
+    auto timed = [&](const FlatL2Index& index, torch::Tensor* d, torch::Tensor* i) {
+      index.search(q, 1, d, i);  // warm-up
+      double best = 1e30;
+      for (int r = 0; r < reps; ++r) {
+        auto t0 = std::chrono::steady_clock::now();
+        index.search(q, 1, d, i);
+        best = std::min(best, std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+      }
+      return best;
+    };
+    // Alternating, so that both see the same machine state.
+    out.float32Ms = timed(f32, &fd, &fi);
+    resetKnnInt8Counters();
+    out.int8Ms = timed(i8, &id, &ii);
+    const auto c = knnInt8Counters();
+    out.rescoredPerQuery = c.queries > 0 ? static_cast<double>(c.rescored) / c.queries : 0;
+    out.fallbackQueries = c.queries > 0 ? c.fallbackQueries * out.queries / c.queries : 0;  // per search
+    out.sameIndex = fi.eq(ii).sum().item<int64_t>();
+    out.maxRelativeGap = ((id - fd).abs() / fd.clamp_min(1e-30)).max().item<double>();
+    return out;
   });
 }
 

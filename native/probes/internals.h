@@ -28,8 +28,27 @@ std::vector<int64_t> greedyCoreset(const FloatArray& projected, const std::vecto
                                    bool pruned, int threads, bool bfloat16 = false, bool deviceLoop = false);
 // features [n, D] times the coreset's random projection for `seed` -> [n, projectionDim]
 FloatArray coresetProject(const FloatArray& features, int64_t projectionDim, uint64_t seed);
-// exact k-NN: bank [n, d], queries [q, d] -> squared distances [q, k] and indices [q, k]
-FloatArray knn(const FloatArray& bank, const FloatArray& queries, int64_t k, std::vector<int64_t>* indices);
+// exact k-NN: bank [n, d], queries [q, d] -> squared distances [q, k] and indices [q, k].
+// kernel: "auto" (the engine's choice), "float32" or "int8" (int8 where the CPU has VNNI).
+FloatArray knn(const FloatArray& bank, const FloatArray& queries, int64_t k, std::vector<int64_t>* indices,
+               const std::string& kernel = "auto");
+// The int8 k-NN: whether the CPU supports it, whether it is on; turning it off forces float32.
+struct KnnInt8State {
+  bool supported = false, enabled = false;
+};
+KnnInt8State knnInt8State();
+void setKnnInt8Enabled(bool enabled);
+// float32 GEMM vs int8 k-NN (k = 1) side by side on one bank: best-of-reps milliseconds each,
+// rows re-scored per query, queries the int8 path sent to the GEMM, and how the results agree.
+// bank / queries null: standard-normal rows of bankRows / queryRows x dim from a fixed seed.
+struct KnnComparison {
+  double float32Ms = 0, int8Ms = 0, rescoredPerQuery = 0;
+  int64_t queries = 0, bankRows = 0, fallbackQueries = 0, sameIndex = 0;
+  double maxRelativeGap = 0;  // largest |d_int8 - d_float32| / d_float32 over all queries
+  bool int8 = false;          // the int8 path ran (VNNI present)
+};
+KnnComparison knnCompare(const FloatArray* bank, const FloatArray* queries, int64_t bankRows, int64_t queryRows,
+                         int64_t dim, int reps, int threads);
 // gaussian blur of one map [H, W]
 FloatArray gaussianBlur(const FloatArray& map, double sigma);
 // patch-score grid [h, w] -> map [outH, outW]
@@ -38,12 +57,24 @@ FloatArray anomalyMap(const FloatArray& grid, int64_t outH, int64_t outW, double
 float reweightedScore(const FloatArray& bank, const FloatArray& queries, int64_t neighbours);
 
 // ReConPatch head pieces on z [N, d]: the k-NN matrix, contextual and pairwise similarities.
+// contextualDense: the same by dense products (the reference formulation).
 struct HeadSimilarities {
-  FloatArray knn, contextual, pairwise;
+  FloatArray knn, contextual, contextualDense, pairwise;
 };
 HeadSimilarities headSimilarities(const FloatArray& z, int64_t k, double sigma);
-// Relaxed contrastive loss and its gradient d loss / d z.
-float headLoss(const FloatArray& z, const FloatArray& w, double margin, FloatArray* grad);
+// Relaxed contrastive loss and its gradient d loss / d z; reference: the autograd formulation.
+float headLoss(const FloatArray& z, const FloatArray& w, double margin, FloatArray* grad, bool reference = false);
+// Head training on N x D features drawn from a fixed seed (uniform [0, 1), like post-ReLU
+// features): milliseconds per iteration and the loss of every iteration. reference: the dense
+// contextual products and the autograd loss.
+// lossReadEvery: how often the losses are read back (0: the default); fWeight, fBias: the trained f.
+struct HeadTraining {
+  double msPerIteration = 0;
+  std::vector<double> losses;
+  FloatArray fWeight, fBias;
+};
+HeadTraining headTraining(int64_t batch, int64_t dim, int64_t iterations, bool reference, int threads,
+                          int64_t lossReadEvery = 0);
 // One EMA step on a parameter: ema * partner + (1 - ema) * current.
 FloatArray emaStep(const FloatArray& partner, const FloatArray& current, double ema);
 

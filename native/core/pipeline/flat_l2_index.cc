@@ -14,6 +14,32 @@ void FlatL2Index::add(const torch::Tensor& rows) {
   auto r = rows.to(torch::kFloat32).contiguous();
   bank_ = bank_.defined() ? torch::cat({bank_, r}, 0) : r;
   norms_ = bank_.pow(2).sum(1);
+  int8_.reset();
+  const bool wanted = kernel_ == KnnKernel::Int8 || (kernel_ == KnnKernel::Auto && knnInt8Enabled());
+  if (wanted && knnInt8Supported() && bank_.device().is_cpu()) {
+    auto int8 = std::make_shared<Int8Bank>(bank_, norms_);
+    if (int8->usable()) int8_ = std::move(int8);
+  }
+}
+
+bool FlatL2Index::usesInt8() const {
+  return int8_ && (kernel_ == KnnKernel::Int8 || (kernel_ == KnnKernel::Auto && knnInt8Enabled()));
+}
+
+void FlatL2Index::nearestInt8(const torch::Tensor& q, torch::Tensor* distances, torch::Tensor* indices) const {
+  std::vector<int64_t> fallback;
+  int8_->nearest(q, distances, indices, &fallback);
+  if (fallback.empty()) return;
+  auto which = torch::tensor(fallback, torch::kInt64);
+  auto rest = q.index_select(0, which);  // [f, dim]
+  for (int64_t start = 0; start < rest.size(0); start += queryRows_) {
+    const int64_t len = std::min(queryRows_, rest.size(0) - start);
+    torch::Tensor d, i;
+    nearestBlockCpu(rest.narrow(0, start, len), &d, &i);
+    auto at = which.narrow(0, start, len);
+    distances->index_copy_(0, at, d);
+    indices->index_copy_(0, at, i);
+  }
 }
 
 void FlatL2Index::search(const torch::Tensor& queries, int64_t k, torch::Tensor* distances,
@@ -25,6 +51,10 @@ void FlatL2Index::search(const torch::Tensor& queries, int64_t k, torch::Tensor*
   torch::NoGradGuard noGrad;
   k = std::min(k, ntotal());
   auto q = queries.to(torch::kFloat32).contiguous();
+  if (k == 1 && q.device().is_cpu() && usesInt8()) {
+    nearestInt8(q, distances, indices);
+    return;
+  }
   std::vector<torch::Tensor> ds, is;
   for (int64_t start = 0; start < q.size(0); start += queryRows_) {
     torch::Tensor d, i;

@@ -16,6 +16,10 @@ namespace rp {
 // Squared pairwise distances, clamped at 0. z: [N, d] -> [N, N]
 torch::Tensor pairwiseSquaredDistances(const torch::Tensor& z);
 
+// z z^T. Without autograd on the CPU, from its upper block triangle: three (N/2 x N/2 x d)
+// products instead of four, the fourth block their transpose. z: [N, d] -> [N, N]
+torch::Tensor gramMatrix(const torch::Tensor& z);
+
 // Binary k-NN matrix: row i marks i's k nearest rows, itself always included (ties and
 // duplicates cannot push a point out of its own set). d2: [N, N] -> [N, N] float {0, 1}
 torch::Tensor knnMatrix(const torch::Tensor& d2, int64_t k);
@@ -25,12 +29,21 @@ torch::Tensor pairwiseSimilarity(const torch::Tensor& d2, double sigma);
 
 // Contextual similarity (STML): w~ = (A A^T / k) * A; R = A' * A'^T with A' the floor(k/2)-NN
 // matrix (>= 1); w^ = R w~ / rowsum(R); wC = (w^ + w^T) / 2. d2: [N, N] -> [N, N]
+// On the CPU computed from the k-NN index lists (A has k ones per row): O(N k^2) instead of two
+// dense N x N x N products; equal to the dense form to float32 rounding (the same top-k calls).
+// Off the CPU it is the dense form, on the device (no host round trip for the lists).
 torch::Tensor contextualSimilarity(const torch::Tensor& d2, int64_t k);
+// The same by dense products, as RECONPATCH.md writes it (the reference for tests and the bench).
+torch::Tensor contextualSimilarityDense(const torch::Tensor& d2, int64_t k);
 
 // Relaxed contrastive loss. z: [N, d] (with grad), w: [N, N] pseudo-labels -> scalar.
 // delta_ij = |z_i - z_j| / mean_n |z_i - z_n|, distances sqrt(max(d2, 0) + 1e-9);
 // L = (1/N) sum_ij [ w_ij delta_ij^2 + (1 - w_ij) max(m - delta_ij, 0)^2 ].
+// On the CPU the loss and its gradient come from one fused pass per row and the gradient takes
+// one N x N x d product (head_loss.cc); elsewhere it is relaxedContrastiveLossAutograd.
 torch::Tensor relaxedContrastiveLoss(const torch::Tensor& z, const torch::Tensor& w, double margin);
+// The same by tensor operations and autograd (the reference, and the path off the CPU).
+torch::Tensor relaxedContrastiveLossAutograd(const torch::Tensor& z, const torch::Tensor& w, double margin);
 
 // --- The trained head ---------------------------------------------------------------------
 

@@ -29,7 +29,7 @@ export interface NativeOptions {
   layers: string;
   resize: number;
   crop: number;
-  resizeMode: 'shorter' | 'squash';
+  resizeMode: 'area' | 'shorter' | 'squash';
   patchSize: number;
   pretrainDim: number;
   targetDim: number;
@@ -85,6 +85,16 @@ export interface NativeScore {
   height: number;
 }
 
+/** One fit image scored against the pending bank without its own rows (leave-one-image-out). */
+export interface NativeLeaveOut {
+  /** The image's position among the images given to fitAdd. */
+  input: number;
+  score: number;
+  mapMin: number;
+  mapMax: number;
+  mapMean: number;
+}
+
 export interface FloatArray {
   data: Float32Array;
   shape: number[];
@@ -95,8 +105,14 @@ export interface NativeEngine {
   options(): NativeOptions;
   fitBegin(): void;
   fitAdd(images: RawFrame[]): Promise<void>;
-  /** Builds the new model into a pending slot; the live model keeps serving until fitCommit. */
-  fitEnd(onProgress?: (stage: string, done: number, total: number, value: number) => void): Promise<void>;
+  /**
+   * Builds the new model into a pending slot; the live model keeps serving until fitCommit.
+   * leaveOut > 0: also scores up to that many staged images (spread evenly) against the pending
+   * bank without their own rows (stage 'calibrate'); {@link NativeEngine.leaveOut} returns them.
+   */
+  fitEnd(onProgress?: (stage: string, done: number, total: number, value: number) => void, leaveOut?: number): Promise<void>;
+  /** The last fitEnd's leave-one-image-out results, in input order. */
+  leaveOut(): NativeLeaveOut[];
   /** Scores against the pending model (calibration before the commit). */
   scorePending(images: RawFrame[]): Promise<NativeScore[]>;
   /** Makes the pending model live, with this metadata. */
@@ -119,12 +135,13 @@ export interface NativeEngine {
 export interface NativeInternals {
   /** tensorOps: the tensor-operation path (used off CPU) instead of the fused CPU kernel. */
   patchFeatures(taps: FloatArray[], patchSize: number, pretrainDim: number, targetDim: number, tensorOps?: boolean): FloatArray;
-  preprocess(image: RawFrame, resize: number, crop: number, mode: 'shorter' | 'squash'): FloatArray;
+  preprocess(image: RawFrame, resize: number, crop: number, mode: 'area' | 'shorter' | 'squash'): FloatArray;
   /** bfloat16: select on the points rounded to bfloat16, as fit does on the CPU. */
   greedyCoreset(projected: FloatArray, starts: number[], count: number, pruned: boolean, threads?: number, bfloat16?: boolean): number[];
   coresetProject(features: FloatArray, projectionDim: number, seed: number): FloatArray;
   backboneMilliseconds(backbone: string, size: number, batch: number, reps: number, threads: number): { backboneMs: number; patchFeaturesMs: number };
-  knn(bank: FloatArray, queries: FloatArray, k: number): { distances: FloatArray; indices: number[] };
+  /** Exact k-NN; with `excludeBegin`/`excludeEnd`, over the bank without rows [excludeBegin, excludeEnd). */
+  knn(bank: FloatArray, queries: FloatArray, k: number, excludeBegin?: number, excludeEnd?: number): { distances: FloatArray; indices: number[] };
   gaussianBlur(map: FloatArray, sigma: number): FloatArray;
   anomalyMap(grid: FloatArray, outH: number, outW: number, sigma: number): FloatArray;
   reweightedScore(bank: FloatArray, queries: FloatArray, neighbours: number): number;

@@ -2,6 +2,8 @@
 
 #include <ATen/Parallel.h>
 
+#include <algorithm>
+#include <cmath>
 #include <mutex>
 #include <thread>
 
@@ -60,6 +62,13 @@ struct Engine::Impl {
   bool fitting = false;
   FeatureStaging staging{torch::kFloat32, torch::kCPU};  // [rows, D], reset by fitBegin
   int64_t stagingImages = 0;
+  // Where each staged image's rows are (images of one shape are embedded together, so staging
+  // order can differ from input order within a batch), for leave-one-image-out calibration.
+  struct StagedImage {
+    int64_t input, rowStart, rows, gridH, gridW, cropH, cropW;
+  };
+  std::vector<StagedImage> stagedImages;
+  std::vector<LeaveOutResult> leaveOut;  // the last fitEnd's, for the caller's calibration
 
   Impl(const EngineOptions& o, std::unique_ptr<Backbone> b)
       : opts(o), device(resolveDevice(o.device)), backbone(std::move(b)) {
@@ -191,6 +200,65 @@ struct Engine::Impl {
     return m;
   }
 
+  // Leave-one-image-out: up to `count` staged images, spread evenly over the input, each scored
+  // against `model`'s bank without the rows it contributed (the coreset's selection is sorted and
+  // staged rows are grouped by image, so those rows are one contiguous range of the bank). The
+  // same score and map as scoring computes; costs one k-NN search of the image's patches.
+  std::vector<LeaveOutResult> leaveOneImageOut(const FittedModel& model, const std::vector<torch::Tensor>& chunks,
+                                               const torch::Tensor& selectedSorted, int64_t count,
+                                               const StageProgressFn& progress) const {
+    torch::NoGradGuard noGrad;
+    std::vector<StagedImage> images = stagedImages;
+    std::sort(images.begin(), images.end(), [](const StagedImage& a, const StagedImage& b) { return a.input < b.input; });
+    const int64_t n = images.size(), h = std::min<int64_t>(count, n);
+    std::vector<StagedImage> chosen;
+    for (int64_t i = 0; i < n; ++i)
+      if ((i + 1) * h / n > i * h / n) chosen.push_back(images[i]);
+    std::vector<int64_t> chunkStart;  // first staged row of each chunk
+    int64_t rows = 0;
+    for (const auto& c : chunks) {
+      chunkStart.push_back(rows);
+      rows += c.size(0);
+    }
+    auto selected = selectedSorted.to(torch::kCPU).contiguous();
+    const int64_t* sel = selected.data_ptr<int64_t>();
+    const int64_t M = selected.numel();
+    const FlatL2Index& bank = *model.bank;
+    std::vector<LeaveOutResult> out;
+    int64_t done = 0;
+    for (const auto& im : chosen) {
+      checkCancel("while calibrating");
+      // The bank rows this image contributed.
+      const int64_t b = std::lower_bound(sel, sel + M, im.rowStart) - sel;
+      const int64_t e = std::lower_bound(sel, sel + M, im.rowStart + im.rows) - sel;
+      if (b == 0 && e == M) continue;  // the whole bank is this image's: nothing to compare with
+      // Its staged rows (they may straddle two chunks).
+      std::vector<torch::Tensor> parts;
+      for (size_t c = 0; c < chunks.size(); ++c) {
+        const int64_t lo = std::max(im.rowStart, chunkStart[c]);
+        const int64_t hi = std::min(im.rowStart + im.rows, chunkStart[c] + chunks[c].size(0));
+        if (lo < hi) parts.push_back(chunks[c].narrow(0, lo - chunkStart[c], hi - lo));
+      }
+      auto q = (parts.size() == 1 ? parts[0] : torch::cat(parts, 0)).to(torch::kFloat32);  // [L, D]
+      torch::Tensor d2, nn;
+      bank.search(q, 1, &d2, &nn, RowRange{b, e});
+      auto patch = (opts.distance == Distance::Euclidean ? d2.sqrt() : d2).view({1, im.rows});  // [1, L]
+      auto score = opts.reweight
+                       ? reweightedImageScores(patch, nn.view({1, im.rows}), q.unsqueeze(0), bank, opts.reweightNeighbors, RowRange{b, e})
+                       : maxImageScores(patch);
+      auto map = anomalyMaps(patch.view({1, im.gridH, im.gridW}), im.cropH, im.cropW, opts.blurSigma)[0];
+      LeaveOutResult r;
+      r.input = im.input;
+      r.score = score.to(torch::kCPU).item<float>();
+      r.mapMin = map.min().item<float>();
+      r.mapMax = map.max().item<float>();
+      r.mapMean = map.mean().item<float>();
+      out.push_back(r);
+      if (progress) progress("calibrate", ++done, static_cast<int64_t>(chosen.size()), std::nan(""));
+    }
+    return out;
+  }
+
   // Scores images against `model`: one by one on the CPU (no faster batched here, and it makes
   // each result independent of its batch-mates: GEMM rounding depends on the row count), so
   // batched scoring returns exactly what sequential calls return; one batch elsewhere.
@@ -230,6 +298,8 @@ void Engine::fitBegin() {
   impl_->fitting = true;
   impl_->staging = FeatureStaging(impl_->stagingType(), impl_->device);
   impl_->stagingImages = 0;
+  impl_->stagedImages.clear();
+  impl_->leaveOut.clear();
   impl_->pending.reset();
 }
 
@@ -239,14 +309,19 @@ void Engine::fitAdd(const std::vector<RawImageView>& images) {
     RP_CHECK(impl_->fitting, Internal, "fitAdd called outside a fit");
     impl_->checkCancel("while embedding images");
     impl_->applyThreads();
+    const int64_t firstInput = impl_->stagedImages.size();
     for (auto& g : impl_->embed(images)) {
+      const int64_t L = g.features.size(1), start = impl_->staging.rows();
+      for (size_t b = 0; b < g.members.size(); ++b)
+        impl_->stagedImages.push_back({firstInput + static_cast<int64_t>(g.members[b]), start + static_cast<int64_t>(b) * L, L,
+                                       g.grid.height, g.grid.width, g.geometry[b].cropH, g.geometry[b].cropW});
       impl_->staging.append(g.features.reshape({-1, g.features.size(2)}));  // [B*L, D]
       impl_->stagingImages += static_cast<int64_t>(g.members.size());
     }
   });
 }
 
-void Engine::fitEnd(const StageProgressFn& progress) {
+void Engine::fitEnd(const StageProgressFn& progress, int64_t leaveOut) {
   guarded([&] {
     std::lock_guard<std::mutex> lock(impl_->mutex);
     auto& I = *impl_;
@@ -280,7 +355,8 @@ void Engine::fitEnd(const StageProgressFn& progress) {
       selected = approximateGreedyCoreset(chunks, co, cb, &I.cancel);
     }
     // Gather the selected rows chunk by chunk: the staged features are never concatenated, and
-    // each chunk is released once read (past this point the fit no longer needs them).
+    // each chunk is released once read when nothing else needs them (leave-one-image-out scoring
+    // reads them once more, after the bank is built).
     selected = std::get<0>(selected.sort());
     auto bank = std::make_unique<FlatL2Index>(I.opts.targetDim);
     std::vector<torch::Tensor> picked;
@@ -291,14 +367,19 @@ void Engine::fitEnd(const StageProgressFn& progress) {
       auto local = selected.masked_select(mask) - lo;
       if (local.numel() > 0) picked.push_back(c.index_select(0, local.to(c.device())).to(torch::kFloat32));
       offset = hi;
-      c = torch::Tensor();
+      if (leaveOut <= 0) c = torch::Tensor();
     }
     bank->add(torch::cat(picked, 0));
+    picked.clear();
     auto model = std::make_unique<FittedModel>();
     model->bank = std::move(bank);
     model->head = std::move(head);
     model->trainImages = I.stagingImages;
     model->trainPatches = rows;
+    if (leaveOut > 0) {
+      I.leaveOut = I.leaveOneImageOut(*model, chunks, selected, leaveOut, progress);
+      chunks.clear();
+    }
     I.pending = std::move(model);
     I.stagingImages = 0;
     I.fitting = false;
@@ -319,13 +400,22 @@ void Engine::fitCommit(const std::string& metadata) {
   RP_CHECK(impl_->pending != nullptr, Internal, "fitCommit called without a pending model");
   impl_->live = std::move(impl_->pending);
   impl_->metadata = metadata;
+  impl_->stagedImages.clear();
+  impl_->leaveOut.clear();
   impl_->publishInfo();
+}
+
+std::vector<LeaveOutResult> Engine::leaveOutResults() const {
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  return impl_->leaveOut;
 }
 
 void Engine::fitAbort() {
   std::lock_guard<std::mutex> lock(impl_->mutex);
   impl_->staging.clear();
   impl_->stagingImages = 0;
+  impl_->stagedImages.clear();
+  impl_->leaveOut.clear();
   impl_->fitting = false;
   impl_->pending.reset();
   releaseFreedMemory();

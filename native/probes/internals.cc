@@ -80,12 +80,13 @@ std::vector<int64_t> greedyCoreset(const FloatArray& projected, const std::vecto
   });
 }
 
-FloatArray knn(const FloatArray& bank, const FloatArray& queries, int64_t k, std::vector<int64_t>* indices) {
+FloatArray knn(const FloatArray& bank, const FloatArray& queries, int64_t k, std::vector<int64_t>* indices,
+               int64_t excludeBegin, int64_t excludeEnd) {
   return step([&] {
     FlatL2Index index(bank.shape.at(1), /*chunkRows=*/64);  // small chunks: exercises the merge
     index.add(toTensor(bank));
     torch::Tensor d, i;
-    index.search(toTensor(queries), k, &d, &i);
+    index.search(toTensor(queries), k, &d, &i, RowRange{excludeBegin, excludeEnd});
     indices->assign(i.data_ptr<int64_t>(), i.data_ptr<int64_t>() + i.numel());
     return fromTensor(d);
   });

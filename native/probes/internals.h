@@ -27,8 +27,10 @@ std::vector<int64_t> greedyCoreset(const FloatArray& projected, const std::vecto
                                    bool pruned, int threads, bool bfloat16 = false);
 // features [n, D] times the coreset's random projection for `seed` -> [n, projectionDim]
 FloatArray coresetProject(const FloatArray& features, int64_t projectionDim, uint64_t seed);
-// exact k-NN: bank [n, d], queries [q, d] -> squared distances [q, k] and indices [q, k]
-FloatArray knn(const FloatArray& bank, const FloatArray& queries, int64_t k, std::vector<int64_t>* indices);
+// exact k-NN: bank [n, d], queries [q, d] -> squared distances [q, k] and indices [q, k], over the
+// bank without rows [excludeBegin, excludeEnd)
+FloatArray knn(const FloatArray& bank, const FloatArray& queries, int64_t k, std::vector<int64_t>* indices,
+               int64_t excludeBegin = 0, int64_t excludeEnd = 0);
 // gaussian blur of one map [H, W]
 FloatArray gaussianBlur(const FloatArray& map, double sigma);
 // patch-score grid [h, w] -> map [outH, outW]

@@ -5,20 +5,22 @@
  */
 import { Duplex } from 'node:stream';
 
-import { type Calibration, calibrate } from '../calibration.js';
+import { type Calibration, calibrateNominal, upgradeCalibration } from '../calibration.js';
 import { ReconpatchError, rethrow } from '../errors.js';
 import { type ImageInput, toRawFrame } from '../io/images.js';
 import { type NativeEngine, type NativeInfo, type NativeOptions, type NativeScore, type RawFrame, native } from '../native.js';
 import { nativeOptionProblems } from '../option_table.js';
-import { type BatchingOptions, type CalibrationOptions, type EngineOptions, resolveBatching, resolveCalibration, resolveOptions } from '../options.js';
+import { type BatchingOptions, type CalibrationOptions, type EngineOptions, resolveBatching, resolveCalibration, resolveOptions, storedCalibrationOptions } from '../options.js';
 import { ScoreBatcher } from './batcher.js';
+import { type CalibrateOptions, calibrationFromResults, checkThreshold, manualCalibration, missingCalibrationWarning } from './decisions.js';
 import { readModelFile, writeFileAtomically } from './model_file.js';
 import { orderedMap } from './ordered.js';
 import { CallQueue } from './queue.js';
 import { type ScoreOptions, type ScoreResult, checkScoreOptions, finishResult } from './results.js';
-import { FitControl, type Progress, abortFit, stageFit } from './staged_fit.js';
+import { FitControl, type Progress, abortFit, nominalEvidence, stageFit } from './staged_fit.js';
 
 export type { Progress } from './staged_fit.js';
+export type { CalibrateOptions } from './decisions.js';
 export type { ScoreOptions, ScoreResult } from './results.js';
 
 /**
@@ -44,8 +46,12 @@ export interface FitOptions {
 export interface FitSummary {
   /** Images in the memory bank. */
   images: number;
-  /** Nominal images held out to calibrate the threshold. */
+  /** Nominal images the threshold was calibrated on (scored leave-one-image-out, or held out). */
   calibrationImages: number;
+  /** The thresholds this fit set (null: calibration off, or too few images). */
+  calibration: Calibration | null;
+  /** What deserves attention (thin calibration evidence, ...); the CLI prints them. Empty when none. */
+  warnings: string[];
   /** Patch features extracted from the bank images (before the coreset). */
   patches: number;
   /** Rows kept in the memory bank by the coreset. */
@@ -133,10 +139,14 @@ export class Engine {
     this.#native = n;
     natives.set(this, n);
     this.#batcher = new ScoreBatcher((task) => this.#queue.run(task), (frames) => n.score(frames), resolveBatching(batching));
-    // Models carry their calibration (and its options) as JSON metadata.
-    const meta = n.metadata() ? (JSON.parse(n.metadata()) as { calibration?: Calibration; calibrationOptions?: CalibrationOptions }) : {};
-    this.#calibration = meta.calibration ?? null;
-    this.#calibrationOptions = calibrationOptions ?? meta.calibrationOptions ?? resolveCalibration(undefined);
+    // Models carry their calibration (and its options) as JSON metadata; older files' shapes are upgraded.
+    const meta = n.metadata() ? (JSON.parse(n.metadata()) as { calibration?: unknown; calibrationOptions?: unknown }) : {};
+    this.#calibration = upgradeCalibration(meta.calibration);
+    this.#calibrationOptions = calibrationOptions ?? (n.metadata() ? storedCalibrationOptions(meta.calibrationOptions) : resolveCalibration(undefined));
+  }
+
+  #metadata(calibration: Calibration | null): string {
+    return JSON.stringify({ calibration, calibrationOptions: this.#calibrationOptions });
   }
 
   /**
@@ -267,6 +277,54 @@ export class Engine {
   }
 
   /**
+   * Sets the decision thresholds from images scored now with the fitted model, and keeps them with
+   * the model (saved by {@link Engine.save}). With `labels` (1 = defective, 0 = good; at least one
+   * defective): the image threshold that maximises F1 on them (`objective: 'f1'`, the default) or
+   * the highest one that reaches `objective: { recall }`; the pixel thresholds stay the fit's. Without
+   * labels the images are taken as good parts and the nominal rule of the fit is applied to them.
+   * Throws ERR_NOT_FITTED, ERR_INVALID_OPTION, ERR_INVALID_IMAGE.
+   * @example
+   * const c = await engine.calibrate(['val/good1.png', 'val/crack1.png'], { labels: [0, 1], objective: { recall: 0.95 } });
+   * console.log(c.threshold, c.validation?.recall);
+   */
+  calibrate(images: ImageInput[], options: CalibrateOptions = {}): Promise<Calibration> {
+    const stack = new Error();
+    return this.#exclusive(async () => {
+      if (!Array.isArray(images) || images.length === 0) throw new ReconpatchError('ERR_INVALID_OPTION', 'calibrate expects a non-empty array of images');
+      if (!this.#native.info().fitted) throw new ReconpatchError('ERR_NOT_FITTED', 'the engine is not fitted; call fit() or load() a model before calibrate()');
+      const batchSize = this.#native.options().batchSize;
+      const results: { score: number; map: Float32Array }[] = [];
+      for (let i = 0; i < images.length; i += batchSize) {
+        const frames = await Promise.all(images.slice(i, i + batchSize).map((img, j) => toRawFrame(img, i + j)));
+        results.push(...(await this.#native.score(frames)));
+      }
+      const calibration = calibrationFromResults(results, options, this.#calibration, this.#calibrationOptions.falseAlarmRate);
+      this.#native.setMetadata(this.#metadata(calibration));
+      this.#calibration = calibration;
+      return calibration;
+    }).catch((err) => rethrow(err, stack));
+  }
+
+  /**
+   * Sets the image threshold by hand (raw score units, as `score` and `info.calibration.threshold`),
+   * and optionally the pixel threshold of regions and contours; kept with the model. Takes its
+   * place among the engine's calls (a score made before it uses the old threshold).
+   * Throws ERR_INVALID_OPTION, ERR_NOT_FITTED.
+   * @example
+   * await engine.setThreshold(engine.info.calibration!.threshold * 0.9); // flag more
+   */
+  setThreshold(threshold: number, options: { pixelThreshold?: number } = {}): Promise<void> {
+    const stack = new Error();
+    return this.#exclusive(async () => {
+      checkThreshold(threshold, options);
+      if (!this.#native.info().fitted) throw new ReconpatchError('ERR_NOT_FITTED', 'the engine is not fitted; a threshold applies to a fitted model (fit() or load() first)');
+      const calibration = manualCalibration(this.#calibration, threshold, options.pixelThreshold);
+      this.#native.setMetadata(this.#metadata(calibration));
+      this.#calibration = calibration;
+    }).catch((err) => rethrow(err, stack));
+  }
+
+  /**
    * Scores several images in native batches; results in input order.
    * @example
    * const results = await engine.scoreMany(['a.png', 'b.png']);
@@ -373,29 +431,20 @@ export class Engine {
       const staged = await stageFit([n], images, control, {
         onProgress: onProgress && ((p) => onProgress(p)), calibration: this.#calibrationOptions, batchSize: n.options().batchSize, what: 'engine',
       });
-      const frames = staged.calibrationFrames;
-      let calibration: Calibration | null = null;
-      if (frames.length > 0) {
-        const scores: number[] = [];
-        const maps: Float32Array[] = [];
-        const batchSize = n.options().batchSize;
-        for (let i = 0; i < frames.length; i += batchSize) {
-          control.check();
-          for (const r of await n.scorePending(frames.slice(i, i + batchSize))) {
-            scores.push(r.score);
-            maps.push(r.map);
-          }
-          control.call(onProgress, { stage: 'calibrate', done: Math.min(i + batchSize, frames.length), total: frames.length });
-        }
-        control.check();
-        calibration = calibrate(scores, maps);
-      }
-      n.fitCommit(JSON.stringify({ calibration, calibrationOptions: this.#calibrationOptions }));
+      const batchSize = n.options().batchSize;
+      const [evidence] = await nominalEvidence([n], staged, control, batchSize, onProgress && ((p) => onProgress(p)));
+      const options = this.#calibrationOptions;
+      const calibration = options.enabled && evidence.length >= 2
+        ? calibrateNominal(evidence, options.falseAlarmRate, staged.calibrationFrames.length ? 'holdout' : 'leave-one-out')
+        : null;
+      n.fitCommit(this.#metadata(calibration));
       this.#calibration = calibration;
       const info = n.info();
       return {
         images: info.trainImages, patches: info.trainPatches, bankRows: info.bankRows,
-        calibrationImages: frames.length, seconds: (performance.now() - started) / 1000,
+        calibrationImages: calibration ? evidence.length : 0, calibration,
+        warnings: calibration ? calibration.warnings : options.enabled ? [missingCalibrationWarning(evidence.length)] : [],
+        seconds: (performance.now() - started) / 1000,
       };
     } catch (err) {
       abortFit([n]);

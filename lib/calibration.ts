@@ -43,7 +43,7 @@ export interface Calibration {
   /**
    * Where the threshold came from: `'leave-one-out'` (nominal fit images, the default),
    * `'holdout'` (nominal images held out of the bank), `'labels'` (labelled validation images),
-   * `'manual'` (set by hand), `'legacy'` (a model file written before reconpatch 0.2: mean + 3 std
+   * `'manual'` (set by hand), `'legacy'` (a model file from before these thresholds: mean + 3 std
    * of 3-6 held-out images).
    */
   method: 'leave-one-out' | 'holdout' | 'labels' | 'manual' | 'legacy';
@@ -132,7 +132,14 @@ export function calibrateNominal(evidence: NominalEvidence[], falseAlarmRate: nu
   };
 }
 
-/** What to optimise when labelled images set the threshold. */
+/**
+ * What to optimise when labelled images set the threshold: `'f1'`, or `{ recall }` (the highest
+ * threshold that flags at least that share of the defective images).
+ * @example
+ * const objective: LabelObjective = { recall: 0.95 };
+ * const labels = goodImages.map((p) => (p.includes('/defect/') ? 1 : 0));
+ * await engine.calibrate(goodImages, { labels, objective });
+ */
 export type LabelObjective = 'f1' | { recall: number };
 
 /**

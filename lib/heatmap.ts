@@ -3,8 +3,8 @@
  * - normal areas are left untinted: colour appears only where the map rises above the floor
  *   (`calibration.pixelFloor`, what a typical good part reaches at its worst pixel), fading in
  *   from yellow and turning red at the pixel threshold;
- * - every region above the pixel threshold is outlined by a 2-px contour (white inside, black
- *   outside, visible on any background), however small;
+ * - every region above the pixel threshold is outlined by a contour (white inside, black outside,
+ *   visible on any background; 2 px for images up to 255 px, wider on larger ones), however small;
  * - pixels that were not inspected (outside a crop; NaN in the map) are greyed and hatched;
  * - a banner on top and a frame around the image carry the verdict: red with "ANOMALY" for a
  *   flagged image (so it is marked even when no region passes the pixel threshold), dark green
@@ -70,7 +70,9 @@ export function heatmapRgb(image: RawFrame, map: Float32Array, calibration: Cali
   for (let p = 0; p < L.width * L.height; p++) out.set(frameColour, p * 3);
   const { floor, red, contour } = levels(map, calibration);
   const span = red > floor ? red - floor : 1;
-  const above = (p: number) => map[p] >= contour; // false for NaN
+  const above = new Uint8Array(w * h);
+  for (let p = 0; p < above.length; p++) above[p] = map[p] >= contour ? 1 : 0; // 0 for NaN
+  const edge = boundary(above, w, h, Math.max(1, Math.round(L.scale / 2)));
   let uninspected = 0;
   for (let y = 0; y < h; y++)
     for (let x = 0; x < w; x++) {
@@ -85,14 +87,9 @@ export function heatmapRgb(image: RawFrame, map: Float32Array, calibration: Cali
         out.fill(Math.round(grey - stripe), o, o + 3);
         continue;
       }
-      // The contour: inside pixels with a 4-neighbour outside (white), outside pixels with a
-      // 4-neighbour inside (black); 2 px in all.
-      const me = above(p);
-      const neighbourDiffers =
-        (x > 0 && above(p - 1) !== me) || (x < w - 1 && above(p + 1) !== me) ||
-        (y > 0 && above(p - w) !== me) || (y < h - 1 && above(p + w) !== me);
-      if (neighbourDiffers) {
-        out.fill(me ? 255 : 0, o, o + 3);
+      // The contour: white on the inside of a region's edge, black on the outside.
+      if (edge[p]) {
+        out.fill(above[p] ? 255 : 0, o, o + 3);
         continue;
       }
       const t = (v - floor) / span;
@@ -101,6 +98,32 @@ export function heatmapRgb(image: RawFrame, map: Float32Array, calibration: Cali
     }
   writeBanner(out, L, verdict, uninspected > 0);
   return { data: out, width: L.width, height: L.height };
+}
+
+/**
+ * Pixels within `r` (in x and y) of the edge of the regions in `mask`: where the window's
+ * maximum and minimum differ (separable max / min filters). Each side of an edge gets r pixels, so
+ * the contour is 2r wide (2 px for images up to 255 px).
+ */
+function boundary(mask: Uint8Array, w: number, h: number, r: number): Uint8Array {
+  const filter = (src: Uint8Array, pick: (a: number, b: number) => number, horizontal: boolean) => {
+    const out = new Uint8Array(src.length);
+    for (let y = 0; y < h; y++)
+      for (let x = 0; x < w; x++) {
+        let v = src[y * w + x];
+        for (let d = -r; d <= r; d++) {
+          const xx = horizontal ? x + d : x;
+          const yy = horizontal ? y : y + d;
+          if (xx >= 0 && yy >= 0 && xx < w && yy < h) v = pick(v, src[yy * w + xx]);
+        }
+        out[y * w + x] = v;
+      }
+    return out;
+  };
+  const grown = filter(filter(mask, Math.max, true), Math.max, false);
+  const shrunk = filter(filter(mask, Math.min, true), Math.min, false);
+  for (let p = 0; p < grown.length; p++) grown[p] = grown[p] !== shrunk[p] ? 1 : 0;
+  return grown;
 }
 
 function writeBanner(out: Uint8Array, L: ReturnType<typeof heatmapLayout>, v: Verdict, hatched: boolean): void {

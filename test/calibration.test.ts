@@ -1,7 +1,7 @@
 // Decision thresholds: the nominal rule (Gumbel tail from the quartiles of leave-one-image-out
 // scores), the leave-one-image-out scores themselves (exactly a fit without the image, at coreset
 // 100%), labelled calibration, thresholds set by hand, and older model files' calibrations.
-import { rmSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -10,7 +10,7 @@ import { calibrateNominal, gumbelThreshold, holdoutPicker, normalize, quantile, 
 import { nativeOf } from '../lib/engine/engine.js';
 import { toRawFrame } from '../lib/io/images.js';
 import { Engine, type EngineOptions } from '../lib/index.js';
-import { syntheticDataset, tempDir } from './support/data.js';
+import { fixtures, syntheticDataset, tempDir } from './support/data.js';
 
 const picked = (total: number | undefined, n: number) => Array.from({ length: n }, (_, i) => i).filter(holdoutPicker(total, 0.1, 3));
 const evidence = (scores: number[]) => scores.map((score) => ({ score, mapMin: 0, mapMax: score / 2, mapMean: 1 }));
@@ -208,6 +208,37 @@ describe('calibrated engine', () => {
     nativeOf(copy).setMetadata(JSON.stringify({ calibration: null, calibrationOptions: { holdout: 0, minImages: 0 } }));
     const off = await Engine.loadBytes(await copy.saveBytes());
     expect((await off.fit(data.train.slice(0, 4))).calibration).toBeNull();
+  });
+
+  it('loads a model file an earlier reconpatch wrote: same threshold, same score, the crop now marked not inspected', async () => {
+    // test/fixtures/make_legacy_model.mjs wrote these with reconpatch at commit 6477f9d.
+    const golden = JSON.parse(readFileSync(path.join(fixtures, 'golden/legacy_model.json'), 'utf8'));
+    const legacy = await Engine.load(path.join(fixtures, 'golden/legacy_model.rcp'));
+    expect(legacy.options).toMatchObject({ resizeMode: 'shorter', resize: 64, crop: 48 }); // its own options, not today's defaults
+    expect(legacy.info.calibration).toMatchObject({ method: 'legacy', threshold: golden.calibration.threshold, low: golden.calibration.low });
+    const r = await legacy.score(path.join(data.root, golden.probe), { heatmap: 'png' });
+    expect(r.score).toBeCloseTo(golden.score, 5);
+    expect(r.normalizedScore).toBeGreaterThan(1); // was clamped to 1
+    // 96 px -> 64 px (shorter side) -> centre 48: the middle 72 x 72 of the image was inspected.
+    const at = (x: number, y: number) => r.map[y * 96 + x];
+    expect(Number.isNaN(at(5, 48)) && Number.isNaN(at(48, 90))).toBe(true);
+    expect(Number.isFinite(at(48, 48)) && Number.isFinite(at(13, 13)) && Number.isFinite(at(82, 82))).toBe(true);
+    expect(r.map.filter((v) => Number.isNaN(v)).length).toBe(96 * 96 - 72 * 72);
+  });
+
+  it('inspects every pixel by default, whatever the image\'s shape', async () => {
+    const e = await Engine.create({ backbone: 'random_cnn', coreset: { ratio: 0.25 }, calibration: false });
+    const frame = (width: number, height: number) => ({ data: new Uint8Array(width * height).map((_, i) => (i * 7) % 251), width, height, channels: 1 as const });
+    await e.fit([frame(121, 289), frame(120, 290), frame(300, 101)]);
+    for (const [w, h] of [[121, 289], [301, 99], [97, 97]]) {
+      const r = await e.score(frame(w, h));
+      expect([r.width, r.height]).toEqual([w, h]);
+      expect(r.map.every((v) => Number.isFinite(v))).toBe(true);
+    }
+    // The feature grid follows the image: a 121 x 289 part is scaled to about 256^2 pixels, aspect kept.
+    const { rows } = await e.embed(frame(121, 289));
+    expect(rows).toBeGreaterThan(900);
+    expect(rows).toBeLessThan(1150);
   });
 
   it('has no calibration when disabled, and says why when there is too little to calibrate on', async () => {

@@ -9,7 +9,7 @@ import { ReconpatchError } from '../errors.js';
 /**
  * Options of {@link Engine.calibrate} and {@link Ensemble.calibrate}.
  * @example
- * await engine.calibrate(validationImages, { labels: [0, 0, 1, 1], objective: { recall: 0.9 } });
+ * await engine.calibrate(['good1.png', 'good2.png', 'crack1.png', 'dent1.png'], { labels: [0, 0, 1, 1], objective: { recall: 0.9 } });
  */
 export interface CalibrateOptions {
   /** One label per image: 1 (or true) = defective, 0 (or false) = good. Omitted: every image is a good part. */

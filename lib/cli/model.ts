@@ -47,7 +47,7 @@ export async function fitCommand(rest: string[]): Promise<number> {
   await model.save(values.output);
   const calibrationInfo = model.info.calibration;
   for (const w of summary.warnings) process.stderr.write(`reconpatch: warning: ${w}\n`);
-  const { members: _m, calibration: _c, ...flat } = summary as typeof summary & { members?: unknown };
+  const { calibration: _c, ...flat } = summary; // its threshold and method are reported below
   report({
     model: values.output, ...flat,
     threshold: calibrationInfo?.threshold ?? null, thresholdMethod: calibrationInfo?.method ?? null,

@@ -71,6 +71,12 @@ export interface Calibration {
   validation?: { images: number; defects: number; precision: number; recall: number; falseAlarmRate: number; objective: string };
   /** Why this threshold deserves less trust than usual (thin evidence, ...). Empty when none. */
   warnings: string[];
+  /**
+   * The nominal evidence the threshold was set from (one entry per image; at most
+   * {@link MAX_STORED_EVIDENCE}), kept so that `update` can pool new evidence with it. Absent for
+   * thresholds set by labels or by hand and in older files.
+   */
+  evidence?: NominalEvidence[];
 }
 
 /** One nominal image's evidence: its score and its map's range and mean. */
@@ -129,6 +135,7 @@ export function calibrateNominal(evidence: NominalEvidence[], falseAlarmRate: nu
     scoreMedian: image.median, scoreMean: mean, scoreStd: std,
     nominalAboveThreshold: scores.filter((s) => s >= image.threshold).length / scores.length,
     warnings,
+    evidence: evidence.map(({ score, mapMin, mapMax, mapMean }) => ({ score, mapMin, mapMax, mapMean })),
   };
 }
 
@@ -193,7 +200,12 @@ export function upgradeCalibration(stored: unknown): Calibration | null {
   const c = stored as Partial<Calibration> & Record<string, unknown>;
   const finite = (x: unknown): x is number => typeof x === 'number' && Number.isFinite(x);
   if (!finite(c.threshold) || !finite(c.low)) return null;
-  if (typeof c.method === 'string' && finite(c.pixelThreshold) && finite(c.pixelFloor)) return { ...c, warnings: Array.isArray(c.warnings) ? c.warnings : [] } as Calibration;
+  if (typeof c.method === 'string' && finite(c.pixelThreshold) && finite(c.pixelFloor)) {
+    // Stored evidence that is not a list of finite numbers is dropped (an update then starts afresh).
+    const evidence = Array.isArray(c.evidence) && c.evidence.every((e) => e !== null && typeof e === 'object' && finite(e.score) && finite(e.mapMin) && finite(e.mapMax) && finite(e.mapMean))
+      ? c.evidence : undefined;
+    return { ...c, evidence, warnings: Array.isArray(c.warnings) ? c.warnings : [] } as Calibration;
+  }
   return {
     method: 'legacy', images: finite(c.images) ? c.images : 0, falseAlarmRate: null,
     threshold: c.threshold, pixelThreshold: c.threshold, pixelFloor: c.low, low: c.low,
@@ -237,3 +249,34 @@ export function mapStats(map: Float32Array): { mapMin: number; mapMax: number; m
 function pct(x: number): string {
   return `${+(100 * x).toFixed(3)}%`;
 }
+
+/** At most this many nominal images' evidence is kept in a calibration (for updates to pool with). */
+export const MAX_STORED_EVIDENCE = 1000;
+
+/**
+ * An update's calibration: the new images' evidence (each scored against the grown bank without
+ * its own patches) pooled with the evidence stored in the previous calibration, and the nominal
+ * rule applied to the pool. The earlier images were scored against the smaller bank, so their
+ * scores are, if anything, a little high: the pooled threshold errs towards fewer false alarms.
+ * A threshold the user chose (labels, by hand) is kept, with the pooled evidence carried along.
+ * A previous calibration without stored evidence (an older file) is kept when the new evidence is
+ * thin, and otherwise replaced by one from the new evidence alone, with a warning. Returns null
+ * when there is nothing to calibrate on.
+ */
+export function poolNominal(previous: Calibration | null, fresh: NominalEvidence[], falseAlarmRate: number): Calibration | null {
+  let pool = [...(previous?.evidence ?? []), ...fresh];
+  if (pool.length > MAX_STORED_EVIDENCE) {
+    const n = pool.length;
+    pool = pool.filter((_, i) => Math.floor(((i + 1) * MAX_STORED_EVIDENCE) / n) > Math.floor((i * MAX_STORED_EVIDENCE) / n));
+  }
+  if (previous && (previous.method === 'labels' || previous.method === 'manual'))
+    return { ...previous, evidence: pool, warnings: [`the threshold set by ${previous.method === 'labels' ? 'labelled images' : 'hand'} was kept through the update; calibrate again if the parts changed`] };
+  if (previous && !previous.evidence) {
+    if (fresh.length < THIN_EVIDENCE) return previous;
+    const c = calibrateNominal(fresh, falseAlarmRate, 'leave-one-out');
+    c.warnings.push(`the previous threshold (${previous.method}) kept no nominal evidence; it was replaced by one from the ${fresh.length} new images alone`);
+    return c;
+  }
+  return pool.length >= 2 ? calibrateNominal(pool, falseAlarmRate, 'leave-one-out') : previous;
+}
+

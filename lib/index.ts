@@ -5,14 +5,14 @@
  * const engine = await Engine.create({ backbone: 'random_cnn' });
  */
 export { Engine } from './engine/engine.js';
-export type { CalibrateOptions, EngineInfo, FitOptions, LoadOptions, FitSummary, Progress, ScoreOptions, ScoreResult, ScoreStreamItem, ScoreStreamOptions } from './engine/engine.js';
+export type { CalibrateOptions, EngineInfo, FitOptions, LoadOptions, FitSummary, Progress, ScoreOptions, ScoreResult, ScoreStreamItem, ScoreStreamOptions, UpdateOptions, UpdateSummary } from './engine/engine.js';
 export { Ensemble, fuseTestMinMax, minMax } from './ensemble/ensemble.js';
 export type { EnsembleFitOptions, EnsembleFitSummary, EnsembleInfo, EnsembleOptions, EnsembleProgress, EnsembleScoreResult, EnsembleStreamItem, MemberOutputs, MemberRange } from './ensemble/ensemble.js';
 export type { Calibration, LabelObjective } from './calibration.js';
 export type { BatchingOptions, EngineOptions, HeadOptions } from './options.js';
 export { BUILTIN_BACKBONES, HEAD_DEFAULTS } from './options.js';
-export type { ImageInput, RawImage } from './io/images.js';
-export { toRawFrame } from './io/images.js';
+export type { FailOn, ImageInput, InputOptions, RawImage } from './io/images.js';
+export { INPUT_DEFAULTS, toRawFrame } from './io/images.js';
 export { ReconpatchError } from './errors.js';
 export { TORCHVISION_WEIGHTS, cachedWeights, defaultCacheDir, pullWeights } from './io/weights.js';
 export type { DownloadProgress, PullOptions, TorchvisionArchitecture } from './io/weights.js';

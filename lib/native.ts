@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url';
 
 import { ReconpatchError } from './errors.js';
 import { type AddonAbi, type Libtorch, type LibtorchSource, abiTag, describeAbi, describeLibtorch, findLibtorches, preloadLibtorch } from './libtorch/find.js';
-import { defaultCacheDir } from './io/weights.js';
+import { defaultCacheDir, torchvisionDrift } from './io/weights.js';
 import { optionTableDrift } from './option_table.js';
 
 /** A raw frame as the addon takes it: HWC uint8, 1 or 3 channels, no padding. */
@@ -70,10 +70,14 @@ export interface NativeInfo {
   bankRows: number;
   /** Size of one patch feature (the bank's columns). */
   featureDim: number;
-  /** Images the bank was built from. */
+  /** Images the bank was built from (the fit's and every update's). */
   trainImages: number;
-  /** Patch features extracted before the coreset. */
+  /** Patch features extracted from them, before the coreset. */
   trainPatches: number;
+  /** `update()` calls since the fit. */
+  updates: number;
+  /** Bank rows those updates added (the bank's growth since the fit). */
+  updateRows: number;
   /** The device the engine computes on: `'cpu'` or `'cuda:0'`-style. */
   device: string;
 }
@@ -103,14 +107,16 @@ export interface FloatArray {
 export interface NativeEngine {
   info(): NativeInfo;
   options(): NativeOptions;
-  fitBegin(): void;
+  /** Starts staging: a new model ('fit', optionally with a bound on the staged patches) or the live one grown ('update'). */
+  fitBegin(mode?: 'fit' | 'update', maxStagedPatches?: number): void;
   fitAdd(images: RawFrame[]): Promise<void>;
   /**
    * Builds the new model into a pending slot; the live model keeps serving until fitCommit.
    * leaveOut > 0: also scores up to that many staged images (spread evenly) against the pending
    * bank without their own rows (stage 'calibrate'); {@link NativeEngine.leaveOut} returns them.
+   * Resolves with the number of progress calls queued (they may still be arriving).
    */
-  fitEnd(onProgress?: (stage: string, done: number, total: number, value: number) => void, leaveOut?: number): Promise<void>;
+  fitEnd(onProgress?: (stage: string, done: number, total: number, value: number) => void, leaveOut?: number): Promise<number>;
   /** The last fitEnd's leave-one-image-out results, in input order. */
   leaveOut(): NativeLeaveOut[];
   /** Scores against the pending model (calibration before the commit). */
@@ -136,8 +142,8 @@ export interface NativeInternals {
   /** tensorOps: the tensor-operation path (used off CPU) instead of the fused CPU kernel. */
   patchFeatures(taps: FloatArray[], patchSize: number, pretrainDim: number, targetDim: number, tensorOps?: boolean): FloatArray;
   preprocess(image: RawFrame, resize: number, crop: number, mode: 'area' | 'shorter' | 'squash'): FloatArray;
-  /** bfloat16: select on the points rounded to bfloat16, as fit does on the CPU. */
-  greedyCoreset(projected: FloatArray, starts: number[], count: number, pruned: boolean, threads?: number, bfloat16?: boolean): number[];
+  /** bfloat16: select on the points rounded to bfloat16, as fit does. deviceLoop: the loop the GPU runs, here on the CPU. */
+  greedyCoreset(projected: FloatArray, starts: number[], count: number, pruned: boolean, threads?: number, bfloat16?: boolean, deviceLoop?: boolean): number[];
   coresetProject(features: FloatArray, projectionDim: number, seed: number): FloatArray;
   backboneMilliseconds(backbone: string, size: number, batch: number, reps: number, threads: number): { backboneMs: number; patchFeaturesMs: number };
   /** Exact k-NN; with `excludeBegin`/`excludeEnd`, over the bank without rows [excludeBegin, excludeEnd). */
@@ -171,6 +177,8 @@ export interface NativeModule {
   loadEngine(model: DecodedModel['model']): Promise<NativeEngine>;
   /** The addon's option keys, in order, with its C++ defaults (compared with lib/option_table.ts). */
   optionDefaults(): Record<string, unknown>;
+  /** The torchvision architectures the addon builds, with their taps (compared with lib/io/weights.ts). */
+  torchvisionCatalog(): Record<string, { taps: string[]; defaults: string[] }>;
   internals: NativeInternals;
   runtime(): { torchVersion: string; cudaBuild: boolean; cudaDevices: number; cxxStandard: number };
 }
@@ -298,7 +306,7 @@ export function native(): NativeModule {
     throw new ReconpatchError('ERR_NATIVE_LOAD', `reconpatch: ${help}\n  addon: ${pick.addon.file}\n  cause: ${msg}`, { cause: err });
   }
   // An addon built from other sources than this JavaScript (a stale build) would read options wrongly.
-  const drift = optionTableDrift(mod.optionDefaults());
+  const drift = [...optionTableDrift(mod.optionDefaults()), ...torchvisionDrift(mod.torchvisionCatalog())];
   if (drift.length) {
     throw new ReconpatchError('ERR_NATIVE_LOAD', `reconpatch: the addon ${pick.addon.file} does not match this package's JavaScript ` +
       `(rebuild it: npm rebuild reconpatch):\n  ${drift.join('\n  ')}`);

@@ -8,6 +8,7 @@ import path from 'node:path';
 import { DEFAULT_FALSE_ALARM_RATE } from './calibration.js';
 import { ReconpatchError } from './errors.js';
 import type { NativeOptions } from './native.js';
+import type { InputOptions } from './io/images.js';
 import { type OptionKey, optionDefault, optionProblem } from './option_table.js';
 import { TORCHVISION_ARCHITECTURES, cachedWeights, isTorchvisionArchitecture, pullCommand, tapNames } from './io/weights.js';
 
@@ -93,6 +94,13 @@ export interface EngineOptions {
    * call on its own. Runtime only: not saved with the model; pass it again to `Engine.load`.
    */
   batching?: BatchingOptions | false;
+  /**
+   * What inputs are accepted (see {@link InputOptions}): the pixel budget (`maxPixels`, default
+   * 8192 × 8192, checked from the header before decoding, and on the resized image) and the
+   * policy for damaged images (`failOn`, default `'warning'`). Runtime only: not saved with the
+   * model; pass it again to `Engine.load`.
+   */
+  input?: InputOptions;
 }
 
 /**
@@ -270,7 +278,7 @@ function plainObject(value: unknown, name: string): Record<string, unknown> {
 
 const TOP_LEVEL = new Set([
   'backbone', 'weights', 'layers', 'head', 'coreset', 'resize', 'crop', 'resizeMode', 'features', 'scoring',
-  'batchSize', 'threads', 'device', 'seed', 'calibration', 'batching', 'fitPrecision',
+  'batchSize', 'threads', 'device', 'seed', 'calibration', 'batching', 'fitPrecision', 'input',
 ]);
 
 /** Validates user options and fills every default. Throws ERR_INVALID_OPTION with what to change. */

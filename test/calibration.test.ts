@@ -121,6 +121,33 @@ describe('leave-one-image-out scores', () => {
     n.fitAbort();
     expect(n.leaveOut()).toEqual([]);
   }, 120_000);
+
+  // An update scores its new images against the grown bank without their own rows (they sit after
+  // the live bank's rows). At coreset 100% the fit keeps every patch and the update adds every new
+  // patch farther than 0 from the bank, so the grown bank minus an image's rows is the bank of a
+  // fit on all the other images.
+  it('in an update: equal a fit on all the other images, at coreset 100 percent', async () => {
+    const data = await syntheticDataset();
+    const images = data.train.slice(0, 6);
+    const options: EngineOptions = { backbone: 'random_cnn', resize: null, coreset: { ratio: 1 }, calibration: false };
+    const e = await Engine.create(options);
+    await e.fit(images.slice(0, 3));
+    const n = nativeOf(e);
+    n.fitBegin('update');
+    await n.fitAdd(await Promise.all(images.slice(3).map((p) => toRawFrame(p))));
+    await n.fitEnd(undefined, 100);
+    const loo = n.leaveOut();
+    n.fitAbort();
+    expect(loo.map((r) => r.input)).toEqual([0, 1, 2]);
+    for (const [k, r] of loo.entries()) {
+      const i = 3 + k;
+      const without = await Engine.create(options);
+      await without.fit(images.filter((_, j) => j !== i));
+      const s = await without.score(images[i]);
+      expect(Math.abs(r.score - s.score)).toBeLessThan(1e-3 * Math.abs(s.score) + 1e-5);
+      expect(Math.abs(r.mapMax - Math.max(...s.map))).toBeLessThan(1e-3 * Math.abs(Math.max(...s.map)) + 1e-5);
+    }
+  }, 120_000);
 });
 
 describe('calibrated engine', () => {
@@ -210,10 +237,11 @@ describe('calibrated engine', () => {
     expect((await off.fit(data.train.slice(0, 4))).calibration).toBeNull();
   });
 
-  it('loads a model file an earlier reconpatch wrote: same threshold, same score, the crop now marked not inspected', async () => {
-    // test/fixtures/make_legacy_model.mjs wrote these with reconpatch at commit 6477f9d.
-    const golden = JSON.parse(readFileSync(path.join(fixtures, 'golden/legacy_model.json'), 'utf8'));
-    const legacy = await Engine.load(path.join(fixtures, 'golden/legacy_model.rcp'));
+  // test/fixtures/make_legacy_model.mjs wrote these with reconpatch at commit 6477f9d (model format
+  // 2) and with main at 2be1fe4 (format 3, update counts and coverage radius kept), both before issue 16.
+  it.each(['legacy_model', 'v3_model'])('loads a model file an earlier reconpatch wrote (%s): same threshold, same score, the crop now marked not inspected', async (name) => {
+    const golden = JSON.parse(readFileSync(path.join(fixtures, `golden/${name}.json`), 'utf8'));
+    const legacy = await Engine.load(path.join(fixtures, `golden/${name}.rcp`));
     expect(legacy.options).toMatchObject({ resizeMode: 'shorter', resize: 64, crop: 48 }); // its own options, not today's defaults
     expect(legacy.info.calibration).toMatchObject({ method: 'legacy', threshold: golden.calibration.threshold, low: golden.calibration.low });
     const r = await legacy.score(path.join(data.root, golden.probe), { heatmap: 'png' });
@@ -224,6 +252,14 @@ describe('calibrated engine', () => {
     expect(Number.isNaN(at(5, 48)) && Number.isNaN(at(48, 90))).toBe(true);
     expect(Number.isFinite(at(48, 48)) && Number.isFinite(at(13, 13)) && Number.isFinite(at(82, 82))).toBe(true);
     expect(r.map.filter((v) => Number.isNaN(v)).length).toBe(96 * 96 - 72 * 72);
+    // An update of such a model: too few new images (< 30) to replace a threshold that kept no
+    // evidence, so it stays as it was; the bank grows.
+    const rows = legacy.info.bankRows;
+    const u = await legacy.update(data.train.slice(0, 6));
+    expect(u.calibrationImages).toBe(6);
+    expect(legacy.info.calibration).toMatchObject({ method: 'legacy', threshold: golden.calibration.threshold });
+    expect(legacy.info.updates).toBe(1);
+    expect(legacy.info.bankRows).toBe(rows + u.addedRows);
   });
 
   it('inspects every pixel by default, whatever the image\'s shape', async () => {

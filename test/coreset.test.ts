@@ -87,4 +87,18 @@ describe('greedy coreset', () => {
     const clusters = got.map((i) => Math.floor(i / 5));
     expect(new Set(clusters).size).toBe(4);
   });
+
+  it('the device loop (what the GPU runs, here on the CPU): the plain loop\'s selections, on float32 and on bfloat16 points', () => {
+    const reference = matmul(f32('coreset_X.f32'), f32('coreset_P.f32'));
+    expect(native().internals.greedyCoreset(reference, i32('coreset_starts.i32'), 30, false, 0, false, true)).toEqual(i32('coreset_selected.i32'));
+    const pts = clustered(12000, 16, 7);
+    for (const bfloat16 of [false, true]) {
+      const plain = native().internals.greedyCoreset(pts, [5, 77, 901], 600, false, 1, bfloat16);
+      const device = native().internals.greedyCoreset(pts, [5, 77, 901], 600, false, 1, bfloat16, true);
+      // The loops sum the squared differences in different orders; on these points no near-tie
+      // turns on that rounding, so the sequences are identical (on a GPU the device check compares).
+      expect(device, bfloat16 ? 'bfloat16' : 'float32').toEqual(plain);
+    }
+  });
 });
+

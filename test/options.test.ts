@@ -5,6 +5,7 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 
 import { Engine, ReconpatchError } from '../lib/index.js';
+import { torchvisionDrift } from '../lib/io/weights.js';
 import { native } from '../lib/native.js';
 import { OPTION_TABLE, nativeOptionProblems, optionTableDrift } from '../lib/option_table.js';
 import { resolveOptions } from '../lib/options.js';
@@ -93,6 +94,11 @@ describe('options', () => {
     const { batchSize, ...renamed } = addon;
     expect(optionTableDrift({ ...renamed, batchSizes: batchSize }).join('\n')).toMatch(/keys differ/);
     expect(optionTableDrift({ ...addon, device: 'cpu' })).toEqual(['default of device: the addon "cpu", lib/option_table.ts "auto"']);
+    // The torchvision architectures and their taps: declared natively, listed in lib/io/weights.ts.
+    const catalog = native().torchvisionCatalog();
+    expect(torchvisionDrift(catalog)).toEqual([]);
+    expect(torchvisionDrift({ ...catalog, resnet34: catalog.resnet18 }).join('\n')).toMatch(/architectures differ/);
+    expect(torchvisionDrift({ ...catalog, resnet18: { ...catalog.resnet18, defaults: ['layer3'] } }).join('\n')).toMatch(/resnet18 taps differ/);
   });
 
   it('checks a complete native options object (what a model file holds) against the table', () => {

@@ -11,6 +11,7 @@ import { demoCommand, evalCommand } from './eval.js';
 import { libtorchCommand } from './libtorch.js';
 import { fitCommand, infoCommand, scoreCommand } from './model.js';
 import { errorRecord, help } from './output.js';
+import { updateCommand } from './update.js';
 import { weightsCommand } from './weights.js';
 
 const USAGE = `reconpatch <command> [options]
@@ -21,6 +22,8 @@ Commands:
   fit <dir|glob|image>... -o <model.rcp> --backbone <file.pt|name>
                                                fit on images of good parts and calibrate the threshold on them;
                                                several --backbone values fit an ensemble saved as one file
+  update <model.rcp> <dir|glob|image>... [-o <out>]
+                                               take new good images into a saved model (no refit)
   score <model.rcp> <dir|glob|image>...        score images with a saved model or ensemble
                                                [--heatmaps <dir>] [--format text|jsonl|csv] [--continue-on-error]
   info <model.rcp>                             show a model's options, backbone, bank and calibration (and members)
@@ -50,6 +53,8 @@ async function main(argv: string[]): Promise<number> {
       return scoreCommand(rest);
     case 'info':
       return infoCommand(rest);
+    case 'update':
+      return updateCommand(rest);
     case 'weights':
       return weightsCommand(rest);
     case 'libtorch':

@@ -4,6 +4,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 
 import { Engine } from '../engine/engine.js';
+import { checkWritable } from '../engine/model_file.js';
 import { Ensemble } from '../ensemble/ensemble.js';
 import { ReconpatchError } from '../errors.js';
 import { type RawFrame } from '../native.js';
@@ -23,6 +24,7 @@ bank without its own patches, and the threshold is set so that about 1% of good 
   --false-alarm-rate <x>      target share of good parts flagged (default 0.01)
   --threshold <raw score>     set the image threshold by hand instead (info shows the calibrated one)
   --continue-on-error         skip images that cannot be read (each reported on stderr) instead of stopping
+  --max-staged-patches <n>    bound the features held during the fit (merge and reduce), for very many images
 
 ${ENGINE_HELP}`;
 
@@ -31,18 +33,22 @@ export async function fitCommand(rest: string[]): Promise<number> {
     args: rest, allowPositionals: true,
     options: {
       ...ENGINE_FLAGS, output: { type: 'string', short: 'o' }, 'false-alarm-rate': { type: 'string' }, threshold: { type: 'string' },
-      'continue-on-error': { type: 'boolean' },
+      'continue-on-error': { type: 'boolean' }, 'max-staged-patches': { type: 'string' },
     },
   });
   if (values.help || positionals.length === 0 || !values.output) return help(FIT_HELP, !values.help);
   const falseAlarmRate = numberFlag('false-alarm-rate', values['false-alarm-rate']);
   const threshold = numberFlag('threshold', values.threshold);
+  const maxStagedPatches = numberFlag('max-staged-patches', values['max-staged-patches']);
+  await checkWritable(values.output); // fail before the fit, not after it
   const calibration = falseAlarmRate === undefined ? undefined : { falseAlarmRate };
   const members = ensembleMembers(values);
   const model = members ? await Ensemble.create({ members, calibration }) : await Engine.create({ ...engineOptions(values), calibration });
   const images = await expandInputs(positionals);
   const skipped: { path: string; error: ReconpatchError }[] = [];
-  const summary = await model.fit(values['continue-on-error'] ? readable(images, skipped) : images.map((i) => i.path), { onProgress: progressLogger() });
+  const summary = await model.fit(values['continue-on-error'] ? readable(images, skipped) : images.map((i) => i.path), {
+    onProgress: progressLogger(), ...(maxStagedPatches === undefined ? {} : { maxStagedPatches }),
+  });
   if (threshold !== undefined) await model.setThreshold(threshold);
   await model.save(values.output);
   const calibrationInfo = model.info.calibration;

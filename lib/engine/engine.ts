@@ -5,9 +5,9 @@
  */
 import { Duplex } from 'node:stream';
 
-import { type Calibration, calibrateNominal, upgradeCalibration } from '../calibration.js';
+import { type Calibration, calibrateNominal, poolNominal, upgradeCalibration } from '../calibration.js';
 import { ReconpatchError, rethrow } from '../errors.js';
-import { type ImageInput, toRawFrame } from '../io/images.js';
+import { type DecodePolicy, type ImageInput, type InputOptions, resolveInput, toRawFrame } from '../io/images.js';
 import { type NativeEngine, type NativeInfo, type NativeOptions, type NativeScore, type RawFrame, native } from '../native.js';
 import { nativeOptionProblems } from '../option_table.js';
 import { type BatchingOptions, type CalibrationOptions, type EngineOptions, resolveBatching, resolveCalibration, resolveOptions, storedCalibrationOptions } from '../options.js';
@@ -35,6 +35,49 @@ export interface FitOptions {
   signal?: AbortSignal;
   /** Called as the fit advances through its stages (synchronously; keep it cheap). */
   onProgress?: (p: Progress) => void;
+  /**
+   * Bounds the patch features held during the fit, for inputs of any length (a month of frames):
+   * when the staged patches exceed it they are reduced to a coreset of half this many and the fit
+   * goes on (merge and reduce). Default: unbounded. Memory and quality measured: docs/results.md.
+   * Reduced images cannot be scored leave-one-out, so such a fit calibrates on held-out images
+   * (`calibration.holdout`, 10% when it is 0).
+   */
+  maxStagedPatches?: number;
+}
+
+/**
+ * Options of {@link Engine.update}.
+ * @example
+ * await engine.update(goodImages, { onProgress: (p) => console.log(p.stage, p.done) });
+ */
+export interface UpdateOptions {
+  /** Aborts the update; the engine keeps its previous model and calibration. */
+  signal?: AbortSignal;
+  /** Called as the update advances (`'embed'`, `'coreset'`, `'calibrate'`). */
+  onProgress?: (p: Progress) => void;
+}
+
+/**
+ * What {@link Engine.update} did.
+ * @example
+ * const { addedRows, bankRows } = await engine.update(goodImages);
+ * console.log(addedRows === 0 ? 'nothing new' : `${addedRows} new bank rows, ${bankRows} in all`);
+ */
+export interface UpdateSummary {
+  /** New images whose patches were considered for the bank. */
+  images: number;
+  /** New images the threshold was re-estimated with (scored leave-one-image-out against the grown bank, or held out). */
+  calibrationImages: number;
+  /** The thresholds after the update (the new evidence pooled with the stored one). */
+  calibration: Calibration | null;
+  /** What deserves attention (thin evidence, a kept manual threshold, ...). Empty when none. */
+  warnings: string[];
+  /** Rows the bank gained: new patches farther from it than its coverage radius. */
+  addedRows: number;
+  /** Rows in the bank now. */
+  bankRows: number;
+  /** Wall-clock duration. */
+  seconds: number;
 }
 
 /**
@@ -84,6 +127,8 @@ export interface LoadOptions {
   batching?: BatchingOptions | false;
   /** libtorch intra-op threads on this machine (default: the model's `threads` option, 0 = all cores). */
   threads?: number;
+  /** What inputs are accepted (pixel budget, damaged images), as in {@link EngineOptions.input}. */
+  input?: InputOptions;
 }
 
 /**
@@ -134,13 +179,17 @@ export class Engine {
   #calibration: Calibration | null = null;
   readonly #queue = new CallQueue();
   readonly #batcher: ScoreBatcher<RawFrame, NativeScore>;
+  readonly #input: DecodePolicy;
 
-  private constructor(n: NativeEngine, batching: BatchingOptions | false | undefined, calibrationOptions?: CalibrationOptions) {
+  private constructor(n: NativeEngine, batching: BatchingOptions | false | undefined, input: InputOptions | undefined, calibrationOptions?: CalibrationOptions, label = 'model') {
     this.#native = n;
     natives.set(this, n);
+    const { resize, resizeMode } = n.options();
+    this.#input = { ...resolveInput(input), resizes: [{ resize, resizeMode }] };
     this.#batcher = new ScoreBatcher((task) => this.#queue.run(task), (frames) => n.score(frames), resolveBatching(batching));
-    // Models carry their calibration (and its options) as JSON metadata; older files' shapes are upgraded.
-    const meta = n.metadata() ? (JSON.parse(n.metadata()) as { calibration?: unknown; calibrationOptions?: unknown }) : {};
+    // Models carry their calibration (and its options) as JSON metadata (checked: a file may be
+    // damaged or crafted); older files' calibrations are upgraded to today's shape.
+    const meta = readMetadata(n.metadata(), label);
     this.#calibration = upgradeCalibration(meta.calibration);
     this.#calibrationOptions = calibrationOptions ?? (n.metadata() ? storedCalibrationOptions(meta.calibrationOptions) : resolveCalibration(undefined));
   }
@@ -161,7 +210,8 @@ export class Engine {
       const resolved = resolveOptions(options);
       const calibration = resolveCalibration(options.calibration);
       resolveBatching(options.batching); // validate before the backbone loads
-      return new Engine(await native().createEngine(resolved), options.batching, calibration);
+      resolveInput(options.input);
+      return new Engine(await native().createEngine(resolved), options.batching, options.input, calibration);
     } catch (err) {
       rethrow(err, stack);
     }
@@ -211,9 +261,17 @@ export class Engine {
     const problems = nativeOptionProblems(decoded.options as unknown as Record<string, unknown>);
     if (problems.length)
       throw new ReconpatchError('ERR_MODEL_FILE', `${label} holds options reconpatch does not accept (${problems.join('; ')}); it is damaged or was not written by reconpatch`);
-    const n = await native().loadEngine(decoded.model);
+    let n: NativeEngine;
+    try {
+      n = await native().loadEngine(decoded.model);
+    } catch (err) {
+      // The backbone a model file carries is part of the file: if it cannot be restored, the file is bad.
+      if ((err as { code?: string }).code === 'ERR_BACKBONE')
+        throw new ReconpatchError('ERR_MODEL_FILE', `${label}: its backbone cannot be restored (${(err as Error).message})`, { cause: err });
+      throw err;
+    }
     if (options.threads !== undefined) n.setThreads(options.threads);
-    return new Engine(n, options.batching);
+    return new Engine(n, options.batching, options.input, undefined, label);
   }
 
   /**
@@ -247,7 +305,43 @@ export class Engine {
    */
   fit(images: Iterable<ImageInput> | AsyncIterable<ImageInput>, options: FitOptions = {}): Promise<FitSummary> {
     const stack = new Error();
-    return this.#exclusive(() => this.#fit(images, options)).catch((err) => rethrow(err, stack));
+    return this.#exclusive(async () => {
+      const { maxStagedPatches = 0 } = options;
+      if (!(Number.isInteger(maxStagedPatches) && maxStagedPatches >= 0))
+        throw new ReconpatchError('ERR_INVALID_OPTION', `maxStagedPatches must be a non-negative integer, got ${JSON.stringify(maxStagedPatches)}`);
+      const r = await this.#fit(images, options, 'fit', maxStagedPatches);
+      const info = this.#native.info();
+      return {
+        images: info.trainImages, patches: info.trainPatches, bankRows: info.bankRows, calibrationImages: r.calibrationImages,
+        calibration: r.calibration, warnings: r.warnings, seconds: r.seconds,
+      };
+    }).catch((err) => rethrow(err, stack));
+  }
+
+  /**
+   * Takes new images of good parts into a fitted (or loaded) model without refitting: their
+   * patches (through the head's `f` when the model has one) are compared with the bank, and the
+   * greedy coreset goes on from the bank's coverage, adding the farthest new patch while it lies
+   * farther than the radius at which the fit's selection stopped. Images that show nothing new
+   * add nothing. Every new image stays in the update; as in fit, up to `calibration.maxImages` of
+   * them are scored against the grown bank without their own patches, and the threshold is
+   * re-estimated by the nominal rule on that evidence pooled with the evidence the calibration
+   * kept (a threshold set by labels or by hand is kept). Abort or failure leaves the model as it was.
+   * Throws ERR_NOT_FITTED, ERR_INVALID_IMAGE, ERR_EMPTY_TRAINING_SET, ERR_ABORTED, ERR_INPUT, ERR_CALLBACK.
+   * @example
+   * const { addedRows } = await engine.update(['shift2/000.png', 'shift2/001.png', 'shift2/002.png', 'shift2/003.png']);
+   */
+  update(images: Iterable<ImageInput> | AsyncIterable<ImageInput>, options: UpdateOptions = {}): Promise<UpdateSummary> {
+    const stack = new Error();
+    return this.#exclusive(async () => {
+      const rowsBefore = this.#native.info().bankRows;
+      const r = await this.#fit(images, options, 'update', 0);
+      const info = this.#native.info();
+      return {
+        images: r.images, calibrationImages: r.calibrationImages, calibration: r.calibration, warnings: r.warnings,
+        addedRows: info.bankRows - rowsBefore, bankRows: info.bankRows, seconds: r.seconds,
+      };
+    }).catch((err) => rethrow(err, stack));
   }
 
   /**
@@ -268,7 +362,7 @@ export class Engine {
       return Promise.reject(err).catch((e) => rethrow(e, stack));
     }
     // Decoding and the heatmap run outside the engine's queue, overlapping other calls' native work.
-    const frame = toRawFrame(image);
+    const frame = toRawFrame(image, undefined, this.#input);
     frame.catch(() => undefined); // reported through the batcher, to this call only
     return this.#batcher
       .add(frame)
@@ -338,7 +432,7 @@ export class Engine {
       const batchSize = this.#native.options().batchSize;
       const out: ScoreResult[] = [];
       for (let i = 0; i < images.length; i += batchSize) {
-        const frames = await Promise.all(images.slice(i, i + batchSize).map((img, j) => toRawFrame(img, i + j)));
+        const frames = await Promise.all(images.slice(i, i + batchSize).map((img, j) => toRawFrame(img, i + j, this.#input)));
         const raw = await this.#native.score(frames);
         for (const [j, r] of raw.entries()) out.push(await finishResult(r, frames[j], this.#calibration, options));
       }
@@ -410,7 +504,7 @@ export class Engine {
   embed(image: ImageInput): Promise<{ data: Float32Array; rows: number; dim: number }> {
     const stack = new Error();
     return this.#exclusive(async () => {
-      const f = await this.#native.embed([await toRawFrame(image)]);
+      const f = await this.#native.embed([await toRawFrame(image, undefined, this.#input)]);
       return { data: f.data, rows: f.shape[0], dim: f.shape[1] };
     }).catch((err) => rethrow(err, stack));
   }
@@ -422,30 +516,27 @@ export class Engine {
     return this.#queue.run(fn);
   }
 
-  // The fit transaction: stage, calibrate against the pending model, commit model and calibration together.
-  async #fit(images: Iterable<ImageInput> | AsyncIterable<ImageInput>, { signal, onProgress }: FitOptions): Promise<FitSummary> {
+  // The fit (or update) transaction: stage, calibrate against the pending model, commit model and
+  // calibration together.
+  async #fit(images: Iterable<ImageInput> | AsyncIterable<ImageInput>, { signal, onProgress }: FitOptions, mode: 'fit' | 'update', maxStagedPatches: number) {
     const started = performance.now();
     const n = this.#native;
-    const control = new FitControl([n], signal, 'engine');
+    const control = new FitControl([n], signal, 'engine', mode);
     try {
       const staged = await stageFit([n], images, control, {
-        onProgress: onProgress && ((p) => onProgress(p)), calibration: this.#calibrationOptions, batchSize: n.options().batchSize, what: 'engine',
+        mode, maxStagedPatches, onProgress: onProgress && ((p) => onProgress(p)), calibration: this.#calibrationOptions, batchSize: n.options().batchSize, input: this.#input,
       });
       const batchSize = n.options().batchSize;
       const [evidence] = await nominalEvidence([n], staged, control, batchSize, onProgress && ((p) => onProgress(p)));
       const options = this.#calibrationOptions;
-      const calibration = options.enabled && evidence.length >= 2
-        ? calibrateNominal(evidence, options.falseAlarmRate, staged.calibrationFrames.length ? 'holdout' : 'leave-one-out')
-        : null;
+      const method = staged.calibrationFrames.length ? 'holdout' : 'leave-one-out';
+      let calibration: Calibration | null = null;
+      if (mode === 'update') calibration = options.enabled ? poolNominal(this.#calibration, evidence, options.falseAlarmRate) : this.#calibration;
+      else if (options.enabled && evidence.length >= 2) calibration = calibrateNominal(evidence, options.falseAlarmRate, method);
       n.fitCommit(this.#metadata(calibration));
       this.#calibration = calibration;
-      const info = n.info();
-      return {
-        images: info.trainImages, patches: info.trainPatches, bankRows: info.bankRows,
-        calibrationImages: calibration ? evidence.length : 0, calibration,
-        warnings: calibration ? calibration.warnings : options.enabled ? [missingCalibrationWarning(evidence.length)] : [],
-        seconds: (performance.now() - started) / 1000,
-      };
+      const warnings = calibration ? calibration.warnings : options.enabled ? [missingCalibrationWarning(evidence.length)] : [];
+      return { images: staged.images, calibrationImages: evidence.length, calibration, warnings, seconds: (performance.now() - started) / 1000 };
     } catch (err) {
       abortFit([n]);
       throw control.explain(err);
@@ -458,9 +549,33 @@ export class Engine {
 function checkLoadOptions(options: LoadOptions): void {
   if (options === null || typeof options !== 'object') throw new ReconpatchError('ERR_INVALID_OPTION', 'load options must be an object');
   for (const key of Object.keys(options))
-    if (key !== 'batching' && key !== 'threads') throw new ReconpatchError('ERR_INVALID_OPTION', `unknown load option '${key}'`);
+    if (key !== 'batching' && key !== 'threads' && key !== 'input') throw new ReconpatchError('ERR_INVALID_OPTION', `unknown load option '${key}'`);
   resolveBatching(options.batching);
+  resolveInput(options.input);
   const { threads } = options;
   if (threads !== undefined && !(Number.isInteger(threads) && threads >= 1 && threads <= 1024))
     throw new ReconpatchError('ERR_INVALID_OPTION', `threads must be an integer in [1, 1024], got ${JSON.stringify(threads)}`);
+}
+
+/** A model's JSON metadata (the META section), checked for the shape it must have: ERR_MODEL_FILE otherwise. */
+function readMetadata(text: string, label: string): { calibration?: Calibration | null; calibrationOptions?: CalibrationOptions } {
+  if (!text) return {};
+  const bad = (why: string) => new ReconpatchError('ERR_MODEL_FILE', `${label} has metadata that reconpatch did not write (${why}); it is damaged or was not written by reconpatch`);
+  let meta: unknown;
+  try {
+    meta = JSON.parse(text);
+  } catch {
+    throw bad('not JSON');
+  }
+  const isObject = (x: unknown): x is Record<string, unknown> => typeof x === 'object' && x !== null && !Array.isArray(x);
+  if (!isObject(meta)) throw bad('not a JSON object');
+  const c = meta.calibration;
+  if (c !== undefined && c !== null) {
+    if (!isObject(c)) throw bad('calibration is not an object');
+    // The numbers scores are normalised with (lib/calibration.ts).
+    for (const key of ['threshold', 'low'])
+      if (typeof c[key] !== 'number' || !Number.isFinite(c[key])) throw bad(`calibration.${key} is not a finite number`);
+  }
+  if (meta.calibrationOptions !== undefined && !isObject(meta.calibrationOptions)) throw bad('calibrationOptions is not an object');
+  return meta as { calibration?: Calibration | null; calibrationOptions?: CalibrationOptions };
 }

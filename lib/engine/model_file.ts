@@ -4,11 +4,12 @@
  * (native/core/io/model_file.*) and, for ensembles, in ../ensemble/container.ts.
  */
 import { randomBytes } from 'node:crypto';
-import { constants, readdirSync, unlinkSync } from 'node:fs';
-import { open, rename, unlink } from 'node:fs/promises';
+import { readdirSync, unlinkSync } from 'node:fs';
+import { open, rename, stat, unlink } from 'node:fs/promises';
 import path from 'node:path';
 
 import { ReconpatchError } from '../errors.js';
+import { readRegularFile } from '../io/regular_file.js';
 
 /** Largest model file read (a 2.4 GB bank of 600k float32 rows fits; far beyond is damage or a wrong file). */
 export const MAX_MODEL_BYTES = 2 ** 32 - 1;
@@ -17,28 +18,8 @@ export const MAX_MODEL_BYTES = 2 ** 32 - 1;
  * Reads a whole model file: regular files only (a FIFO, a device or a directory is refused before
  * reading: they may never end), at most `maxBytes`. Throws ERR_MODEL_FILE saying why.
  */
-export async function readModelFile(file: string, maxBytes = MAX_MODEL_BYTES): Promise<Buffer> {
-  const fail = (why: string, cause?: unknown) => new ReconpatchError('ERR_MODEL_FILE', `cannot read model file '${file}': ${why}`, { cause });
-  // O_NONBLOCK: opening a FIFO with no writer would otherwise wait forever.
-  const handle = await open(file, constants.O_RDONLY | constants.O_NONBLOCK).catch((err: NodeJS.ErrnoException) => {
-    throw fail(err.code === 'ENOENT' ? 'no such file' : (err.code ?? String(err)), err);
-  });
-  try {
-    const stat = await handle.stat();
-    if (!stat.isFile()) throw fail(`not a regular file (${stat.isDirectory() ? 'a directory' : 'a device, FIFO or socket'})`);
-    if (stat.size > maxBytes) throw fail(`${stat.size} bytes, more than the ${maxBytes} a model file may have`);
-    const bytes = Buffer.allocUnsafe(stat.size);
-    let at = 0;
-    // In chunks: one read is limited to 2 GiB.
-    while (at < bytes.length) {
-      const { bytesRead } = await handle.read(bytes, at, Math.min(bytes.length - at, 1 << 30), at);
-      if (bytesRead === 0) throw fail('the file shrank while it was read');
-      at += bytesRead;
-    }
-    return bytes;
-  } finally {
-    await handle.close();
-  }
+export function readModelFile(file: string, maxBytes = MAX_MODEL_BYTES): Promise<Buffer> {
+  return readRegularFile(file, maxBytes, (why, cause) => new ReconpatchError('ERR_MODEL_FILE', `cannot read model file '${file}': ${why}`, { cause }));
 }
 
 const TMP_MARK = '.tmp-';
@@ -64,6 +45,29 @@ export async function writeFileAtomically(file: string, bytes: Uint8Array, what 
     await unlink(tmp).catch(() => undefined);
     throw new ReconpatchError('ERR_IO', `cannot write ${what} '${file}' (${(err as NodeJS.ErrnoException).code ?? String(err)}); check the directory exists and is writable`, { cause: err });
   }
+}
+
+/**
+ * Checks, before long work, that {@link writeFileAtomically} will be able to write `file`: its
+ * directory exists and takes a new file (a probe is created and removed), and `file` is not a
+ * directory. Throws ERR_IO saying what to fix.
+ */
+export async function checkWritable(file: string, what = 'model'): Promise<void> {
+  const fail = (why: string, cause?: unknown) => new ReconpatchError('ERR_IO', `cannot write ${what} '${file}': ${why}`, { cause });
+  const dir = path.dirname(path.resolve(file));
+  const dirStat = await stat(dir).catch((err: NodeJS.ErrnoException) => {
+    throw fail(err.code === 'ENOENT' ? `the directory '${dir}' does not exist` : `the directory '${dir}' cannot be used (${err.code ?? String(err)})`, err);
+  });
+  if (!dirStat.isDirectory()) throw fail(`'${dir}' is not a directory`);
+  const existing = await stat(file).catch(() => null);
+  if (existing?.isDirectory()) throw fail('it is a directory');
+  const probe = `${file}${TMP_MARK}${process.pid}-probe`;
+  try {
+    await (await open(probe, 'wx')).close();
+  } catch (err) {
+    throw fail(`the directory '${dir}' does not take new files (${(err as NodeJS.ErrnoException).code ?? String(err)})`, err);
+  }
+  await unlink(probe).catch(() => undefined);
 }
 
 /** Removes `<file>.tmp-<pid>-*` of processes that no longer run. Best effort. */

@@ -26,7 +26,8 @@ export type OrderedOutcome<R> = { index: number; result: R } | { index: number; 
  * outcomes in input order. Inputs are pulled only when there is room (backpressure). `run` is
  * expected to reject with a ReconpatchError. On exit (done, error, abort, or the consumer
  * stopping early) waits for the items still running, then closes the source's iterator.
- * Throws ERR_INVALID_OPTION (bad concurrency, onError or source) on the first pull, ERR_ABORTED.
+ * Throws ERR_INVALID_OPTION (bad concurrency, onError or source) on the first pull, ERR_ABORTED,
+ * ERR_INPUT (the source's iterator threw; its error is the `cause`).
  */
 export async function* orderedMap<T, R>(
   source: Iterable<T> | AsyncIterable<T>,
@@ -36,8 +37,17 @@ export async function* orderedMap<T, R>(
   if (!Number.isInteger(concurrency) || concurrency < 1) throw new ReconpatchError('ERR_INVALID_OPTION', 'concurrency must be a positive integer');
   if (onError !== 'throw' && onError !== 'yield') throw new ReconpatchError('ERR_INVALID_OPTION', "onError must be 'throw' or 'yield'");
   const s = source as Partial<AsyncIterable<T> & Iterable<T>>;
-  const iterator: AsyncIterator<T> | Iterator<T> | undefined = s?.[Symbol.asyncIterator]?.() ?? s?.[Symbol.iterator]?.();
+  // The caller's own iterable failing is ERR_INPUT, its error the cause: not reconpatch failing.
+  const inputError = (err: unknown) =>
+    new ReconpatchError('ERR_INPUT', `${name}: the ${items} iterable threw (${err instanceof Error ? err.message : String(err)})`, { cause: err });
+  let iterator: AsyncIterator<T> | Iterator<T> | undefined;
+  try {
+    iterator = s?.[Symbol.asyncIterator]?.() ?? s?.[Symbol.iterator]?.();
+  } catch (err) {
+    throw inputError(err);
+  }
   if (!iterator) throw new ReconpatchError('ERR_INVALID_OPTION', `${name} expects an Iterable or AsyncIterable of ${items}`);
+  let sourceError: ReconpatchError | undefined;
   const aborted = () => new ReconpatchError('ERR_ABORTED', `${name} was aborted`);
   const inFlight: Promise<OrderedOutcome<R>>[] = [];
   let next = 0;
@@ -46,7 +56,16 @@ export async function* orderedMap<T, R>(
     for (;;) {
       while (!exhausted && inFlight.length < concurrency) {
         if (signal?.aborted) throw aborted();
-        const item = await iterator.next();
+        let item: IteratorResult<T>;
+        try {
+          item = await iterator.next();
+        } catch (err) {
+          // A source that threw is finished (no return() to call); the items it gave before
+          // still come out, in order, then its error.
+          sourceError = inputError(err);
+          exhausted = true;
+          break;
+        }
         if (item.done) {
           exhausted = true;
           break;
@@ -55,7 +74,10 @@ export async function* orderedMap<T, R>(
         inFlight.push(run(item.value, index).then((result) => ({ index, result }), (error: ReconpatchError) => ({ index, error })));
       }
       const head = inFlight.shift();
-      if (!head) return;
+      if (!head) {
+        if (sourceError) throw sourceError;
+        return;
+      }
       const outcome = await head;
       if (signal?.aborted) throw aborted();
       if ('error' in outcome && onError === 'throw') throw outcome.error;
@@ -63,6 +85,6 @@ export async function* orderedMap<T, R>(
     }
   } finally {
     await Promise.allSettled(inFlight); // nothing left running
-    await iterator.return?.();
+    if (!sourceError) await iterator.return?.();
   }
 }

@@ -10,7 +10,7 @@
  */
 import { type NominalEvidence, holdoutPicker, mapStats } from '../calibration.js';
 import { ReconpatchError } from '../errors.js';
-import { type ImageInput, describeInput, toRawFrame } from '../io/images.js';
+import { type DecodePolicy, type ImageInput, describeInput, toRawFrame } from '../io/images.js';
 import type { NativeEngine, RawFrame } from '../native.js';
 import type { CalibrationOptions } from '../options.js';
 
@@ -30,14 +30,21 @@ export interface Progress {
   loss?: number;
 }
 
+/** The share held out to calibrate a fit with `maxStagedPatches` when `calibration.holdout` is 0. */
+export const BUDGET_HOLDOUT = 0.1;
+
 export interface StageFitOptions {
+  /** 'fit' builds new models; 'update' grows the live ones. */
+  mode: 'fit' | 'update';
+  /** Fit only: bound on the patches staged per engine (0: none). */
+  maxStagedPatches: number;
   signal?: AbortSignal;
   /** Progress of engine `member` (undefined for the shared 'embed' stage). */
   onProgress?: (p: Progress, member: number | undefined) => void;
   calibration: CalibrationOptions;
   batchSize: number;
-  /** 'engine' or 'ensemble', for messages. */
-  what: string;
+  /** The limits every image is decoded within (for all the engines). */
+  input: DecodePolicy;
 }
 
 export interface StagedFit {
@@ -57,12 +64,15 @@ export class FitControl {
   readonly #engines: NativeEngine[];
   readonly #signal?: AbortSignal;
   readonly #what: string;
+  readonly #verb: string;
   readonly #onAbort = () => this.#cancel();
 
-  constructor(engines: NativeEngine[], signal: AbortSignal | undefined, what: string) {
+  /** `what`: 'engine' or 'ensemble'; `verb`: 'fit' or 'update' (for messages). */
+  constructor(engines: NativeEngine[], signal: AbortSignal | undefined, what: string, verb = 'fit') {
     this.#engines = engines;
     this.#signal = signal;
     this.#what = what;
+    this.#verb = verb;
     signal?.addEventListener('abort', this.#onAbort);
   }
 
@@ -93,11 +103,11 @@ export class FitControl {
 
   callbackFailure(): ReconpatchError {
     const e = this.#callbackError;
-    return new ReconpatchError('ERR_CALLBACK', `fit stopped: the onProgress callback threw (${e instanceof Error ? e.message : String(e)}); the ${this.#what} keeps its previous state`, { cause: e });
+    return new ReconpatchError('ERR_CALLBACK', `${this.#verb} stopped: the onProgress callback threw (${e instanceof Error ? e.message : String(e)}); the ${this.#what} keeps its previous state`, { cause: e });
   }
 
   aborted(): ReconpatchError {
-    return new ReconpatchError('ERR_ABORTED', `fit was aborted; the ${this.#what} keeps its previous state`);
+    return new ReconpatchError('ERR_ABORTED', `${this.#verb} was aborted; the ${this.#what} keeps its previous state`);
   }
 
   dispose(): void {
@@ -119,21 +129,24 @@ export async function stageFit(
   engines: NativeEngine[],
   images: Iterable<ImageInput> | AsyncIterable<ImageInput>,
   control: FitControl,
-  { onProgress, calibration, batchSize }: StageFitOptions,
+  { mode, maxStagedPatches, onProgress, calibration, batchSize, input }: StageFitOptions,
 ): Promise<StagedFit> {
   if (images === null || typeof images !== 'object' || !(Symbol.iterator in images || Symbol.asyncIterator in images))
-    throw new ReconpatchError('ERR_INVALID_OPTION', 'fit expects an Iterable or AsyncIterable of images');
+    throw new ReconpatchError('ERR_INVALID_OPTION', `${mode} expects an Iterable or AsyncIterable of images`);
   control.check();
   const total = Array.isArray(images) ? images.length : undefined;
-  const heldOut = calibration.enabled ? holdoutPicker(total, calibration.holdout, calibration.minImages) : () => false;
-  const leaveOut = calibration.enabled && calibration.holdout === 0 ? calibration.maxImages : 0;
+  // A fit within a staged-patch budget reduces staged images to part of their patches, so they
+  // cannot be scored leave-one-out: it holds out a share of the images instead (10% unless set).
+  const holdout = calibration.holdout > 0 ? calibration.holdout : maxStagedPatches > 0 ? BUDGET_HOLDOUT : 0;
+  const heldOut = calibration.enabled ? holdoutPicker(total, holdout, calibration.minImages) : () => false;
+  const leaveOut = calibration.enabled && holdout === 0 ? calibration.maxImages : 0;
   const calibrationFrames: RawFrame[] = [];
-  for (const e of engines) e.fitBegin();
+  for (const e of engines) e.fitBegin(mode, maxStagedPatches);
   let done = 0;
   let embedded = 0;
   let pending: ImageInput[] = [];
   const flush = async () => {
-    const decoded: RawFrame[] = await Promise.all(pending.map((img, j) => toRawFrame(img, done + j)));
+    const decoded: RawFrame[] = await Promise.all(pending.map((img, j) => toRawFrame(img, done + j, input)));
     control.check();
     // Held-out nominal images are kept aside for calibration, not put in the banks.
     const keep = decoded.filter((_, j) => !heldOut(done + j));
@@ -148,7 +161,7 @@ export async function stageFit(
       // Name the offending image when the native side rejects one.
       const e = err as { code?: string; message?: string };
       if (e.code === 'ERR_INVALID_IMAGE') {
-        throw new ReconpatchError('ERR_INVALID_IMAGE', `fit: one of ${pending.map((p, j) => describeInput(p, done + j)).join(', ')}: ${e.message}`, { cause: err });
+        throw new ReconpatchError('ERR_INVALID_IMAGE', `${mode}: one of ${pending.map((p, j) => describeInput(p, done + j)).join(', ')}: ${e.message}`, { cause: err });
       }
       throw control.explain(err);
     }
@@ -167,16 +180,21 @@ export async function stageFit(
   if (pending.length > 0) await flush();
   control.check();
   if (done === 0)
-    throw new ReconpatchError('ERR_EMPTY_TRAINING_SET', 'fit received no images; pass at least one image of a good (defect-free) part');
+    throw new ReconpatchError('ERR_EMPTY_TRAINING_SET', `${mode} received no images; pass at least one image of a good (defect-free) part`);
   if (embedded === 0) {
     // Everything was held out (a 1-image stream): use it for the banks instead.
     for (const e of engines) await e.fitAdd(calibrationFrames);
     embedded = calibrationFrames.splice(0).length;
   }
   for (const [m, e] of engines.entries()) {
+    let received = 0;
     try {
-      await e.fitEnd((stage, d, t, value) =>
-        control.call(onProgress, { stage: stage as Progress['stage'], done: d, total: t, ...(stage === 'head' ? { loss: value } : {}) }, m), leaveOut);
+      const queued = await e.fitEnd((stage, d, t, value) => {
+        received++;
+        control.call(onProgress, { stage: stage as Progress['stage'], done: d, total: t, ...(stage === 'head' ? { loss: value } : {}) }, m);
+      }, leaveOut);
+      // Progress calls travel apart from the result: take them all before going on.
+      while (received < queued) await new Promise((resolve) => setImmediate(resolve));
     } catch (err) {
       throw control.explain(err);
     }

@@ -14,16 +14,16 @@
  * commits them together: a failure or abort leaves every member as it was. One model file
  * (./container.ts) holds each member's model-file bytes.
  */
-import { type Calibration, calibrateNominal, upgradeCalibration } from '../calibration.js';
+import { type Calibration, calibrateNominal, poolNominal, upgradeCalibration } from '../calibration.js';
 import { type CalibrateOptions, calibrationFromResults, checkThreshold, manualCalibration, missingCalibrationWarning } from '../engine/decisions.js';
-import { Engine, type EngineInfo, type FitSummary, type ScoreStreamOptions, nativeOf } from '../engine/engine.js';
+import { Engine, type EngineInfo, type FitSummary, type ScoreStreamOptions, type UpdateOptions, type UpdateSummary, nativeOf } from '../engine/engine.js';
 import { readModelFile, writeFileAtomically } from '../engine/model_file.js';
 import { orderedMap } from '../engine/ordered.js';
 import { CallQueue } from '../engine/queue.js';
 import { type ScoreOptions, type ScoreResult, checkScoreOptions, finishResult } from '../engine/results.js';
 import { FitControl, type Progress, abortFit, nominalEvidence, stageFit } from '../engine/staged_fit.js';
 import { ReconpatchError, rethrow } from '../errors.js';
-import { type ImageInput, toRawFrame } from '../io/images.js';
+import { type DecodePolicy, type ImageInput, type InputOptions, resolveInput, toRawFrame } from '../io/images.js';
 import type { NativeOptions, RawFrame } from '../native.js';
 import { type CalibrationOptions, type EngineOptions, resolveCalibration, storedCalibrationOptions } from '../options.js';
 import { MAGIC, MAX_MEMBERS, type EnsembleMeta, buildContainer, parseContainer } from './container.js';
@@ -51,6 +51,8 @@ export interface EnsembleOptions {
    * (test-set evaluation).
    */
   calibration?: EngineOptions['calibration'];
+  /** What inputs are accepted, for every member (see {@link EngineOptions.input}); runtime only: pass it again to `Ensemble.load`. */
+  input?: InputOptions;
 }
 
 /**
@@ -78,6 +80,8 @@ export interface EnsembleFitOptions {
   signal?: AbortSignal;
   /** Called as each member's fit, then the ensemble's calibration, advances (synchronously; keep it cheap). */
   onProgress?: (p: EnsembleProgress) => void;
+  /** Bounds each member's staged patches, as {@link FitOptions.maxStagedPatches} does for one engine. */
+  maxStagedPatches?: number;
 }
 
 /**
@@ -157,9 +161,12 @@ export class Ensemble {
   #ranges: MemberRange[] | null;
   #calibration: Calibration | null;
   readonly #queue = new CallQueue();
+  readonly #input: DecodePolicy;
 
-  private constructor(members: Engine[], calibrationOptions: CalibrationOptions, state?: Pick<EnsembleMeta, 'ranges' | 'calibration'>) {
+  private constructor(members: Engine[], calibrationOptions: CalibrationOptions, input: InputOptions | undefined, state?: Pick<EnsembleMeta, 'ranges' | 'calibration'>) {
     this.#members = members;
+    // Decoded once for every member: within the budget of each member's resize.
+    this.#input = { ...resolveInput(input), resizes: members.map((m) => ({ resize: m.options.resize, resizeMode: m.options.resizeMode })) };
     this.#calibrationOptions = calibrationOptions;
     this.#fitted = state !== undefined;
     this.#ranges = state?.ranges ?? null;
@@ -177,7 +184,9 @@ export class Ensemble {
     const stack = new Error();
     try {
       if (options === null || typeof options !== 'object' || Array.isArray(options)) throw invalidOption('ensemble options must be an object { members: [...] }');
-      for (const key of Object.keys(options)) if (key !== 'members' && key !== 'calibration') throw invalidOption(`unknown ensemble option '${key}' (known: members, calibration)`);
+      for (const key of Object.keys(options))
+        if (key !== 'members' && key !== 'calibration' && key !== 'input') throw invalidOption(`unknown ensemble option '${key}' (known: members, calibration, input)`);
+      resolveInput(options.input);
       const { members } = options;
       if (!Array.isArray(members) || members.length === 0 || members.length > MAX_MEMBERS)
         throw invalidOption(`members must be an array of 1 to ${MAX_MEMBERS} engine option objects`);
@@ -186,14 +195,15 @@ export class Ensemble {
       for (const [i, m] of members.entries()) {
         if (m === null || typeof m !== 'object' || Array.isArray(m)) throw invalidOption(`members[${i}] must be an engine options object`);
         if ('calibration' in m) throw invalidOption(`members[${i}].calibration: set calibration on the ensemble, not on a member (all members share one holdout)`);
+        if ('input' in m) throw invalidOption(`members[${i}].input: set input on the ensemble, not on a member (an image is decoded once for all)`);
         try {
           // Members keep every image they are given: the ensemble holds out the calibration images itself.
-          engines.push(await Engine.create({ ...m, calibration: false }));
+          engines.push(await Engine.create({ ...m, calibration: false, input: options.input }));
         } catch (err) {
           rethrow(err, stack, `members[${i}]`);
         }
       }
-      return new Ensemble(engines, calibrationOptions);
+      return new Ensemble(engines, calibrationOptions, options.input);
     } catch (err) {
       rethrow(err, stack);
     }
@@ -206,11 +216,12 @@ export class Ensemble {
    * const ensemble = await Ensemble.load('part.rcpe');
    * console.log(ensemble.size, ensemble.info.calibration?.threshold);
    */
-  static async load(file: string): Promise<Ensemble> {
+  static async load(file: string, options: { input?: InputOptions } = {}): Promise<Ensemble> {
     const stack = new Error();
     try {
       if (typeof file !== 'string' || file === '') throw invalidOption('load expects a file path');
-      return await Ensemble.#fromBytes(await readModelFile(file), `'${file}'`);
+      checkEnsembleLoadOptions(options);
+      return await Ensemble.#fromBytes(await readModelFile(file), `'${file}'`, options.input);
     } catch (err) {
       rethrow(err, stack);
     }
@@ -222,29 +233,30 @@ export class Ensemble {
    * const ensemble = await Ensemble.load('part.rcpe');
    * const copy = await Ensemble.loadBytes(await ensemble.saveBytes());
    */
-  static async loadBytes(bytes: Uint8Array): Promise<Ensemble> {
+  static async loadBytes(bytes: Uint8Array, options: { input?: InputOptions } = {}): Promise<Ensemble> {
     const stack = new Error();
     try {
       if (!(bytes instanceof Uint8Array)) throw invalidOption('loadBytes expects a Buffer or Uint8Array');
-      return await Ensemble.#fromBytes(Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength), 'these bytes');
+      checkEnsembleLoadOptions(options);
+      return await Ensemble.#fromBytes(Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength), 'these bytes', options.input);
     } catch (err) {
       rethrow(err, stack);
     }
   }
 
-  static async #fromBytes(bytes: Buffer, label: string): Promise<Ensemble> {
+  static async #fromBytes(bytes: Buffer, label: string, input: InputOptions | undefined): Promise<Ensemble> {
     const { meta, members } = parseContainer(bytes, label);
     const engines: Engine[] = [];
     for (const [i, memberBytes] of members.entries()) {
       try {
-        engines.push(await Engine.loadBytes(memberBytes));
+        engines.push(await Engine.loadBytes(memberBytes, { input }));
       } catch (err) {
         throw new ReconpatchError('ERR_MODEL_FILE', `ensemble model ${label}: member ${i} is not a valid model (${(err as Error).message})`, { cause: err });
       }
       if (engines[i].info.backbone !== meta.members[i].backbone)
         throw new ReconpatchError('ERR_MODEL_FILE', `ensemble model ${label}: member ${i} holds backbone '${engines[i].info.backbone}', its header says '${meta.members[i].backbone}'`);
     }
-    return new Ensemble(engines, storedCalibrationOptions(meta.calibrationOptions), meta);
+    return new Ensemble(engines, storedCalibrationOptions(meta.calibrationOptions), input, meta);
   }
 
   /**
@@ -304,7 +316,27 @@ export class Ensemble {
    */
   fit(images: Iterable<ImageInput> | AsyncIterable<ImageInput>, options: EnsembleFitOptions = {}): Promise<EnsembleFitSummary> {
     const stack = new Error();
-    return this.#queue.run(() => this.#fit(images, options)).catch((err) => rethrow(err, stack));
+    return this.#queue.run(() => this.#fit(images, options, 'fit')).catch((err) => rethrow(err, stack));
+  }
+
+  /**
+   * Takes new images of good parts into every member, as {@link Engine.update} does for one
+   * engine, in one pass over the input. The normalisers stay those of the fit; new held-out images
+   * add their fused scores to the threshold's evidence. Abort or failure leaves every member as it
+   * was. `addedRows` and `bankRows` are summed over the members.
+   * @example
+   * const ensemble = await Ensemble.load('part.rcpe');
+   * const { addedRows } = await ensemble.update(['shift2/000.png', 'shift2/001.png', 'shift2/002.png']);
+   */
+  update(images: Iterable<ImageInput> | AsyncIterable<ImageInput>, options: UpdateOptions = {}): Promise<UpdateSummary> {
+    const stack = new Error();
+    return this.#queue.run(async () => {
+      if (!this.#fitted) throw notFitted();
+      const before = this.#members.reduce((s, m) => s + m.info.bankRows, 0);
+      const { images: count, calibrationImages, calibration, warnings, seconds } = await this.#fit(images, options, 'update');
+      const bankRows = this.#members.reduce((s, m) => s + m.info.bankRows, 0);
+      return { images: count, calibrationImages, calibration, warnings, addedRows: bankRows - before, bankRows, seconds };
+    }).catch((err) => rethrow(err, stack));
   }
 
   /**
@@ -317,7 +349,7 @@ export class Ensemble {
    */
   score(image: ImageInput, options: ScoreOptions = {}): Promise<EnsembleScoreResult> {
     const stack = new Error();
-    const frame = toRawFrame(image);
+    const frame = toRawFrame(image, undefined, this.#input);
     frame.catch(() => undefined); // reported by the queued call below
     return this.#queue.run(async () => {
       checkScoreOptions(options);
@@ -482,7 +514,7 @@ export class Ensemble {
     if (!Array.isArray(images)) throw invalidOption('expects an array of images');
     const batchSize = this.#members[0].options.batchSize;
     for (let i = 0; i < images.length; i += batchSize) {
-      const frames = await Promise.all(images.slice(i, i + batchSize).map((img, j) => toRawFrame(img, i + j)));
+      const frames = await Promise.all(images.slice(i, i + batchSize).map((img, j) => toRawFrame(img, i + j, this.#input)));
       yield { frames, outputs: await this.#scoreFrames(frames) };
     }
   }
@@ -512,22 +544,32 @@ export class Ensemble {
     return { ...result, memberScores: [...o.scores] };
   }
 
-  // The members' fit transactions in lockstep: stage all, calibrate on the pending models, commit all.
-  async #fit(images: Iterable<ImageInput> | AsyncIterable<ImageInput>, { signal, onProgress }: EnsembleFitOptions): Promise<EnsembleFitSummary> {
+  // The members' fit (or update) transactions in lockstep: stage all, calibrate on the pending
+  // models, commit all.
+  async #fit(images: Iterable<ImageInput> | AsyncIterable<ImageInput>, { signal, onProgress, maxStagedPatches = 0 }: EnsembleFitOptions, mode: 'fit' | 'update'): Promise<EnsembleFitSummary> {
+    if (!(Number.isInteger(maxStagedPatches) && maxStagedPatches >= 0))
+      throw invalidOption(`maxStagedPatches must be a non-negative integer, got ${JSON.stringify(maxStagedPatches)}`);
     const started = performance.now();
     const natives = this.#members.map(nativeOf);
-    const control = new FitControl(natives, signal, 'ensemble');
+    const control = new FitControl(natives, signal, 'ensemble', mode);
     try {
       const staged = await stageFit(natives, images, control, {
-        onProgress: onProgress && ((p: Progress, member) => onProgress(member === undefined ? p : { ...p, member })),
-        calibration: this.#calibrationOptions, batchSize: natives[0].options().batchSize, what: 'ensemble',
+        mode, maxStagedPatches, onProgress: onProgress && ((p: Progress, member) => onProgress(member === undefined ? p : { ...p, member })),
+        calibration: this.#calibrationOptions, batchSize: natives[0].options().batchSize, input: this.#input,
       });
       const evidence = await nominalEvidence(natives, staged, control, natives[0].options().batchSize, onProgress && ((p) => onProgress(p)));
-      const enabled = this.#calibrationOptions.enabled && evidence[0].length >= 2;
-      const ranges: MemberRange[] | null = enabled ? evidence.map(memberRange) : null;
-      const calibration = ranges
-        ? calibrateNominal(fuseEvidence(evidence, ranges), this.#calibrationOptions.falseAlarmRate, staged.calibrationFrames.length ? 'holdout' : 'leave-one-out')
-        : null;
+      const options = this.#calibrationOptions;
+      let ranges: MemberRange[] | null = null;
+      let calibration: Calibration | null = null;
+      if (mode === 'update') {
+        // An update keeps the fit's normalisers; its evidence, fused with them, pools with the stored one.
+        ranges = this.#ranges;
+        calibration = this.#calibration;
+        if (options.enabled && ranges) calibration = poolNominal(calibration, fuseEvidence(evidence, ranges), options.falseAlarmRate);
+      } else if (options.enabled && evidence[0].length >= 2) {
+        ranges = evidence.map(memberRange);
+        calibration = calibrateNominal(fuseEvidence(evidence, ranges), options.falseAlarmRate, staged.calibrationFrames.length ? 'holdout' : 'leave-one-out');
+      }
       const memberMeta = JSON.stringify({ calibration: null, calibrationOptions: resolveCalibration(false) });
       for (const n of natives) n.fitCommit(memberMeta);
       this.#ranges = ranges;
@@ -555,4 +597,10 @@ function invalidOption(message: string): ReconpatchError {
 
 function notFitted(): ReconpatchError {
   return new ReconpatchError('ERR_NOT_FITTED', 'the ensemble is not fitted; call fit() with images of good parts first');
+}
+
+function checkEnsembleLoadOptions(options: { input?: InputOptions }): void {
+  if (options === null || typeof options !== 'object') throw invalidOption('load options must be an object');
+  for (const key of Object.keys(options)) if (key !== 'input') throw invalidOption(`unknown ensemble load option '${key}' (known: input)`);
+  resolveInput(options.input);
 }

@@ -126,22 +126,7 @@ export async function evaluate(
   const fit = await engine.fit(data.train, { onProgress: onProgress && ((p: Progress) => onProgress(p)) });
   for (const w of fit.warnings) log(`warning: ${w}`);
   log(`scoring ${data.test.length} test images`);
-  const started = performance.now();
-  const results: ScoreResult[] = [];
-  const CHUNK = 8;
-  for (let i = 0; i < data.test.length; i += CHUNK) {
-    results.push(...(await engine.scoreMany(data.test.slice(i, i + CHUNK).map((t) => t.path))));
-    onScored?.(results.length, data.test.length);
-  }
-  const scoreMs = (performance.now() - started) / data.test.length;
-  const calibration = engine.info.calibration;
-  if (saveImages) {
-    for (const [i, t] of data.test.entries()) await saveGrid(saveImages, t, results[i].map, calibration, results[i]);
-    log(`wrote ${data.test.length} image | heatmap | ground-truth pictures below ${saveImages}`);
-  }
-  writeScores(scoresOut, data.test, results.map((r) => r.score));
-  const targets = await pixelTargets(data.test, results);
-  const maps = targets.map((t) => subsample(results[t.index].map, results[t.index].width, results[t.index].height, PIXEL_EVAL_SIDE).data);
+  const measured = await measureEngine(engine, data.test, { scoresOut, log, onScored, saveImages });
   return {
     category,
     backbone: engine.info.backbone,
@@ -149,14 +134,46 @@ export async function evaluate(
     coreset: engine.options.coresetRatio,
     n_train: data.train.length,
     n_test: data.test.length,
-    ...quality(data.test, results.map((r) => r.score), maps, targets),
-    ...decision(data.test, results.map((r) => r.score), calibration),
+    ...measured.quality,
+    ...measured.decision,
     seed: engine.options.seed,
     missing_masks: data.missingMasks,
     fit_seconds: fit.seconds,
-    score_ms_per_image: scoreMs,
+    score_ms_per_image: measured.scoreMsPerImage,
     peak_rss_mb: Math.round(process.resourceUsage().maxRSS / 1024),
   };
+}
+
+/**
+ * Scores a test set with a fitted engine and measures it: image AUROC, F1, pixel AUROC, PRO,
+ * precision / recall / false-alarm rate at the deployed threshold, and the scoring time per image.
+ * For protocols beyond `evaluate` (e.g. fit, then update, then measure).
+ * @example
+ * const data = await readMvtecDataset('datasets', 'metal_plate');
+ * const { quality, decision } = await measureEngine(engine, data.test);
+ */
+export async function measureEngine(
+  engine: Engine, test: TestItem[], { scoresOut, log = stderrLine, onScored, saveImages }: Pick<EvaluateOptions, 'scoresOut' | 'log' | 'onScored' | 'saveImages'> = {},
+) {
+  const started = performance.now();
+  const results: ScoreResult[] = [];
+  const CHUNK = 8;
+  for (let i = 0; i < test.length; i += CHUNK) {
+    results.push(...(await engine.scoreMany(test.slice(i, i + CHUNK).map((t) => t.path))));
+    if (onScored) onScored(results.length, test.length);
+    else log(`scored ${results.length}/${test.length} test images`);
+  }
+  const scoreMsPerImage = (performance.now() - started) / test.length;
+  const calibration = engine.info.calibration;
+  if (saveImages) {
+    for (const [i, t] of test.entries()) await saveGrid(saveImages, t, results[i].map, calibration, results[i]);
+    log(`wrote ${test.length} image | heatmap | ground-truth pictures below ${saveImages}`);
+  }
+  writeScores(scoresOut, test, results.map((r) => r.score));
+  const targets = await pixelTargets(test, results);
+  const maps = targets.map((t) => subsample(results[t.index].map, results[t.index].width, results[t.index].height, PIXEL_EVAL_SIDE).data);
+  const scores = results.map((r) => r.score);
+  return { quality: quality(test, scores, maps, targets), decision: decision(test, scores, calibration), scoreMsPerImage };
 }
 
 /**

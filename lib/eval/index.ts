@@ -5,7 +5,7 @@
  * import { evaluate } from 'reconpatch/eval';
  * const row = await evaluate('datasets', 'metal_plate', { backbone: 'model.pt' });
  */
-export { PIXEL_EVAL_SIDE, evaluate, evaluateEnsemble } from './evaluate.js';
+export { PIXEL_EVAL_SIDE, evaluate, evaluateEnsemble, measureEngine } from './evaluate.js';
 export type { EvaluateOptions } from './evaluate.js';
 export { auroc, f1Max, pixelAuroc, pro } from './metrics.js';
 export { IMAGE_EXTENSIONS, listImages, readMask, readMvtecDataset } from './dataset.js';

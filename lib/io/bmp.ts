@@ -16,6 +16,13 @@ export function isBmp(bytes: Uint8Array): boolean {
   return bytes.length >= 2 && bytes[0] === 0x42 && bytes[1] === 0x4d; // "BM"
 }
 
+/** Width and height from a BMP's header (before decoding), or null when the header is cut short. */
+export function bmpSize(bytes: Uint8Array): { width: number; height: number } | null {
+  if (bytes.length < 26) return null;
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  return { width: view.getInt32(18, true), height: Math.abs(view.getInt32(22, true)) };
+}
+
 export function decodeBmp(bytes: Uint8Array): DecodedBmp {
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const need = (n: number, what: string) => {

@@ -3,11 +3,10 @@
  * (PNG, JPEG, TIFF, WebP...) are decoded with sharp, BMP by lib/bmp.ts (sharp has no BMP loader);
  * the addon only ever sees raw pixels.
  */
-import { readFile } from 'node:fs/promises';
+import sharp, { type Metadata } from 'sharp';
 
-import sharp from 'sharp';
-
-import { decodeBmp, isBmp } from './bmp.js';
+import { bmpSize, decodeBmp, isBmp } from './bmp.js';
+import { readRegularFile } from './regular_file.js';
 import { ReconpatchError } from '../errors.js';
 import type { RawFrame } from '../native.js';
 
@@ -35,8 +34,99 @@ export interface RawImage {
  */
 export type ImageInput = string | Uint8Array | RawImage;
 
-/** Decoding limit against decompression bombs (sharp's default: 0x3FFF * 0x3FFF pixels). */
-const PIXEL_LIMIT = 268402689;
+/**
+ * How a damaged encoded image is treated (sharp's `failOn`): refused at any decoder `'warning'`
+ * (the default: e.g. "Corrupt JPEG data"), only at an `'error'`, only when `'truncated'`, or
+ * decoded as far as possible (`'none'`).
+ * @example
+ * const lenient: FailOn = 'error'; // accept JPEGs with corrupt data that libjpeg can still decode
+ * const engine = await Engine.create({ backbone: 'random_cnn', input: { failOn: lenient } });
+ */
+export type FailOn = 'none' | 'truncated' | 'error' | 'warning';
+
+/**
+ * What an engine accepts as input. Runtime options, like `batching`: not saved with a model; pass
+ * them to `Engine.create` and again to `Engine.load`.
+ * @example
+ * const engine = await Engine.load('part.rcp', { input: { maxPixels: 150_000_000, failOn: 'error' } });
+ */
+export interface InputOptions {
+  /**
+   * Largest image accepted, in pixels (width × height; default 67,108,864 = 8192 × 8192). Checked
+   * from the header before anything is decoded, for every input kind; the image after resizing
+   * (before the crop) must fit in it too, which bounds the resized tensor whatever the aspect
+   * ratio. Image files may have at most 8 bytes per allowed pixel (at least 64 MiB).
+   */
+  maxPixels?: number;
+  /** When a damaged encoded image is refused (default `'warning'`); see {@link FailOn}. */
+  failOn?: FailOn;
+}
+
+/**
+ * The defaults of {@link InputOptions}.
+ * @example
+ * const twice = await Engine.load('part.rcp', { input: { maxPixels: 2 * INPUT_DEFAULTS.maxPixels } });
+ */
+export const INPUT_DEFAULTS: Readonly<Required<InputOptions>> = Object.freeze({ maxPixels: 8192 * 8192, failOn: 'warning' });
+
+const FAIL_ON: readonly FailOn[] = ['none', 'truncated', 'error', 'warning'];
+
+/** How an engine that takes the frame resizes it (its native options; `resize` 0 = none). */
+export interface ResizePlan {
+  resize: number;
+  resizeMode: 'area' | 'shorter' | 'squash';
+}
+
+/** Everything decoding checks: the input options and the resizes of the engines the frame is for. */
+export interface DecodePolicy extends Required<InputOptions> {
+  resizes: readonly ResizePlan[];
+}
+
+/** Validates {@link InputOptions} and fills the defaults. Throws ERR_INVALID_OPTION. */
+export function resolveInput(value: InputOptions | undefined): Required<InputOptions> {
+  const bad = (message: string) => new ReconpatchError('ERR_INVALID_OPTION', message);
+  if (value === undefined) return { ...INPUT_DEFAULTS };
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) throw bad('input must be an object { maxPixels, failOn }');
+  for (const key of Object.keys(value)) if (key !== 'maxPixels' && key !== 'failOn') throw bad(`unknown input option '${key}'`);
+  const { maxPixels = INPUT_DEFAULTS.maxPixels, failOn = INPUT_DEFAULTS.failOn } = value;
+  if (!Number.isInteger(maxPixels) || maxPixels < 64 || maxPixels > 2 ** 32)
+    throw bad(`input.maxPixels must be an integer in [64, ${2 ** 32}], got ${JSON.stringify(maxPixels)}`);
+  if (!FAIL_ON.includes(failOn)) throw bad(`input.failOn must be one of ${FAIL_ON.map((f) => `'${f}'`).join(', ')}, got ${JSON.stringify(failOn)}`);
+  return { maxPixels, failOn };
+}
+
+/** The size the native preprocessing resizes a width x height image to (core/pipeline/image.cc, planGeometry). */
+export function resizedSize(width: number, height: number, { resize, resizeMode }: ResizePlan): [number, number] {
+  if (resize <= 0) return [width, height];
+  if (resizeMode === 'squash') return [resize, resize];
+  if (resizeMode === 'area') {
+    // About resize^2 pixels, aspect kept, each side even.
+    const scale = resize / Math.sqrt(width * height);
+    return [Math.max(2, 2 * Math.round((width * scale) / 2)), Math.max(2, 2 * Math.round((height * scale) / 2))];
+  }
+  // torchvision Resize(int): the shorter side becomes `resize`, the longer is scaled and floored.
+  return height <= width ? [Math.floor((resize * width) / height), resize] : [resize, Math.floor((resize * height) / width)];
+}
+
+// Formats decoded with sharp (what sharp reads from memory, less SVG: a text format rendered at
+// any size, with references to other files; nothing an inspection camera writes).
+const FORMATS = new Set(['jpeg', 'png', 'webp', 'tiff', 'gif', 'heif']);
+
+/** Throws ERR_INVALID_IMAGE when a width x height image, or its resized size, is over the pixel budget. */
+function checkSize(width: number, height: number, label: string, policy: DecodePolicy): void {
+  const { maxPixels } = policy;
+  const pixels = width * height;
+  if (pixels > maxPixels)
+    throw invalid(`${label} is ${width}x${height} = ${pixels} pixels, over the input limit of ${maxPixels} pixels (option input.maxPixels)`);
+  for (const plan of policy.resizes) {
+    const [w, h] = resizedSize(width, height, plan);
+    if (w * h > maxPixels)
+      throw invalid(
+        `${label} (${width}x${height}) would be resized to ${w}x${h} = ${w * h} pixels (resize ${plan.resize}, resizeMode '${plan.resizeMode}'), ` +
+          `over the limit of ${maxPixels} pixels for the resized image (option input.maxPixels): its aspect ratio is too extreme`,
+      );
+  }
+}
 
 function invalid(message: string, cause?: unknown): ReconpatchError {
   return new ReconpatchError('ERR_INVALID_IMAGE', message, { cause });
@@ -52,7 +142,7 @@ function isRawImage(x: unknown): x is RawImage {
   return typeof x === 'object' && x !== null && !(x instanceof Uint8Array) && 'data' in x && 'width' in x;
 }
 
-function fromRaw(img: RawImage, label: string): RawFrame {
+function fromRaw(img: RawImage, label: string, policy: DecodePolicy): RawFrame {
   const { data, width, height, channels } = img;
   if (!(data instanceof Uint8Array)) throw invalid(`${label}: raw frame data must be a Uint8Array (or Buffer)`);
   if (!Number.isInteger(width) || !Number.isInteger(height) || width < 1 || height < 1)
@@ -61,6 +151,7 @@ function fromRaw(img: RawImage, label: string): RawFrame {
     throw invalid(`${label}: raw frame channels must be 1, 2, 3 or 4, got ${String(channels)}`);
   if (data.length !== width * height * channels)
     throw invalid(`${label}: raw frame has ${data.length} bytes but ${width}x${height}x${channels} needs ${width * height * channels}`);
+  checkSize(width, height, label, policy);
   if (channels === 1 || channels === 3) return { data, width, height, channels };
   // Drop the alpha channel: grey+alpha -> grey, RGBA -> RGB.
   const keep = channels - 1;
@@ -71,15 +162,34 @@ function fromRaw(img: RawImage, label: string): RawFrame {
   return { data: out, width, height, channels: keep as 1 | 3 };
 }
 
-async function decode(bytes: Uint8Array, label: string): Promise<RawFrame> {
+async function decode(bytes: Uint8Array, label: string, policy: DecodePolicy): Promise<RawFrame> {
   if (isBmp(bytes)) {
+    const size = bmpSize(bytes);
+    if (size && size.width > 0 && size.height > 0) checkSize(size.width, size.height, label, policy);
     try {
       return decodeBmp(bytes);
     } catch (err) {
       throw invalid(`${label} could not be decoded as a BMP (${(err as Error).message})`, err);
     }
   }
-  const open = () => sharp(bytes, { failOn: 'error', limitInputPixels: PIXEL_LIMIT });
+  const { failOn, maxPixels } = policy;
+  const open = () => sharp(bytes, { failOn, limitInputPixels: maxPixels });
+  const undecodable = (err: unknown) => {
+    const why = err instanceof Error ? err.message : String(err);
+    return invalid(`${label} could not be decoded as an image (${why}); pass a PNG, JPEG, BMP or TIFF, or a raw frame`, err);
+  };
+  // The header first: the format and the size are checked before any pixel is decoded (sharp's
+  // own pixel limit would refuse the header too, without saying which limit).
+  let meta: Metadata;
+  try {
+    meta = await sharp(bytes, { failOn, limitInputPixels: false }).metadata();
+  } catch (err) {
+    throw undecodable(err);
+  }
+  if (!meta.format || !FORMATS.has(meta.format))
+    throw invalid(`${label} is ${meta.format ? `a '${meta.format}' image` : 'of an unknown format'}; pass a PNG, JPEG, BMP, TIFF, WebP, GIF or AVIF image, or a raw frame`);
+  if (!meta.width || !meta.height) throw invalid(`${label} has no size in its header`);
+  checkSize(meta.width, meta.height, label, policy);
   try {
     let { data, info } = await open().removeAlpha().raw({ depth: 'uchar' }).toBuffer({ resolveWithObject: true });
     if (info.channels !== 1 && info.channels !== 3) {
@@ -88,31 +198,41 @@ async function decode(bytes: Uint8Array, label: string): Promise<RawFrame> {
     }
     return { data, width: info.width, height: info.height, channels: info.channels as 1 | 3 };
   } catch (err) {
-    const why = err instanceof Error ? err.message : String(err);
-    throw invalid(`${label} could not be decoded as an image (${why}); pass a PNG, JPEG, BMP or TIFF, or a raw frame`, err);
+    throw undecodable(err);
   }
 }
 
 /**
- * Normalises any {@link ImageInput} to a raw frame. Throws ERR_INVALID_IMAGE naming the input.
+ * Normalises any {@link ImageInput} to a raw frame, within the limits of `policy` (by default
+ * {@link INPUT_DEFAULTS}, no resize). Throws ERR_INVALID_IMAGE naming the input and, for a limit,
+ * which one.
  * @example
  * const frame = await toRawFrame('parts/0001.png');   // { data, width, height, channels: 3 }
  */
-export async function toRawFrame(input: ImageInput, index?: number): Promise<RawFrame> {
+export async function toRawFrame(input: ImageInput, index?: number, policy: Partial<DecodePolicy> = {}): Promise<RawFrame> {
   const label = describeInput(input, index);
+  const { resizes = [], ...limits } = policy;
+  const p: DecodePolicy = { ...resolveInput(limits), resizes };
   if (typeof input === 'string') {
-    let bytes: Buffer;
-    try {
-      bytes = await readFile(input);
-    } catch (err) {
-      throw invalid(`${label} cannot be read (${(err as NodeJS.ErrnoException).code ?? String(err)})`, err);
-    }
-    return decode(bytes, label);
+    const maxBytes = Math.max(64 * 2 ** 20, 8 * p.maxPixels);
+    const bytes = await readRegularFile(input, maxBytes, (why, cause) => invalid(`${label} cannot be read: ${why}`, cause));
+    if (bytes.length === 0) throw invalid(`${label} is an empty file`);
+    return decode(bytes, label, p);
   }
   if (input instanceof Uint8Array) {
     if (input.length === 0) throw invalid(`${label} is an empty buffer`);
-    return decode(input, label);
+    return decode(input, label, p);
   }
-  if (isRawImage(input)) return fromRaw(input, label);
+  if (isRawImage(input)) {
+    let frame: RawImage;
+    try {
+      // Read the caller's object once: a getter that throws is a bad frame, not our failure.
+      const { data, width, height, channels } = input;
+      frame = { data, width, height, channels };
+    } catch (err) {
+      throw invalid(`${label}: reading the raw frame's fields threw (${err instanceof Error ? err.message : String(err)})`, err);
+    }
+    return fromRaw(frame, label, p);
+  }
   throw invalid(`${label}: expected a file path, a Buffer of an encoded image, or a raw frame {data, width, height, channels}`);
 }

@@ -47,6 +47,25 @@ export function tapNames(arch: TorchvisionArchitecture): { all: string[]; defaul
   return { all: [1, 2, 3, 4].map((i) => `${stage}${i}`), defaults: [`${stage}2`, `${stage}3`] };
 }
 
+/**
+ * Where the addon's list of architectures and taps (native/core/backbones/torchvision.cc) differs
+ * from this file's. Empty when they agree.
+ */
+export function torchvisionDrift(catalog: Record<string, { taps: string[]; defaults: string[] }>): string[] {
+  const drift: string[] = [];
+  const ours = [...TORCHVISION_ARCHITECTURES].sort();
+  const theirs = Object.keys(catalog).sort();
+  if (ours.join(',') !== theirs.join(',')) drift.push(`torchvision architectures differ: the addon has [${theirs.join(', ')}], lib/io/weights.ts [${ours.join(', ')}]`);
+  for (const arch of ours) {
+    const c = catalog[arch];
+    if (!c) continue;
+    const t = tapNames(arch);
+    if (c.taps.join(',') !== t.all.join(',') || c.defaults.join(',') !== t.defaults.join(','))
+      drift.push(`${arch} taps differ: the addon ${c.taps.join(',')} (default ${c.defaults.join(',')}), lib/io/weights.ts ${t.all.join(',')} (default ${t.defaults.join(',')})`);
+  }
+  return drift;
+}
+
 export function isTorchvisionArchitecture(name: unknown): name is TorchvisionArchitecture {
   return typeof name === 'string' && Object.hasOwn(TORCHVISION_WEIGHTS, name);
 }

@@ -6,6 +6,7 @@
 #include "addon/engine_wrap.h"
 #include "probes/internals.h"
 #include "core/memory.h"
+#include "core/backbones/catalog.h"
 #include "core/runtime.h"
 
 namespace rpn {
@@ -54,7 +55,8 @@ Napi::Object makeInternals(Napi::Env env) {
                                                                        info[2].ToNumber().Int64Value(),
                                                                        info[3].ToBoolean().Value(),
                                                                        info[4].IsUndefined() ? 0 : info[4].ToNumber().Int32Value(),
-                                                                       info.Length() > 5 && info[5].ToBoolean()));
+                                                                       info.Length() > 5 && info[5].ToBoolean(),
+                                                                       info.Length() > 6 && info[6].ToBoolean()));
           });
         }));
   o.Set("knn", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
@@ -192,6 +194,21 @@ Addon::Addon(Napi::Env env, Napi::Object exports) {
   exports.Set("optionDefaults", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
                 return optionsToJs(info.Env(), rp::EngineOptions{});
               }, "optionDefaults"));
+  exports.Set("torchvisionCatalog", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
+                Napi::Object o = Napi::Object::New(info.Env());
+                auto strings = [&](const std::vector<std::string>& v) {
+                  Napi::Array a = Napi::Array::New(info.Env(), v.size());
+                  for (size_t i = 0; i < v.size(); ++i) a.Set(static_cast<uint32_t>(i), v[i]);
+                  return a;
+                };
+                for (const auto& a : rp::torchvisionCatalog()) {
+                  Napi::Object entry = Napi::Object::New(info.Env());
+                  entry.Set("taps", strings(a.taps));
+                  entry.Set("defaults", strings(a.defaults));
+                  o.Set(a.name, entry);
+                }
+                return o;
+              }, "torchvisionCatalog"));
   exports.Set("runtime", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
                 auto r = rp::runtimeInfo();
                 Napi::Object o = Napi::Object::New(info.Env());

@@ -122,6 +122,25 @@ struct StageProgress {
   double value;
 };
 
+// Calls the JS progress callback on the JS thread. Plain N-API, nothing thrown: when the call
+// fails with no JS exception pending, JS cannot run any more (the worker thread that owns this
+// environment is being terminated), so the fit is cancelled and ends at its next cancellation
+// point instead of running on for minutes while terminate() waits for it (issue 17).
+void deliverProgress(Napi::Env env, Napi::Function cb, const StageProgress& p, const std::weak_ptr<rp::Engine>& engine) {
+  napi_value args[4];
+  napi_value result;
+  bool built = napi_create_string_utf8(env, p.stage, NAPI_AUTO_LENGTH, &args[0]) == napi_ok &&
+               napi_create_double(env, static_cast<double>(p.done), &args[1]) == napi_ok &&
+               napi_create_double(env, static_cast<double>(p.total), &args[2]) == napi_ok &&
+               napi_create_double(env, p.value, &args[3]) == napi_ok;
+  napi_value global;
+  if (built && napi_get_global(env, &global) == napi_ok && napi_call_function(env, global, cb, 4, args, &result) == napi_ok) return;
+  bool pending = false;
+  if (napi_is_exception_pending(env, &pending) != napi_ok || !pending) {
+    if (auto e = engine.lock()) e->requestCancel();
+  }
+}
+
 // fitEnd: progress events cross to JS through a thread-safe function.
 class FitEndWorker : public PromiseWorker {
  public:
@@ -140,22 +159,29 @@ class FitEndWorker : public PromiseWorker {
     if (hasProgress_) {
       fn = [this](const char* stage, int64_t done, int64_t total, double value) {
         auto* p = new StageProgress{stage, done, total, value};
-        napi_status s = tsfn_.NonBlockingCall(p, [](Napi::Env env, Napi::Function cb, StageProgress* p) {
-          cb.Call({Napi::String::New(env, p->stage), Napi::Number::New(env, static_cast<double>(p->done)),
-                   Napi::Number::New(env, static_cast<double>(p->total)), Napi::Number::New(env, p->value)});
+        // weak: a call still queued when the environment goes away is dropped without being run
+        // (node-addon-api then frees neither it nor its captures).
+        std::weak_ptr<rp::Engine> engine = engine_;
+        napi_status s = tsfn_.NonBlockingCall(p, [engine](Napi::Env env, Napi::Function cb, StageProgress* p) {
+          deliverProgress(env, cb, *p, engine);
           delete p;
         });
-        if (s != napi_ok) delete p;
+        if (s == napi_ok) ++queued_;
+        else delete p;
       };
     }
     engine_->fitEnd(fn, leaveOut_);
   }
+  // How many progress calls were queued: JS waits until it has received them all before it goes
+  // on, so that a late one cannot arrive after the fit has moved past its stage.
+  Napi::Value Result(Napi::Env env) override { return Napi::Number::New(env, static_cast<double>(queued_.load())); }
 
  private:
   EnginePtr engine_;
   int64_t leaveOut_;
   Napi::ThreadSafeFunction tsfn_;
   bool hasProgress_ = false;
+  std::atomic<int64_t> queued_{0};
 };
 
 // The model as model-file bytes, handed to JS without a copy.
@@ -225,15 +251,22 @@ Napi::Value EngineWrap::Info(const Napi::CallbackInfo& info) {
   o.Set("featureDim", static_cast<double>(i.featureDim));
   o.Set("trainImages", static_cast<double>(i.trainImages));
   o.Set("trainPatches", static_cast<double>(i.trainPatches));
+  o.Set("updates", static_cast<double>(i.updates));
+  o.Set("updateRows", static_cast<double>(i.updateRows));
   o.Set("device", i.device);
   return o;
 }
 
 Napi::Value EngineWrap::Options(const Napi::CallbackInfo& info) { return optionsToJs(info.Env(), engine_->options()); }
 
+// fitBegin(mode?: 'fit' | 'update', maxStagedPatches?: number)
 Napi::Value EngineWrap::FitBegin(const Napi::CallbackInfo& info) {
-  engine_->fitBegin();
-  return info.Env().Undefined();
+  const bool update = info.Length() > 0 && info[0].IsString() && info[0].As<Napi::String>().Utf8Value() == "update";
+  const int64_t budget = info.Length() > 1 && info[1].IsNumber() ? info[1].As<Napi::Number>().Int64Value() : 0;
+  return callCore(info.Env(), [&] {
+    engine_->fitBegin(update ? rp::FitMode::Update : rp::FitMode::Fit, budget);
+    return info.Env().Undefined();
+  });
 }
 
 Napi::Value EngineWrap::FitAdd(const Napi::CallbackInfo& info) {

@@ -1,5 +1,10 @@
 // An AsyncWorker that settles a promise. Run() executes off the event loop; rp::Error becomes a
 // rejected JS Error carrying the stable `code` (e.g. ERR_MODEL_FILE).
+//
+// Settling never throws: when the environment is being torn down (worker.terminate() while the
+// work ran), JS can no longer run and every N-API call that would touch it fails. There is nobody
+// left to tell, so the outcome is dropped; an exception escaping a libuv completion callback would
+// std::terminate the whole process instead (issue 17).
 #pragma once
 #include <napi.h>
 
@@ -12,14 +17,14 @@ namespace rpn {
 
 class PromiseWorker : public Napi::AsyncWorker {
  public:
-  explicit PromiseWorker(Napi::Env env, const char* name)
-      : Napi::AsyncWorker(env, name), deferred_(Napi::Promise::Deferred::New(env)) {}
+  explicit PromiseWorker(Napi::Env env, const char* name) : Napi::AsyncWorker(env, name) {
+    NAPI_THROW_IF_FAILED_VOID(env, napi_create_promise(env, &deferred_, &promise_));
+  }
 
-  // Queues the work and returns its promise.
-  Napi::Promise Start() {
-    Napi::Promise p = deferred_.Promise();
+  // Queues the work and returns its promise (call once, in the scope that constructed the worker).
+  Napi::Value Start() {
     Queue();
-    return p;
+    return Napi::Value(Env(), promise_);
   }
 
  protected:
@@ -30,25 +35,48 @@ class PromiseWorker : public Napi::AsyncWorker {
   void Execute() override {
     try {
       Run();
+      return;
     } catch (const rp::Error& e) {
       code_ = rp::errorCodeName(e.code());
-      SetError(e.what());
+      message_ = e.what();
     } catch (const std::exception& e) {
       code_ = "ERR_INTERNAL";
-      SetError(e.what());
+      message_ = e.what();
     }
+    SetError(message_.empty() ? "native error" : message_);  // non-empty: routes to OnError
   }
   void OnOK() override {
+    napi_value result = nullptr;
     try {
-      deferred_.Resolve(Result(Env()));
+      result = Result(Env());
     } catch (const Napi::Error& e) {
-      deferred_.Reject(e.Value());
+      settle(false, e.Value());
+      return;
+    } catch (...) {
+      return;  // only when JS cannot run any more
     }
+    settle(true, result);
   }
-  void OnError(const Napi::Error& e) override { deferred_.Reject(makeError(Env(), code_, e.Message()).Value()); }
+  void OnError(const Napi::Error&) override {
+    napi_value error = nullptr;
+    try {
+      error = makeError(Env(), code_, message_).Value();
+    } catch (...) {
+      return;  // only when JS cannot run any more
+    }
+    settle(false, error);
+  }
+  // Plain N-API calls: a failure means the environment is going away, not an error to throw.
+  void settle(bool ok, napi_value value) {
+    if (value == nullptr) return;
+    napi_status s = ok ? napi_resolve_deferred(Env(), deferred_, value) : napi_reject_deferred(Env(), deferred_, value);
+    (void)s;
+  }
 
-  Napi::Promise::Deferred deferred_;
+  napi_deferred deferred_ = nullptr;
+  napi_value promise_ = nullptr;
   std::string code_ = "ERR_INTERNAL";
+  std::string message_;
 };
 
 }  // namespace rpn

@@ -9,6 +9,7 @@
 
 #include "core/backbones/backbone.h"
 #include "core/pipeline/coreset.h"
+#include "core/device_context.h"
 #include "core/error.h"
 #include "core/guarded.h"
 #include "core/pipeline/feature_staging.h"
@@ -36,15 +37,20 @@ struct EmbeddedGroup {
 
 // A fitted model: what scoring needs, and what the model file keeps.
 struct FittedModel {
-  std::unique_ptr<ReConPatchHead> head;  // null: PatchCore features as they are
+  std::shared_ptr<const ReConPatchHead> head;  // null: PatchCore features as they are
   std::unique_ptr<FlatL2Index> bank;
   int64_t trainImages = 0, trainPatches = 0;
+  // The squared coverage radius the coreset stopped at (projected space): update() adds new
+  // patches farther than this from the bank. < 0: unknown (older model files), estimated on use.
+  double coresetRadius2 = -1;
+  int64_t updates = 0, updateRows = 0;
 };
 
 struct Engine::Impl {
   EngineOptions opts;
   torch::Device device;
   std::unique_ptr<Backbone> backbone;
+  EngineStream stream;  // this engine's own CUDA stream (nothing on the CPU)
   PreprocessOptions pre;
   mutable std::mutex mutex;  // held by every call that computes (a fit holds it for minutes)
   std::atomic<bool> cancel{false};
@@ -60,7 +66,13 @@ struct Engine::Impl {
 
   // Fit in progress (staging; the pending model is built from it).
   bool fitting = false;
-  FeatureStaging staging{torch::kFloat32, torch::kCPU};  // [rows, D], reset by fitBegin
+  FitMode fitMode = FitMode::Fit;
+  int64_t stagingBudget = 0;   // maxStagedPatches (0: none)
+  int64_t stagingPatches = 0;  // patches embedded in this fit, also those reduced away
+  // [rows, D], reset by fitBegin. Always in host memory, on any device: a GPU holds only what it
+  // computes on (a batch of features for the head, the projected points, the bank), so a fit's
+  // staged features are bounded by host memory, not by the GPU's.
+  FeatureStaging staging{torch::kFloat32, torch::kCPU};
   int64_t stagingImages = 0;
   // Where each staged image's rows are (images of one shape are embedded together, so staging
   // order can differ from input order within a batch), for leave-one-image-out calibration.
@@ -70,8 +82,17 @@ struct Engine::Impl {
   std::vector<StagedImage> stagedImages;
   std::vector<LeaveOutResult> leaveOut;  // the last fitEnd's, for the caller's calibration
 
+  // The CPU's own paths (per-image scoring, the fused kernels, the CPU coreset loops); false on
+  // other devices, and on the CPU when RECONPATCH_GPU_PATHS is set: a test hook that runs the
+  // GPU-shaped code (batched scoring, tensor-op kernels, the device coreset loop) on the CPU.
+  bool hostPaths = true;
+
   Impl(const EngineOptions& o, std::unique_ptr<Backbone> b)
-      : opts(o), device(resolveDevice(o.device)), backbone(std::move(b)) {
+      : opts(o), device(resolveDevice(o.device)), backbone(std::move(b)), stream(device) {
+    hostPaths = device.is_cpu() && !std::getenv("RECONPATCH_GPU_PATHS");
+    // k-NN on the GPU is float32 GEMMs: TF32 (10-bit mantissa) would move distances by ~1e-3
+    // relative and change which bank row is nearest. libtorch's default is off; keep it so.
+    if (device.is_cuda()) at::globalContext().setAllowTF32CuBLAS(false);
     applyThreads();
     if (!backbone) backbone = makeBackbone(opts, device);
     const auto& bi = backbone->info();
@@ -92,6 +113,8 @@ struct Engine::Impl {
     i.featureDim = opts.targetDim;
     i.trainImages = live ? live->trainImages : 0;
     i.trainPatches = live ? live->trainPatches : 0;
+    i.updates = live ? live->updates : 0;
+    i.updateRows = live ? live->updateRows : 0;
     i.device = device.str();
     std::lock_guard<std::mutex> lock(infoMutex);
     snapshot = std::move(i);
@@ -131,7 +154,7 @@ struct Engine::Impl {
       inputs[gi].push_back(x);
     }
     for (size_t gi = 0; gi < groups.size(); ++gi) {
-      if (device.is_cpu()) {
+      if (hostPaths) {
         // One image at a time on CPU: batched convolutions and patch aggregation are no faster
         // per image here (measured, bench/NOTES.md), and per-image passes make every image's
         // features independent of what it was batched with, so batched scoring equals sequential.
@@ -146,7 +169,8 @@ struct Engine::Impl {
         auto batch = torch::stack(inputs[gi], 0);  // [B, 3, h, w]
         inputs[gi].clear();
         auto taps = backbone->forward(batch);
-        groups[gi].features = patchFeatures(taps, opts.patchSize, opts.pretrainDim, opts.targetDim, &groups[gi].grid);
+        groups[gi].features = patchFeatures(taps, opts.patchSize, opts.pretrainDim, opts.targetDim, &groups[gi].grid,
+                                            PatchFeaturesPath::Tensor);
       }
     }
     return groups;
@@ -171,14 +195,27 @@ struct Engine::Impl {
                                 : maxImageScores(patch);  // [B]
     const auto& g0 = g.geometry[0];
     auto maps = anomalyMaps(patch.view({B, g.grid.height, g.grid.width}), g0.cropH, g0.cropW, opts.blurSigma);  // [B, cropH, cropW]
-    auto scoresCpu = scores.to(torch::kCPU);
+    // Every map at its image's own size, post-processed where it was computed; off the CPU they
+    // cross to the host in one copy (with the scores), not one per image.
+    std::vector<torch::Tensor> full;
+    for (int64_t b = 0; b < B; ++b) full.push_back(mapToOriginal(maps[b], g.geometry[b]));  // [H_b, W_b]
+    torch::Tensor hostScores = scores.to(torch::kFloat32), hostMaps;
+    if (!hostPaths) {
+      std::vector<torch::Tensor> flat = {hostScores};
+      for (auto& m : full) flat.push_back(m.reshape(-1));
+      hostMaps = torch::cat(flat).to(torch::kCPU);  // [B + sum H_b W_b]
+      hostScores = hostMaps.narrow(0, 0, B);
+    }
+    int64_t at = B;
     for (int64_t b = 0; b < B; ++b) {
-      auto m = mapToOriginal(maps[b], g.geometry[b]).to(torch::kCPU).contiguous();  // [H, W]
       auto& r = (*results)[g.members[b]];
-      r.score = scoresCpu[b].item<float>();
-      r.height = m.size(0);
-      r.width = m.size(1);
-      r.map.assign(m.data_ptr<float>(), m.data_ptr<float>() + m.numel());
+      r.score = hostScores[b].item<float>();
+      r.height = full[b].size(0);
+      r.width = full[b].size(1);
+      const int64_t n = r.height * r.width;
+      auto m = hostPaths ? full[b].contiguous() : hostMaps.narrow(0, at, n);
+      at += n;
+      r.map.assign(m.data_ptr<float>(), m.data_ptr<float>() + n);
     }
   }
 
@@ -196,6 +233,9 @@ struct Engine::Impl {
     }
     m.trainImages = live->trainImages;
     m.trainPatches = live->trainPatches;
+    m.coresetRadius = live->coresetRadius2 >= 0 ? std::sqrt(live->coresetRadius2) : -1;
+    m.updates = live->updates;
+    m.updateRows = live->updateRows;
     m.metadata = metadata;
     return m;
   }
@@ -204,8 +244,9 @@ struct Engine::Impl {
   // against `model`'s bank without the rows it contributed (the coreset's selection is sorted and
   // staged rows are grouped by image, so those rows are one contiguous range of the bank). The
   // same score and map as scoring computes; costs one k-NN search of the image's patches.
+  // In an update the staged rows were picked from after the live bank's `bankOffset` rows.
   std::vector<LeaveOutResult> leaveOneImageOut(const FittedModel& model, const std::vector<torch::Tensor>& chunks,
-                                               const torch::Tensor& selectedSorted, int64_t count,
+                                               const torch::Tensor& selectedSorted, int64_t bankOffset, int64_t count,
                                                const StageProgressFn& progress) const {
     torch::NoGradGuard noGrad;
     std::vector<StagedImage> images = stagedImages;
@@ -224,14 +265,15 @@ struct Engine::Impl {
     const int64_t* sel = selected.data_ptr<int64_t>();
     const int64_t M = selected.numel();
     const FlatL2Index& bank = *model.bank;
+    const int64_t bankRows = bank.rows().size(0);
     std::vector<LeaveOutResult> out;
     int64_t done = 0;
     for (const auto& im : chosen) {
       checkCancel("while calibrating");
       // The bank rows this image contributed.
-      const int64_t b = std::lower_bound(sel, sel + M, im.rowStart) - sel;
-      const int64_t e = std::lower_bound(sel, sel + M, im.rowStart + im.rows) - sel;
-      if (b == 0 && e == M) continue;  // the whole bank is this image's: nothing to compare with
+      const int64_t b = bankOffset + (std::lower_bound(sel, sel + M, im.rowStart) - sel);
+      const int64_t e = bankOffset + (std::lower_bound(sel, sel + M, im.rowStart + im.rows) - sel);
+      if (e - b == bankRows) continue;  // the whole bank is this image's: nothing to compare with
       // Its staged rows (they may straddle two chunks).
       std::vector<torch::Tensor> parts;
       for (size_t c = 0; c < chunks.size(); ++c) {
@@ -239,7 +281,7 @@ struct Engine::Impl {
         const int64_t hi = std::min(im.rowStart + im.rows, chunkStart[c] + chunks[c].size(0));
         if (lo < hi) parts.push_back(chunks[c].narrow(0, lo - chunkStart[c], hi - lo));
       }
-      auto q = (parts.size() == 1 ? parts[0] : torch::cat(parts, 0)).to(torch::kFloat32);  // [L, D]
+      auto q = (parts.size() == 1 ? parts[0] : torch::cat(parts, 0)).to(device, torch::kFloat32);  // [L, D]
       torch::Tensor d2, nn;
       bank.search(q, 1, &d2, &nn, RowRange{b, e});
       auto patch = (opts.distance == Distance::Euclidean ? d2.sqrt() : d2).view({1, im.rows});  // [1, L]
@@ -259,6 +301,81 @@ struct Engine::Impl {
     return out;
   }
 
+  CoresetOptions coresetOptions() const {
+    CoresetOptions co;
+    co.ratio = opts.coresetRatio;
+    co.projectionDim = opts.coresetProjection;
+    co.numStarts = opts.coresetStarts;
+    co.seed = opts.seed;
+    co.deviceLoop = !hostPaths;
+    return co;
+  }
+
+  // f(p) of staged rows (host) computed on the engine's device, back to the staging dtype on the host.
+  torch::Tensor applyHead(const ReConPatchHead& head, const torch::Tensor& rows) const {
+    return head.apply(rows.to(device)).to(torch::kCPU, stagingType());
+  }
+
+  // Merge and reduce: the staged patches, over budget, become a coreset of half the budget.
+  void reduceStaging() {
+    auto chunks = staging.take();
+    CoresetOptions co = coresetOptions();
+    co.count = stagingBudget / 2;
+    auto selected = std::get<0>(approximateGreedyCoreset(chunks, co, nullptr, &cancel, nullptr, device).sort());
+    staging = FeatureStaging(stagingType(), torch::kCPU);
+    for (auto& rows : gatherRows(chunks, selected)) staging.append(rows);
+    // Reduced images keep only part of their rows: they can no longer be scored leave-one-out
+    // (the images staged after the last reduction still can).
+    stagedImages.clear();
+    releaseFreedMemory();
+  }
+
+  // The rows of the concatenated chunks at sorted `selected` indices, chunk by chunk; each chunk
+  // is released once read unless `keep` (leave-one-image-out reads them once more).
+  static std::vector<torch::Tensor> gatherRows(std::vector<torch::Tensor>& chunks, const torch::Tensor& selected, bool keep = false) {
+    std::vector<torch::Tensor> picked;
+    int64_t offset = 0;
+    for (auto& c : chunks) {
+      auto lo = offset, hi = offset + c.size(0);
+      auto mask = (selected >= lo).logical_and(selected < hi);
+      auto local = selected.masked_select(mask) - lo;
+      if (local.numel() > 0) picked.push_back(c.index_select(0, local.to(c.device())));
+      offset = hi;
+      if (!keep) c = torch::Tensor();
+    }
+    return picked;
+  }
+
+  // Update: the live model grown by the staged patches (through the live head) that lie outside
+  // its coverage, selected greedily in the coreset's projected space.
+  // leaveOut > 0: the new images are then scored leave-one-image-out against the grown bank.
+  std::unique_ptr<FittedModel> grownModel(std::vector<torch::Tensor>& chunks, int64_t images, int64_t patches,
+                                          const StageProgressFn& progress, int64_t leaveOut) {
+    const FittedModel& base = *live;
+    if (base.head) for (auto& c : chunks) c = applyHead(*base.head, c);
+    auto projection = coresetProjection(opts.targetDim, coresetOptions(), device);  // [D, p]
+    auto bankProjected = base.bank->rows().mm(projection);                          // [B, p]
+    std::vector<torch::Tensor> fresh;
+    for (const auto& c : chunks) fresh.push_back(c.to(device, torch::kFloat32).mm(projection));
+    double radius2 = base.coresetRadius2 >= 0 ? base.coresetRadius2 : coverageRadiusBound(bankProjected);
+    auto cb = [&](int64_t done, int64_t total) { if (progress) progress("coreset", done, total, std::nan("")); };
+    auto selected = std::get<0>(extendCoreset(bankProjected, torch::cat(fresh, 0), radius2, cb, &cancel).sort());
+    auto added = gatherRows(chunks, selected, leaveOut > 0);
+    auto model = std::make_unique<FittedModel>();
+    model->head = base.head;
+    model->bank = std::make_unique<FlatL2Index>(opts.targetDim);
+    std::vector<torch::Tensor> rows = {base.bank->rows()};
+    for (auto& a : added) rows.push_back(a.to(device, torch::kFloat32));
+    model->bank->add(torch::cat(rows, 0));
+    model->trainImages = base.trainImages + images;
+    model->trainPatches = base.trainPatches + patches;
+    model->coresetRadius2 = radius2;
+    model->updates = base.updates + 1;
+    model->updateRows = base.updateRows + selected.numel();
+    if (leaveOut > 0) this->leaveOut = leaveOneImageOut(*model, chunks, selected, base.bank->rows().size(0), leaveOut, progress);
+    return model;
+  }
+
   // Scores images against `model`: one by one on the CPU (no faster batched here, and it makes
   // each result independent of its batch-mates: GEMM rounding depends on the row count), so
   // batched scoring returns exactly what sequential calls return; one batch elsewhere.
@@ -266,7 +383,7 @@ struct Engine::Impl {
     applyThreads();
     torch::NoGradGuard noGrad;
     std::vector<ScoreResult> results(images.size());
-    if (device.is_cpu()) {
+    if (hostPaths) {
       for (size_t i = 0; i < images.size(); ++i) {
         for (auto& g : embed({images[i]})) {
           g.members[0] = i;
@@ -292,11 +409,17 @@ EngineInfo Engine::info() const {
   return impl_->snapshot;
 }
 
-void Engine::fitBegin() {
+void Engine::fitBegin(FitMode mode, int64_t maxStagedPatches) {
   std::lock_guard<std::mutex> lock(impl_->mutex);
+  RP_CHECK(mode == FitMode::Fit || impl_->live != nullptr, NotFitted,
+           "update() needs a fitted engine; call fit() with good images or load() a model first");
+  RP_CHECK(maxStagedPatches == 0 || mode == FitMode::Fit, InvalidOption, "maxStagedPatches applies to fit(), not to update()");
   impl_->cancel = false;
   impl_->fitting = true;
-  impl_->staging = FeatureStaging(impl_->stagingType(), impl_->device);
+  impl_->fitMode = mode;
+  impl_->stagingBudget = maxStagedPatches;
+  impl_->stagingPatches = 0;
+  impl_->staging = FeatureStaging(impl_->stagingType(), torch::kCPU);
   impl_->stagingImages = 0;
   impl_->stagedImages.clear();
   impl_->leaveOut.clear();
@@ -306,10 +429,11 @@ void Engine::fitBegin() {
 void Engine::fitAdd(const std::vector<RawImageView>& images) {
   guarded([&] {
     std::lock_guard<std::mutex> lock(impl_->mutex);
+    auto onStream = impl_->stream.enter();
     RP_CHECK(impl_->fitting, Internal, "fitAdd called outside a fit");
     impl_->checkCancel("while embedding images");
     impl_->applyThreads();
-    const int64_t firstInput = impl_->stagedImages.size();
+    const int64_t firstInput = impl_->stagingImages;  // input positions count every image staged
     for (auto& g : impl_->embed(images)) {
       const int64_t L = g.features.size(1), start = impl_->staging.rows();
       for (size_t b = 0; b < g.members.size(); ++b)
@@ -317,13 +441,16 @@ void Engine::fitAdd(const std::vector<RawImageView>& images) {
                                        g.grid.height, g.grid.width, g.geometry[b].cropH, g.geometry[b].cropW});
       impl_->staging.append(g.features.reshape({-1, g.features.size(2)}));  // [B*L, D]
       impl_->stagingImages += static_cast<int64_t>(g.members.size());
+      impl_->stagingPatches += g.features.size(0) * g.features.size(1);
     }
+    if (impl_->stagingBudget > 0 && impl_->staging.rows() > impl_->stagingBudget) impl_->reduceStaging();
   });
 }
 
 void Engine::fitEnd(const StageProgressFn& progress, int64_t leaveOut) {
   guarded([&] {
     std::lock_guard<std::mutex> lock(impl_->mutex);
+    auto onStream = impl_->stream.enter();
     auto& I = *impl_;
     RP_CHECK(I.fitting, Internal, "fitEnd called outside a fit");
     RP_CHECK(I.stagingImages > 0, EmptyTrainingSet,
@@ -335,52 +462,47 @@ void Engine::fitEnd(const StageProgressFn& progress, int64_t leaveOut) {
     // The embedding's temporaries, kept by malloc in each worker thread's arena for the next
     // image, are not needed again: give them back before the coreset's allocations.
     releaseFreedMemory();
-    // ReConPatch: train f on the nominal patches, then the bank is f(p) (never g).
-    std::unique_ptr<ReConPatchHead> head;
-    if (I.opts.head) {
-      head = std::make_unique<ReConPatchHead>(I.opts.targetDim, I.headOptions(), I.device);
-      head->train(chunks, [&](const HeadProgress& p) { if (progress) progress("head", p.iteration, p.total, p.loss); }, &I.cancel);
-      for (auto& c : chunks) c = head->apply(c).to(I.stagingType());
-    }
-    CoresetOptions co;
-    co.ratio = I.opts.coresetRatio;
-    co.projectionDim = I.opts.coresetProjection;
-    co.numStarts = I.opts.coresetStarts;
-    co.seed = I.opts.seed;
-    torch::Tensor selected;
-    if (co.ratio >= 1.0) {
-      selected = torch::arange(rows, torch::kInt64);
-    } else {
-      auto cb = [&](int64_t done, int64_t total) { if (progress) progress("coreset", done, total, std::nan("")); };
-      selected = approximateGreedyCoreset(chunks, co, cb, &I.cancel);
-    }
-    // Gather the selected rows chunk by chunk: the staged features are never concatenated, and
-    // each chunk is released once read when nothing else needs them (leave-one-image-out scoring
-    // reads them once more, after the bank is built).
-    selected = std::get<0>(selected.sort());
-    auto bank = std::make_unique<FlatL2Index>(I.opts.targetDim);
-    std::vector<torch::Tensor> picked;
-    int64_t offset = 0;
-    for (auto& c : chunks) {
-      auto lo = offset, hi = offset + c.size(0);
-      auto mask = (selected >= lo).logical_and(selected < hi);
-      auto local = selected.masked_select(mask) - lo;
-      if (local.numel() > 0) picked.push_back(c.index_select(0, local.to(c.device())).to(torch::kFloat32));
-      offset = hi;
-      if (leaveOut <= 0) c = torch::Tensor();
-    }
-    bank->add(torch::cat(picked, 0));
-    picked.clear();
-    auto model = std::make_unique<FittedModel>();
-    model->bank = std::move(bank);
-    model->head = std::move(head);
-    model->trainImages = I.stagingImages;
-    model->trainPatches = rows;
-    if (leaveOut > 0) {
-      I.leaveOut = I.leaveOneImageOut(*model, chunks, selected, leaveOut, progress);
+    if (I.fitMode == FitMode::Update) {
+      I.pending = I.grownModel(chunks, I.stagingImages, I.stagingPatches, progress, leaveOut);
       chunks.clear();
+    } else {
+      // ReConPatch: train f on the nominal patches, then the bank is f(p) (never g).
+      std::shared_ptr<ReConPatchHead> head;
+      if (I.opts.head) {
+        head = std::make_shared<ReConPatchHead>(I.opts.targetDim, I.headOptions(), I.device);
+        head->train(chunks, [&](const HeadProgress& p) { if (progress) progress("head", p.iteration, p.total, p.loss); }, &I.cancel);
+        for (auto& c : chunks) c = I.applyHead(*head, c);
+      }
+      CoresetOptions co = I.coresetOptions();
+      // With a staging budget, part of the patches were reduced away: keep the share of every
+      // patch seen that the ratio asks for, out of what is left.
+      if (I.stagingBudget > 0) co.count = std::min(rows, coresetSize(I.stagingPatches, co.ratio));
+      torch::Tensor selected;
+      double radius2 = 0;  // every row kept: nothing lies outside the bank
+      if (co.ratio >= 1.0 && co.count == 0) {
+        selected = torch::arange(rows, torch::kInt64);
+      } else {
+        auto cb = [&](int64_t done, int64_t total) { if (progress) progress("coreset", done, total, std::nan("")); };
+        selected = approximateGreedyCoreset(chunks, co, cb, &I.cancel, &radius2, I.device);
+      }
+      // Gather the selected rows chunk by chunk: the staged features are never concatenated, and
+      // each chunk is released once read (past this point the fit no longer needs them).
+      selected = std::get<0>(selected.sort());
+      auto picked = Impl::gatherRows(chunks, selected, leaveOut > 0);
+      for (auto& p : picked) p = p.to(I.device, torch::kFloat32);
+      auto model = std::make_unique<FittedModel>();
+      model->bank = std::make_unique<FlatL2Index>(I.opts.targetDim);
+      model->bank->add(torch::cat(picked, 0));
+      model->head = std::move(head);
+      model->trainImages = I.stagingImages;
+      model->trainPatches = I.stagingPatches;
+      model->coresetRadius2 = radius2;
+      if (leaveOut > 0) {
+        I.leaveOut = I.leaveOneImageOut(*model, chunks, selected, 0, leaveOut, progress);
+        chunks.clear();
+      }
+      I.pending = std::move(model);
     }
-    I.pending = std::move(model);
     I.stagingImages = 0;
     I.fitting = false;
     releaseFreedMemory();  // the staged features' blocks, kept by malloc for reuse
@@ -390,6 +512,7 @@ void Engine::fitEnd(const StageProgressFn& progress, int64_t leaveOut) {
 std::vector<ScoreResult> Engine::scorePending(const std::vector<RawImageView>& images) {
   return guarded([&] {
     std::lock_guard<std::mutex> lock(impl_->mutex);
+    auto onStream = impl_->stream.enter();
     RP_CHECK(impl_->pending != nullptr, Internal, "scorePending called without a pending model");
     return impl_->scoreWith(*impl_->pending, images);
   });
@@ -426,6 +549,7 @@ void Engine::requestCancel() { impl_->cancel = true; }
 std::vector<ScoreResult> Engine::score(const std::vector<RawImageView>& images) {
   return guarded([&] {
     std::lock_guard<std::mutex> lock(impl_->mutex);
+    auto onStream = impl_->stream.enter();
     RP_CHECK(impl_->live != nullptr, NotFitted, "the engine is not fitted; call fit() with good images or load() a model first");
     return impl_->scoreWith(*impl_->live, images);
   });
@@ -450,6 +574,7 @@ void Engine::validate(const std::vector<RawImageView>& images) const {
 std::string Engine::encode() const {
   return guarded([&] {
     std::lock_guard<std::mutex> lock(impl_->mutex);
+    auto onStream = impl_->stream.enter();
     RP_CHECK(impl_->live != nullptr, NotFitted, "cannot save an engine that is not fitted; call fit() first");
     return encodeModel(impl_->contents());
   });
@@ -474,9 +599,12 @@ std::unique_ptr<Engine> Engine::fromModel(DecodedModel& decoded) {
     auto model = std::make_unique<FittedModel>();
     model->bank = std::make_unique<FlatL2Index>(m.options.targetDim);
     model->bank->add(m.bank.to(impl->device));
-    if (m.options.head) model->head = std::make_unique<ReConPatchHead>(m.headWeight.to(impl->device), m.headBias.to(impl->device));
+    if (m.options.head) model->head = std::make_shared<ReConPatchHead>(m.headWeight.to(impl->device), m.headBias.to(impl->device));
     model->trainImages = m.trainImages;
     model->trainPatches = m.trainPatches;
+    model->coresetRadius2 = m.coresetRadius >= 0 ? m.coresetRadius * m.coresetRadius : -1;
+    model->updates = m.updates;
+    model->updateRows = m.updateRows;
     impl->live = std::move(model);
     impl->metadata = std::move(m.metadata);
     impl->publishInfo();
@@ -487,6 +615,7 @@ std::unique_ptr<Engine> Engine::fromModel(DecodedModel& decoded) {
 std::vector<float> Engine::embed(const RawImageView& image, int64_t* rows, int64_t* dim) {
   return guarded([&] {
     std::lock_guard<std::mutex> lock(impl_->mutex);
+    auto onStream = impl_->stream.enter();
     impl_->applyThreads();
     auto groups = impl_->embed({image});
     auto f = groups[0].features[0].to(torch::kCPU).contiguous();  // [L, D]

@@ -28,8 +28,10 @@ struct EngineInfo {
   bool fitted = false;
   int64_t bankRows = 0;
   int64_t featureDim = 0;
-  int64_t trainImages = 0;
-  int64_t trainPatches = 0;
+  int64_t trainImages = 0;   // images the bank was built from (fit and updates)
+  int64_t trainPatches = 0;  // patch features they gave, before the coreset
+  int64_t updates = 0;       // update() calls committed since the fit
+  int64_t updateRows = 0;    // bank rows those updates added
   std::string device;
 };
 
@@ -40,6 +42,10 @@ struct LeaveOutResult {
   float score = 0.f;  // image score, as scoring computes it
   float mapMin = 0.f, mapMax = 0.f, mapMean = 0.f;  // its anomaly map (over the inspected window)
 };
+
+// What a staged fit builds: a new model from the staged images alone, or the live model grown by
+// the staged images' patches that lie outside its coverage (update).
+enum class FitMode { Fit, Update };
 
 // (stage, done, total, value): stage "head" (value = loss), "coreset" or "calibrate" (value = NaN).
 using StageProgressFn = std::function<void(const char* stage, int64_t done, int64_t total, double value)>;
@@ -82,7 +88,9 @@ class Engine {
   // A snapshot: never waits for a running fit or score (it has its own lock).
   EngineInfo info() const;
 
-  void fitBegin();
+  // maxStagedPatches > 0 bounds the features held during the fit: when the staged patches exceed
+  // it they are reduced to a coreset of half that size and staging goes on (merge and reduce).
+  void fitBegin(FitMode mode = FitMode::Fit, int64_t maxStagedPatches = 0);
   void fitAdd(const std::vector<RawImageView>& images);  // embed a batch of nominal images
   // Head training, coreset -> the pending model. leaveOut > 0: then up to that many staged images
   // (spread evenly over the input) are scored against the pending bank without their own rows,

@@ -1,5 +1,7 @@
 #include "core/options.h"
 
+#include <cctype>
+#include <limits>
 #include <map>
 #include <sstream>
 #include <type_traits>
@@ -60,14 +62,28 @@ EngineOptions optionsFromText(const std::string& text) {
         RP_CHECK(parseEnum(v, &value), ModelFile, "model file option '" << name << "' has an unknown value '" << v << "'");
       } else if constexpr (std::is_same_v<T, std::string>) {
         value = v;
-      } else if constexpr (std::is_same_v<T, bool>) {
-        value = std::stoll(v) != 0;
-      } else if constexpr (std::is_floating_point_v<T>) {
-        value = std::stod(v);
-      } else if constexpr (std::is_same_v<T, uint64_t>) {
-        value = std::stoull(v);
       } else {
-        value = static_cast<T>(std::stoll(v));
+        // The whole text must be the number, and an integer must fit its field (a crafted file
+        // could otherwise pass "0x10" as 0 or 4294967297 as 1).
+        size_t used = 0;
+        const auto invalid = [&] { RP_FAIL(ModelFile, "model file option '" << name << "' is not a valid value ('" << v << "')"); };
+        if (v.empty() || std::isspace(static_cast<unsigned char>(v[0]))) invalid();
+        if constexpr (std::is_same_v<T, bool>) {
+          if (v != "0" && v != "1") invalid();
+          value = v == "1";
+        } else if constexpr (std::is_floating_point_v<T>) {
+          value = std::stod(v, &used);
+        } else if constexpr (std::is_same_v<T, uint64_t>) {
+          if (v[0] == '-') invalid();
+          value = std::stoull(v, &used);
+        } else {
+          const long long n = std::stoll(v, &used);
+          if (n < std::numeric_limits<T>::min() || n > std::numeric_limits<T>::max()) invalid();
+          value = static_cast<T>(n);
+        }
+        if constexpr (!std::is_same_v<T, bool>) {
+          if (used != v.size()) invalid();
+        }
       }
     } catch (const std::logic_error&) {
       RP_FAIL(ModelFile, "model file option '" << name << "' is not a valid value ('" << v << "')");

@@ -69,13 +69,15 @@ FloatArray preprocess(const RawImageView& image, int64_t resize, int64_t crop, R
 }
 
 std::vector<int64_t> greedyCoreset(const FloatArray& projected, const std::vector<int64_t>& starts, int64_t count,
-                                   bool pruned, int threads, bool bfloat16) {
+                                   bool pruned, int threads, bool bfloat16, bool deviceLoop) {
   return step([&] {
     if (threads > 0) at::set_num_threads(threads);
     auto x = toTensor(projected);
     if (bfloat16) x = x.to(torch::kBFloat16);
     auto s = torch::tensor(starts, torch::kInt64);
-    auto idx = pruned ? greedyCoresetIndicesPruned(x, s, count) : greedyCoresetIndices(x, s, count);
+    auto idx = deviceLoop ? greedyCoresetIndicesDevice(x, s, count)
+               : pruned   ? greedyCoresetIndicesPruned(x, s, count)
+                          : greedyCoresetIndices(x, s, count);
     return std::vector<int64_t>(idx.data_ptr<int64_t>(), idx.data_ptr<int64_t>() + idx.numel());
   });
 }

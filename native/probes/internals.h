@@ -23,8 +23,9 @@ FloatArray preprocess(const RawImageView& image, int64_t resize, int64_t crop, R
 // greedy coreset on projected points [N, d] from the given starts -> indices; `pruned`: the
 // block-pruned CPU loop instead of the plain one. threads > 0 sets libtorch's intra-op threads.
 // bfloat16: on the points rounded to bfloat16 (what fit selects on, on the CPU).
+// deviceLoop: the tensor-op loop the GPU runs (greedyCoresetIndicesDevice), here on the CPU.
 std::vector<int64_t> greedyCoreset(const FloatArray& projected, const std::vector<int64_t>& starts, int64_t count,
-                                   bool pruned, int threads, bool bfloat16 = false);
+                                   bool pruned, int threads, bool bfloat16 = false, bool deviceLoop = false);
 // features [n, D] times the coreset's random projection for `seed` -> [n, projectionDim]
 FloatArray coresetProject(const FloatArray& features, int64_t projectionDim, uint64_t seed);
 // exact k-NN: bank [n, d], queries [q, d] -> squared distances [q, k] and indices [q, k], over the

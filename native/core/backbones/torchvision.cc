@@ -311,6 +311,16 @@ class TorchvisionBackbone : public Backbone {
 
 bool isTorchvisionArchitecture(const std::string& name) { return architectures().count(name) > 0; }
 
+std::vector<TorchvisionArchitectureInfo> torchvisionCatalog() {
+  std::vector<TorchvisionArchitectureInfo> out;
+  for (const auto& [name, a] : architectures()) {
+    TorchvisionArchitectureInfo info{name, {}, {stageName(a, 2), stageName(a, 3)}};
+    for (int s = 1; s <= 4; ++s) info.taps.push_back(stageName(a, s));
+    out.push_back(std::move(info));
+  }
+  return out;
+}
+
 std::vector<std::string> torchvisionTaps(const std::string& arch, const std::string& commaSeparated) {
   const Architecture& a = architecture(arch);
   if (commaSeparated.empty()) return {stageName(a, 2), stageName(a, 3)};

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "core/backbones/backbone.h"
+#include "core/backbones/catalog.h"
 
 namespace rp {
 

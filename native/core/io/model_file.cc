@@ -69,6 +69,16 @@ torch::Tensor decodeTensor(const std::string& payload, const std::string& what) 
   }
   RP_CHECK(r.remaining() == count * 4, ModelFile, what << " is truncated or corrupted (tensor size mismatch)");
   const char* data = r.take(count * 4);
+  // NaN or infinity in a bank or head is never written by a fit: refuse it here rather than
+  // score with it.
+  // (All exponent bits set = NaN or infinity; one branch-free pass the compiler vectorises.)
+  uint32_t nonFinite = 0;
+  for (uint64_t i = 0; i < count; ++i) {
+    uint32_t bits;
+    std::memcpy(&bits, data + 4 * i, 4);
+    nonFinite |= static_cast<uint32_t>((bits & 0x7f800000u) == 0x7f800000u);
+  }
+  RP_CHECK(nonFinite == 0, ModelFile, what << " holds a non-finite number in a tensor");
   return torch::from_blob(const_cast<char*>(data), dims, torch::kFloat32).clone();
 }
 
@@ -78,9 +88,11 @@ std::string encodeModel(const ModelContents& m) {
   std::string out;
   out.append(kMagic, 8);
   const bool torchvision = m.backboneKind == BackboneKind::Torchvision;
-  putU32(out, torchvision ? kModelFormatVersion : 1);
+  putU32(out, kModelFormatVersion);
   std::ostringstream stats;
-  stats << "trainImages=" << m.trainImages << "\ntrainPatches=" << m.trainPatches << "\n";
+  stats.precision(17);
+  stats << "trainImages=" << m.trainImages << "\ntrainPatches=" << m.trainPatches << "\ncoresetRadius=" << m.coresetRadius
+        << "\nupdates=" << m.updates << "\nupdateRows=" << m.updateRows << "\n";
   std::vector<std::pair<const char*, std::string_view>> sections;
   const std::string opts = toText(m.options), bank = encodeTensor(m.bank), stat = stats.str();
   sections = {{"OPTS", opts}, {"BKNM", m.backboneName}, {"BKSH", m.backboneSha256}, {"BANK", bank}, {"STAT", stat}, {"META", m.metadata}};
@@ -152,6 +164,9 @@ ModelContents decodeModel(std::string_view bytes, const std::string& what) {
   while (std::getline(stats, line)) {
     if (line.rfind("trainImages=", 0) == 0) m.trainImages = std::atoll(line.c_str() + 12);
     if (line.rfind("trainPatches=", 0) == 0) m.trainPatches = std::atoll(line.c_str() + 13);
+    if (line.rfind("coresetRadius=", 0) == 0) m.coresetRadius = std::atof(line.c_str() + 14);
+    if (line.rfind("updates=", 0) == 0) m.updates = std::atoll(line.c_str() + 8);
+    if (line.rfind("updateRows=", 0) == 0) m.updateRows = std::atoll(line.c_str() + 11);
   }
   return m;
 }

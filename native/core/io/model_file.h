@@ -21,8 +21,9 @@
 
 namespace rp {
 
-// Version 2 added BKSD; files without it are still written as version 1 so older readers load them.
-constexpr uint32_t kModelFormatVersion = 2;
+// Version 2 added BKSD (torchvision weights), version 3 the coreset's stopping radius (STAT
+// coresetRadius, what update() continues from). Every version from 1 is read.
+constexpr uint32_t kModelFormatVersion = 3;
 
 struct ModelContents {
   EngineOptions options;
@@ -35,6 +36,8 @@ struct ModelContents {
   torch::Tensor headBias;     // [D]
   int64_t trainImages = 0;
   int64_t trainPatches = 0;
+  double coresetRadius = -1;  // the coreset's stopping radius (projected space); -1: unknown (format < 3)
+  int64_t updates = 0, updateRows = 0;
   std::string metadata;       // opaque text owned by the caller (JS keeps calibration there)
 };
 

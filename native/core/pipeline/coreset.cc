@@ -150,8 +150,9 @@ torch::Tensor coresetProjection(int64_t dim, const CoresetOptions& opts, const t
 }
 
 torch::Tensor greedyCoresetIndices(const torch::Tensor& projected, const torch::Tensor& starts, int64_t count,
-                                   const ProgressFn& progress, const std::atomic<bool>* cancel) {
-  // projected: [N, d] (float32; on the CPU also bfloat16); starts: [S]
+                                   const ProgressFn& progress, const std::atomic<bool>* cancel, double* radius2) {
+  // projected: [N, d] (float32 or bfloat16); starts: [S]
+  if (!projected.device().is_cpu()) return greedyCoresetIndicesDevice(projected, starts, count, progress, cancel, radius2);
   torch::NoGradGuard noGrad;
   auto x = projected.contiguous();
   const int64_t n = x.size(0), d = x.size(1);
@@ -159,7 +160,7 @@ torch::Tensor greedyCoresetIndices(const torch::Tensor& projected, const torch::
   std::vector<int64_t> selected;
   selected.reserve(count);
   const int64_t every = std::max<int64_t>(1, count / 100);
-  if (x.device().is_cpu()) {
+  {
     checkCpuRows(x, "greedyCoresetIndices");
     float* mp = minDist.data_ptr<float>();
     int64_t next = at::argmax(minDist).item<int64_t>();
@@ -173,22 +174,35 @@ torch::Tensor greedyCoresetIndices(const torch::Tensor& projected, const torch::
       }
       return 0;
     });
-  } else {
-    // Device-agnostic path (CUDA): the same recurrence with tensor ops.
-    for (int64_t it = 0; it < count; ++it) {
-      if (cancel && cancel->load(std::memory_order_relaxed)) RP_FAIL(Aborted, "fit was aborted during coreset selection");
-      int64_t idx = at::argmax(minDist).item<int64_t>();
-      selected.push_back(idx);
-      auto c = x[idx];
-      minDist = torch::minimum(minDist, (x - c).pow(2).sum(1));
-      if (progress && ((it + 1) % every == 0 || it + 1 == count)) progress(it + 1, count);
-    }
+    if (radius2) *radius2 = mp[next];
   }
   return torch::tensor(selected, torch::kInt64);
 }
 
+torch::Tensor greedyCoresetIndicesDevice(const torch::Tensor& projected, const torch::Tensor& starts, int64_t count,
+                                         const ProgressFn& progress, const std::atomic<bool>* cancel, double* radius2) {
+  // projected: [N, d] (float32 or bfloat16, any device); starts: [S]
+  torch::NoGradGuard noGrad;
+  auto x = projected.contiguous();
+  auto minDist = initialMinDist(x, starts);                                     // [N] float32
+  auto selected = torch::empty({count}, minDist.options().dtype(torch::kInt64));  // [M], filled on the device
+  auto next = minDist.argmax().view({1});                                       // [1], on the device
+  const int64_t every = std::max<int64_t>(kDeviceSyncEvery, count / 100);
+  for (int64_t it = 0; it < count; ++it) {
+    if (it % kDeviceSyncEvery == 0 && cancel && cancel->load(std::memory_order_relaxed))
+      RP_FAIL(Aborted, "fit was aborted during coreset selection");
+    selected.narrow(0, it, 1).copy_(next);
+    auto c = x.index_select(0, next).to(torch::kFloat32);  // [1, d]
+    at::minimum_out(minDist, minDist, (x.to(torch::kFloat32) - c).pow(2).sum(1));
+    next = minDist.argmax().view({1});
+    if (progress && ((it + 1) % every == 0 || it + 1 == count)) progress(it + 1, count);
+  }
+  if (radius2) *radius2 = minDist.index_select(0, next).item<double>();
+  return selected.to(torch::kCPU);
+}
+
 torch::Tensor greedyCoresetIndicesPruned(torch::Tensor projected, const torch::Tensor& starts, int64_t count,
-                                         const ProgressFn& progress, const std::atomic<bool>* cancel) {
+                                         const ProgressFn& progress, const std::atomic<bool>* cancel, double* radius2) {
   // projected: [N, d] float32 or bfloat16 on the CPU, reordered in place; starts: [S]
   torch::NoGradGuard noGrad;
   checkCpuRows(projected, "greedyCoresetIndicesPruned");
@@ -290,38 +304,109 @@ torch::Tensor greedyCoresetIndicesPruned(torch::Tensor projected, const torch::T
       next = argmaxBlocks();
       if (progress && ((it + 1) % every == 0 || it + 1 == count)) progress(it + 1, count);
     }
+    if (radius2) *radius2 = next >= 0 ? minDist[next] : 0.0;
     return 0;
   });
   return torch::tensor(selected, torch::kInt64);
 }
 
 torch::Tensor approximateGreedyCoreset(const std::vector<torch::Tensor>& chunks, const CoresetOptions& opts,
-                                       const ProgressFn& progress, const std::atomic<bool>* cancel) {
+                                       const ProgressFn& progress, const std::atomic<bool>* cancel, double* radius2,
+                                       std::optional<torch::Device> on) {
   torch::NoGradGuard noGrad;
   RP_CHECK(!chunks.empty(), EmptyTrainingSet, "no features to select a coreset from");
   const int64_t dim = chunks[0].size(1);
-  const auto device = chunks[0].device();
+  const auto device = on.value_or(chunks[0].device());
   auto projection = coresetProjection(dim, opts, device);  // [D, p]
   int64_t rows = 0;
   for (const auto& c : chunks) rows += c.size(0);
-  // On the CPU the projected points are kept in bfloat16: half the memory, at a rounding error
-  // (2^-9 per coordinate) far below the random projection's own distortion. Distances are still
-  // computed in float32.
-  const auto storage = device.is_cpu() ? torch::kBFloat16 : torch::kFloat32;
-  auto projected = torch::empty({rows, opts.projectionDim}, projection.options().dtype(storage));  // [N, p]
+  // The projected points are kept in bfloat16: half the memory, at a rounding error (2^-9 per
+  // coordinate) far below the random projection's own distortion. Distances are still computed in
+  // float32.
+  auto projected = torch::empty({rows, opts.projectionDim}, projection.options().dtype(torch::kBFloat16));  // [N, p]
   for (int64_t at = 0, i = 0; i < static_cast<int64_t>(chunks.size()); at += chunks[i].size(0), ++i) {
-    projected.narrow(0, at, chunks[i].size(0)).copy_(chunks[i].to(torch::kFloat32).mm(projection));  // chunk by chunk
+    projected.narrow(0, at, chunks[i].size(0)).copy_(chunks[i].to(device, torch::kFloat32).mm(projection));  // chunk by chunk
   }
   auto gen = at::make_generator<at::CPUGeneratorImpl>(opts.seed);
   const int64_t numStarts = std::min<int64_t>(opts.numStarts, rows);
   auto starts = at::randperm(rows, gen, torch::kInt64).narrow(0, 0, numStarts);
-  const int64_t count = coresetSize(rows, opts.ratio);
+  const int64_t count = opts.count > 0 ? std::min(opts.count, rows) : coresetSize(rows, opts.ratio);
   // The pruned loop's setup (anchors, two assignment passes) costs about as much as a few hundred
   // plain selections, which it only wins back over a long selection: run it from 2 x anchors
   // selections (the break-even measured in bench/NOTES.md).
-  if (device.is_cpu() && count >= 2 * pruningAnchors(rows))
-    return greedyCoresetIndicesPruned(std::move(projected), starts, count, progress, cancel);
-  return greedyCoresetIndices(projected, starts, count, progress, cancel);
+  if (!device.is_cpu() || opts.deviceLoop) return greedyCoresetIndicesDevice(projected, starts, count, progress, cancel, radius2);
+  if (count >= 2 * pruningAnchors(rows))
+    return greedyCoresetIndicesPruned(std::move(projected), starts, count, progress, cancel, radius2);
+  return greedyCoresetIndices(projected, starts, count, progress, cancel, radius2);
+}
+
+namespace {
+
+// Squared distance of each row of `x` [M, p] to its nearest row of `bank` [B, p] -> [M] float32,
+// in tiles so that no M x B matrix exists at once.
+torch::Tensor nearestSquaredDistance(const torch::Tensor& x, const torch::Tensor& bank) {
+  auto bankNorms = bank.pow(2).sum(1).unsqueeze(0);  // [1, B]
+  auto out = torch::empty({x.size(0)}, x.options().dtype(torch::kFloat32));
+  for (int64_t lo = 0; lo < x.size(0); lo += 2048) {
+    auto xs = x.narrow(0, lo, std::min<int64_t>(2048, x.size(0) - lo));                     // [m, p]
+    auto d2 = torch::addmm(bankNorms, xs, bank.t(), 1, -2) + xs.pow(2).sum(1, true);           // [m, B]
+    out.narrow(0, lo, xs.size(0)).copy_(std::get<0>(d2.min(1)).clamp_min(0));
+  }
+  return out;
+}
+
+}  // namespace
+
+torch::Tensor extendCoreset(const torch::Tensor& bank, const torch::Tensor& fresh, double radius2,
+                            const ProgressFn& progress, const std::atomic<bool>* cancel) {
+  // bank: [B, p], fresh: [M, p] float32
+  torch::NoGradGuard noGrad;
+  auto x = fresh.to(torch::kFloat32).contiguous();
+  const int64_t n = x.size(0), d = x.size(1);
+  std::vector<int64_t> selected;
+  if (n == 0) return torch::empty({0}, torch::kInt64);
+  auto minDist = nearestSquaredDistance(x, bank.to(x.device(), torch::kFloat32));  // [M]
+  auto cancelled = [&] { return cancel && cancel->load(std::memory_order_relaxed); };
+  if (x.device().is_cpu()) {
+    float* mp = minDist.data_ptr<float>();
+    const float* xp = x.data_ptr<float>();
+    int64_t next = at::argmax(minDist).item<int64_t>();
+    while (mp[next] > radius2) {
+      if (cancelled()) RP_FAIL(Aborted, "update was aborted during coreset selection");
+      selected.push_back(next);
+      const auto center = rowAsFloat(xp + next * d, d);
+      next = updateAndArgmaxCpu(xp, n, d, center.data(), mp).index;
+      if (progress && selected.size() % 64 == 0) progress(static_cast<int64_t>(selected.size()), n);
+    }
+  } else {
+    for (;;) {
+      if (cancelled()) RP_FAIL(Aborted, "update was aborted during coreset selection");
+      auto best = minDist.max(0);
+      if (std::get<0>(best).item<double>() <= radius2) break;
+      const int64_t idx = std::get<1>(best).item<int64_t>();
+      selected.push_back(idx);
+      minDist = torch::minimum(minDist, (x - x[idx]).pow(2).sum(1));
+    }
+  }
+  if (progress) progress(static_cast<int64_t>(selected.size()), n);
+  return torch::tensor(selected, torch::kInt64);
+}
+
+double coverageRadiusBound(const torch::Tensor& rows) {
+  torch::NoGradGuard noGrad;
+  auto x = rows.to(torch::kFloat32).contiguous();  // [B, p]
+  const int64_t n = x.size(0);
+  if (n < 2) return 0.0;
+  auto norms = x.pow(2).sum(1);  // [B]
+  double best = std::numeric_limits<double>::infinity();
+  for (int64_t lo = 0; lo < n; lo += 2048) {
+    const int64_t m = std::min<int64_t>(2048, n - lo);
+    auto xs = x.narrow(0, lo, m);
+    auto d2 = torch::addmm(norms.unsqueeze(0), xs, x.t(), 1, -2) + norms.narrow(0, lo, m).unsqueeze(1);  // [m, B]
+    d2.diagonal(lo, 0, 1).fill_(std::numeric_limits<float>::infinity());  // not a row to itself
+    best = std::min(best, d2.min().item<double>());
+  }
+  return std::max(0.0, best);
 }
 
 }  // namespace rp

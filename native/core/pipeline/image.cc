@@ -4,6 +4,7 @@
 #include <cmath>
 #include <limits>
 
+#include "core/device_context.h"
 #include "core/error.h"
 
 namespace F = torch::nn::functional;
@@ -67,7 +68,7 @@ torch::Tensor preprocess(const RawImageView& img, const PreprocessOptions& opts,
   if (geometry) *geometry = g;
   // [H, W, C] uint8 view (no copy) -> [1, 3, H, W] float in [0, 1] on the device.
   auto hwc = torch::from_blob(const_cast<uint8_t*>(img.data), {img.height, img.width, img.channels}, torch::kUInt8);
-  auto x = hwc.to(device).permute({2, 0, 1}).to(torch::kFloat32).div_(255.0f).unsqueeze(0);
+  auto x = uploadToDevice(hwc, device).permute({2, 0, 1}).to(torch::kFloat32).div_(255.0f).unsqueeze(0);
   if (img.channels == 1) x = x.expand({1, 3, img.height, img.width});
   if (g.resizedH != img.height || g.resizedW != img.width) {
     x = F::interpolate(x, F::InterpolateFuncOptions()

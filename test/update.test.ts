@@ -131,9 +131,13 @@ describe('update and bounded fits', () => {
     const ensemble = await Ensemble.create({ members: [{ ...base, seed: 1 }, { ...base, seed: 2 }] });
     await ensemble.fit(first);
     const ranges = ensemble.info.ranges;
+    const before = ensemble.info.calibration!;
     const s = await ensemble.update(second);
     expect(s.addedRows).toBeGreaterThan(0);
     expect(ensemble.info.ranges).toEqual(ranges);
+    // The new images' fused leave-one-out evidence (with the fit's normalisers) pooled with the fit's.
+    expect(s.calibrationImages).toBe(second.length);
+    expect(ensemble.info.calibration).toMatchObject({ method: 'leave-one-out', images: before.images + second.length });
     expect(ensemble.info.members.every((m) => m.updates === 1)).toBe(true);
     expect(await aurocOf(ensemble)).toBeGreaterThan(0.9);
   });

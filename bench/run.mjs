@@ -97,7 +97,7 @@ if (!hasShared) {
     // from JS, the initial distances, the blocks) is timed by a call that selects one point and
     // reported apart from the loop's rate.
     const images = trainOf('magnetic_tile').slice(0, full ? 762 : 209);
-    const engine = await Engine.create({ backbone: mobilenet, resizeMode: 'squash', calibration: false });
+    const engine = await Engine.create({ backbone: mobilenet, resizeMode: 'squash', resize: 256, crop: 224, calibration: false });
     const parts = [];
     let t = performance.now();
     for (const f of images) {

@@ -1,43 +1,151 @@
 /**
- * Anomaly-map visualisation: the jet colour map over the normalised map, blended 50% over the
- * image, with the threshold contour drawn in white; encoded as PNG by sharp.
+ * Heatmaps an operator reads at a glance, over the image itself:
+ * - normal areas are left untinted: colour appears only where the map rises above the floor
+ *   (`calibration.pixelFloor`, what a typical good part reaches at its worst pixel), fading in
+ *   from yellow and turning red at the pixel threshold;
+ * - every region above the pixel threshold is outlined by a contour (white inside, black outside,
+ *   visible on any background; 2 px for images up to 255 px, wider on larger ones), however small;
+ * - pixels that were not inspected (outside a crop; NaN in the map) are greyed and hatched;
+ * - a banner on top and a frame around the image carry the verdict: red with "ANOMALY" for a
+ *   flagged image (so it is marked even when no region passes the pixel threshold), dark green
+ *   with "OK", grey without a threshold; the score is written beside it (normalised: 0.50 is the
+ *   threshold).
+ * The PNG is therefore larger than the image by the banner and the frame ({@link heatmapLayout}).
  */
 import sharp from 'sharp';
 
+import type { Calibration } from './calibration.js';
+import { GLYPH_H, drawText, textWidth } from './font.js';
 import type { RawFrame } from './native.js';
 
-/** Jet colour map (MATLAB/OpenCV style) of t in [0, 1] -> [r, g, b] in 0..255. */
-export function jet(t: number): [number, number, number] {
-  const c = (x: number) => Math.round(255 * Math.min(1, Math.max(0, x)));
-  return [c(1.5 - Math.abs(4 * t - 3)), c(1.5 - Math.abs(4 * t - 2)), c(1.5 - Math.abs(4 * t - 1))];
+/** What the banner says about the image. */
+export interface Verdict {
+  score: number;
+  normalizedScore: number | null;
+  isAnomaly: boolean | null;
+}
+
+type Rgb = [number, number, number];
+
+const RED: Rgb = [200, 16, 16];
+const GREEN: Rgb = [24, 110, 48];
+const GREY: Rgb = [90, 90, 90];
+
+/** Where the image sits in the heatmap: `frame` px around it, a banner of `banner` px above. */
+export function heatmapLayout(width: number, height: number): { scale: number; frame: number; banner: number; width: number; height: number } {
+  const scale = Math.max(1, Math.min(4, Math.floor(Math.max(width, height) / 256) + 1));
+  const frame = 2 * scale + 1;
+  const banner = (GLYPH_H + 6) * scale;
+  return { scale, frame, banner, width: width + 2 * frame, height: height + banner + frame };
+}
+
+/** The tint's colour and opacity for t = position between the floor (0) and the pixel threshold (1). */
+function tint(t: number): { colour: Rgb; alpha: number } {
+  if (t < 1) return { colour: [255, Math.round(220 - 150 * t), 0], alpha: 0.55 * t };
+  const u = Math.min(1, t - 1); // beyond the threshold: deeper red, more opaque
+  return { colour: [Math.round(255 - 75 * u), 0, Math.round(60 * u)], alpha: 0.55 + 0.15 * u };
 }
 
 /**
- * RGB overlay at the image's size. `normalized` holds the map already mapped to [0, 1]
- * (0.5 = threshold). Contour: pixels at or above 0.5 with a 4-neighbour below it.
+ * The floor and the level the colours reach red at, and the contour level: the calibration's
+ * floor and pixel threshold; without one, the top quarter of the map's own values is tinted and
+ * no contour is drawn.
  */
-export function overlayRgb(image: RawFrame, normalized: Float32Array, alpha = 0.5): Uint8Array {
-  const { width, height, channels, data } = image;
-  const out = new Uint8Array(width * height * 3);
-  for (let y = 0; y < height; y++)
-    for (let x = 0; x < width; x++) {
-      const p = y * width + x;
-      const v = normalized[p];
-      const above = v >= 0.5;
-      const edge =
-        above &&
-        ((x > 0 && normalized[p - 1] < 0.5) || (x < width - 1 && normalized[p + 1] < 0.5) ||
-          (y > 0 && normalized[p - width] < 0.5) || (y < height - 1 && normalized[p + width] < 0.5));
-      const colour = jet(v);
-      for (let c = 0; c < 3; c++) {
-        const base = data[p * channels + (channels === 3 ? c : 0)];
-        out[p * 3 + c] = edge ? 255 : Math.round((1 - alpha) * base + alpha * colour[c]);
-      }
-    }
-  return out;
+function levels(map: Float32Array, c: Calibration | null): { floor: number; red: number; contour: number } {
+  if (c) return { floor: Math.min(c.pixelFloor, c.pixelThreshold), red: c.pixelThreshold, contour: c.pixelThreshold };
+  const finite = Array.from(map).filter((v) => !Number.isNaN(v)).sort((a, b) => a - b);
+  if (!finite.length) return { floor: 0, red: 1, contour: Infinity };
+  return { floor: finite[Math.floor(0.75 * (finite.length - 1))], red: finite[finite.length - 1], contour: Infinity };
 }
 
-/** The overlay as a PNG file's bytes. */
-export async function heatmapPng(image: RawFrame, normalized: Float32Array): Promise<Buffer> {
-  return sharp(overlayRgb(image, normalized), { raw: { width: image.width, height: image.height, channels: 3 } }).png().toBuffer();
+/**
+ * The heatmap as RGB pixels (see the module comment): `map` holds raw map values at the image's
+ * size, NaN where not inspected.
+ */
+export function heatmapRgb(image: RawFrame, map: Float32Array, calibration: Calibration | null, verdict: Verdict): { data: Uint8Array; width: number; height: number } {
+  const { width: w, height: h, channels, data } = image;
+  const L = heatmapLayout(w, h);
+  const out = new Uint8Array(L.width * L.height * 3);
+  const frameColour = verdict.isAnomaly === null ? GREY : verdict.isAnomaly ? RED : GREEN;
+  for (let p = 0; p < L.width * L.height; p++) out.set(frameColour, p * 3);
+  const { floor, red, contour } = levels(map, calibration);
+  const span = red > floor ? red - floor : 1;
+  const above = new Uint8Array(w * h);
+  for (let p = 0; p < above.length; p++) above[p] = map[p] >= contour ? 1 : 0; // 0 for NaN
+  const edge = boundary(above, w, h, Math.max(1, Math.round(L.scale / 2)));
+  let uninspected = 0;
+  for (let y = 0; y < h; y++)
+    for (let x = 0; x < w; x++) {
+      const p = y * w + x;
+      const o = ((y + L.banner) * L.width + x + L.frame) * 3;
+      const v = map[p];
+      const base: Rgb = [0, 1, 2].map((c) => data[p * channels + (channels === 3 ? c : 0)]) as Rgb;
+      if (Number.isNaN(v)) {
+        uninspected++;
+        const grey = 0.3 * (0.299 * base[0] + 0.587 * base[1] + 0.114 * base[2]) + 0.7 * 150;
+        const stripe = (x + y) % (8 * L.scale) < 2 * L.scale ? 60 : 0;
+        out.fill(Math.round(grey - stripe), o, o + 3);
+        continue;
+      }
+      // The contour: white on the inside of a region's edge, black on the outside.
+      if (edge[p]) {
+        out.fill(above[p] ? 255 : 0, o, o + 3);
+        continue;
+      }
+      const t = (v - floor) / span;
+      const { colour, alpha } = t > 0 ? tint(t) : { colour: base, alpha: 0 };
+      for (let c = 0; c < 3; c++) out[o + c] = Math.round((1 - alpha) * base[c] + alpha * colour[c]);
+    }
+  writeBanner(out, L, verdict, uninspected > 0);
+  return { data: out, width: L.width, height: L.height };
+}
+
+/**
+ * Pixels within `r` (in x and y) of the edge of the regions in `mask`: where the window's
+ * maximum and minimum differ (separable max / min filters). Each side of an edge gets r pixels, so
+ * the contour is 2r wide (2 px for images up to 255 px).
+ */
+function boundary(mask: Uint8Array, w: number, h: number, r: number): Uint8Array {
+  const filter = (src: Uint8Array, pick: (a: number, b: number) => number, horizontal: boolean) => {
+    const out = new Uint8Array(src.length);
+    for (let y = 0; y < h; y++)
+      for (let x = 0; x < w; x++) {
+        let v = src[y * w + x];
+        for (let d = -r; d <= r; d++) {
+          const xx = horizontal ? x + d : x;
+          const yy = horizontal ? y : y + d;
+          if (xx >= 0 && yy >= 0 && xx < w && yy < h) v = pick(v, src[yy * w + xx]);
+        }
+        out[y * w + x] = v;
+      }
+    return out;
+  };
+  const grown = filter(filter(mask, Math.max, true), Math.max, false);
+  const shrunk = filter(filter(mask, Math.min, true), Math.min, false);
+  for (let p = 0; p < grown.length; p++) grown[p] = grown[p] !== shrunk[p] ? 1 : 0;
+  return grown;
+}
+
+function writeBanner(out: Uint8Array, L: ReturnType<typeof heatmapLayout>, v: Verdict, hatched: boolean): void {
+  const word = v.isAnomaly === null ? 'NO THRESHOLD' : v.isAnomaly ? 'ANOMALY' : 'OK';
+  const score = v.normalizedScore === null ? `SCORE ${fmt(v.score)}` : `SCORE ${v.normalizedScore.toFixed(2)} ${v.isAnomaly ? '>=' : '<'} 0.50`;
+  const candidates = [
+    `${word}  ${score}${hatched ? '  HATCHED: NOT INSPECTED' : ''}`,
+    `${word}  ${score}`,
+    `${word} ${v.normalizedScore === null ? fmt(v.score) : v.normalizedScore.toFixed(2)}`,
+    word,
+  ];
+  const room = L.width - 2 * L.scale;
+  const text = candidates.find((t) => textWidth(t, L.scale) <= room) ?? word;
+  drawText(out, L.width, L.height, 2 * L.scale, 3 * L.scale, text, L.scale, [255, 255, 255]);
+}
+
+function fmt(x: number): string {
+  return Math.abs(x) >= 100 ? x.toFixed(0) : Math.abs(x) >= 1 ? x.toFixed(2) : x.toPrecision(3);
+}
+
+/** The heatmap as a PNG file's bytes. */
+export async function heatmapPng(image: RawFrame, map: Float32Array, calibration: Calibration | null, verdict: Verdict): Promise<Buffer> {
+  const { data, width, height } = heatmapRgb(image, map, calibration, verdict);
+  return sharp(data, { raw: { width, height, channels: 3 } }).png().toBuffer();
 }

@@ -29,7 +29,7 @@ export interface NativeOptions {
   layers: string;
   resize: number;
   crop: number;
-  resizeMode: 'shorter' | 'squash';
+  resizeMode: 'area' | 'shorter' | 'squash';
   patchSize: number;
   pretrainDim: number;
   targetDim: number;
@@ -89,6 +89,16 @@ export interface NativeScore {
   height: number;
 }
 
+/** One fit image scored against the pending bank without its own rows (leave-one-image-out). */
+export interface NativeLeaveOut {
+  /** The image's position among the images given to fitAdd. */
+  input: number;
+  score: number;
+  mapMin: number;
+  mapMax: number;
+  mapMean: number;
+}
+
 export interface FloatArray {
   data: Float32Array;
   shape: number[];
@@ -102,9 +112,13 @@ export interface NativeEngine {
   fitAdd(images: RawFrame[]): Promise<void>;
   /**
    * Builds the new model into a pending slot; the live model keeps serving until fitCommit.
+   * leaveOut > 0: also scores up to that many staged images (spread evenly) against the pending
+   * bank without their own rows (stage 'calibrate'); {@link NativeEngine.leaveOut} returns them.
    * Resolves with the number of progress calls queued (they may still be arriving).
    */
-  fitEnd(onProgress?: (stage: string, done: number, total: number, value: number) => void): Promise<number>;
+  fitEnd(onProgress?: (stage: string, done: number, total: number, value: number) => void, leaveOut?: number): Promise<number>;
+  /** The last fitEnd's leave-one-image-out results, in input order. */
+  leaveOut(): NativeLeaveOut[];
   /** Scores against the pending model (calibration before the commit). */
   scorePending(images: RawFrame[]): Promise<NativeScore[]>;
   /** Makes the pending model live, with this metadata. */
@@ -127,13 +141,16 @@ export interface NativeEngine {
 export interface NativeInternals {
   /** tensorOps: the tensor-operation path (used off CPU) instead of the fused CPU kernel. */
   patchFeatures(taps: FloatArray[], patchSize: number, pretrainDim: number, targetDim: number, tensorOps?: boolean): FloatArray;
-  preprocess(image: RawFrame, resize: number, crop: number, mode: 'shorter' | 'squash'): FloatArray;
+  preprocess(image: RawFrame, resize: number, crop: number, mode: 'area' | 'shorter' | 'squash'): FloatArray;
   /** bfloat16: select on the points rounded to bfloat16, as fit does. deviceLoop: the loop the GPU runs, here on the CPU. */
   greedyCoreset(projected: FloatArray, starts: number[], count: number, pruned: boolean, threads?: number, bfloat16?: boolean, deviceLoop?: boolean): number[];
   coresetProject(features: FloatArray, projectionDim: number, seed: number): FloatArray;
   backboneMilliseconds(backbone: string, size: number, batch: number, reps: number, threads: number): { backboneMs: number; patchFeaturesMs: number };
-  /** kernel: 'auto' (the engine's choice), 'float32', or 'int8' (int8 + float32 re-scoring where the CPU has AVX-512 VNNI). */
-  knn(bank: FloatArray, queries: FloatArray, k: number, kernel?: 'auto' | 'float32' | 'int8'): { distances: FloatArray; indices: number[] };
+  /**
+   * Exact k-NN. kernel: 'auto' (the engine's choice), 'float32', or 'int8' (int8 + float32 re-scoring where the CPU has
+   * AVX-512 VNNI); with `excludeBegin`/`excludeEnd`, over the bank without rows [excludeBegin, excludeEnd).
+   */
+  knn(bank: FloatArray, queries: FloatArray, k: number, kernel?: 'auto' | 'float32' | 'int8', excludeBegin?: number, excludeEnd?: number): { distances: FloatArray; indices: number[] };
   /** The int8 k-NN: supported by this CPU, and on; passing a boolean turns it on or off process-wide (off: float32 GEMM). */
   knnInt8(enabled?: boolean): { supported: boolean; enabled: boolean };
   /** float32 GEMM vs int8 k-NN side by side (k = 1); null bank / queries: seeded standard-normal rows. */

@@ -5,6 +5,7 @@
 import { existsSync, statSync } from 'node:fs';
 import path from 'node:path';
 
+import { DEFAULT_FALSE_ALARM_RATE } from './calibration.js';
 import { ReconpatchError } from './errors.js';
 import type { NativeOptions } from './native.js';
 import type { InputOptions } from './io/images.js';
@@ -47,12 +48,20 @@ export interface EngineOptions {
   head?: boolean | HeadOptions;
   /** Greedy coreset: `ratio` of patches kept (default 0.1), random `projection` size (128), random `starts` (10). */
   coreset?: { ratio?: number; projection?: number; starts?: number };
-  /** Resize target in pixels (default 256): the shorter side, or both sides with `resizeMode: 'squash'`. `null` keeps the size. */
+  /**
+   * Resize target in pixels (default 256): with `resizeMode: 'area'` the image keeps its aspect
+   * ratio and is scaled to about `resize` x `resize` pixels in all; the shorter side with
+   * `'shorter'`; both sides with `'squash'`. `null` keeps the size. Bank size and scoring cost grow
+   * with resize²; a larger value keeps thinner defects visible (docs/results.md).
+   */
   resize?: number | null;
-  /** Center crop in pixels after resizing (default 224). `null`: no crop. */
+  /**
+   * Center crop in pixels after resizing (default none: every pixel is inspected). Pixels outside
+   * the crop are not inspected: NaN in maps, hatched grey in heatmaps.
+   */
   crop?: number | null;
-  /** `'shorter'` keeps the aspect ratio (default); `'squash'` resizes straight to `resize` x `resize`. */
-  resizeMode?: 'shorter' | 'squash';
+  /** `'area'` (default): aspect ratio kept, area about resize²; `'shorter'`: shorter side = resize; `'squash'`: resize x resize. */
+  resizeMode?: 'area' | 'shorter' | 'squash';
   /** Patch-feature sizes: per-layer pooled size (default 1024) and final size (default 1024). */
   features?: { pretrainDim?: number; targetDim?: number };
   /** Scoring: `distance` (`'euclidean'` default, or `'squared'` as faiss), `reweight` (PatchCore Eq. 7, default false) with `neighbors` (9), map `blurSigma` (4). */
@@ -72,11 +81,14 @@ export interface EngineOptions {
   /** Seed for every random choice (random CNN weights, coreset projection and starts). Default 0. */
   seed?: number;
   /**
-   * Calibration: the `holdout` share of the fit images (default 0.1, at least `minImages`, 3) is
-   * not put in the bank but scored after fit to set a threshold, so that results carry
-   * `normalizedScore` (0.5 = threshold) and `isAnomaly`. `false` disables it.
+   * Calibration (lib/calibration.ts): after the bank is built, up to `maxImages` fit images (default
+   * 100, spread evenly) are scored against it without their own patches (leave-one-image-out), and
+   * the thresholds are set so that about `falseAlarmRate` of good parts are flagged (default 0.01),
+   * so that results carry `normalizedScore` (0.5 = threshold) and `isAnomaly`. `holdout` > 0
+   * instead keeps that share of the images (at least `minImages`) out of the bank to calibrate on.
+   * `false` disables it.
    */
-  calibration?: { holdout?: number; minImages?: number } | false;
+  calibration?: { falseAlarmRate?: number; maxImages?: number; holdout?: number; minImages?: number } | false;
   /**
    * Batching of concurrent `score()` calls (see {@link BatchingOptions}); `false` scores every
    * call on its own. Runtime only: not saved with the model; pass it again to `Engine.load`.
@@ -118,20 +130,54 @@ export function resolveBatching(value: EngineOptions['batching']): Required<Batc
   };
 }
 
+/** Calibration options as resolved (see {@link EngineOptions.calibration}); saved with the model. */
 export interface CalibrationOptions {
+  /** false: no calibration (no threshold; every image goes into the bank). */
+  enabled: boolean;
+  /** Target false-alarm rate of the nominal threshold rule (default 0.01). */
+  falseAlarmRate: number;
+  /** Most fit images scored leave-one-image-out (default 100). */
+  maxImages: number;
+  /** > 0: hold this share of the fit images out of the bank and calibrate on them instead (default 0). */
   holdout: number;
+  /** With `holdout`: at least this many images held out (default 3). */
   minImages: number;
 }
 
+const CALIBRATION_KEYS = ['falseAlarmRate', 'maxImages', 'holdout', 'minImages'];
+
 /** Validates the calibration options (they stay in JS: post-processing). */
 export function resolveCalibration(value: EngineOptions['calibration']): CalibrationOptions {
-  if (value === false) return { holdout: 0, minImages: 0 };
+  if (value === false) return { enabled: false, falseAlarmRate: DEFAULT_FALSE_ALARM_RATE, maxImages: 0, holdout: 0, minImages: 0 };
   const c = plainObject(value, 'calibration');
-  for (const key of Object.keys(c)) if (key !== 'holdout' && key !== 'minImages') fail(`unknown calibration option '${key}'`);
+  for (const key of Object.keys(c)) if (!CALIBRATION_KEYS.includes(key)) fail(`unknown calibration option '${key}' (known: ${CALIBRATION_KEYS.join(', ')})`);
+  const falseAlarmRate = num(c.falseAlarmRate ?? DEFAULT_FALSE_ALARM_RATE, 'calibration.falseAlarmRate', 0, 0.5);
+  if (falseAlarmRate <= 0) fail(`calibration.falseAlarmRate must be a number in (0, 0.5], got ${JSON.stringify(c.falseAlarmRate)}`);
   return {
-    holdout: num(c.holdout ?? 0.1, 'calibration.holdout', 0, 0.5),
+    enabled: true,
+    falseAlarmRate,
+    maxImages: int(c.maxImages ?? 100, 'calibration.maxImages', 2, 1_000_000),
+    holdout: num(c.holdout ?? 0, 'calibration.holdout', 0, 0.5),
     minImages: int(c.minImages ?? 3, 'calibration.minImages', 1, 10000),
   };
+}
+
+/**
+ * Calibration options as a model file stores them, brought to today's shape. Files from before
+ * leave-one-image-out calibration stored `{ holdout, minImages }`: holdout 0 meant calibration off;
+ * otherwise a refit now calibrates with today's defaults.
+ */
+export function storedCalibrationOptions(stored: unknown): CalibrationOptions {
+  const s = (stored ?? {}) as Partial<CalibrationOptions>;
+  if (typeof s.enabled === 'boolean') {
+    if (!s.enabled) return resolveCalibration(false);
+    try {
+      return resolveCalibration({ falseAlarmRate: s.falseAlarmRate, maxImages: s.maxImages, holdout: s.holdout, minImages: s.minImages });
+    } catch {
+      return resolveCalibration(undefined);
+    }
+  }
+  return s.holdout === 0 ? resolveCalibration(false) : resolveCalibration(undefined);
 }
 
 /**

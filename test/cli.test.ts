@@ -1,7 +1,7 @@
 // The real `reconpatch` binary (built dist/cli/main.js) on a generated dataset: exit codes, JSON,
-// a saved model scored from the command line.
+// a saved model scored from the command line, folders and globs, per-image errors, output formats.
 import { execFile } from 'node:child_process';
-import { existsSync, readFileSync, rmSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
 
@@ -33,17 +33,28 @@ describe('reconpatch CLI', () => {
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
   it('evaluates a dataset and prints one JSON line', async () => {
-    const r = await reconpatch('eval', '--data', data.root, '--category', data.category, '--resize', 'none', '--crop', 'none', '--coreset', '0.25', '--json');
+    const grids = path.join(dir, 'grids');
+    const r = await reconpatch('eval', '--data', data.root, '--category', data.category, '--backbone', 'random_cnn', '--resize', 'none',
+      '--coreset', '0.25', '--save-images', grids, '--json');
     expect(r.code).toBe(0);
     const out = JSON.parse(r.stdout.trim());
     expect(out).toMatchObject({ category: 'synthetic', backbone: 'random_cnn', head: false, coreset: 0.25, n_train: 24, n_test: 20 });
     expect(out.image_auroc).toBeGreaterThanOrEqual(0.9);
     expect(out.pixel_auroc).toBeGreaterThanOrEqual(0.85);
     for (const k of ['fit_seconds', 'score_ms_per_image', 'peak_rss_mb']) expect(out[k]).toBeGreaterThan(0);
+    // The decision at the deployed (leave-one-out calibrated) threshold, next to AUROC.
+    expect(out.decision).toMatchObject({ method: 'leave-one-out', calibration_images: 24, false_alarm_target: 0.01, defects: 12, good: 8 });
+    expect(out.decision.recall).toBeGreaterThanOrEqual(0.75);
+    expect(out.decision.false_alarm_rate).toBeLessThanOrEqual(0.25);
+    expect(r.stderr).toMatch(/score/); // progress while scoring
+    // image | heatmap | ground truth, one picture per test image, by defect type.
+    expect(readdirSync(grids).sort()).toEqual(['blob', 'good', 'missing', 'scratch']);
+    const grid = await sharp(path.join(grids, 'blob', readdirSync(path.join(grids, 'blob'))[0])).metadata();
+    expect(grid.width).toBeGreaterThan(3 * 96);
   });
 
   it('runs the README demo: generate, fit, evaluate', async () => {
-    const r = await reconpatch('demo', '--dir', path.join(dir, 'demo'), '--json');
+    const r = await reconpatch('demo', '--dir', path.join(dir, 'demo'), '--backbone', 'random_cnn', '--json');
     expect(r.code).toBe(0);
     const out = JSON.parse(r.stdout.trim());
     expect(out).toMatchObject({ category: 'synthetic', n_train: 24, n_test: 20 });
@@ -52,9 +63,11 @@ describe('reconpatch CLI', () => {
 
   it('fits to a model file and scores images with it', async () => {
     const model = path.join(dir, 'm.rcp');
-    const fit = await reconpatch('fit', path.join(data.root, data.category, 'train/good'), '-o', model, '--resize', 'none', '--crop', 'none', '--json');
+    const fit = await reconpatch('fit', path.join(data.root, data.category, 'train/good'), '-o', model, '--backbone', 'random_cnn', '--resize', 'none', '--json');
     expect(fit.code).toBe(0);
     expect(existsSync(model)).toBe(true);
+    expect(JSON.parse(fit.stdout)).toMatchObject({ images: 24, calibrationImages: 24, thresholdMethod: 'leave-one-out', falseAlarmRate: 0.01 });
+    expect(fit.stderr).toMatch(/warning: the threshold rests on 24 nominal images/);
     const good = data.test.filter((t) => t.label === 0).map((t) => t.path);
     const bad = data.test.filter((t) => t.label === 1).map((t) => t.path);
     const score = await reconpatch('score', model, ...good, ...bad, '--json');
@@ -69,9 +82,9 @@ describe('reconpatch CLI', () => {
   it('writes heatmaps, a scores CSV, and shows model info', async () => {
     const model = path.join(dir, 'cal.rcp');
     const glob = path.join(data.root, data.category, 'train/good', '0*.png');
-    const fit = await reconpatch('fit', glob, '-o', model, '--resize', 'none', '--crop', 'none', '--json');
+    const fit = await reconpatch('fit', glob, '-o', model, '--backbone', 'random_cnn', '--resize', 'none', '--json');
     expect(fit.code).toBe(0);
-    expect(JSON.parse(fit.stdout)).toMatchObject({ images: 21, calibrationImages: 3 }); // the glob matched all 24
+    expect(JSON.parse(fit.stdout)).toMatchObject({ images: 24, calibrationImages: 24 }); // the glob matched all 24
     const heatmaps = path.join(dir, 'heatmaps');
     const defect = data.test.find((t) => t.label === 1) as { path: string };
     const r = await reconpatch('score', model, defect.path, '--heatmaps', heatmaps, '--json');
@@ -80,16 +93,18 @@ describe('reconpatch CLI', () => {
     expect(row.normalizedScore).toBeGreaterThanOrEqual(0);
     expect(typeof row.isAnomaly).toBe('boolean');
     const meta = await sharp(row.heatmap).metadata();
-    expect([meta.format, meta.width, meta.height]).toEqual(['png', 96, 96]);
+    expect(meta.format).toBe('png');
+    expect(meta.width).toBeGreaterThan(96); // the image, framed, with the verdict banner above it
+    expect(meta.height).toBeGreaterThan(96);
     const stats = await sharp(row.heatmap).stats();
     expect(stats.channels[0].stdev).toBeGreaterThan(5); // not blank
 
     const info = JSON.parse((await reconpatch('info', model)).stdout);
-    expect(info.calibration.images).toBe(3);
+    expect(info.calibration.images).toBe(24);
     expect(info.options.backbone).toBe('random_cnn');
 
     const csv = path.join(dir, 'scores.csv');
-    const e = await reconpatch('eval', '--data', data.root, '--category', data.category, '--protocol', 'patchcore', '--scores-out', csv, '--json');
+    const e = await reconpatch('eval', '--data', data.root, '--category', data.category, '--backbone', 'random_cnn', '--protocol', 'patchcore', '--scores-out', csv, '--json');
     expect(e.code).toBe(0);
     const lines = readFileSync(csv, 'utf8').trim().split('\n');
     expect(lines[0]).toBe('path,label,score');
@@ -122,13 +137,61 @@ describe('reconpatch CLI', () => {
     expect(stdout).toMatch(/^reconpatch <command>/);
   });
 
-  it('fails with a non-zero exit and a coded message on bad input', async () => {
+  it('fails with a non-zero exit and a coded message on bad input; JSON errors in --json mode', async () => {
     const r = await reconpatch('score', path.join(dir, 'missing.rcp'), data.test[0].path);
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/ERR_MODEL_FILE/);
+    const j = await reconpatch('score', path.join(dir, 'missing.rcp'), data.test[0].path, '--json');
+    expect(j.code).toBe(1);
+    expect(JSON.parse(j.stdout).error).toMatchObject({ code: 'ERR_MODEL_FILE' });
     expect((await reconpatch('frobnicate')).code).toBe(2);
     const help = await reconpatch('eval', '--help');
     expect(help.code).toBe(0);
     expect(help.stdout).toMatch(/--category/);
+    const version = await reconpatch('--version');
+    expect(version.stdout.trim()).toBe(`reconpatch ${JSON.parse(readFileSync(path.join(repoRoot, 'package.json'), 'utf8')).version}`);
+  });
+
+  it('fits only with a backbone named, and echoes numbers as typed', async () => {
+    const train = path.join(data.root, data.category, 'train/good');
+    const none = await reconpatch('fit', train, '-o', path.join(dir, 'x.rcp'));
+    expect(none.code).toBe(1);
+    expect(none.stderr).toMatch(/no --backbone given.*random_cnn/);
+    expect(existsSync(path.join(dir, 'x.rcp'))).toBe(false);
+    const abc = await reconpatch('fit', train, '-o', path.join(dir, 'x.rcp'), '--backbone', 'random_cnn', '--coreset', 'abc', '--json');
+    expect(JSON.parse(abc.stdout).error.message).toMatch(/--coreset must be a number, got 'abc'/);
+  });
+
+  it('scores folders and globs, mirrors the input tree in heatmaps, reports per-image errors, writes CSV', async () => {
+    const model = path.join(dir, 'folders.rcp');
+    expect((await reconpatch('fit', path.join(data.root, data.category, 'train/good'), '-o', model, '--backbone', 'random_cnn', '--resize', 'none')).code).toBe(0);
+    // Two folders holding a file of the same name, and a file that is not an image.
+    const tree = path.join(dir, 'tree');
+    for (const [sub, i] of [['a', 0], ['b', 19], ['b/deeper', 10]] as const) {
+      mkdirSync(path.join(tree, sub), { recursive: true });
+      copyFileSync(data.test[i].path, path.join(tree, sub, 'part.png'));
+    }
+    writeFileSync(path.join(tree, 'a', 'broken.png'), 'not an image');
+    const heatmaps = path.join(dir, 'tree-heatmaps');
+    const stop = await reconpatch('score', model, tree, '--json');
+    expect(stop.code).toBe(1); // the first bad image ends the run
+    expect(JSON.parse(stop.stdout.trim().split('\n').at(-1) as string).error.message).toMatch(/broken\.png/);
+    const r = await reconpatch('score', model, tree, '--heatmaps', heatmaps, '--continue-on-error', '--json');
+    expect(r.code).toBe(1); // went on, but one image failed
+    const rows = r.stdout.trim().split('\n').map((l) => JSON.parse(l));
+    expect(rows.map((x) => path.relative(tree, x.path))).toEqual(['a/broken.png', 'a/part.png', 'b/deeper/part.png', 'b/part.png']);
+    expect(rows[0].error.code).toBe('ERR_INVALID_IMAGE');
+    expect(rows.slice(1).map((x) => typeof x.isAnomaly)).toEqual(['boolean', 'boolean', 'boolean']);
+    expect(rows.slice(1).map((x) => path.relative(heatmaps, x.heatmap))).toEqual(['a/part.png', 'b/deeper/part.png', 'b/part.png']);
+    // A full glob (character class, recursion), and CSV.
+    const csv = await reconpatch('score', model, path.join(data.root, data.category, 'test', '{blob,good}', '00[0-4].png'), '--format', 'csv');
+    expect(csv.code).toBe(0);
+    const lines = csv.stdout.trim().split('\n');
+    expect(lines[0]).toBe('path,score,normalizedScore,isAnomaly,width,height,heatmap,error');
+    expect(lines).toHaveLength(1 + 7); // blob 001, 004; good 000-004
+    expect(lines.slice(1).every((l) => /,(true|false),96,96,,$/.test(l))).toBe(true);
+    // --threshold decides with the given raw score for this run.
+    const all = await reconpatch('score', model, path.join(tree, 'b'), '--threshold', '0', '--json');
+    expect(all.stdout.trim().split('\n').map((l) => JSON.parse(l).isAnomaly)).toEqual([true, true]);
   });
 });

@@ -111,6 +111,9 @@ describe('listImages', () => {
       for (const name of ['b.jpeg', 'A.bmp.png', 'c.tiff']) await writeImage(path.join(dir, name), flat(9), 8, 8);
       expect((await listImages(dir)).map((p) => path.basename(p))).toEqual(['A.bmp.png', 'b.jpeg', 'c.tiff']);
       expect(await listImages(path.join(dir, 'b.jpeg'))).toEqual([path.join(dir, 'b.jpeg')]);
+      // Full globs, not just * and ?: a character class and braces.
+      expect((await listImages(path.join(dir, '[a-b]*'))).map((p) => path.basename(p))).toEqual(['b.jpeg']);
+      expect((await listImages(path.join(dir, '{A,c}.*'))).map((p) => path.basename(p))).toEqual(['A.bmp.png', 'c.tiff']);
       const err = await rejection(listImages(path.join(dir, 'missing')));
       expect(err.code).toBe('ERR_IO');
       expect(err.message).toContain('does not exist');

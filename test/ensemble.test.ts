@@ -65,31 +65,30 @@ describe('Ensemble on generated data', () => {
     probes = [data.test[0].path, data.test[data.test.length - 1].path, data.test[10].path];
     ensemble = await Ensemble.create({ members: memberOptions });
     const fit = await ensemble.fit(train);
-    expect(fit).toMatchObject({ images: 21, calibrationImages: 3 });
-    expect(fit.members.map((m) => m.images)).toEqual([21, 21]);
+    expect(fit).toMatchObject({ images: 24, calibrationImages: 24 }); // every image in the banks, and scored leave-one-out
+    expect(fit.members.map((m) => m.images)).toEqual([24, 24]);
   });
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-  it('fuses the average of each member normalised by its held-out min / max (computed by hand)', async () => {
-    // 10% of 24, at least 3, spread evenly: images 7, 15 and 23 are held out of every bank.
-    const heldOut = [7, 15, 23];
-    const bank = train.filter((_, i) => !heldOut.includes(i));
+  it('fuses the average of each member normalised by its nominal min / max (computed by hand)', async () => {
+    // Each member's bank is what an engine fitted alone on the same images holds; the ranges come
+    // from the images scored leave-one-image-out, so every training image lies inside them and
+    // each range is narrower than the members' scores of the images against their full banks
+    // would suggest (an image scored against a bank holding its own patches scores lower).
     const members: Engine[] = [];
     for (const o of memberOptions) {
       const e = await Engine.create({ ...o, calibration: false });
-      await e.fit(bank);
+      await e.fit(train);
       members.push(e);
     }
-    const ranges: MemberRange[] = [];
-    for (const e of members) {
-      const held = await e.scoreMany(heldOut.map((i) => train[i]));
-      const pixels = held.flatMap((r) => Array.from(r.map));
-      ranges.push({
-        scoreMin: Math.min(...held.map((r) => r.score)), scoreMax: Math.max(...held.map((r) => r.score)),
-        mapMin: Math.min(...pixels), mapMax: Math.max(...pixels),
-      });
+    const ranges = ensemble.info.ranges as MemberRange[];
+    expect(ranges).toHaveLength(2);
+    for (const [m, e] of members.entries()) {
+      const own = await e.scoreMany(train);
+      // Against the full bank (its own patches included) no image scores above its leave-out score.
+      expect(Math.max(...own.map((r) => r.score))).toBeLessThanOrEqual(ranges[m].scoreMax + 1e-6);
+      expect(ranges[m].scoreMin).toBeLessThan(ranges[m].scoreMax);
     }
-    expect(ensemble.info.ranges).toEqual(ranges);
     for (const p of probes) {
       const raw = [await members[0].score(p), await members[1].score(p)];
       const r = await ensemble.score(p);
@@ -104,9 +103,11 @@ describe('Ensemble on generated data', () => {
       }
       expect(worst).toBeLessThan(1e-5);
     }
-    // The threshold comes from the fused held-out scores, all in [0, 1] by construction.
+    // The threshold comes from the fused nominal scores, all in [0, 1] by construction.
     const c = ensemble.info.calibration;
-    expect(c?.images).toBe(3);
+    expect(c?.images).toBe(24);
+    expect(c?.method).toBe('leave-one-out');
+    expect(c?.threshold).toBeGreaterThan(c?.scoreMedian as number);
     expect(c?.scoreMean).toBeGreaterThan(0);
     expect(c?.scoreMean).toBeLessThan(1);
   });
@@ -200,7 +201,7 @@ describe('Ensemble on generated data', () => {
     const loaded = await Ensemble.load(saved);
     rmSync(saved);
     await loaded.fit(train.slice(0, 12));
-    expect(loaded.info.members.map((m) => m.trainImages)).toEqual([9, 9]); // 3 of 12 held out
+    expect(loaded.info.members.map((m) => m.trainImages)).toEqual([12, 12]);
     // The same as a new ensemble fitted on those images; not the old normalisers.
     const fresh = await Ensemble.create({ members: memberOptions });
     await fresh.fit(train.slice(0, 12));
@@ -255,11 +256,14 @@ describe('reconpatch CLI with several backbones', () => {
     expect(out.members[0].image_auroc).toBe(out.members[1].image_auroc);
     expect(out.image_auroc).toBeGreaterThanOrEqual(0.9);
     expect(out.pixel_auroc).toBeGreaterThanOrEqual(0.85);
-    // Without --protocol patchcore: the deployment path, normalisers from 3 held-out images.
+    expect(out.decision).toBeNull(); // test-set normalisation has no deployed threshold
+    // Without --protocol patchcore: the deployment path, normalisers and threshold from the 24
+    // training images scored leave-one-image-out; the decision at that threshold is reported.
     const deployed = JSON.parse(await reconpatch('eval', '--data', data.root, '--category', data.category, '--backbone', 'random_cnn',
       '--backbone', 'random_cnn', '--resize', 'none', '--crop', 'none', '--coreset', '0.25', '--json'));
-    expect(deployed).toMatchObject({ fusion: 'holdout-minmax', n_train: 24, n_fit: 21 });
+    expect(deployed).toMatchObject({ fusion: 'nominal-minmax', n_train: 24, n_fit: 24 });
     expect(deployed.image_auroc).toBeGreaterThanOrEqual(0.9);
+    expect(deployed.decision).toMatchObject({ method: 'leave-one-out', calibration_images: 24, defects: 12, good: 8 });
   });
 
   it('fits one ensemble file, scores with it and shows its members', async () => {
@@ -267,7 +271,7 @@ describe('reconpatch CLI with several backbones', () => {
     const model = path.join(dir, 'e.rcpe');
     const fit = JSON.parse(await reconpatch('fit', path.join(data.root, data.category, 'train/good'), '-o', model,
       '--backbone', 'random_cnn', '--backbone', 'random_cnn', '--resize', 'none', '--crop', 'none', '--json'));
-    expect(fit).toMatchObject({ model, images: 21, calibrationImages: 3 });
+    expect(fit).toMatchObject({ model, images: 24, calibrationImages: 24, thresholdMethod: 'leave-one-out' });
     const lines = (await reconpatch('score', model, data.test[0].path, '--json')).trim().split('\n').map((l) => JSON.parse(l));
     expect(lines).toHaveLength(1);
     expect(lines[0].memberScores).toHaveLength(2);
@@ -280,15 +284,15 @@ describe('reconpatch CLI with several backbones', () => {
 });
 
 describe.skipIf(!hasShared)(`real data: metal_plate, ensemble of mobilenet_v1 and darknet_tiny (${hasShared ? 'present' : SHARED_ABSENT})`, () => {
-  it('reaches at least the weaker member and image AUROC >= 0.95 with held-out normalisers', async () => {
+  it('reaches at least the weaker member and image AUROC >= 0.95 with nominal (leave-one-out) normalisers', async () => {
     const data = await readMvtecDataset(sharedDatasets, 'metal_plate');
     const protocol = { resizeMode: 'squash', resize: 256, crop: 224, coreset: { ratio: 0.1 } } as const;
     const ensemble = await Ensemble.create({
       members: ['mobilenet_v1_imagenet', 'darknet_tiny_imagenet'].map((b) => ({ backbone: path.join(sharedBackbones, `${b}.pt`), ...protocol })),
     });
     expect(existsSync(path.join(sharedBackbones, 'darknet_tiny_imagenet.pt'))).toBe(true);
-    const fit = await ensemble.fit(data.train); // 64 images: 6 (10%) held out to set the normalisers
-    expect(fit).toMatchObject({ images: 58, calibrationImages: 6 });
+    const fit = await ensemble.fit(data.train); // all 64 images in the banks, and scored leave-one-out to set the normalisers
+    expect(fit).toMatchObject({ images: 64, calibrationImages: 64 });
     const results = await ensemble.scoreMany(data.test.map((t) => t.path));
     const labels = data.test.map((t) => t.label);
     const fused = auroc(results.map((r) => r.score), labels);

@@ -40,8 +40,10 @@ describe('input limits', () => {
 
   beforeAll(async () => {
     data = await syntheticDataset();
-    // Default geometry: shorter side to 256, crop 224.
-    const engine = await Engine.create({ backbone: 'random_cnn', coreset: { ratio: 0.25 }, calibration: false });
+    // Shorter side to 256, crop 224 (the default before issue 16): long strips resize to billions of
+    // pixels, which the resized-size limit must refuse. The default 'area' mode resizes any shape
+    // to about 256^2 pixels (tested below).
+    const engine = await Engine.create({ backbone: 'random_cnn', resizeMode: 'shorter', resize: 256, crop: 224, coreset: { ratio: 0.25 }, calibration: false });
     await engine.fit(data.train.slice(0, 4));
     await engine.save(model);
   });
@@ -90,6 +92,11 @@ describe('input limits', () => {
     const strip = { data: new Uint8Array(20000 * 8), width: 20000, height: 8, channels: 1 as const };
     const s = await fail(engine.score(strip));
     expect([s?.code, s?.message]).toEqual(['ERR_INVALID_IMAGE', expect.stringContaining('would be resized to 640000x256')]);
+    // The default 'area' mode resizes it to about 256^2 pixels (aspect kept) and scores every pixel.
+    const area = await Engine.create({ backbone: 'random_cnn', coreset: { ratio: 0.25 }, calibration: false });
+    await area.fit(data.train.slice(0, 2));
+    const whole = await area.score(strip);
+    expect([whole.width, whole.height, whole.map.every((v) => Number.isFinite(v))]).toEqual([20000, 8, true]);
     // fit and scoreMany decode within the same limits.
     expect((await fail(strict.scoreMany([raw])))?.code).toBe('ERR_INVALID_IMAGE');
     const fresh = await Engine.create({ backbone: 'random_cnn', calibration: false, input: { maxPixels: 5000 } });
@@ -102,7 +109,7 @@ describe('input limits', () => {
   it('computes the resized size exactly as the native preprocessing does', () => {
     const { preprocess } = native().internals;
     for (const [w, h] of [[37, 10], [10, 37], [100, 33], [33, 100], [64, 64], [1001, 17]]) {
-      for (const resizeMode of ['shorter', 'squash'] as const) {
+      for (const resizeMode of ['area', 'shorter', 'squash'] as const) {
         const frame = { data: new Uint8Array(w * h * 3), width: w, height: h, channels: 3 as const };
         const [rw, rh] = resizedSize(w, h, { resize: 40, resizeMode });
         // Without a crop the native side keeps the resized image, floored to even sides.

@@ -106,6 +106,18 @@ describe.skipIf(!supported)(`int8 k-NN with float32 re-scoring (${supported ? 'V
     expect(c.fallbackQueries).toBe(0);
   });
 
+  it('leaves a row range out on either kernel (leave-one-image-out calibration searches): never an excluded row, the float32 answer', () => {
+    const r = rng(5);
+    const bank = rows(1500, 64, r.normal);
+    // Queries next to rows 500..599: with those rows left out, their nearest is elsewhere.
+    const q = { data: bank.data.slice(500 * 64, 600 * 64).map((x) => x + 1e-2 * r.normal()), shape: [100, 64] };
+    const f = internals.knn(bank, q, 1, 'float32', 500, 600);
+    const i8 = internals.knn(bank, q, 1, 'int8', 500, 600);
+    for (const j of [...f.indices, ...i8.indices]) expect(j < 500 || j >= 600).toBe(true);
+    expect(i8.indices).toEqual(f.indices);
+    expect(internals.knn(bank, q, 1, 'int8').indices).toEqual(Array.from({ length: 100 }, (_, k) => 500 + k)); // without: themselves
+  });
+
   it('gives exact duplicates to the lowest row, as the float32 search does', () => {
     const r = rng(3);
     const bank = rows(300, 64, r.normal);

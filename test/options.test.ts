@@ -24,7 +24,7 @@ describe('options', () => {
   it('fills the documented defaults', () => {
     const o = resolveOptions({ backbone: 'random_cnn' });
     expect(o).toMatchObject({
-      resize: 256, crop: 224, resizeMode: 'shorter', coresetRatio: 0.1, coresetProjection: 128,
+      resize: 256, crop: 0, resizeMode: 'area', coresetRatio: 0.1, coresetProjection: 128,
       coresetStarts: 10, pretrainDim: 1024, targetDim: 1024, distance: 'euclidean', reweight: false,
       blurSigma: 4, device: 'auto', seed: 0, batchSize: 4,
     });

@@ -63,7 +63,7 @@ describe('parity with the PyTorch reference', () => {
     const a = await squash.embed(image);
     expect([a.rows, a.dim]).toEqual([36, 48]);
     expect(relError(a.data, f32('patch_features.f32').data)).toBeLessThan(1e-4);
-    const shorter = await Engine.create({ backbone: tiny, resize: 56, crop: null, features: { pretrainDim: 64, targetDim: 48 } });
+    const shorter = await Engine.create({ backbone: tiny, resizeMode: 'shorter', resize: 56, crop: null, features: { pretrainDim: 64, targetDim: 48 } });
     const b = await shorter.embed(image);
     expect([b.rows, b.dim]).toEqual([63, 48]);
     expect(relError(b.data, f32('shorter_patch_features.f32').data)).toBeLessThan(1e-4);

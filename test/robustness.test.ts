@@ -92,7 +92,8 @@ describe('reconpatch fit -o', () => {
     const readOnly = await reconpatch('fit', train, '-o', '/proc/m.rcp');
     expect(readOnly.stderr).toMatch(/\[ERR_IO\].*does not take new files/);
     // A writable output: the fit starts (and fails on the broken image), leaving no probe behind.
-    const ok = await reconpatch('fit', train, '-o', path.join(dir, 'm.rcp'));
+    // (fit needs a backbone named since issue 16)
+    const ok = await reconpatch('fit', train, '-o', path.join(dir, 'm.rcp'), '--backbone', 'random_cnn');
     expect(ok.stderr).toContain('[ERR_INVALID_IMAGE]');
     expect(existsSync(path.join(dir, 'm.rcp'))).toBe(false);
     expect(readdirSync(dir).filter((n) => n.includes('.tmp-'))).toEqual([]);

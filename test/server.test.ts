@@ -81,8 +81,8 @@ describe('inspection server example', () => {
     r = await post(base, '/fit', JSON.stringify({ dir: good }), 'application/json');
     expect(r.status).toBe(200);
     const summary = await r.json();
-    // Read one file at a time (a stream of unknown length): the holdout is every 10th image.
-    expect(summary).toMatchObject({ images: 22, calibrationImages: 2 });
+    // Read one file at a time (a stream of unknown length): all in the bank, all scored leave-one-out.
+    expect(summary).toMatchObject({ images: 24, calibrationImages: 24 });
     expect(JSON.stringify(summary)).not.toContain(dir); // no server paths in answers
     r = await post(base, '/score?heatmap=png', png(0), 'image/png');
     expect(r.status).toBe(200);

@@ -48,8 +48,14 @@ describe('update and bounded fits', () => {
     expect(after.updates).toBe(1);
     expect(after.updateRows).toBe(summary.addedRows);
     expect(after.trainImages).toBe(before.trainImages + summary.images);
-    expect(summary.images + summary.calibrationImages).toBe(second.length);
-    expect(after.calibration!.images).toBe(before.calibration!.images + summary.calibrationImages);
+    // Issue 16: every new image stays in the update and is scored against the grown bank without
+    // its own patches; that evidence pools with the fit's (stored in the calibration).
+    expect(summary.images).toBe(second.length);
+    expect(summary.calibrationImages).toBe(Math.min(second.length, 100));
+    expect(before.calibration).toMatchObject({ method: 'leave-one-out' });
+    expect(after.calibration).toMatchObject({ method: 'leave-one-out', images: before.calibration!.images + summary.calibrationImages });
+    expect(after.calibration!.evidence).toHaveLength(after.calibration!.images);
+    expect(summary.calibration).toEqual(after.calibration);
 
     const all = await Engine.create(base);
     await all.fit([...first, ...second]);
@@ -114,15 +120,24 @@ describe('update and bounded fits', () => {
     console.info(`[update] budget ${budget} of ${u.patches} patches: image AUROC ${qb.toFixed(4)} vs unbounded ${qu.toFixed(4)}; bank ${b.bankRows} vs ${u.bankRows}`);
     expect(qb).toBeGreaterThanOrEqual(qu - 0.02);
     expect(((await bounded.fit(first, { maxStagedPatches: -1 }).catch((e: unknown) => e)) as ReconpatchError).code).toBe('ERR_INVALID_OPTION');
+    // With calibration, a bounded fit holds 10% out (its reduced images cannot be scored leave-one-out).
+    const calibrated = await Engine.create(base);
+    const c = await calibrated.fit([...first, ...second], { maxStagedPatches: budget });
+    expect(c.calibration).toMatchObject({ method: 'holdout', images: c.calibrationImages });
+    expect(c.images + c.calibrationImages).toBe(first.length + second.length);
   });
 
   it('updates every member of an ensemble, keeping its normalisers', async () => {
     const ensemble = await Ensemble.create({ members: [{ ...base, seed: 1 }, { ...base, seed: 2 }] });
     await ensemble.fit(first);
     const ranges = ensemble.info.ranges;
+    const before = ensemble.info.calibration!;
     const s = await ensemble.update(second);
     expect(s.addedRows).toBeGreaterThan(0);
     expect(ensemble.info.ranges).toEqual(ranges);
+    // The new images' fused leave-one-out evidence (with the fit's normalisers) pooled with the fit's.
+    expect(s.calibrationImages).toBe(second.length);
+    expect(ensemble.info.calibration).toMatchObject({ method: 'leave-one-out', images: before.images + second.length });
     expect(ensemble.info.members.every((m) => m.updates === 1)).toBe(true);
     expect(await aurocOf(ensemble)).toBeGreaterThan(0.9);
   });

@@ -1,4 +1,5 @@
 /** The engine options the commands share: flags, help text, and flags -> EngineOptions. */
+import { ReconpatchError } from '../errors.js';
 import type { EngineOptions, HeadOptions } from '../options.js';
 
 export const ENGINE_FLAGS = {
@@ -23,40 +24,60 @@ export const ENGINE_FLAGS = {
 } as const;
 
 export const ENGINE_HELP = `Engine options:
-  --backbone <name|file.pt>   random_cnn, a torchvision architecture (resnet18, resnet50, wide_resnet50_2,
-                              wide_resnet101_2, resnext101_32x8d, densenet201; weights from
-                              'reconpatch weights pull <name>') or a TorchScript backbone file; several
-                              (a.pt,b.pt or repeated --backbone) make an ensemble: one engine per
-                              backbone with these options, scores fused by per-member min-max
+  --backbone <name|file.pt>   required: a TorchScript backbone file, a torchvision architecture (resnet18,
+                              resnet50, wide_resnet50_2, wide_resnet101_2, resnext101_32x8d, densenet201;
+                              weights from 'reconpatch weights pull <name>'), or random_cnn (an untrained
+                              network for tests: it finds nothing real); several (a.pt,b.pt or repeated
+                              --backbone) make an ensemble: one engine per backbone with these options,
+                              scores fused by per-member min-max
   --weights <file.pth>        torchvision architectures: this state dict instead of the cached weights
   --layers <a,b>              torchvision taps (default layer2,layer3; denseblock2,denseblock3)
-  --resize <px|none>          resize target (default 256)
-  --crop <px|none>            center crop (default 224)
-  --resize-mode shorter|squash
+  --resize <px|none>          resize target (default 256: with resize mode area, about 256 x 256 pixels)
+  --crop <px|none>            center crop (default none: every pixel inspected; outside a crop is not)
+  --resize-mode area|shorter|squash   area (default): aspect ratio kept, about resize^2 pixels
   --coreset <ratio>           coreset ratio (default 0.1)
   --head                      train the ReConPatch head (default off: PatchCore)
   --head-iterations <n>  --head-lr <x>  --head-batch <n>  --head-sigma <x>  --head-normalize
   --seed <n>  --threads <n>  --device cpu|cuda|auto
   --json                      one JSON line on stdout`;
 
+/**
+ * The number typed for `--flag`, or ERR_INVALID_OPTION quoting the text as typed (so `--coreset
+ * abc` says 'abc', not a parsed null). undefined when the flag was not given.
+ */
+export function numberFlag(flag: string, text: unknown): number | undefined {
+  if (text === undefined) return undefined;
+  const t = String(text).trim();
+  const n = Number(t);
+  if (t === '' || !Number.isFinite(n)) throw new ReconpatchError('ERR_INVALID_OPTION', `--${flag} must be a number, got '${String(text)}'`);
+  return n;
+}
+
+const NO_BACKBONE =
+  'no --backbone given: pass a TorchScript backbone file (e.g. mobilenet_v1_imagenet.pt), a torchvision architecture ' +
+  "(resnet18, wide_resnet50_2, ...; 'reconpatch weights pull <name>' fetches its weights), or random_cnn to ask for the " +
+  'untrained test network by name (it finds nothing real)';
+
 export function engineOptions(v: Record<string, unknown>, defaults: Partial<EngineOptions> = {}): EngineOptions {
-  const num = (x: unknown) => (x === undefined ? undefined : Number(x));
-  const size = (x: unknown) => (x === undefined ? undefined : x === 'none' ? null : Number(x));
-  const o: EngineOptions = { ...defaults, backbone: backbonesOf(v)[0] ?? defaults.backbone ?? 'random_cnn' };
+  const num = (flag: string) => numberFlag(flag, v[flag]);
+  const size = (flag: string) => (v[flag] === undefined ? undefined : v[flag] === 'none' ? null : numberFlag(flag, v[flag]));
+  const backbone = backbonesOf(v)[0] ?? defaults.backbone;
+  if (backbone === undefined) throw new ReconpatchError('ERR_INVALID_OPTION', NO_BACKBONE);
+  const o: EngineOptions = { ...defaults, backbone };
   if (v.weights !== undefined) o.weights = v.weights as string;
   if (v.layers !== undefined) o.layers = (v.layers as string).split(',');
-  if (v.resize !== undefined) o.resize = size(v.resize);
-  if (v.crop !== undefined) o.crop = size(v.crop);
+  if (v.resize !== undefined) o.resize = size('resize');
+  if (v.crop !== undefined) o.crop = size('crop');
   if (v['resize-mode'] !== undefined) o.resizeMode = v['resize-mode'] as EngineOptions['resizeMode'];
-  if (v.coreset !== undefined) o.coreset = { ratio: num(v.coreset) };
-  if (v.seed !== undefined) o.seed = num(v.seed);
-  if (v.threads !== undefined) o.threads = num(v.threads);
+  if (v.coreset !== undefined) o.coreset = { ratio: num('coreset') };
+  if (v.seed !== undefined) o.seed = num('seed');
+  if (v.threads !== undefined) o.threads = num('threads');
   if (v.device !== undefined) o.device = v.device as EngineOptions['device'];
   const head: HeadOptions = {};
-  if (v['head-iterations'] !== undefined) head.iterations = num(v['head-iterations']);
-  if (v['head-lr'] !== undefined) head.lr = num(v['head-lr']);
-  if (v['head-batch'] !== undefined) head.batch = num(v['head-batch']);
-  if (v['head-sigma'] !== undefined) head.sigma = num(v['head-sigma']);
+  if (v['head-iterations'] !== undefined) head.iterations = num('head-iterations');
+  if (v['head-lr'] !== undefined) head.lr = num('head-lr');
+  if (v['head-batch'] !== undefined) head.batch = num('head-batch');
+  if (v['head-sigma'] !== undefined) head.sigma = num('head-sigma');
   if (v['head-normalize']) head.normalize = true;
   if (v.head || Object.keys(head).length > 0) o.head = head;
   return o;
@@ -75,4 +96,3 @@ export function ensembleMembers(v: Record<string, unknown>, defaults: Partial<En
   return backbones.map((backbone) => ({ ...shared, backbone }));
 }
 
-/** Progress on stderr: a bar per stage on a terminal, a plain line a second otherwise (CI logs). */

@@ -4,11 +4,13 @@
  * dataset, run a demo on a generated one, fetch weights, assemble a libtorch. Results go to
  * stdout, progress and logs to stderr. One file per group of commands beside this one.
  */
+import { readFileSync } from 'node:fs';
+
 import { ReconpatchError } from '../errors.js';
 import { demoCommand, evalCommand } from './eval.js';
 import { libtorchCommand } from './libtorch.js';
 import { fitCommand, infoCommand, scoreCommand } from './model.js';
-import { help } from './output.js';
+import { errorRecord, help } from './output.js';
 import { updateCommand } from './update.js';
 import { weightsCommand } from './weights.js';
 
@@ -17,17 +19,26 @@ const USAGE = `reconpatch <command> [options]
 Commands:
   demo [--dir <path>]                          generate a synthetic defect dataset, fit and evaluate on it
   eval --data <root> --category <name>         fit on <root>/<name>/train/good, score <root>/<name>/test
-  fit <dir|glob> -o <model.rcp>                fit on the images in <dir> (10% held out to calibrate the threshold);
+  fit <dir|glob|image>... -o <model.rcp> --backbone <file.pt|name>
+                                               fit on images of good parts and calibrate the threshold on them;
                                                several --backbone values fit an ensemble saved as one file
-  update <model.rcp> <dir|glob> [-o <out>]     take new good images into a saved model (no refit)
-  score <model.rcp> <image...>                 score images with a saved model or ensemble [--heatmaps <dir>] [--json]
+  update <model.rcp> <dir|glob|image>... [-o <out>]
+                                               take new good images into a saved model (no refit)
+  score <model.rcp> <dir|glob|image>...        score images with a saved model or ensemble
+                                               [--heatmaps <dir>] [--format text|jsonl|csv] [--continue-on-error]
   info <model.rcp>                             show a model's options, backbone, bank and calibration (and members)
   weights pull <name> [--from <url|file>]      download torchvision's official weights into the cache
   weights list                                 the known weights and whether they are cached
   libtorch --variant cpu|cuda [--download]     assemble a libtorch from PyTorch wheels into the cache and check it
   libtorch list                                the libtorches found, this package's addons, and the pair loaded
 
-Run 'reconpatch <command> --help' for its options.`;
+Run 'reconpatch <command> --help' for its options; 'reconpatch --version' prints the version.`;
+
+/** The package's version, from its package.json (two folders above dist/cli). */
+function version(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+  return pkg.version;
+}
 
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
@@ -48,6 +59,10 @@ async function main(argv: string[]): Promise<number> {
       return weightsCommand(rest);
     case 'libtorch':
       return libtorchCommand(rest);
+    case '--version':
+    case '-v':
+      process.stdout.write(`reconpatch ${version()}\n`);
+      return 0;
     case undefined:
     case '--help':
     case '-h':
@@ -58,11 +73,21 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
+/** Whether the command line asked for JSON output (--json, or --format jsonl). */
+function jsonMode(argv: string[]): boolean {
+  return argv.some((a, i) => a === '--json' || a === '--format=jsonl' || (a === '--format' && argv[i + 1] === 'jsonl'));
+}
+
 main(process.argv.slice(2)).then(
   (code) => process.exit(code),
   (err: unknown) => {
-    const code = err instanceof ReconpatchError ? ` [${err.code}]` : '';
-    process.stderr.write(`reconpatch: error${code}: ${err instanceof Error ? err.message : String(err)}\n`);
+    // In --json mode stdout is the machine channel: the error goes there as one JSON line.
+    if (jsonMode(process.argv.slice(2))) {
+      process.stdout.write(`${JSON.stringify({ error: errorRecord(err) })}\n`);
+    } else {
+      const code = err instanceof ReconpatchError ? ` [${err.code}]` : '';
+      process.stderr.write(`reconpatch: error${code}: ${err instanceof Error ? err.message : String(err)}\n`);
+    }
     process.exit(1);
   },
 );

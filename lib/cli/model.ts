@@ -6,51 +6,133 @@ import { parseArgs } from 'node:util';
 import { Engine } from '../engine/engine.js';
 import { checkWritable } from '../engine/model_file.js';
 import { Ensemble } from '../ensemble/ensemble.js';
-import { listImages } from '../eval/dataset.js';
-import { ENGINE_FLAGS, ENGINE_HELP, engineOptions, ensembleMembers } from './args.js';
-import { help, report } from './output.js';
+import { ReconpatchError } from '../errors.js';
+import { type RawFrame } from '../native.js';
+import { toRawFrame } from '../io/images.js';
+import { ENGINE_FLAGS, ENGINE_HELP, engineOptions, ensembleMembers, numberFlag } from './args.js';
+import { type InputImage, expandInputs, mirroredPaths } from './inputs.js';
+import { errorRecord, help, report, rowFormat, writeRow } from './output.js';
 import { progressLogger } from './progress.js';
+
+const FIT_HELP = `reconpatch fit <dir|glob|image>... -o <model.rcp> --backbone <file.pt|name> [options]
+
+Fits on the images of good parts given: folders (every image below them), globs ('good/**/*.png',
+'good/0[0-4]*.jpg') or files. Then every fit image (up to 100, spread evenly) is scored against the
+bank without its own patches, and the threshold is set so that about 1% of good parts are flagged
+(--false-alarm-rate); a warning on stderr says when the evidence is thin.
+  -o, --output <file>         the model file to write
+  --false-alarm-rate <x>      target share of good parts flagged (default 0.01)
+  --threshold <raw score>     set the image threshold by hand instead (info shows the calibrated one)
+  --continue-on-error         skip images that cannot be read (each reported on stderr) instead of stopping
+  --max-staged-patches <n>    bound the features held during the fit (merge and reduce), for very many images
+
+${ENGINE_HELP}`;
 
 export async function fitCommand(rest: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
-    args: rest, allowPositionals: true, options: { ...ENGINE_FLAGS, output: { type: 'string', short: 'o' }, 'max-staged-patches': { type: 'string' } },
+    args: rest, allowPositionals: true,
+    options: {
+      ...ENGINE_FLAGS, output: { type: 'string', short: 'o' }, 'false-alarm-rate': { type: 'string' }, threshold: { type: 'string' },
+      'continue-on-error': { type: 'boolean' }, 'max-staged-patches': { type: 'string' },
+    },
   });
-  if (values.help || positionals.length !== 1 || !values.output)
-    return help(`reconpatch fit <dir|glob> -o <model.rcp> [--max-staged-patches <n>] [engine options]\n\nFits on the images in <dir> (or matching a glob such as 'good/*.png'); 10% are held out to calibrate the threshold.\n--max-staged-patches bounds the features held during the fit (merge and reduce), for very many images.\n\n${ENGINE_HELP}`, !values.help);
+  if (values.help || positionals.length === 0 || !values.output) return help(FIT_HELP, !values.help);
+  const falseAlarmRate = numberFlag('false-alarm-rate', values['false-alarm-rate']);
+  const threshold = numberFlag('threshold', values.threshold);
+  const maxStagedPatches = numberFlag('max-staged-patches', values['max-staged-patches']);
   await checkWritable(values.output); // fail before the fit, not after it
+  const calibration = falseAlarmRate === undefined ? undefined : { falseAlarmRate };
   const members = ensembleMembers(values);
-  const model = members ? await Ensemble.create({ members }) : await Engine.create(engineOptions(values));
-  const budget = values['max-staged-patches'] === undefined ? {} : { maxStagedPatches: Number(values['max-staged-patches']) };
-  const summary = await model.fit(await listImages(positionals[0]), { onProgress: progressLogger(), ...budget });
+  const model = members ? await Ensemble.create({ members, calibration }) : await Engine.create({ ...engineOptions(values), calibration });
+  const images = await expandInputs(positionals);
+  const skipped: { path: string; error: ReconpatchError }[] = [];
+  const summary = await model.fit(values['continue-on-error'] ? readable(images, skipped) : images.map((i) => i.path), {
+    onProgress: progressLogger(), ...(maxStagedPatches === undefined ? {} : { maxStagedPatches }),
+  });
+  if (threshold !== undefined) await model.setThreshold(threshold);
   await model.save(values.output);
-  report({ model: values.output, ...summary }, values.json);
+  const calibrationInfo = model.info.calibration;
+  for (const w of summary.warnings) process.stderr.write(`reconpatch: warning: ${w}\n`);
+  const { calibration: _c, ...flat } = summary; // its threshold and method are reported below
+  report({
+    model: values.output, ...flat,
+    threshold: calibrationInfo?.threshold ?? null, thresholdMethod: calibrationInfo?.method ?? null,
+    falseAlarmRate: calibrationInfo?.falseAlarmRate ?? null,
+    ...(skipped.length ? { skipped: skipped.map((s) => ({ path: s.path, ...errorRecord(s.error) })) } : {}),
+  }, values.json);
   return 0;
 }
+
+/** The images decoded one by one; those that fail are reported and left out of the fit. */
+async function* readable(images: InputImage[], skipped: { path: string; error: ReconpatchError }[]): AsyncGenerator<RawFrame> {
+  for (const [i, im] of images.entries()) {
+    try {
+      yield await toRawFrame(im.path, i);
+    } catch (err) {
+      const error = err instanceof ReconpatchError ? err : new ReconpatchError('ERR_IO', String(err));
+      skipped.push({ path: im.path, error });
+      process.stderr.write(`reconpatch: skipped ${im.path}: ${error.message}\n`);
+    }
+  }
+}
+
+const SCORE_HELP = `reconpatch score <model.rcp> <dir|glob|image>... [options]
+
+Scores images with a saved model or ensemble: folders (every image below them), globs or files.
+One row per image: path, score, normalizedScore (0.5 = threshold), isAnomaly.
+  --format text|jsonl|csv     output rows (default text; --json means jsonl)
+  --heatmaps <dir>            write a heatmap per image, mirroring the input tree below <dir>
+  --threshold <raw score>     decide with this image threshold instead of the model's (this run only)
+  --continue-on-error         report an image that fails as a row with its error and go on
+                              (the exit code is then 1 if any failed); default: stop at the first
+  --json                      jsonl rows; errors as JSON too`;
+
 export async function scoreCommand(rest: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args: rest, allowPositionals: true,
-    options: { json: { type: 'boolean' }, heatmaps: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+    options: {
+      json: { type: 'boolean' }, format: { type: 'string' }, heatmaps: { type: 'string' }, threshold: { type: 'string' },
+      'continue-on-error': { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
+    },
   });
-  if (values.help || positionals.length < 2)
-    return help('reconpatch score <model.rcp> <image...> [--heatmaps <dir>] [--json]\n\nPrints path, score, normalized score (0.5 = threshold) and anomaly flag per image;\n--heatmaps writes <dir>/<image name>.png overlays.', !values.help);
-  const engine = (await Ensemble.isEnsembleFile(positionals[0])) ? await Ensemble.load(positionals[0]) : await Engine.load(positionals[0]);
-  if (values.heatmaps) mkdirSync(values.heatmaps, { recursive: true });
-  for (const file of positionals.slice(1)) {
-    const r = await engine.score(file, { heatmap: values.heatmaps ? 'png' : false });
-    let heatmap: string | undefined;
-    if (values.heatmaps && r.heatmap) {
-      heatmap = path.join(values.heatmaps, `${path.parse(file).name}.png`);
-      writeFileSync(heatmap, r.heatmap);
+  if (values.help || positionals.length < 2) return help(SCORE_HELP, !values.help);
+  const format = rowFormat(values.format, values.json);
+  const threshold = numberFlag('threshold', values.threshold);
+  const file = positionals[0];
+  const model = (await Ensemble.isEnsembleFile(file)) ? await Ensemble.load(file) : await Engine.load(file);
+  if (threshold !== undefined) await model.setThreshold(threshold); // not saved: this run only
+  const images = await expandInputs(positionals.slice(1));
+  const outputs = values.heatmaps ? mirroredPaths(images, values.heatmaps) : [];
+  const progress = progressLogger();
+  let failed = 0;
+  let done = 0;
+  const stream = model.scoreStream(images.map((i) => i.path), { concurrency: 2, onError: 'yield', heatmap: values.heatmaps ? 'png' : false });
+  for await (const item of stream) {
+    const image = images[item.index];
+    progress({ stage: 'score', done: ++done, total: images.length });
+    if (item.error) {
+      failed++;
+      if (!values['continue-on-error']) throw new ReconpatchError(item.error.code, `${image.path}: ${item.error.message}`, { cause: item.error });
+      writeRow(format, { path: image.path, error: errorRecord(item.error) });
+      continue;
     }
-    const memberScores = 'memberScores' in r ? { memberScores: r.memberScores } : {};
-    const row = { path: file, score: r.score, normalizedScore: r.normalizedScore, isAnomaly: r.isAnomaly, ...memberScores, width: r.width, height: r.height, ...(heatmap ? { heatmap } : {}) };
-    if (values.json) process.stdout.write(`${JSON.stringify(row)}\n`);
-    else process.stdout.write(`${file}\t${r.score.toFixed(6)}\t${r.normalizedScore?.toFixed(3) ?? '-'}\t${r.isAnomaly === null ? '-' : r.isAnomaly ? 'ANOMALY' : 'ok'}\n`);
+    let heatmap: string | undefined;
+    if (item.heatmap) {
+      heatmap = outputs[item.index];
+      mkdirSync(path.dirname(heatmap), { recursive: true });
+      writeFileSync(heatmap, item.heatmap);
+    }
+    const memberScores = 'memberScores' in item ? { memberScores: item.memberScores } : {};
+    writeRow(format, {
+      path: image.path, score: item.score, normalizedScore: item.normalizedScore, isAnomaly: item.isAnomaly, ...memberScores,
+      width: item.width, height: item.height, ...(heatmap ? { heatmap } : {}),
+    });
   }
-  return 0;
+  return failed ? 1 : 0;
 }
+
 export async function infoCommand(rest: string[]): Promise<number> {
-  const { values, positionals } = parseArgs({ args: rest, allowPositionals: true, options: { help: { type: 'boolean', short: 'h' } } });
+  const { values, positionals } = parseArgs({ args: rest, allowPositionals: true, options: { help: { type: 'boolean', short: 'h' }, json: { type: 'boolean' } } });
   if (values.help || positionals.length !== 1) return help('reconpatch info <model.rcp>\n\nPrints the model\'s options, backbone, bank size and calibration as JSON.', !values.help);
   if (await Ensemble.isEnsembleFile(positionals[0])) {
     const ensemble = await Ensemble.load(positionals[0]);

@@ -1,11 +1,19 @@
 /** Progress on stderr: bars on a terminal, plain lines otherwise (CI logs, pipes). */
 import cliProgress from 'cli-progress';
 
-import type { EnsembleProgress } from '../ensemble/ensemble.js';
 import type { DownloadProgress } from '../io/weights.js';
 
+/** A stage's progress: a fit's stages (`member` for ensembles), or 'score'. */
+export interface StageProgress {
+  stage: string;
+  done: number;
+  total?: number;
+  loss?: number;
+  member?: number;
+}
+
 /** Progress on stderr: a bar per stage on a terminal, a plain line a second otherwise (CI logs). */
-export function progressLogger(): (p: EnsembleProgress) => void {
+export function progressLogger(): (p: StageProgress) => void {
   if (process.stderr.isTTY && !process.env.CI) {
     let bar: cliProgress.SingleBar | undefined;
     let stage = '';
@@ -33,7 +41,6 @@ export function progressLogger(): (p: EnsembleProgress) => void {
   };
 }
 
-/** Every s-th pixel in both directions, s chosen so the longer side is at most `maxSide`. */
 /** Download progress on stderr: a bar on a terminal, a line every 2 s otherwise. */
 export function downloadProgress(name: string): (p: DownloadProgress) => void {
   const mb = (n: number) => (n / 2 ** 20).toFixed(1);

@@ -3,25 +3,29 @@ import { parseArgs } from 'node:util';
 
 import { Engine } from '../engine/engine.js';
 import { Ensemble } from '../ensemble/ensemble.js';
-import { listImages } from '../eval/dataset.js';
+import { expandInputs } from './inputs.js';
 import { help, report } from './output.js';
 import { progressLogger } from './progress.js';
 
-const UPDATE_HELP = `reconpatch update <model.rcp> <dir|glob> [-o <out.rcp>] [--json]
+const UPDATE_HELP = `reconpatch update <model.rcp> <dir|glob|image>... [-o <out.rcp>] [--json]
 
 Adds the images' patches that lie outside the model's coverage to its memory bank (nothing is
-refitted; images that show nothing new add nothing), re-estimates the threshold from a held-out
-share of them, and saves the model (to <model.rcp> itself unless -o is given; written atomically).`;
+refitted; images that show nothing new add nothing), re-estimates the threshold from the new
+images scored against the grown bank without their own patches, pooled with the model's earlier
+nominal evidence, and saves the model (to <model.rcp> itself unless -o is given; written atomically).
+Images: folders (every image below them), globs or files.`;
 
 export async function updateCommand(rest: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args: rest, allowPositionals: true,
     options: { output: { type: 'string', short: 'o' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
   });
-  if (values.help || positionals.length !== 2) return help(UPDATE_HELP, !values.help);
-  const [file, images] = positionals;
+  if (values.help || positionals.length < 2) return help(UPDATE_HELP, !values.help);
+  const [file, ...inputs] = positionals;
   const model = (await Ensemble.isEnsembleFile(file)) ? await Ensemble.load(file) : await Engine.load(file);
-  const summary = await model.update(await listImages(images), { onProgress: progressLogger() });
+  const images = (await expandInputs(inputs)).map((i) => i.path);
+  const summary = await model.update(images, { onProgress: progressLogger() });
+  for (const w of summary.warnings) process.stderr.write(`reconpatch: warning: ${w}\n`);
   const out = values.output ?? file;
   await model.save(out);
   report({ model: out, ...summary }, values.json);

@@ -5,20 +5,22 @@
  */
 import { Duplex } from 'node:stream';
 
-import { type Calibration, calibrate, poolCalibrations } from '../calibration.js';
+import { type Calibration, calibrateNominal, poolNominal, upgradeCalibration } from '../calibration.js';
 import { ReconpatchError, rethrow } from '../errors.js';
 import { type DecodePolicy, type ImageInput, type InputOptions, resolveInput, toRawFrame } from '../io/images.js';
 import { type NativeEngine, type NativeInfo, type NativeOptions, type NativeScore, type RawFrame, native } from '../native.js';
 import { nativeOptionProblems } from '../option_table.js';
-import { type BatchingOptions, type CalibrationOptions, type EngineOptions, resolveBatching, resolveCalibration, resolveOptions } from '../options.js';
+import { type BatchingOptions, type CalibrationOptions, type EngineOptions, resolveBatching, resolveCalibration, resolveOptions, storedCalibrationOptions } from '../options.js';
 import { ScoreBatcher } from './batcher.js';
+import { type CalibrateOptions, calibrationFromResults, checkThreshold, manualCalibration, missingCalibrationWarning } from './decisions.js';
 import { readModelFile, writeFileAtomically } from './model_file.js';
 import { orderedMap } from './ordered.js';
 import { CallQueue } from './queue.js';
 import { type ScoreOptions, type ScoreResult, checkScoreOptions, finishResult } from './results.js';
-import { FitControl, type Progress, abortFit, stageFit } from './staged_fit.js';
+import { FitControl, type Progress, abortFit, nominalEvidence, stageFit } from './staged_fit.js';
 
 export type { Progress } from './staged_fit.js';
+export type { CalibrateOptions } from './decisions.js';
 export type { ScoreOptions, ScoreResult } from './results.js';
 
 /**
@@ -37,6 +39,8 @@ export interface FitOptions {
    * Bounds the patch features held during the fit, for inputs of any length (a month of frames):
    * when the staged patches exceed it they are reduced to a coreset of half this many and the fit
    * goes on (merge and reduce). Default: unbounded. Memory and quality measured: docs/results.md.
+   * Reduced images cannot be scored leave-one-out, so such a fit calibrates on held-out images
+   * (`calibration.holdout`, 10% when it is 0).
    */
   maxStagedPatches?: number;
 }
@@ -62,8 +66,12 @@ export interface UpdateOptions {
 export interface UpdateSummary {
   /** New images whose patches were considered for the bank. */
   images: number;
-  /** New images held out to re-estimate the threshold. */
+  /** New images the threshold was re-estimated with (scored leave-one-image-out against the grown bank, or held out). */
   calibrationImages: number;
+  /** The thresholds after the update (the new evidence pooled with the stored one). */
+  calibration: Calibration | null;
+  /** What deserves attention (thin evidence, a kept manual threshold, ...). Empty when none. */
+  warnings: string[];
   /** Rows the bank gained: new patches farther from it than its coverage radius. */
   addedRows: number;
   /** Rows in the bank now. */
@@ -81,8 +89,12 @@ export interface UpdateSummary {
 export interface FitSummary {
   /** Images in the memory bank. */
   images: number;
-  /** Nominal images held out to calibrate the threshold. */
+  /** Nominal images the threshold was calibrated on (scored leave-one-image-out, or held out). */
   calibrationImages: number;
+  /** The thresholds this fit set (null: calibration off, or too few images). */
+  calibration: Calibration | null;
+  /** What deserves attention (thin calibration evidence, ...); the CLI prints them. Empty when none. */
+  warnings: string[];
   /** Patch features extracted from the bank images (before the coreset). */
   patches: number;
   /** Rows kept in the memory bank by the coreset. */
@@ -175,10 +187,15 @@ export class Engine {
     const { resize, resizeMode } = n.options();
     this.#input = { ...resolveInput(input), resizes: [{ resize, resizeMode }] };
     this.#batcher = new ScoreBatcher((task) => this.#queue.run(task), (frames) => n.score(frames), resolveBatching(batching));
-    // Models carry their calibration (and its options) as JSON metadata.
+    // Models carry their calibration (and its options) as JSON metadata (checked: a file may be
+    // damaged or crafted); older files' calibrations are upgraded to today's shape.
     const meta = readMetadata(n.metadata(), label);
-    this.#calibration = meta.calibration ?? null;
-    this.#calibrationOptions = calibrationOptions ?? meta.calibrationOptions ?? resolveCalibration(undefined);
+    this.#calibration = upgradeCalibration(meta.calibration);
+    this.#calibrationOptions = calibrationOptions ?? (n.metadata() ? storedCalibrationOptions(meta.calibrationOptions) : resolveCalibration(undefined));
+  }
+
+  #metadata(calibration: Calibration | null): string {
+    return JSON.stringify({ calibration, calibrationOptions: this.#calibrationOptions });
   }
 
   /**
@@ -294,7 +311,10 @@ export class Engine {
         throw new ReconpatchError('ERR_INVALID_OPTION', `maxStagedPatches must be a non-negative integer, got ${JSON.stringify(maxStagedPatches)}`);
       const r = await this.#fit(images, options, 'fit', maxStagedPatches);
       const info = this.#native.info();
-      return { images: info.trainImages, patches: info.trainPatches, bankRows: info.bankRows, calibrationImages: r.calibrationImages, seconds: r.seconds };
+      return {
+        images: info.trainImages, patches: info.trainPatches, bankRows: info.bankRows, calibrationImages: r.calibrationImages,
+        calibration: r.calibration, warnings: r.warnings, seconds: r.seconds,
+      };
     }).catch((err) => rethrow(err, stack));
   }
 
@@ -303,8 +323,10 @@ export class Engine {
    * patches (through the head's `f` when the model has one) are compared with the bank, and the
    * greedy coreset goes on from the bank's coverage, adding the farthest new patch while it lies
    * farther than the radius at which the fit's selection stopped. Images that show nothing new
-   * add nothing. A share of the new images is held out (as in fit) and the threshold re-estimated
-   * from them, pooled with the previous evidence. Abort or failure leaves the model as it was.
+   * add nothing. Every new image stays in the update; as in fit, up to `calibration.maxImages` of
+   * them are scored against the grown bank without their own patches, and the threshold is
+   * re-estimated by the nominal rule on that evidence pooled with the evidence the calibration
+   * kept (a threshold set by labels or by hand is kept). Abort or failure leaves the model as it was.
    * Throws ERR_NOT_FITTED, ERR_INVALID_IMAGE, ERR_EMPTY_TRAINING_SET, ERR_ABORTED, ERR_INPUT, ERR_CALLBACK.
    * @example
    * const { addedRows } = await engine.update(['shift2/000.png', 'shift2/001.png', 'shift2/002.png', 'shift2/003.png']);
@@ -315,7 +337,10 @@ export class Engine {
       const rowsBefore = this.#native.info().bankRows;
       const r = await this.#fit(images, options, 'update', 0);
       const info = this.#native.info();
-      return { images: r.images, calibrationImages: r.calibrationImages, addedRows: info.bankRows - rowsBefore, bankRows: info.bankRows, seconds: r.seconds };
+      return {
+        images: r.images, calibrationImages: r.calibrationImages, calibration: r.calibration, warnings: r.warnings,
+        addedRows: info.bankRows - rowsBefore, bankRows: info.bankRows, seconds: r.seconds,
+      };
     }).catch((err) => rethrow(err, stack));
   }
 
@@ -343,6 +368,54 @@ export class Engine {
       .add(frame)
       .then(async (r) => finishResult(r, await frame, this.#calibration, options))
       .catch((err) => rethrow(err, stack));
+  }
+
+  /**
+   * Sets the decision thresholds from images scored now with the fitted model, and keeps them with
+   * the model (saved by {@link Engine.save}). With `labels` (1 = defective, 0 = good; at least one
+   * defective): the image threshold that maximises F1 on them (`objective: 'f1'`, the default) or
+   * the highest one that reaches `objective: { recall }`; the pixel thresholds stay the fit's. Without
+   * labels the images are taken as good parts and the nominal rule of the fit is applied to them.
+   * Throws ERR_NOT_FITTED, ERR_INVALID_OPTION, ERR_INVALID_IMAGE.
+   * @example
+   * const c = await engine.calibrate(['val/good1.png', 'val/crack1.png'], { labels: [0, 1], objective: { recall: 0.95 } });
+   * console.log(c.threshold, c.validation?.recall);
+   */
+  calibrate(images: ImageInput[], options: CalibrateOptions = {}): Promise<Calibration> {
+    const stack = new Error();
+    return this.#exclusive(async () => {
+      if (!Array.isArray(images) || images.length === 0) throw new ReconpatchError('ERR_INVALID_OPTION', 'calibrate expects a non-empty array of images');
+      if (!this.#native.info().fitted) throw new ReconpatchError('ERR_NOT_FITTED', 'the engine is not fitted; call fit() or load() a model before calibrate()');
+      const batchSize = this.#native.options().batchSize;
+      const results: { score: number; map: Float32Array }[] = [];
+      for (let i = 0; i < images.length; i += batchSize) {
+        const frames = await Promise.all(images.slice(i, i + batchSize).map((img, j) => toRawFrame(img, i + j)));
+        results.push(...(await this.#native.score(frames)));
+      }
+      const calibration = calibrationFromResults(results, options, this.#calibration, this.#calibrationOptions.falseAlarmRate);
+      this.#native.setMetadata(this.#metadata(calibration));
+      this.#calibration = calibration;
+      return calibration;
+    }).catch((err) => rethrow(err, stack));
+  }
+
+  /**
+   * Sets the image threshold by hand (raw score units, as `score` and `info.calibration.threshold`),
+   * and optionally the pixel threshold of regions and contours; kept with the model. Takes its
+   * place among the engine's calls (a score made before it uses the old threshold).
+   * Throws ERR_INVALID_OPTION, ERR_NOT_FITTED.
+   * @example
+   * await engine.setThreshold(engine.info.calibration!.threshold * 0.9); // flag more
+   */
+  setThreshold(threshold: number, options: { pixelThreshold?: number } = {}): Promise<void> {
+    const stack = new Error();
+    return this.#exclusive(async () => {
+      checkThreshold(threshold, options);
+      if (!this.#native.info().fitted) throw new ReconpatchError('ERR_NOT_FITTED', 'the engine is not fitted; a threshold applies to a fitted model (fit() or load() first)');
+      const calibration = manualCalibration(this.#calibration, threshold, options.pixelThreshold);
+      this.#native.setMetadata(this.#metadata(calibration));
+      this.#calibration = calibration;
+    }).catch((err) => rethrow(err, stack));
   }
 
   /**
@@ -453,27 +526,17 @@ export class Engine {
       const staged = await stageFit([n], images, control, {
         mode, maxStagedPatches, onProgress: onProgress && ((p) => onProgress(p)), calibration: this.#calibrationOptions, batchSize: n.options().batchSize, input: this.#input,
       });
-      const frames = staged.calibrationFrames;
-      let calibration: Calibration | null = mode === 'update' ? this.#calibration : null;
-      if (frames.length > 0) {
-        const scores: number[] = [];
-        const maps: Float32Array[] = [];
-        const batchSize = n.options().batchSize;
-        for (let i = 0; i < frames.length; i += batchSize) {
-          control.check();
-          for (const r of await n.scorePending(frames.slice(i, i + batchSize))) {
-            scores.push(r.score);
-            maps.push(r.map);
-          }
-          control.call(onProgress, { stage: 'calibrate', done: Math.min(i + batchSize, frames.length), total: frames.length });
-        }
-        control.check();
-        const fresh = calibrate(scores, maps);
-        calibration = calibration ? poolCalibrations(calibration, fresh) : fresh;
-      }
-      n.fitCommit(JSON.stringify({ calibration, calibrationOptions: this.#calibrationOptions }));
+      const batchSize = n.options().batchSize;
+      const [evidence] = await nominalEvidence([n], staged, control, batchSize, onProgress && ((p) => onProgress(p)));
+      const options = this.#calibrationOptions;
+      const method = staged.calibrationFrames.length ? 'holdout' : 'leave-one-out';
+      let calibration: Calibration | null = null;
+      if (mode === 'update') calibration = options.enabled ? poolNominal(this.#calibration, evidence, options.falseAlarmRate) : this.#calibration;
+      else if (options.enabled && evidence.length >= 2) calibration = calibrateNominal(evidence, options.falseAlarmRate, method);
+      n.fitCommit(this.#metadata(calibration));
       this.#calibration = calibration;
-      return { images: staged.images, calibrationImages: frames.length, seconds: (performance.now() - started) / 1000 };
+      const warnings = calibration ? calibration.warnings : options.enabled ? [missingCalibrationWarning(evidence.length)] : [];
+      return { images: staged.images, calibrationImages: evidence.length, calibration, warnings, seconds: (performance.now() - started) / 1000 };
     } catch (err) {
       abortFit([n]);
       throw control.explain(err);

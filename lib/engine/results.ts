@@ -17,17 +17,23 @@ import type { RawFrame } from '../native.js';
 export interface ScoreResult {
   /** Raw image score: a patch distance (larger = more anomalous). */
   score: number;
-  /** Score mapped to [0, 1] with 0.5 at the calibrated threshold; null when the fit had too few images to calibrate. */
+  /**
+   * The score on a calibrated scale: 0.5 at the threshold, 0 at a typical nominal patch distance,
+   * rising without bound above the threshold (a worse defect reads higher). Null without calibration.
+   */
   normalizedScore: number | null;
-  /** normalizedScore >= 0.5; null without calibration. */
+  /** score >= the threshold (normalizedScore >= 0.5); null without calibration. */
   isAnomaly: boolean | null;
-  /** Anomaly map (patch distances, upsampled and blurred), row-major, `height` x `width`. */
+  /**
+   * Anomaly map (patch distances, upsampled and blurred), row-major, `height` x `width`. NaN where
+   * the image was not inspected (outside a crop, when one was asked for).
+   */
   map: Float32Array;
   /** The input image's width in pixels. */
   width: number;
   /** The input image's height in pixels. */
   height: number;
-  /** PNG overlay (jet colour map, 50% blend, threshold contour) when asked with `{ heatmap: 'png' }`. */
+  /** PNG heatmap (lib/heatmap.ts: tint above the floor, contours, verdict banner and frame) when asked with `{ heatmap: 'png' }`. */
   heatmap?: Buffer;
 }
 
@@ -58,18 +64,8 @@ export async function finishResult(
   { heatmap }: ScoreOptions,
 ): Promise<ScoreResult> {
   const normalizedScore = calibration ? normalize(raw.score, calibration) : null;
-  const result: ScoreResult = { score: raw.score, normalizedScore, isAnomaly: normalizedScore === null ? null : normalizedScore >= 0.5, map: raw.map, width: raw.width, height: raw.height };
-  if (heatmap === 'png') {
-    const scaled = new Float32Array(raw.map.length);
-    if (calibration) for (let i = 0; i < scaled.length; i++) scaled[i] = normalize(raw.map[i], calibration);
-    else {
-      // Uncalibrated: the map's own range.
-      let lo = Infinity;
-      let hi = -Infinity;
-      for (const v of raw.map) { lo = Math.min(lo, v); hi = Math.max(hi, v); }
-      for (let i = 0; i < scaled.length; i++) scaled[i] = hi > lo ? (raw.map[i] - lo) / (hi - lo) : 0;
-    }
-    result.heatmap = await heatmapPng(frame, scaled);
-  }
+  const isAnomaly = calibration ? raw.score >= calibration.threshold : null;
+  const result: ScoreResult = { score: raw.score, normalizedScore, isAnomaly, map: raw.map, width: raw.width, height: raw.height };
+  if (heatmap === 'png') result.heatmap = await heatmapPng(frame, raw.map, calibration, { score: raw.score, normalizedScore, isAnomaly });
   return result;
 }

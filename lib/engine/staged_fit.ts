@@ -1,12 +1,14 @@
 /**
  * The first half of a fit transaction, shared by `Engine.fit` (one native engine) and
  * `Ensemble.fit` (one per member, in lockstep): one pass over the input, each batch decoded once,
- * the calibration hold-out set aside, the rest embedded into every engine (`fitAdd`), then every
- * engine builds its pending model (`fitEnd`). The live models keep serving throughout. The caller
- * then calibrates against the pending models (`scorePending`) and commits them (`fitCommit`), or
- * calls {@link abortFit}: a failure or abort at any point leaves every engine as it was.
+ * embedded into every engine (`fitAdd`), then every engine builds its pending model (`fitEnd`),
+ * scoring fit images against it without their own patches (leave-one-image-out) on the way. The
+ * live models keep serving throughout. The caller then calibrates on that nominal evidence
+ * ({@link nominalEvidence}) and commits (`fitCommit`), or calls {@link abortFit}: a failure or
+ * abort at any point leaves every engine as it was. With `calibration.holdout` > 0 a share of the
+ * images is set aside instead (not embedded) and scored against the pending models.
  */
-import { holdoutPicker } from '../calibration.js';
+import { type NominalEvidence, holdoutPicker, mapStats } from '../calibration.js';
 import { ReconpatchError } from '../errors.js';
 import { type DecodePolicy, type ImageInput, describeInput, toRawFrame } from '../io/images.js';
 import type { NativeEngine, RawFrame } from '../native.js';
@@ -18,7 +20,7 @@ import type { CalibrationOptions } from '../options.js';
  * await engine.fit(goodImages, { onProgress: (p: Progress) => console.log(p.stage, p.done, p.total ?? '?', p.loss ?? '') });
  */
 export interface Progress {
-  /** `'embed'` (images), `'head'` (training iterations), `'coreset'` (selected rows), `'calibrate'` (held-out images). */
+  /** `'embed'` (images), `'head'` (training iterations), `'coreset'` (selected rows), `'calibrate'` (nominal images scored for the threshold). */
   stage: 'embed' | 'head' | 'coreset' | 'calibrate';
   /** Units of this stage done so far. */
   done: number;
@@ -27,6 +29,9 @@ export interface Progress {
   /** Head training: the iteration's loss. */
   loss?: number;
 }
+
+/** The share held out to calibrate a fit with `maxStagedPatches` when `calibration.holdout` is 0. */
+export const BUDGET_HOLDOUT = 0.1;
 
 export interface StageFitOptions {
   /** 'fit' builds new models; 'update' grows the live ones. */
@@ -130,7 +135,11 @@ export async function stageFit(
     throw new ReconpatchError('ERR_INVALID_OPTION', `${mode} expects an Iterable or AsyncIterable of images`);
   control.check();
   const total = Array.isArray(images) ? images.length : undefined;
-  const heldOut = holdoutPicker(total, calibration.holdout, calibration.minImages);
+  // A fit within a staged-patch budget reduces staged images to part of their patches, so they
+  // cannot be scored leave-one-out: it holds out a share of the images instead (10% unless set).
+  const holdout = calibration.holdout > 0 ? calibration.holdout : maxStagedPatches > 0 ? BUDGET_HOLDOUT : 0;
+  const heldOut = calibration.enabled ? holdoutPicker(total, holdout, calibration.minImages) : () => false;
+  const leaveOut = calibration.enabled && holdout === 0 ? calibration.maxImages : 0;
   const calibrationFrames: RawFrame[] = [];
   for (const e of engines) e.fitBegin(mode, maxStagedPatches);
   let done = 0;
@@ -183,7 +192,7 @@ export async function stageFit(
       const queued = await e.fitEnd((stage, d, t, value) => {
         received++;
         control.call(onProgress, { stage: stage as Progress['stage'], done: d, total: t, ...(stage === 'head' ? { loss: value } : {}) }, m);
-      });
+      }, leaveOut);
       // Progress calls travel apart from the result: take them all before going on.
       while (received < queued) await new Promise((resolve) => setImmediate(resolve));
     } catch (err) {
@@ -219,4 +228,31 @@ async function* inputOf<T>(images: Iterable<T> | AsyncIterable<T>): AsyncGenerat
   } finally {
     if (!finished) await it.return?.(); // the fit stopped early: let the source clean up
   }
+}
+
+/**
+ * The nominal evidence of a staged fit, per engine and per image (the same images, in the same
+ * order, for every engine): the leave-one-image-out results of `fitEnd`, or the held-out images
+ * scored against the pending models. Progress of the latter is reported as stage 'calibrate'.
+ */
+export async function nominalEvidence(
+  engines: NativeEngine[], staged: StagedFit, control: FitControl, batchSize: number, onProgress?: (p: Progress) => void,
+): Promise<NominalEvidence[][]> {
+  const frames = staged.calibrationFrames;
+  if (frames.length === 0) {
+    // Leave-one-image-out: keep the images every engine scored (all of them, unless an engine's
+    // whole bank came from one image).
+    const perEngine = engines.map((e) => new Map(e.leaveOut().map((r) => [r.input, r])));
+    const inputs = [...perEngine[0].keys()].filter((i) => perEngine.every((m) => m.has(i)));
+    return perEngine.map((m) => inputs.map((i) => m.get(i) as NominalEvidence));
+  }
+  const out: NominalEvidence[][] = engines.map(() => []);
+  for (let i = 0; i < frames.length; i += batchSize) {
+    control.check();
+    const batch = frames.slice(i, i + batchSize);
+    for (const [k, e] of engines.entries()) for (const r of await e.scorePending(batch)) out[k].push({ score: r.score, ...mapStats(r.map) });
+    control.call(onProgress, { stage: 'calibrate', done: Math.min(i + batchSize, frames.length), total: frames.length });
+  }
+  control.check();
+  return out;
 }

@@ -83,7 +83,8 @@ export function parseContainer(bytes: Buffer, label: string): { meta: EnsembleMe
       ? meta.calibration === null
       : Array.isArray(meta.ranges) && meta.ranges.length === members.length &&
         meta.ranges.every((r) => finite(r?.scoreMin) && finite(r?.scoreMax) && finite(r?.mapMin) && finite(r?.mapMax) && r.scoreMax >= r.scoreMin && r.mapMax >= r.mapMin) &&
-        meta.calibration !== null && ['images', 'scoreMean', 'scoreStd', 'threshold', 'low'].every((k) => finite((meta.calibration as unknown as Record<string, unknown>)[k])));
+        // Today's calibrations and older ones (mean + 3 std) both carry these two.
+        meta.calibration !== null && ['threshold', 'low'].every((k) => finite((meta.calibration as unknown as Record<string, unknown>)[k])));
   if (!ok) throw damaged('inconsistent META section');
   return { meta, members };
 }

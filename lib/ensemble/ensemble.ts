@@ -1,9 +1,9 @@
 /**
  * Ensembles: several engines (one backbone, head and memory bank each) fitted on the same images,
  * whose raw scores and maps are fused by per-member min-max normalisation and averaging
- * (./fusion.ts). The held-out nominal images of the fit set each member's min / max; a threshold
- * (mean + 3 std of the fused held-out scores, as in calibration.ts) then gives `normalizedScore`
- * and `isAnomaly`.
+ * (./fusion.ts). The fit's nominal evidence (every member scores the same fit images leave-one-
+ * image-out, or the held-out images) sets each member's min / max; the nominal rule of
+ * calibration.ts on the fused evidence then gives the threshold, `normalizedScore` and `isAnomaly`.
  *
  * The API is a separate `Ensemble` class (`Ensemble.create({ members: [...] })`) rather than
  * `Engine.create({ backbone: [a, b] })`: members may differ in more than the backbone (head,
@@ -14,20 +14,20 @@
  * commits them together: a failure or abort leaves every member as it was. One model file
  * (./container.ts) holds each member's model-file bytes.
  */
-import type { Calibration } from '../calibration.js';
-import { calibrate, poolCalibrations } from '../calibration.js';
-import { Engine, type EngineInfo, type FitOptions, type FitSummary, type ScoreStreamOptions, type UpdateOptions, type UpdateSummary, nativeOf } from '../engine/engine.js';
+import { type Calibration, calibrateNominal, poolNominal, upgradeCalibration } from '../calibration.js';
+import { type CalibrateOptions, calibrationFromResults, checkThreshold, manualCalibration, missingCalibrationWarning } from '../engine/decisions.js';
+import { Engine, type EngineInfo, type FitSummary, type ScoreStreamOptions, type UpdateOptions, type UpdateSummary, nativeOf } from '../engine/engine.js';
 import { readModelFile, writeFileAtomically } from '../engine/model_file.js';
 import { orderedMap } from '../engine/ordered.js';
 import { CallQueue } from '../engine/queue.js';
 import { type ScoreOptions, type ScoreResult, checkScoreOptions, finishResult } from '../engine/results.js';
-import { FitControl, type Progress, abortFit, stageFit } from '../engine/staged_fit.js';
+import { FitControl, type Progress, abortFit, nominalEvidence, stageFit } from '../engine/staged_fit.js';
 import { ReconpatchError, rethrow } from '../errors.js';
 import { type DecodePolicy, type ImageInput, type InputOptions, resolveInput, toRawFrame } from '../io/images.js';
 import type { NativeOptions, RawFrame } from '../native.js';
-import { type CalibrationOptions, type EngineOptions, resolveCalibration } from '../options.js';
+import { type CalibrationOptions, type EngineOptions, resolveCalibration, storedCalibrationOptions } from '../options.js';
 import { MAGIC, MAX_MEMBERS, type EnsembleMeta, buildContainer, parseContainer } from './container.js';
-import { type MemberOutputs, type MemberRange, MemberStats, fuseWithRanges, fusedHeldOut } from './fusion.js';
+import { type MemberOutputs, type MemberRange, fuseEvidence, fuseWithRanges, memberRange } from './fusion.js';
 
 export { fuseTestMinMax, minMax } from './fusion.js';
 export type { MemberOutputs, MemberRange } from './fusion.js';
@@ -45,9 +45,10 @@ export interface EnsembleOptions {
   /** One engine's options per member (each its own backbone, head, bank). Calibration is set on the ensemble, not here. */
   members: Omit<EngineOptions, 'calibration'>[];
   /**
-   * The held-out nominal images (default: 10% of the fit images, at least 3) that set each member's
-   * min / max and the threshold. At least 2 must be held out for fused scores. `false`: every
-   * image goes into the banks and only {@link Ensemble.scoreMembers} works (test-set evaluation).
+   * As {@link EngineOptions.calibration}: the nominal evidence (fit images scored leave-one-image-out
+   * by every member, or held-out images) that sets each member's min / max and the threshold. At
+   * least 2 images are needed for fused scores. `false`: only {@link Ensemble.scoreMembers} works
+   * (test-set evaluation).
    */
   calibration?: EngineOptions['calibration'];
   /** What inputs are accepted, for every member (see {@link EngineOptions.input}); runtime only: pass it again to `Ensemble.load`. */
@@ -93,8 +94,12 @@ export interface EnsembleFitOptions {
 export interface EnsembleFitSummary {
   /** Images in every member's bank. */
   images: number;
-  /** Held-out nominal images that set the normalisers and the threshold. */
+  /** Nominal images that set the normalisers and the threshold. */
   calibrationImages: number;
+  /** The fused threshold this fit set (null: calibration off, or too few images). */
+  calibration: Calibration | null;
+  /** What deserves attention (thin calibration evidence, ...). Empty when none. */
+  warnings: string[];
   /** Each member's own fit summary, in member order (members hold nothing out themselves; they fit in lockstep, so each `seconds` is the whole fit's). */
   members: FitSummary[];
   /** Wall-clock duration of the whole fit, every member and the calibration. */
@@ -165,7 +170,7 @@ export class Ensemble {
     this.#calibrationOptions = calibrationOptions;
     this.#fitted = state !== undefined;
     this.#ranges = state?.ranges ?? null;
-    this.#calibration = state?.calibration ?? null;
+    this.#calibration = upgradeCalibration(state?.calibration ?? null);
   }
 
   /**
@@ -251,7 +256,7 @@ export class Ensemble {
       if (engines[i].info.backbone !== meta.members[i].backbone)
         throw new ReconpatchError('ERR_MODEL_FILE', `ensemble model ${label}: member ${i} holds backbone '${engines[i].info.backbone}', its header says '${meta.members[i].backbone}'`);
     }
-    return new Ensemble(engines, meta.calibrationOptions, input, meta);
+    return new Ensemble(engines, storedCalibrationOptions(meta.calibrationOptions), input, meta);
   }
 
   /**
@@ -328,9 +333,9 @@ export class Ensemble {
     return this.#queue.run(async () => {
       if (!this.#fitted) throw notFitted();
       const before = this.#members.reduce((s, m) => s + m.info.bankRows, 0);
-      const { images: count, calibrationImages, seconds } = await this.#fit(images, options, 'update');
+      const { images: count, calibrationImages, calibration, warnings, seconds } = await this.#fit(images, options, 'update');
       const bankRows = this.#members.reduce((s, m) => s + m.info.bankRows, 0);
-      return { images: count, calibrationImages, addedRows: bankRows - before, bankRows, seconds };
+      return { images: count, calibrationImages, calibration, warnings, addedRows: bankRows - before, bankRows, seconds };
     }).catch((err) => rethrow(err, stack));
   }
 
@@ -351,6 +356,42 @@ export class Ensemble {
       this.#requireRanges();
       const f = await frame;
       return this.#fuse((await this.#scoreFrames([f]))[0], f, options);
+    }).catch((err) => rethrow(err, stack));
+  }
+
+  /**
+   * Sets the fused thresholds from images scored now, as {@link Engine.calibrate} does (labels: F1
+   * or a target recall; none: the nominal rule); kept with the ensemble. The normalisers stay.
+   * Throws ERR_NOT_FITTED, ERR_INVALID_OPTION, ERR_INVALID_IMAGE.
+   * @example
+   * const ensemble = await Ensemble.load('part.rcpe');
+   * await ensemble.calibrate(['val/good.png', 'val/crack.png'], { labels: [0, 1] });
+   */
+  calibrate(images: ImageInput[], options: CalibrateOptions = {}): Promise<Calibration> {
+    const stack = new Error();
+    return this.#queue.run(async () => {
+      const ranges = this.#requireRanges();
+      const fused: { score: number; map: Float32Array }[] = [];
+      for await (const { outputs } of this.#batches(images)) for (const o of outputs) fused.push(fuseWithRanges(o, ranges));
+      if (fused.length === 0) throw invalidOption('calibrate expects a non-empty array of images');
+      this.#calibration = calibrationFromResults(fused, options, this.#calibration, this.#calibrationOptions.falseAlarmRate);
+      return { ...this.#calibration };
+    }).catch((err) => rethrow(err, stack));
+  }
+
+  /**
+   * Sets the fused image threshold (and optionally the pixel threshold) by hand, in fused units
+   * (nominal parts about 0..1). Throws ERR_NOT_FITTED, ERR_INVALID_OPTION.
+   * @example
+   * const ensemble = await Ensemble.load('part.rcpe');
+   * await ensemble.setThreshold(1.2);
+   */
+  setThreshold(threshold: number, options: { pixelThreshold?: number } = {}): Promise<void> {
+    const stack = new Error();
+    return this.#queue.run(async () => {
+      checkThreshold(threshold, options);
+      this.#requireRanges();
+      this.#calibration = manualCalibration(this.#calibration, threshold, options.pixelThreshold);
     }).catch((err) => rethrow(err, stack));
   }
 
@@ -493,7 +534,7 @@ export class Ensemble {
   #requireRanges(): MemberRange[] {
     if (!this.#fitted) throw notFitted();
     if (!this.#ranges)
-      throw new ReconpatchError('ERR_NOT_FITTED', 'this ensemble has no normalisers: it was fitted with calibration off or with too few images to hold out 2; refit with calibration on and at least 4 images, or use scoreMembers + fuseTestMinMax');
+      throw new ReconpatchError('ERR_NOT_FITTED', 'this ensemble has no normalisers: it was fitted with calibration off or on fewer than 2 images; refit with calibration on and at least 2 images (more is better), or use scoreMembers + fuseTestMinMax');
     return this.#ranges;
   }
 
@@ -516,25 +557,18 @@ export class Ensemble {
         mode, maxStagedPatches, onProgress: onProgress && ((p: Progress, member) => onProgress(member === undefined ? p : { ...p, member })),
         calibration: this.#calibrationOptions, batchSize: natives[0].options().batchSize, input: this.#input,
       });
-      const frames = staged.calibrationFrames;
-      // An update keeps the fit's normalisers; its held-out images add to the threshold's evidence.
-      let ranges: MemberRange[] | null = mode === 'update' ? this.#ranges : null;
-      let calibration: Calibration | null = mode === 'update' ? this.#calibration : null;
-      if (frames.length >= (mode === 'update' && ranges ? 1 : 2)) {
-        // Raw held-out outputs per member, then ranges; the fused values follow from them linearly.
-        const stats = natives.map(() => new MemberStats());
-        const batchSize = natives[0].options().batchSize;
-        for (let i = 0; i < frames.length; i += batchSize) {
-          control.check();
-          const batch = frames.slice(i, i + batchSize);
-          for (const [m, n] of natives.entries()) for (const r of await n.scorePending(batch)) stats[m].add(r.score, r.map);
-          control.call(onProgress, { stage: 'calibrate', done: Math.min(i + batchSize, frames.length), total: frames.length });
-        }
-        control.check();
-        ranges = ranges ?? stats.map((s) => s.range());
-        const fused = fusedHeldOut(stats, ranges);
-        const fresh = calibrate(fused.scores, [Float32Array.of(fused.mapMean)]);
-        calibration = calibration ? poolCalibrations(calibration, fresh) : fresh;
+      const evidence = await nominalEvidence(natives, staged, control, natives[0].options().batchSize, onProgress && ((p) => onProgress(p)));
+      const options = this.#calibrationOptions;
+      let ranges: MemberRange[] | null = null;
+      let calibration: Calibration | null = null;
+      if (mode === 'update') {
+        // An update keeps the fit's normalisers; its evidence, fused with them, pools with the stored one.
+        ranges = this.#ranges;
+        calibration = this.#calibration;
+        if (options.enabled && ranges) calibration = poolNominal(calibration, fuseEvidence(evidence, ranges), options.falseAlarmRate);
+      } else if (options.enabled && evidence[0].length >= 2) {
+        ranges = evidence.map(memberRange);
+        calibration = calibrateNominal(fuseEvidence(evidence, ranges), options.falseAlarmRate, staged.calibrationFrames.length ? 'holdout' : 'leave-one-out');
       }
       const memberMeta = JSON.stringify({ calibration: null, calibrationOptions: resolveCalibration(false) });
       for (const n of natives) n.fitCommit(memberMeta);
@@ -544,9 +578,10 @@ export class Ensemble {
       const seconds = (performance.now() - started) / 1000;
       const summaries: FitSummary[] = natives.map((n) => {
         const i = n.info();
-        return { images: i.trainImages, patches: i.trainPatches, bankRows: i.bankRows, calibrationImages: 0, seconds };
+        return { images: i.trainImages, patches: i.trainPatches, bankRows: i.bankRows, calibrationImages: 0, calibration: null, warnings: [], seconds };
       });
-      return { images: staged.images, calibrationImages: frames.length, members: summaries, seconds };
+      const warnings = calibration ? calibration.warnings : this.#calibrationOptions.enabled ? [missingCalibrationWarning(evidence[0].length)] : [];
+      return { images: staged.images, calibrationImages: calibration ? evidence[0].length : 0, calibration, warnings, members: summaries, seconds };
     } catch (err) {
       abortFit(natives);
       throw control.explain(err);

@@ -4,16 +4,17 @@
  *   fused(x) = mean over members m of (raw_m(x) - min_m) / (max_m - min_m)
  *
  * Two sources for min_m / max_m:
- * - deployment (`Ensemble`): the held-out nominal images of the fit (the calibration holdout,
- *   shared by all members, so no member trained on them). Scores use the min / max of the held-out
- *   image scores; maps the min / max of every pixel of the held-out maps. Anomalies land above 1,
- *   nominal parts in [0, 1].
+ * - deployment (`Ensemble`): the fit's nominal evidence, the same images for every member, each
+ *   scored without its own patches in the bank (leave-one-image-out) or held out of every bank.
+ *   Scores use the min / max of those image scores; maps the min / max of their map pixels.
+ *   Anomalies land above 1, nominal parts in [0, 1].
  * - paper-comparable evaluation ({@link fuseTestMinMax}): the min / max over the test set itself,
  *   as ensemble results in the PatchCore paper are reported. Uses test images, so never for
  *   deployment.
  *
  * A member whose range is empty (max == min) contributes 0: it cannot tell images apart.
  */
+import type { NominalEvidence } from '../calibration.js';
 import { ReconpatchError } from '../errors.js';
 
 /**
@@ -121,40 +122,28 @@ export function fuseWithRanges(o: MemberOutputs, ranges: MemberRange[]): { score
   return { score, map };
 }
 
-/**
- * Held-out statistics of one member, gathered image by image: its raw scores and its maps' pixel
- * range and mean (the maps themselves are not kept).
- */
-export class MemberStats {
-  readonly scores: number[] = [];
-  mapMin = Infinity;
-  mapMax = -Infinity;
-  mapSum = 0;
-  pixels = 0;
-
-  add(score: number, map: Float32Array): void {
-    this.scores.push(score);
-    for (const v of map) {
-      if (v < this.mapMin) this.mapMin = v;
-      if (v > this.mapMax) this.mapMax = v;
-      this.mapSum += v;
-    }
-    this.pixels += map.length;
-  }
-
-  range(): MemberRange {
-    return { scoreMin: Math.min(...this.scores), scoreMax: Math.max(...this.scores), mapMin: this.mapMin, mapMax: this.mapMax };
-  }
+/** One member's normaliser from its nominal evidence: the range of its scores and of its map pixels. */
+export function memberRange(evidence: NominalEvidence[]): MemberRange {
+  const scores = evidence.map((e) => e.score);
+  return {
+    scoreMin: Math.min(...scores), scoreMax: Math.max(...scores),
+    mapMin: Math.min(...evidence.map((e) => e.mapMin)), mapMax: Math.max(...evidence.map((e) => e.mapMax)),
+  };
 }
 
 /**
- * The fused held-out scores, and the fused maps' mean pixel (every member's maps have the same
- * pixels, the images' own sizes, so it is the mean of the members' normalised mean pixels): what
- * the ensemble's threshold is calibrated on.
+ * The fused nominal evidence per image (every member's evidence covers the same images, in the
+ * same order): fused score and map mean exactly (fusion is linear); the fused map's maximum as
+ * the mean of the members' normalised maxima, an upper bound (equal when the members' peaks
+ * coincide), so the fused pixel threshold errs towards fewer false regions.
  */
-export function fusedHeldOut(stats: MemberStats[], ranges: MemberRange[]): { scores: number[]; mapMean: number } {
-  const k = stats.length;
-  const scores = stats[0].scores.map((_, i) => ranges.reduce((s, r, m) => s + minMax(stats[m].scores[i], r.scoreMin, r.scoreMax), 0) / k);
-  const mapMean = ranges.reduce((s, r, m) => s + minMax(stats[m].mapSum / stats[m].pixels, r.mapMin, r.mapMax), 0) / k;
-  return { scores, mapMean };
+export function fuseEvidence(perMember: NominalEvidence[][], ranges: MemberRange[]): NominalEvidence[] {
+  const k = perMember.length;
+  const avg = (i: number, f: (e: NominalEvidence, r: MemberRange) => number) => ranges.reduce((s, r, m) => s + f(perMember[m][i], r), 0) / k;
+  return perMember[0].map((_, i) => ({
+    score: avg(i, (e, r) => minMax(e.score, r.scoreMin, r.scoreMax)),
+    mapMin: avg(i, (e, r) => minMax(e.mapMin, r.mapMin, r.mapMax)),
+    mapMax: avg(i, (e, r) => minMax(e.mapMax, r.mapMin, r.mapMax)),
+    mapMean: avg(i, (e, r) => minMax(e.mapMean, r.mapMin, r.mapMax)),
+  }));
 }

@@ -10,6 +10,7 @@ import { readdir, stat } from 'node:fs/promises';
 import path from 'node:path';
 
 import sharp from 'sharp';
+import { glob, isDynamicPattern } from 'tinyglobby';
 
 import { ReconpatchError } from '../errors.js';
 
@@ -36,27 +37,16 @@ const datasetError = (message: string) => new ReconpatchError('ERR_IO', message)
 
 const isImage = (name: string) => IMAGE_EXTENSIONS.includes(path.extname(name).toLowerCase());
 
-/** `*` and `?` in one path component -> a RegExp for it. */
-function globComponent(pattern: string): RegExp {
-  const escaped = pattern.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '[^/]*').replace(/\?/g, '[^/]');
-  return new RegExp(`^${escaped}$`);
-}
-
 /**
  * Image files in a directory (sorted by name), a single image file as is, or the image files
- * matching a glob whose wildcards (`*`, `?`) are in the last component, e.g. `good/*.png`.
+ * matching a glob (tinyglobby: `*`, `**`, `?`, `[0-9]`, `{a,b}`), e.g. `good/*.png`, sorted.
  */
 export async function listImages(dirOrFile: string): Promise<string[]> {
-  if (/[*?]/.test(path.basename(dirOrFile))) {
-    const dir = path.dirname(dirOrFile);
-    const re = globComponent(path.basename(dirOrFile));
-    const all = await listImages(dir);
-    return all.filter((p) => re.test(path.basename(p)));
-  }
   let s;
   try {
     s = await stat(dirOrFile);
   } catch {
+    if (isDynamicPattern(dirOrFile)) return (await glob(dirOrFile, { onlyFiles: true, expandDirectories: false })).filter(isImage).sort();
     throw datasetError(`'${dirOrFile}' does not exist`);
   }
   if (s.isFile()) return [dirOrFile];

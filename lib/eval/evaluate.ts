@@ -1,7 +1,9 @@
 /**
- * The evaluation protocol on an MVTec-layout dataset: fit on train/good (every image, no
- * calibration hold-out, as in the papers), score the test set, and report image AUROC, F1,
- * pixel AUROC and PRO (maps and masks subsampled to at most {@link PIXEL_EVAL_SIDE} px), fit and
+ * The evaluation protocol on an MVTec-layout dataset: fit on train/good (every image in the bank,
+ * as in the papers; the threshold is calibrated leave-one-image-out on the same images, which
+ * leaves the bank unchanged), score the test set, and report image AUROC, F1, pixel AUROC and PRO
+ * (maps and masks subsampled to at most {@link PIXEL_EVAL_SIDE} px; pixels not inspected rank
+ * lowest), the decision at the deployed threshold (precision, recall, false-alarm rate), fit and
  * score time, peak RSS. `reconpatch eval` prints what these return; importable as `reconpatch/eval`.
  */
 import { writeFileSync } from 'node:fs';
@@ -10,8 +12,10 @@ import { Engine, type ScoreResult } from '../engine/engine.js';
 import type { Progress } from '../engine/staged_fit.js';
 import { Ensemble, type EnsembleProgress, type MemberOutputs, fuseTestMinMax } from '../ensemble/ensemble.js';
 import type { EngineOptions } from '../options.js';
+import type { Calibration } from '../calibration.js';
 import { readMask, readMvtecDataset } from './dataset.js';
-import { auroc, f1Max, pixelAuroc, pro } from './metrics.js';
+import { saveGrid } from './grids.js';
+import { auroc, decisionMetrics, f1Max, pixelAuroc, pro } from './metrics.js';
 
 /** Where {@link evaluate} reports what it is doing (default: stderr). */
 export interface EvaluateOptions {
@@ -21,8 +25,12 @@ export interface EvaluateOptions {
   scoresOut?: string;
   /** Fit progress (a member index for ensembles). */
   onProgress?: (p: EnsembleProgress) => void;
-  /** One-line status messages ("fitting on 64 images", "scoring 12/97"). */
+  /** One-line status messages ("fitting on 64 images"). */
   log?: (line: string) => void;
+  /** Scoring progress: test images scored so far, of `total`. */
+  onScored?: (done: number, total: number) => void;
+  /** Write an image | heatmap | ground truth picture per test image below this folder (`<defect>/<name>.png`). */
+  saveImages?: string;
 }
 
 /** Every s-th pixel in both directions, s chosen so the longer side is at most `maxSide`. */
@@ -80,6 +88,18 @@ async function readEvalData(root: string, category: string, trainLimit?: number)
   return data;
 }
 
+/** The decision at the deployed threshold, and where that threshold came from. */
+function decision(test: TestItem[], scores: number[], calibration: Calibration | null) {
+  if (!calibration) return { decision: null };
+  const m = decisionMetrics(scores, test.map((t) => t.label), calibration.threshold);
+  return {
+    decision: {
+      ...m, method: calibration.method, calibration_images: calibration.images, false_alarm_target: calibration.falseAlarmRate,
+      pixel_threshold: calibration.pixelThreshold, warnings: calibration.warnings,
+    },
+  };
+}
+
 function writeScores(file: string | undefined, test: TestItem[], scores: number[]) {
   if (!file) return;
   const csv = test.map((t, i) => `${JSON.stringify(t.path)},${t.label},${scores[i]}`).join('\n');
@@ -95,14 +115,18 @@ const stderrLine = (line: string) => process.stderr.write(`${line}\n`);
  * const row = await evaluate('../shared/datasets', 'metal_plate', { backbone: 'random_cnn' }, { trainLimit: 20 });
  * console.log(row.image_auroc, row.pixel_auroc);
  */
-export async function evaluate(root: string, category: string, options: EngineOptions, { trainLimit, scoresOut, onProgress, log = stderrLine }: EvaluateOptions = {}) {
+export async function evaluate(
+  root: string, category: string, options: EngineOptions, { trainLimit, scoresOut, onProgress, log = stderrLine, onScored, saveImages }: EvaluateOptions = {},
+) {
   const data = await readEvalData(root, category, trainLimit);
-  // Every training image goes into the bank, as in the papers' protocol (no calibration hold-out).
-  options = { calibration: false, ...options };
+  // Every training image goes into the bank, as in the papers' protocol: the default calibration
+  // (leave-one-image-out) holds none out.
   const engine = await Engine.create(options);
   log(`fitting on ${data.train.length} images of ${category}`);
   const fit = await engine.fit(data.train, { onProgress: onProgress && ((p: Progress) => onProgress(p)) });
-  const measured = await measureEngine(engine, data.test, { scoresOut, log });
+  for (const w of fit.warnings) log(`warning: ${w}`);
+  log(`scoring ${data.test.length} test images`);
+  const measured = await measureEngine(engine, data.test, { scoresOut, log, onScored, saveImages });
   return {
     category,
     backbone: engine.info.backbone,
@@ -111,6 +135,7 @@ export async function evaluate(root: string, category: string, options: EngineOp
     n_train: data.train.length,
     n_test: data.test.length,
     ...measured.quality,
+    ...measured.decision,
     seed: engine.options.seed,
     missing_masks: data.missingMasks,
     fit_seconds: fit.seconds,
@@ -120,36 +145,47 @@ export async function evaluate(root: string, category: string, options: EngineOp
 }
 
 /**
- * Scores a test set with a fitted engine and measures it: image AUROC, F1, pixel AUROC, PRO, and
- * the scoring time per image. For protocols beyond `evaluate` (e.g. fit, then update, then measure).
+ * Scores a test set with a fitted engine and measures it: image AUROC, F1, pixel AUROC, PRO,
+ * precision / recall / false-alarm rate at the deployed threshold, and the scoring time per image.
+ * For protocols beyond `evaluate` (e.g. fit, then update, then measure).
  * @example
  * const data = await readMvtecDataset('datasets', 'metal_plate');
- * const { quality } = await measureEngine(engine, data.test);
+ * const { quality, decision } = await measureEngine(engine, data.test);
  */
-export async function measureEngine(engine: Engine, test: TestItem[], { scoresOut, log = stderrLine }: Pick<EvaluateOptions, 'scoresOut' | 'log'> = {}) {
+export async function measureEngine(
+  engine: Engine, test: TestItem[], { scoresOut, log = stderrLine, onScored, saveImages }: Pick<EvaluateOptions, 'scoresOut' | 'log' | 'onScored' | 'saveImages'> = {},
+) {
   const started = performance.now();
   const results: ScoreResult[] = [];
-  const CHUNK = 16;
+  const CHUNK = 8;
   for (let i = 0; i < test.length; i += CHUNK) {
     results.push(...(await engine.scoreMany(test.slice(i, i + CHUNK).map((t) => t.path))));
-    log(`scored ${results.length}/${test.length} test images`);
+    if (onScored) onScored(results.length, test.length);
+    else log(`scored ${results.length}/${test.length} test images`);
   }
   const scoreMsPerImage = (performance.now() - started) / test.length;
+  const calibration = engine.info.calibration;
+  if (saveImages) {
+    for (const [i, t] of test.entries()) await saveGrid(saveImages, t, results[i].map, calibration, results[i]);
+    log(`wrote ${test.length} image | heatmap | ground-truth pictures below ${saveImages}`);
+  }
   writeScores(scoresOut, test, results.map((r) => r.score));
   const targets = await pixelTargets(test, results);
   const maps = targets.map((t) => subsample(results[t.index].map, results[t.index].width, results[t.index].height, PIXEL_EVAL_SIDE).data);
-  return { quality: quality(test, results.map((r) => r.score), maps, targets), scoreMsPerImage };
+  const scores = results.map((r) => r.score);
+  return { quality: quality(test, scores, maps, targets), decision: decision(test, scores, calibration), scoreMsPerImage };
 }
 
 /**
  * Ensemble evaluation. `fusion: 'test-minmax'` (with --protocol patchcore): every training image in
  * every bank, members normalised by their min / max over the test set (paper-comparable).
- * `'holdout-minmax'`: the deployment path, 10% of the training images held out to set the
- * normalisers. Reports the fused metrics and each member's own metrics from the same fit.
+ * `'nominal-minmax'`: the deployment path, the normalisers and the threshold from the training
+ * images scored leave-one-image-out (no test data). Reports the fused metrics and each member's
+ * own metrics from the same fit.
  */
 export async function evaluateEnsemble(
-  root: string, category: string, members: EngineOptions[], fusion: 'test-minmax' | 'holdout-minmax',
-  { trainLimit, scoresOut, onProgress, log = stderrLine }: EvaluateOptions = {},
+  root: string, category: string, members: EngineOptions[], fusion: 'test-minmax' | 'nominal-minmax',
+  { trainLimit, scoresOut, onProgress, log = stderrLine, onScored }: EvaluateOptions = {},
 ) {
   const data = await readEvalData(root, category, trainLimit);
   const ensemble = await Ensemble.create({ members, ...(fusion === 'test-minmax' ? { calibration: false } : {}) });
@@ -166,7 +202,7 @@ export async function evaluateEnsemble(
   const CHUNK = 16;
   for (let i = 0; i < data.test.length; i += CHUNK) {
     for (const o of await ensemble.scoreMembers(data.test.slice(i, i + CHUNK).map((t) => t.path))) {
-      if (fusion === 'holdout-minmax') {
+      if (fusion === 'nominal-minmax') {
         const f = ensemble.fuse(o);
         fusedHoldout.push({ score: f.score, map: subsample(f.map, o.width, o.height, PIXEL_EVAL_SIDE).data });
       }
@@ -176,7 +212,7 @@ export async function evaluateEnsemble(
       outputs.push({ ...o, maps: o.maps.map((map) => subsample(map, o.width, o.height, PIXEL_EVAL_SIDE).data) });
       sizes.push({ width: o.width, height: o.height });
     }
-    log(`scored ${outputs.length}/${data.test.length} test images`);
+    onScored?.(outputs.length, data.test.length);
   }
   const scoreMs = (performance.now() - started) / data.test.length;
   const targets = await pixelTargets(data.test, sizes);
@@ -201,6 +237,7 @@ export async function evaluateEnsemble(
     n_fit: fit.images,
     n_test: data.test.length,
     ...quality(data.test, fused.scores, fused.maps, targets),
+    ...decision(data.test, fused.scores, fusion === 'nominal-minmax' ? ensemble.info.calibration : null),
     members: infos.map((info, m) => ({ backbone: info.backbone, ...quality(data.test, perMember[m].scores, perMember[m].maps, targets) })),
     seed: infos[0].options.seed,
     missing_masks: data.missingMasks,

@@ -37,7 +37,7 @@ export function auroc(scores: ArrayLike<number>, labels: ArrayLike<number | bool
   return u / (nPos * nNeg);
 }
 
-/** AUROC over every pixel of every map (masks: non-zero = defect). */
+/** AUROC over every pixel of every map (masks: non-zero = defect; NaN map values = not inspected, ranked lowest). */
 export function pixelAuroc(maps: Float32Array[], masks: Uint8Array[]): number {
   const { scores, labels } = flatten(maps, masks);
   return auroc(scores, labels);
@@ -51,8 +51,12 @@ function flatten(maps: Float32Array[], masks: Uint8Array[]): { scores: Float32Ar
   let at = 0;
   for (const [i, m] of maps.entries()) {
     if (masks[i].length !== m.length) throw new RangeError(`map ${i} has ${m.length} pixels but its mask ${masks[i].length}`);
-    scores.set(m, at);
-    for (let p = 0; p < m.length; p++) labels[at + p] = masks[i][p] ? 1 : 0;
+    // A pixel that was not inspected (NaN: outside a crop) ranks below every inspected one: it is
+    // never flagged, so a defect there counts as missed.
+    for (let p = 0; p < m.length; p++) {
+      scores[at + p] = Number.isNaN(m[p]) ? -Infinity : m[p];
+      labels[at + p] = masks[i][p] ? 1 : 0;
+    }
     at += m.length;
   }
   return { scores, labels };
@@ -103,6 +107,7 @@ export function pro(
   let lo = Infinity;
   let hi = -Infinity;
   for (const s of scores) {
+    if (s === -Infinity) continue; // not inspected: the lowest bin
     if (s < lo) lo = s;
     if (s > hi) hi = s;
   }
@@ -179,4 +184,24 @@ export function f1Max(scores: ArrayLike<number>, labels: ArrayLike<number | bool
     if (f1 > best.f1) best = { f1, threshold: s };
   }
   return best;
+}
+
+/**
+ * The decision at a threshold (flag when score >= threshold): counts, precision, recall and
+ * false-alarm rate (good images flagged / good images).
+ * @example decisionMetrics([1, 5, 2, 6], [0, 1, 0, 1], 4) // precision 1, recall 1, falseAlarmRate 0
+ */
+export function decisionMetrics(scores: ArrayLike<number>, labels: ArrayLike<number | boolean>, threshold: number) {
+  let tp = 0;
+  let fp = 0;
+  let positives = 0;
+  for (let i = 0; i < scores.length; i++) {
+    if (labels[i]) positives++;
+    if (scores[i] >= threshold) labels[i] ? tp++ : fp++;
+  }
+  const negatives = scores.length - positives;
+  return {
+    threshold, flagged: tp + fp, defects_flagged: tp, defects: positives, good_flagged: fp, good: negatives,
+    precision: tp + fp ? tp / (tp + fp) : null, recall: positives ? tp / positives : null, false_alarm_rate: negatives ? fp / negatives : null,
+  };
 }

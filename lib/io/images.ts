@@ -74,7 +74,7 @@ const FAIL_ON: readonly FailOn[] = ['none', 'truncated', 'error', 'warning'];
 /** How an engine that takes the frame resizes it (its native options; `resize` 0 = none). */
 export interface ResizePlan {
   resize: number;
-  resizeMode: 'shorter' | 'squash';
+  resizeMode: 'area' | 'shorter' | 'squash';
 }
 
 /** Everything decoding checks: the input options and the resizes of the engines the frame is for. */
@@ -99,6 +99,11 @@ export function resolveInput(value: InputOptions | undefined): Required<InputOpt
 export function resizedSize(width: number, height: number, { resize, resizeMode }: ResizePlan): [number, number] {
   if (resize <= 0) return [width, height];
   if (resizeMode === 'squash') return [resize, resize];
+  if (resizeMode === 'area') {
+    // About resize^2 pixels, aspect kept, each side even.
+    const scale = resize / Math.sqrt(width * height);
+    return [Math.max(2, 2 * Math.round((width * scale) / 2)), Math.max(2, 2 * Math.round((height * scale) / 2))];
+  }
   // torchvision Resize(int): the shorter side becomes `resize`, the longer is scaled and floored.
   return height <= width ? [Math.floor((resize * width) / height), resize] : [resize, Math.floor((resize * height) / width)];
 }

@@ -47,7 +47,9 @@ Napi::Object makeInternals(Napi::Env env) {
   o.Set("preprocess", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
           return callCore(info.Env(), [&]() -> Napi::Value {
             auto view = imageFromJs(info[0], 0);
-            auto mode = info[3].ToString().Utf8Value() == "squash" ? rp::ResizeMode::Squash : rp::ResizeMode::Shorter;
+            rp::ResizeMode mode = rp::ResizeMode::Shorter;
+            if (!rp::parseEnum(info[3].ToString().Utf8Value(), &mode))
+              throw makeError(info.Env(), "ERR_INVALID_OPTION", "preprocess: unknown resize mode");
             return floatArrayToJs(info.Env(), rp::internals::preprocess(view, info[1].ToNumber().Int64Value(),
                                                                           info[2].ToNumber().Int64Value(), mode));
           });
@@ -65,9 +67,12 @@ Napi::Object makeInternals(Napi::Env env) {
   o.Set("knn", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
           return callCore(info.Env(), [&]() -> Napi::Value {
             std::vector<int64_t> idx;
+            const bool exclude = info.Length() > 5 && info[4].IsNumber() && info[5].IsNumber();
             auto d = rp::internals::knn(floatArrayFromJs(info[0]), floatArrayFromJs(info[1]),
                                         info[2].ToNumber().Int64Value(), &idx,
-                                        info.Length() > 3 && info[3].IsString() ? info[3].ToString().Utf8Value() : "auto");
+                                        info.Length() > 3 && info[3].IsString() ? info[3].ToString().Utf8Value() : "auto",
+                                        exclude ? info[4].ToNumber().Int64Value() : 0,
+                                        exclude ? info[5].ToNumber().Int64Value() : 0);
             Napi::Object r = Napi::Object::New(info.Env());
             r.Set("distances", floatArrayToJs(info.Env(), std::move(d)));
             r.Set("indices", toJsArray(info.Env(), idx));

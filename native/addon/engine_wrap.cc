@@ -144,8 +144,8 @@ void deliverProgress(Napi::Env env, Napi::Function cb, const StageProgress& p, c
 // fitEnd: progress events cross to JS through a thread-safe function.
 class FitEndWorker : public PromiseWorker {
  public:
-  FitEndWorker(Napi::Env env, EnginePtr engine, Napi::Value onProgress)
-      : PromiseWorker(env, "reconpatch:fitEnd"), engine_(std::move(engine)) {
+  FitEndWorker(Napi::Env env, EnginePtr engine, Napi::Value onProgress, int64_t leaveOut)
+      : PromiseWorker(env, "reconpatch:fitEnd"), engine_(std::move(engine)), leaveOut_(leaveOut) {
     if (onProgress.IsFunction()) {
       tsfn_ = Napi::ThreadSafeFunction::New(env, onProgress.As<Napi::Function>(), "reconpatch:progress", 0, 1);
       hasProgress_ = true;
@@ -170,7 +170,7 @@ class FitEndWorker : public PromiseWorker {
         else delete p;
       };
     }
-    engine_->fitEnd(fn);
+    engine_->fitEnd(fn, leaveOut_);
   }
   // How many progress calls were queued: JS waits until it has received them all before it goes
   // on, so that a late one cannot arrive after the fit has moved past its stage.
@@ -178,6 +178,7 @@ class FitEndWorker : public PromiseWorker {
 
  private:
   EnginePtr engine_;
+  int64_t leaveOut_;
   Napi::ThreadSafeFunction tsfn_;
   bool hasProgress_ = false;
   std::atomic<int64_t> queued_{0};
@@ -217,6 +218,7 @@ Napi::Function EngineWrap::Define(Napi::Env env) {
                       InstanceMethod<&EngineWrap::FitBegin>("fitBegin"), InstanceMethod<&EngineWrap::FitAdd>("fitAdd"),
                       InstanceMethod<&EngineWrap::FitEnd>("fitEnd"), InstanceMethod<&EngineWrap::FitAbort>("fitAbort"),
                       InstanceMethod<&EngineWrap::ScorePending>("scorePending"),
+                      InstanceMethod<&EngineWrap::LeaveOut>("leaveOut"),
                       InstanceMethod<&EngineWrap::FitCommit>("fitCommit"),
                       InstanceMethod<&EngineWrap::Cancel>("cancel"), InstanceMethod<&EngineWrap::Score>("score"),
                       InstanceMethod<&EngineWrap::Encode>("encode"), InstanceMethod<&EngineWrap::Embed>("embed"),
@@ -272,7 +274,29 @@ Napi::Value EngineWrap::FitAdd(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value EngineWrap::FitEnd(const Napi::CallbackInfo& info) {
-  return (new FitEndWorker(info.Env(), engine_, info.Length() > 0 ? info[0] : info.Env().Undefined()))->Start();
+  int64_t leaveOut = 0;
+  if (info.Length() > 1 && !info[1].IsUndefined()) {
+    if (!info[1].IsNumber()) throw makeError(info.Env(), "ERR_INVALID_OPTION", "fitEnd: leaveOut must be a number");
+    leaveOut = info[1].As<Napi::Number>().Int64Value();
+  }
+  return (new FitEndWorker(info.Env(), engine_, info.Length() > 0 ? info[0] : info.Env().Undefined(), leaveOut))->Start();
+}
+
+Napi::Value EngineWrap::LeaveOut(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto results = engine_->leaveOutResults();
+  Napi::Array out = Napi::Array::New(env, results.size());
+  for (size_t i = 0; i < results.size(); ++i) {
+    const auto& r = results[i];
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("input", static_cast<double>(r.input));
+    o.Set("score", r.score);
+    o.Set("mapMin", r.mapMin);
+    o.Set("mapMax", r.mapMax);
+    o.Set("mapMean", r.mapMean);
+    out.Set(static_cast<uint32_t>(i), o);
+  }
+  return out;
 }
 
 Napi::Value EngineWrap::FitAbort(const Napi::CallbackInfo& info) {

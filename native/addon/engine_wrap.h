@@ -26,6 +26,7 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
   Napi::Value Cancel(const Napi::CallbackInfo& info);
   Napi::Value Score(const Napi::CallbackInfo& info);
   Napi::Value ScorePending(const Napi::CallbackInfo& info);
+  Napi::Value LeaveOut(const Napi::CallbackInfo& info);
   Napi::Value FitCommit(const Napi::CallbackInfo& info);
   Napi::Value Encode(const Napi::CallbackInfo& info);
   Napi::Value Embed(const Napi::CallbackInfo& info);

@@ -2,6 +2,8 @@
 
 #include <ATen/Parallel.h>
 
+#include <algorithm>
+#include <cmath>
 #include <mutex>
 #include <thread>
 
@@ -87,6 +89,13 @@ struct Engine::Impl {
   // staged features are bounded by host memory, not by the GPU's.
   FeatureStaging staging{torch::kFloat32, torch::kCPU};
   int64_t stagingImages = 0;
+  // Where each staged image's rows are (images of one shape are embedded together, so staging
+  // order can differ from input order within a batch), for leave-one-image-out calibration.
+  struct StagedImage {
+    int64_t input, rowStart, rows, gridH, gridW, cropH, cropW;
+  };
+  std::vector<StagedImage> stagedImages;
+  std::vector<LeaveOutResult> leaveOut;  // the last fitEnd's, for the caller's calibration
 
   // The CPU's own paths (per-image scoring, the fused kernels, the CPU coreset loops); false on
   // other devices, and on the CPU when RECONPATCH_GPU_PATHS is set: a test hook that runs the
@@ -266,6 +275,67 @@ struct Engine::Impl {
     return m;
   }
 
+  // Leave-one-image-out: up to `count` staged images, spread evenly over the input, each scored
+  // against `model`'s bank without the rows it contributed (the coreset's selection is sorted and
+  // staged rows are grouped by image, so those rows are one contiguous range of the bank). The
+  // same score and map as scoring computes; costs one k-NN search of the image's patches.
+  // In an update the staged rows were picked from after the live bank's `bankOffset` rows.
+  std::vector<LeaveOutResult> leaveOneImageOut(const FittedModel& model, const std::vector<torch::Tensor>& chunks,
+                                               const torch::Tensor& selectedSorted, int64_t bankOffset, int64_t count,
+                                               const StageProgressFn& progress) const {
+    torch::NoGradGuard noGrad;
+    std::vector<StagedImage> images = stagedImages;
+    std::sort(images.begin(), images.end(), [](const StagedImage& a, const StagedImage& b) { return a.input < b.input; });
+    const int64_t n = images.size(), h = std::min<int64_t>(count, n);
+    std::vector<StagedImage> chosen;
+    for (int64_t i = 0; i < n; ++i)
+      if ((i + 1) * h / n > i * h / n) chosen.push_back(images[i]);
+    std::vector<int64_t> chunkStart;  // first staged row of each chunk
+    int64_t rows = 0;
+    for (const auto& c : chunks) {
+      chunkStart.push_back(rows);
+      rows += c.size(0);
+    }
+    auto selected = selectedSorted.to(torch::kCPU).contiguous();
+    const int64_t* sel = selected.data_ptr<int64_t>();
+    const int64_t M = selected.numel();
+    const FlatL2Index& bank = *model.bank;
+    const int64_t bankRows = bank.rows().size(0);
+    std::vector<LeaveOutResult> out;
+    int64_t done = 0;
+    for (const auto& im : chosen) {
+      checkCancel("while calibrating");
+      // The bank rows this image contributed.
+      const int64_t b = bankOffset + (std::lower_bound(sel, sel + M, im.rowStart) - sel);
+      const int64_t e = bankOffset + (std::lower_bound(sel, sel + M, im.rowStart + im.rows) - sel);
+      if (e - b == bankRows) continue;  // the whole bank is this image's: nothing to compare with
+      // Its staged rows (they may straddle two chunks).
+      std::vector<torch::Tensor> parts;
+      for (size_t c = 0; c < chunks.size(); ++c) {
+        const int64_t lo = std::max(im.rowStart, chunkStart[c]);
+        const int64_t hi = std::min(im.rowStart + im.rows, chunkStart[c] + chunks[c].size(0));
+        if (lo < hi) parts.push_back(chunks[c].narrow(0, lo - chunkStart[c], hi - lo));
+      }
+      auto q = (parts.size() == 1 ? parts[0] : torch::cat(parts, 0)).to(device, torch::kFloat32);  // [L, D]
+      torch::Tensor d2, nn;
+      bank.search(q, 1, &d2, &nn, RowRange{b, e});
+      auto patch = (opts.distance == Distance::Euclidean ? d2.sqrt() : d2).view({1, im.rows});  // [1, L]
+      auto score = opts.reweight
+                       ? reweightedImageScores(patch, nn.view({1, im.rows}), q.unsqueeze(0), bank, opts.reweightNeighbors, RowRange{b, e})
+                       : maxImageScores(patch);
+      auto map = anomalyMaps(patch.view({1, im.gridH, im.gridW}), im.cropH, im.cropW, opts.blurSigma)[0];
+      LeaveOutResult r;
+      r.input = im.input;
+      r.score = score.to(torch::kCPU).item<float>();
+      r.mapMin = map.min().item<float>();
+      r.mapMax = map.max().item<float>();
+      r.mapMean = map.mean().item<float>();
+      out.push_back(r);
+      if (progress) progress("calibrate", ++done, static_cast<int64_t>(chosen.size()), std::nan(""));
+    }
+    return out;
+  }
+
   CoresetOptions coresetOptions() const {
     CoresetOptions co;
     co.ratio = opts.coresetRatio;
@@ -290,12 +360,15 @@ struct Engine::Impl {
     auto selected = std::get<0>(approximateGreedyCoreset(chunks, co, nullptr, &cancel, nullptr, device).sort());
     staging = FeatureStaging(stagingType(), torch::kCPU);
     for (auto& rows : gatherRows(chunks, selected)) staging.append(rows);
+    // Reduced images keep only part of their rows: they can no longer be scored leave-one-out
+    // (the images staged after the last reduction still can).
+    stagedImages.clear();
     releaseFreedMemory();
   }
 
   // The rows of the concatenated chunks at sorted `selected` indices, chunk by chunk; each chunk
-  // is released once read.
-  static std::vector<torch::Tensor> gatherRows(std::vector<torch::Tensor>& chunks, const torch::Tensor& selected) {
+  // is released once read unless `keep` (leave-one-image-out reads them once more).
+  static std::vector<torch::Tensor> gatherRows(std::vector<torch::Tensor>& chunks, const torch::Tensor& selected, bool keep = false) {
     std::vector<torch::Tensor> picked;
     int64_t offset = 0;
     for (auto& c : chunks) {
@@ -304,15 +377,16 @@ struct Engine::Impl {
       auto local = selected.masked_select(mask) - lo;
       if (local.numel() > 0) picked.push_back(c.index_select(0, local.to(c.device())));
       offset = hi;
-      c = torch::Tensor();
+      if (!keep) c = torch::Tensor();
     }
     return picked;
   }
 
   // Update: the live model grown by the staged patches (through the live head) that lie outside
   // its coverage, selected greedily in the coreset's projected space.
+  // leaveOut > 0: the new images are then scored leave-one-image-out against the grown bank.
   std::unique_ptr<FittedModel> grownModel(std::vector<torch::Tensor>& chunks, int64_t images, int64_t patches,
-                                          const StageProgressFn& progress) {
+                                          const StageProgressFn& progress, int64_t leaveOut) {
     const FittedModel& base = *live;
     calls::stage("head apply");
     if (base.head) for (auto& c : chunks) c = applyHead(*base.head, c);
@@ -327,7 +401,7 @@ struct Engine::Impl {
       if (progress) progress("coreset", done, total, std::nan(""));
     };
     auto selected = std::get<0>(extendCoreset(bankProjected, torch::cat(fresh, 0), radius2, cb, &cancel).sort());
-    auto added = gatherRows(chunks, selected);
+    auto added = gatherRows(chunks, selected, leaveOut > 0);
     auto model = std::make_unique<FittedModel>();
     model->head = base.head;
     model->bank = std::make_unique<FlatL2Index>(opts.targetDim);
@@ -339,6 +413,8 @@ struct Engine::Impl {
     model->coresetRadius2 = radius2;
     model->updates = base.updates + 1;
     model->updateRows = base.updateRows + selected.numel();
+    if (leaveOut > 0) calls::stage("leave one out");
+    if (leaveOut > 0) this->leaveOut = leaveOneImageOut(*model, chunks, selected, base.bank->rows().size(0), leaveOut, progress);
     return model;
   }
 
@@ -397,6 +473,8 @@ void Engine::fitBegin(FitMode mode, int64_t maxStagedPatches) {
   impl_->stagingPatches = 0;
   impl_->staging = FeatureStaging(impl_->stagingType(), torch::kCPU);
   impl_->stagingImages = 0;
+  impl_->stagedImages.clear();
+  impl_->leaveOut.clear();
   impl_->pending.reset();
 }
 
@@ -408,8 +486,13 @@ void Engine::fitAdd(const std::vector<RawImageView>& images) {
     RP_CHECK(impl_->fitting, Internal, "fitAdd called outside a fit");
     impl_->checkCancel("while embedding images");
     impl_->applyThreads();
+    const int64_t firstInput = impl_->stagingImages;  // input positions count every image staged
     for (auto& g : impl_->embed(images)) {
       calls::stage("stage features");
+      const int64_t L = g.features.size(1), start = impl_->staging.rows();
+      for (size_t b = 0; b < g.members.size(); ++b)
+        impl_->stagedImages.push_back({firstInput + static_cast<int64_t>(g.members[b]), start + static_cast<int64_t>(b) * L, L,
+                                       g.grid.height, g.grid.width, g.geometry[b].cropH, g.geometry[b].cropW});
       impl_->staging.append(g.features.reshape({-1, g.features.size(2)}));  // [B*L, D]
       impl_->stagingImages += static_cast<int64_t>(g.members.size());
       impl_->stagingPatches += g.features.size(0) * g.features.size(1);
@@ -418,7 +501,7 @@ void Engine::fitAdd(const std::vector<RawImageView>& images) {
   });
 }
 
-void Engine::fitEnd(const StageProgressFn& progress) {
+void Engine::fitEnd(const StageProgressFn& progress, int64_t leaveOut) {
   guarded([&] {
     std::lock_guard<std::mutex> lock(impl_->mutex);
     auto onStream = impl_->stream.enter();
@@ -435,7 +518,8 @@ void Engine::fitEnd(const StageProgressFn& progress) {
     // image, are not needed again: give them back before the coreset's allocations.
     releaseFreedMemory();
     if (I.fitMode == FitMode::Update) {
-      I.pending = I.grownModel(chunks, I.stagingImages, I.stagingPatches, progress);
+      I.pending = I.grownModel(chunks, I.stagingImages, I.stagingPatches, progress, leaveOut);
+      chunks.clear();
     } else {
       // ReConPatch: train f on the nominal patches, then the bank is f(p) (never g).
       std::shared_ptr<ReConPatchHead> head;
@@ -468,7 +552,8 @@ void Engine::fitEnd(const StageProgressFn& progress) {
       // Gather the selected rows chunk by chunk: the staged features are never concatenated, and
       // each chunk is released once read (past this point the fit no longer needs them).
       calls::stage("gather bank");
-      auto picked = Impl::gatherRows(chunks, std::get<0>(selected.sort()));
+      selected = std::get<0>(selected.sort());
+      auto picked = Impl::gatherRows(chunks, selected, leaveOut > 0);
       for (auto& p : picked) p = p.to(I.device, torch::kFloat32);
       auto model = std::make_unique<FittedModel>();
       model->bank = std::make_unique<FlatL2Index>(I.opts.targetDim);
@@ -477,6 +562,11 @@ void Engine::fitEnd(const StageProgressFn& progress) {
       model->trainImages = I.stagingImages;
       model->trainPatches = I.stagingPatches;
       model->coresetRadius2 = radius2;
+      if (leaveOut > 0) {
+        calls::stage("leave one out");
+        I.leaveOut = I.leaveOneImageOut(*model, chunks, selected, 0, leaveOut, progress);
+        chunks.clear();
+      }
       I.pending = std::move(model);
     }
     I.stagingImages = 0;
@@ -500,7 +590,14 @@ void Engine::fitCommit(const std::string& metadata) {
   RP_CHECK(impl_->pending != nullptr, Internal, "fitCommit called without a pending model");
   impl_->live = std::move(impl_->pending);
   impl_->metadata = metadata;
+  impl_->stagedImages.clear();
+  impl_->leaveOut.clear();
   impl_->publishInfo();
+}
+
+std::vector<LeaveOutResult> Engine::leaveOutResults() const {
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  return impl_->leaveOut;
 }
 
 void Engine::fitAbort() {
@@ -508,6 +605,8 @@ void Engine::fitAbort() {
   calls::Scope call(impl_->id, "fitAbort", impl_->label.c_str());
   impl_->staging.clear();
   impl_->stagingImages = 0;
+  impl_->stagedImages.clear();
+  impl_->leaveOut.clear();
   impl_->fitting = false;
   impl_->pending.reset();
   releaseFreedMemory();

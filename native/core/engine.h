@@ -35,11 +35,19 @@ struct EngineInfo {
   std::string device;
 };
 
+// One nominal fit image scored against the pending bank without the rows it contributed
+// (leave-one-image-out): evidence for the calibration, as if the image had been held out.
+struct LeaveOutResult {
+  int64_t input = 0;  // the image's position in the fit's input (fitAdd order)
+  float score = 0.f;  // image score, as scoring computes it
+  float mapMin = 0.f, mapMax = 0.f, mapMean = 0.f;  // its anomaly map (over the inspected window)
+};
+
 // What a staged fit builds: a new model from the staged images alone, or the live model grown by
 // the staged images' patches that lie outside its coverage (update).
 enum class FitMode { Fit, Update };
 
-// (stage, done, total, value): stage "head" (value = loss) or "coreset" (value = NaN).
+// (stage, done, total, value): stage "head" (value = loss), "coreset" or "calibrate" (value = NaN).
 using StageProgressFn = std::function<void(const char* stage, int64_t done, int64_t total, double value)>;
 
 struct ModelContents;
@@ -84,7 +92,13 @@ class Engine {
   // it they are reduced to a coreset of half that size and staging goes on (merge and reduce).
   void fitBegin(FitMode mode = FitMode::Fit, int64_t maxStagedPatches = 0);
   void fitAdd(const std::vector<RawImageView>& images);  // embed a batch of nominal images
-  void fitEnd(const StageProgressFn& progress);          // head training, coreset -> the pending model
+  // Head training, coreset -> the pending model. leaveOut > 0: then up to that many staged images
+  // (spread evenly over the input) are scored against the pending bank without their own rows,
+  // before the staged features are released (leaveOutResults()).
+  void fitEnd(const StageProgressFn& progress, int64_t leaveOut = 0);
+  // The last fitEnd's leave-one-image-out results, in input order (empty when none were asked, or
+  // when the bank holds rows of one image only).
+  std::vector<LeaveOutResult> leaveOutResults() const;
   std::vector<ScoreResult> scorePending(const std::vector<RawImageView>& images);
   void fitCommit(const std::string& metadata);           // the pending model (and metadata) goes live
   void fitAbort();                                       // drops the staged features and the pending model

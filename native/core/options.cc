@@ -10,12 +10,14 @@
 
 namespace rp {
 
-const char* enumName(ResizeMode m) { return m == ResizeMode::Squash ? "squash" : "shorter"; }
+const char* enumName(ResizeMode m) {
+  return m == ResizeMode::Squash ? "squash" : m == ResizeMode::Shorter ? "shorter" : "area";
+}
 const char* enumName(Distance d) { return d == Distance::Euclidean ? "euclidean" : "squared"; }
 
 bool parseEnum(const std::string& name, ResizeMode* out) {
-  if (name != "squash" && name != "shorter") return false;
-  *out = name == "squash" ? ResizeMode::Squash : ResizeMode::Shorter;
+  if (name != "squash" && name != "shorter" && name != "area") return false;
+  *out = name == "squash" ? ResizeMode::Squash : name == "shorter" ? ResizeMode::Shorter : ResizeMode::Area;
   return true;
 }
 

@@ -6,7 +6,9 @@
 
 namespace rp {
 
-enum class ResizeMode { Shorter, Squash };
+// Area (the default): aspect ratio kept, scaled to about resize x resize pixels in all (the
+// feature grid follows the image); Shorter: the shorter side becomes resize; Squash: resize x resize.
+enum class ResizeMode { Area, Shorter, Squash };
 enum class Distance { Euclidean, SquaredEuclidean };
 
 // ReConPatch head training (RECONPATCH.md §2).
@@ -39,10 +41,11 @@ struct EngineOptions {
   std::string weights;  // torchvision architectures: the .pth state-dict file
   std::string layers;   // torchvision architectures: comma-separated taps ("layer2,layer3"); empty = default
 
-  // Preprocessing (RECONPATCH.md §1.1). resize 0 = keep size; crop 0 = no crop.
+  // Preprocessing (RECONPATCH.md §1.1). resize 0 = keep size; crop 0 = no crop (the default:
+  // every pixel is inspected).
   int64_t resize = 256;
-  int64_t crop = 224;
-  ResizeMode resizeMode = ResizeMode::Shorter;
+  int64_t crop = 0;
+  ResizeMode resizeMode = ResizeMode::Area;
 
   // Patch features (§1.4-5).
   int64_t patchSize = 3;

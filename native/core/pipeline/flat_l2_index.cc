@@ -35,23 +35,39 @@ void FlatL2Index::nearestInt8(const torch::Tensor& q, torch::Tensor* distances, 
   for (int64_t start = 0; start < rest.size(0); start += queryRows_) {
     const int64_t len = std::min(queryRows_, rest.size(0) - start);
     torch::Tensor d, i;
-    nearestBlockCpu(rest.narrow(0, start, len), &d, &i);
+    nearestBlockCpu(rest.narrow(0, start, len), spans({}), &d, &i);
     auto at = which.narrow(0, start, len);
     distances->index_copy_(0, at, d);
     indices->index_copy_(0, at, i);
   }
 }
 
+std::vector<RowRange> FlatL2Index::spans(RowRange exclude) const {
+  const int64_t n = ntotal();
+  const int64_t b = std::clamp<int64_t>(exclude.begin, 0, n), e = std::clamp<int64_t>(exclude.end, b, n);
+  std::vector<RowRange> out;
+  if (b > 0) out.push_back({0, b});
+  if (e < n) out.push_back({e, n});
+  return out;
+}
+
 void FlatL2Index::search(const torch::Tensor& queries, int64_t k, torch::Tensor* distances,
-                         torch::Tensor* indices) const {
+                         torch::Tensor* indices, RowRange exclude) const {
   // queries: [q, dim]
   RP_CHECK(ntotal() > 0, NotFitted, "the memory bank is empty");
   RP_CHECK(queries.dim() == 2 && queries.size(1) == dim_, Internal,
            "FlatL2Index::search expects [q, " << dim_ << "], got " << queries.sizes());
+  const auto parts = spans(exclude);
+  int64_t available = 0;
+  for (const auto& p : parts) available += p.end - p.begin;
+  RP_CHECK(available > 0, Internal, "FlatL2Index::search: every bank row is excluded");
   torch::NoGradGuard noGrad;
-  k = std::min(k, ntotal());
+  k = std::min(k, available);
   auto q = queries.to(torch::kFloat32).contiguous();
-  if (k == 1 && q.device().is_cpu() && usesInt8()) {
+  // The int8 bank covers every row: searches that leave rows out (leave-one-image-out
+  // calibration, a small share of the work) take the float32 path.
+  const bool whole = available == ntotal();
+  if (k == 1 && whole && q.device().is_cpu() && usesInt8()) {
     nearestInt8(q, distances, indices);
     return;
   }
@@ -60,9 +76,9 @@ void FlatL2Index::search(const torch::Tensor& queries, int64_t k, torch::Tensor*
     torch::Tensor d, i;
     auto block = q.narrow(0, start, std::min(queryRows_, q.size(0) - start));
     if (k == 1 && q.device().is_cpu())
-      nearestBlockCpu(block, &d, &i);
+      nearestBlockCpu(block, parts, &d, &i);
     else
-      searchBlock(block, k, &d, &i);
+      searchBlock(block, k, parts, &d, &i);
     ds.push_back(d);
     is.push_back(i);
   }
@@ -104,7 +120,8 @@ RP_X86_V3_CLONES void rowMinima(float* tile, int64_t m, int64_t n, const float* 
 
 }  // namespace
 
-void FlatL2Index::nearestBlockCpu(const torch::Tensor& q, torch::Tensor* distances, torch::Tensor* indices) const {
+void FlatL2Index::nearestBlockCpu(const torch::Tensor& q, const std::vector<RowRange>& spans, torch::Tensor* distances,
+                                  torch::Tensor* indices) const {
   // q: [m, dim]. Between the GEMMs (OpenBLAS's threads) this runs no ATen element-wise op: those
   // use OpenMP's threads, and on two cores the two pools' spinning workers slowed the search to
   // 45-81% of the GEMM rate, varying between processes (bench/NOTES.md).
@@ -113,44 +130,49 @@ void FlatL2Index::nearestBlockCpu(const torch::Tensor& q, torch::Tensor* distanc
   auto bestI = torch::zeros({m}, torch::kInt64);                          // [m]
   auto tileStorage = torch::empty({m * std::min(chunkRows_, ntotal())});  // one [m, n] tile, reused
   const float* norms = norms_.data_ptr<float>();
-  for (int64_t start = 0; start < ntotal(); start += chunkRows_) {
-    const int64_t n = std::min(chunkRows_, ntotal() - start);
-    auto tile = tileStorage.narrow(0, 0, m * n).view({m, n});  // [m, n] q.b
-    torch::mm_out(tile, q, bank_.narrow(0, start, n).t());
-    rowMinima(tile.data_ptr<float>(), m, n, norms + start, start, bestD.data_ptr<float>(), bestI.data_ptr<int64_t>());
+  for (const auto& span : spans) {
+    for (int64_t start = span.begin; start < span.end; start += chunkRows_) {
+      const int64_t n = std::min(chunkRows_, span.end - start);
+      auto tile = tileStorage.narrow(0, 0, m * n).view({m, n});  // [m, n] q.b
+      torch::mm_out(tile, q, bank_.narrow(0, start, n).t());
+      rowMinima(tile.data_ptr<float>(), m, n, norms + start, start, bestD.data_ptr<float>(), bestI.data_ptr<int64_t>());
+    }
   }
   *distances = bestD.add_(q.pow(2).sum(1)).clamp_min_(0).unsqueeze(1);  // + |q|^2: [m, 1]
   *indices = bestI.unsqueeze(1);                                        // [m, 1]
 }
 
-void FlatL2Index::searchBlock(const torch::Tensor& q, int64_t k, torch::Tensor* distances, torch::Tensor* indices) const {
+void FlatL2Index::searchBlock(const torch::Tensor& q, int64_t k, const std::vector<RowRange>& spans, torch::Tensor* distances,
+                              torch::Tensor* indices) const {
   auto qn = q.pow(2).sum(1, true);  // [m, 1]
   torch::Tensor bestD, bestI;
-  for (int64_t start = 0; start < ntotal(); start += chunkRows_) {
-    const int64_t n = std::min(chunkRows_, ntotal() - start);
-    auto b = bank_.narrow(0, start, n);                                      // [n, dim]
-    auto d = torch::addmm(norms_.narrow(0, start, n).unsqueeze(0), q, b.t(), 1, -2).add_(qn);  // [q, n]
-    torch::Tensor cd, ci;
-    if (k == 1) {
-      std::tie(cd, ci) = d.min(1, true);
-    } else {
-      std::tie(cd, ci) = d.topk(std::min(k, n), 1, false, true);
-    }
-    ci.add_(start);
-    if (!bestD.defined()) {
-      bestD = cd;
-      bestI = ci;
-    } else {
-      // Merge with the running k best. Earlier chunks come first, so ties keep the lower index.
-      auto allD = torch::cat({bestD, cd}, 1), allI = torch::cat({bestI, ci}, 1);
-      torch::Tensor md, mi;
+  for (const auto& span : spans) {
+    for (int64_t start = span.begin; start < span.end; start += chunkRows_) {
+      const int64_t n = std::min(chunkRows_, span.end - start);
+      auto b = bank_.narrow(0, start, n);                                      // [n, dim]
+      auto d = torch::addmm(norms_.narrow(0, start, n).unsqueeze(0), q, b.t(), 1, -2).add_(qn);  // [q, n]
+      torch::Tensor cd, ci;
       if (k == 1) {
-        std::tie(md, mi) = allD.min(1, true);
+        std::tie(cd, ci) = d.min(1, true);
       } else {
-        std::tie(md, mi) = allD.topk(k, 1, false, true);
+        std::tie(cd, ci) = d.topk(std::min(k, n), 1, false, true);
       }
-      bestD = md;
-      bestI = allI.gather(1, mi);
+      ci.add_(start);
+      if (!bestD.defined()) {
+        bestD = cd;
+        bestI = ci;
+      } else {
+        // Merge with the running k best. Earlier chunks come first, so ties keep the lower index.
+        auto allD = torch::cat({bestD, cd}, 1), allI = torch::cat({bestI, ci}, 1);
+        torch::Tensor md, mi;
+        if (k == 1) {
+          std::tie(md, mi) = allD.min(1, true);
+        } else {
+          std::tie(md, mi) = allD.topk(std::min<int64_t>(k, allD.size(1)), 1, false, true);
+        }
+        bestD = md;
+        bestI = allI.gather(1, mi);
+      }
     }
   }
   *distances = bestD.clamp_min_(0);

@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include <memory>
+#include <vector>
 
 #include "core/pipeline/knn_int8.h"
 
@@ -13,6 +14,12 @@ namespace rp {
 // float32 GEMM. Int8: int8 where the CPU has VNNI, whatever the process-wide switch (tests).
 enum class KnnKernel { Auto, Float32, Int8 };
 
+// Rows [begin, end) of a bank left out of a search (empty by default): leave-one-image-out
+// calibration scores an image's patches against a bank without the rows it contributed.
+struct RowRange {
+  int64_t begin = 0, end = 0;
+};
+
 class KnnIndex {
  public:
   virtual ~KnnIndex() = default;
@@ -20,8 +27,10 @@ class KnnIndex {
   virtual int64_t ntotal() const = 0;
   // rows: [n, dim]
   virtual void add(const torch::Tensor& rows) = 0;
-  // queries: [q, dim] -> squared L2 distances [q, k] ascending, and bank indices [q, k] int64
-  virtual void search(const torch::Tensor& queries, int64_t k, torch::Tensor* distances, torch::Tensor* indices) const = 0;
+  // queries: [q, dim] -> squared L2 distances [q, k] ascending, and bank indices [q, k] int64,
+  // over the bank without the rows in `exclude` (which must leave at least one row).
+  virtual void search(const torch::Tensor& queries, int64_t k, torch::Tensor* distances, torch::Tensor* indices,
+                      RowRange exclude = {}) const = 0;
   // The stored rows [ntotal, dim] (for serialisation and Eq. 7 support sets).
   virtual torch::Tensor rows() const = 0;
 };
@@ -38,7 +47,8 @@ class FlatL2Index : public KnnIndex {
   int64_t dim() const override { return dim_; }
   int64_t ntotal() const override { return bank_.defined() ? bank_.size(0) : 0; }
   void add(const torch::Tensor& rows) override;
-  void search(const torch::Tensor& queries, int64_t k, torch::Tensor* distances, torch::Tensor* indices) const override;
+  void search(const torch::Tensor& queries, int64_t k, torch::Tensor* distances, torch::Tensor* indices,
+              RowRange exclude = {}) const override;
   torch::Tensor rows() const override { return bank_; }
   // Whether k = 1 searches now take the int8 path.
   bool usesInt8() const;
@@ -48,12 +58,17 @@ class FlatL2Index : public KnnIndex {
   int64_t chunkRows_;
   int64_t queryRows_;
   KnnKernel kernel_;
-  // k = 1 through the int8 bank; queries it hands back go through nearestBlockCpu.
+  // k = 1 through the int8 bank (whole-bank searches); queries it hands back go through
+  // nearestBlockCpu.
   void nearestInt8(const torch::Tensor& q, torch::Tensor* distances, torch::Tensor* indices) const;
-  // One block of queries against every bank chunk. q: [m, dim] -> [m, k] each.
-  void searchBlock(const torch::Tensor& q, int64_t k, torch::Tensor* distances, torch::Tensor* indices) const;
+  // The bank's rows outside `exclude`, as up to two [begin, end) spans, in order.
+  std::vector<RowRange> spans(RowRange exclude) const;
+  // One block of queries against every bank chunk of `spans`. q: [m, dim] -> [m, k] each.
+  void searchBlock(const torch::Tensor& q, int64_t k, const std::vector<RowRange>& spans, torch::Tensor* distances,
+                   torch::Tensor* indices) const;
   // The same for k = 1 on the CPU: GEMMs into one reused tile, minima on the calling thread.
-  void nearestBlockCpu(const torch::Tensor& q, torch::Tensor* distances, torch::Tensor* indices) const;
+  void nearestBlockCpu(const torch::Tensor& q, const std::vector<RowRange>& spans, torch::Tensor* distances,
+                       torch::Tensor* indices) const;
   torch::Tensor bank_;   // [ntotal, dim] float32
   torch::Tensor norms_;  // [ntotal] squared norms
   std::shared_ptr<const Int8Bank> int8_;  // CPU banks where VNNI is present

@@ -1,9 +1,10 @@
 #include "core/pipeline/image.h"
 
-#include "core/device_context.h"
-
+#include <algorithm>
 #include <cmath>
+#include <limits>
 
+#include "core/device_context.h"
 #include "core/error.h"
 
 namespace F = torch::nn::functional;
@@ -24,6 +25,12 @@ Geometry planGeometry(const RawImageView& img, const PreprocessOptions& opts) {
     g.resizedW = img.width;
   } else if (opts.mode == ResizeMode::Squash) {
     g.resizedH = g.resizedW = opts.resize;
+  } else if (opts.mode == ResizeMode::Area) {
+    // About resize^2 pixels with the image's own aspect ratio: the feature grid follows the image,
+    // and the bank grows with the pixel budget, not with how long or narrow the part is.
+    const double scale = opts.resize / std::sqrt(static_cast<double>(img.height) * img.width);
+    g.resizedH = std::max<int64_t>(2, 2 * std::llround(img.height * scale / 2));
+    g.resizedW = std::max<int64_t>(2, 2 * std::llround(img.width * scale / 2));
   } else {
     // torchvision Resize(int): the shorter side becomes `resize`, the longer is scaled and floored.
     if (img.height <= img.width) {
@@ -42,15 +49,15 @@ Geometry planGeometry(const RawImageView& img, const PreprocessOptions& opts) {
     g.top = static_cast<int64_t>(std::round((g.resizedH - opts.crop) / 2.0));
     g.left = static_cast<int64_t>(std::round((g.resizedW - opts.crop) / 2.0));
   } else {
-    // Without crop the whole resized image is used, floored to an even size (the backbone
-    // contract takes any even size).
-    const int64_t m = 2;
-    g.cropH = g.resizedH / m * m;
-    g.cropW = g.resizedW / m * m;
-    RP_CHECK(g.cropH > 0 && g.cropW > 0, InvalidImage,
+    // Without crop the whole image is the window: an odd size is resized to the even size below
+    // it (the backbone contract takes any even size) rather than cropped, so no pixel is lost.
+    g.resizedH = g.resizedH / 2 * 2;
+    g.resizedW = g.resizedW / 2 * 2;
+    RP_CHECK(g.resizedH > 0 && g.resizedW > 0, InvalidImage,
              "image is too small after resizing (" << g.resizedW << "x" << g.resizedH << ")");
-    g.top = (g.resizedH - g.cropH) / 2;
-    g.left = (g.resizedW - g.cropW) / 2;
+    g.cropH = g.resizedH;
+    g.cropW = g.resizedW;
+    g.top = g.left = 0;
   }
   return g;
 }
@@ -84,16 +91,26 @@ torch::Tensor mapToOriginal(const torch::Tensor& cropMap, const Geometry& g) {
   auto m = cropMap.view({1, 1, g.cropH, g.cropW});
   int64_t bottom = g.resizedH - g.top - g.cropH;
   int64_t right = g.resizedW - g.left - g.cropW;
-  if (g.top || g.left || bottom || right) {
-    m = F::pad(m, F::PadFuncOptions({g.left, right, g.top, bottom}).mode(torch::kReplicate));
-  }
+  const bool cropped = g.top || g.left || bottom || right;
+  // Replicated only so that the interpolation has neighbours at the window's edge; every pixel
+  // these values reach outside the window is set to NaN below.
+  if (cropped) m = F::pad(m, F::PadFuncOptions({g.left, right, g.top, bottom}).mode(torch::kReplicate));
   if (g.resizedH != g.origH || g.resizedW != g.origW) {
     m = F::interpolate(m, F::InterpolateFuncOptions()
                               .size(std::vector<int64_t>{g.origH, g.origW})
                               .mode(torch::kBilinear)
                               .align_corners(false));
   }
-  return m.view({g.origH, g.origW});
+  m = m.view({g.origH, g.origW});
+  if (!cropped) return m;
+  // An original pixel was inspected when its centre, in resized coordinates, falls in the window.
+  auto inside = [&](int64_t n, int64_t resized, int64_t lo, int64_t len) {
+    auto centre = (torch::arange(n, m.options()) + 0.5) * (static_cast<double>(resized) / n);
+    return centre.ge(static_cast<double>(lo)).logical_and(centre.lt(static_cast<double>(lo + len)));
+  };
+  auto rows = inside(g.origH, g.resizedH, g.top, g.cropH).unsqueeze(1);   // [H, 1]
+  auto cols = inside(g.origW, g.resizedW, g.left, g.cropW).unsqueeze(0);  // [1, W]
+  return m.masked_fill(rows.logical_and(cols).logical_not(), std::numeric_limits<float>::quiet_NaN());
 }
 
 }  // namespace rp

@@ -11,8 +11,8 @@ namespace rp {
 
 struct PreprocessOptions {
   int64_t resize = 256;  // 0: keep the image's size
-  int64_t crop = 224;    // 0: no crop
-  ResizeMode mode = ResizeMode::Shorter;
+  int64_t crop = 0;      // 0: no crop (every pixel inspected)
+  ResizeMode mode = ResizeMode::Area;
   std::optional<std::array<float, 3>> mean;  // normalisation; none = [0, 1] input (TorchScript contract)
   std::optional<std::array<float, 3>> std;
 };
@@ -29,12 +29,14 @@ struct Geometry {
 Geometry planGeometry(const RawImageView& img, const PreprocessOptions& opts);
 
 // [3, cropH, cropW] float32 on `device`: RGB in [0,1], resized (bilinear, antialiased),
-// center-cropped, then normalised with mean/std when given.
+// center-cropped, then normalised with mean/std when given. Without a crop the resized size is
+// even in both directions (the backbone contract) and the window is the whole resized image.
 torch::Tensor preprocess(const RawImageView& img, const PreprocessOptions& opts, const torch::Device& device,
                          Geometry* geometry = nullptr);
 
-// Maps a [H, W] map over the crop window back to the original image size [origH, origW]:
-// edge-replicates outside the crop, then bilinear resize.
+// Maps a [H, W] map over the crop window back to the original image size [origH, origW]
+// (bilinear). Pixels whose centre lies outside the crop window were never inspected: they are
+// NaN, never a copy of the nearest inspected value.
 torch::Tensor mapToOriginal(const torch::Tensor& cropMap, const Geometry& g);
 
 }  // namespace rp

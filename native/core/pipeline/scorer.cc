@@ -10,7 +10,8 @@ namespace rp {
 torch::Tensor maxImageScores(const torch::Tensor& patchScores) { return std::get<0>(patchScores.max(1)); }
 
 torch::Tensor reweightedImageScores(const torch::Tensor& patchScores, const torch::Tensor& nnIndex,
-                                    const torch::Tensor& queries, const KnnIndex& bank, int64_t neighbours) {
+                                    const torch::Tensor& queries, const KnnIndex& bank, int64_t neighbours,
+                                    RowRange exclude) {
   torch::NoGradGuard noGrad;
   const int64_t B = patchScores.size(0);
   auto [sStar, argmax] = patchScores.max(1);                                     // [B], [B]
@@ -19,7 +20,7 @@ torch::Tensor reweightedImageScores(const torch::Tensor& patchScores, const torc
   auto bankRows = bank.rows();
   auto mStar = bankRows.index_select(0, mIdx);                                   // [B, D]
   torch::Tensor supportD, supportI;
-  bank.search(mStar, neighbours, &supportD, &supportI);                          // [B, b]
+  bank.search(mStar, neighbours, &supportD, &supportI, exclude);                 // [B, b]
   auto support = bankRows.index_select(0, supportI.reshape(-1)).view({B, supportI.size(1), -1});  // [B, b, D]
   auto dist = (support - qStar.unsqueeze(1)).pow(2).sum(2).sqrt();              // [B, b]
   auto weight = 1 - torch::softmax(dist, 1).select(1, 0);                       // [B]

@@ -11,9 +11,11 @@ torch::Tensor maxImageScores(const torch::Tensor& patchScores);
 
 // PatchCore Eq. 7: the max patch score s* weighted by 1 - softmax over the Euclidean distances
 // from that test patch to the b nearest bank neighbours of its nearest bank row m* (m* first).
-// patchScores, nnIndex: [B, L]; queries: [B, L, D] -> [B]
+// patchScores, nnIndex: [B, L]; queries: [B, L, D] -> [B]. The neighbours are searched in the bank
+// without `exclude` (leave-one-image-out calibration).
 torch::Tensor reweightedImageScores(const torch::Tensor& patchScores, const torch::Tensor& nnIndex,
-                                    const torch::Tensor& queries, const KnnIndex& bank, int64_t neighbours);
+                                    const torch::Tensor& queries, const KnnIndex& bank, int64_t neighbours,
+                                    RowRange exclude = {});
 
 // 1-D Gaussian taps as scipy.ndimage.gaussian_filter: radius = int(4 sigma + 0.5). -> [2r+1]
 torch::Tensor gaussianKernel1d(double sigma);

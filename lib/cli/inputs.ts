@@ -1,0 +1,102 @@
+/**
+ * The images a command works on, from what was typed: folders (every image below them,
+ * recursively), globs (tinyglobby: `**`, `{a,b}`, `[0-9]`, ...), and files. Each image keeps its
+ * path relative to a base shared by all the inputs, so outputs written per image (heatmaps) can
+ * mirror the input tree: `a/part.jpg` and `b/part.jpg` never overwrite each other.
+ */
+import { statSync } from 'node:fs';
+import path from 'node:path';
+
+import { escapePath, glob, isDynamicPattern } from 'tinyglobby';
+
+import { ReconpatchError } from '../errors.js';
+import { IMAGE_EXTENSIONS } from '../eval/dataset.js';
+
+/** One image to work on: its path as given (joined), and its path relative to the inputs' common base. */
+export interface InputImage {
+  path: string;
+  rel: string;
+}
+
+const isImage = (file: string) => IMAGE_EXTENSIONS.includes(path.extname(file).toLowerCase());
+const imageGlob = `**/*.{${IMAGE_EXTENSIONS.map((e) => e.slice(1)).join(',')}}`;
+
+/**
+ * Expands `inputs` in order (each folder and glob sorted; duplicates dropped). Throws ERR_IO for an
+ * input that does not exist or matches no image, naming it.
+ */
+export async function expandInputs(inputs: string[]): Promise<InputImage[]> {
+  const found: { file: string; base: string }[] = [];
+  for (const input of inputs) {
+    let kind: 'dir' | 'file' | null = null;
+    try {
+      const s = statSync(input);
+      kind = s.isDirectory() ? 'dir' : 'file';
+    } catch {
+      kind = null;
+    }
+    if (kind === 'file') {
+      found.push({ file: input, base: path.dirname(input) });
+      continue;
+    }
+    let files: string[];
+    let base: string;
+    if (kind === 'dir') {
+      base = input;
+      files = await glob(imageGlob, { cwd: input, caseSensitiveMatch: false, onlyFiles: true, followSymbolicLinks: true });
+      files = files.map((f) => path.join(input, f));
+    } else if (isDynamicPattern(input)) {
+      base = staticBase(input);
+      files = (await glob(input, { onlyFiles: true, expandDirectories: false, followSymbolicLinks: true })).filter(isImage);
+    } else {
+      throw new ReconpatchError('ERR_IO', `'${input}' does not exist (give image files, folders or glob patterns such as 'good/**/*.png')`);
+    }
+    if (files.length === 0) throw new ReconpatchError('ERR_IO', `'${input}' ${kind === 'dir' ? 'holds' : 'matches'} no images (${IMAGE_EXTENSIONS.join(' ')})`);
+    for (const file of files.sort()) found.push({ file, base });
+  }
+  const seen = new Set<string>();
+  const unique = found.filter(({ file }) => {
+    const key = path.resolve(file);
+    if (seen.has(key)) return false;
+    seen.add(key);
+    return true;
+  });
+  const root = commonDir(unique.map((f) => path.resolve(f.base)));
+  return unique.map(({ file }) => ({ path: file, rel: path.relative(root, path.resolve(file)) }));
+}
+
+/** The folder part of a glob before its first wildcard ('test/**\/*.png' -> 'test'). */
+function staticBase(pattern: string): string {
+  const parts = pattern.split(/[\\/]/);
+  const fixed: string[] = [];
+  for (const p of parts) {
+    if (isDynamicPattern(p) || escapePath(p) !== p) break;
+    fixed.push(p);
+  }
+  const base = fixed.join('/');
+  return base === '' ? (pattern.startsWith('/') ? '/' : '.') : base;
+}
+
+/** The deepest folder containing every one of `dirs` (absolute paths). */
+function commonDir(dirs: string[]): string {
+  if (dirs.length === 0) return process.cwd();
+  let common = dirs[0].split(path.sep);
+  for (const d of dirs.slice(1)) {
+    const parts = d.split(path.sep);
+    let i = 0;
+    while (i < common.length && i < parts.length && common[i] === parts[i]) i++;
+    common = common.slice(0, i);
+  }
+  return common.join(path.sep) || path.sep;
+}
+
+/**
+ * Output paths under `dir` mirroring each image's relative path, with the extension replaced by
+ * `.png` (kept before it, `part.jpg.png`, where two inputs would otherwise collide).
+ */
+export function mirroredPaths(images: InputImage[], dir: string): string[] {
+  const plain = images.map((im) => path.join(dir, im.rel.replace(/\.[^./\\]+$/, '') + '.png'));
+  const count = new Map<string, number>();
+  for (const p of plain) count.set(p, (count.get(p) ?? 0) + 1);
+  return images.map((im, i) => ((count.get(plain[i]) ?? 0) > 1 ? path.join(dir, `${im.rel}.png`) : plain[i]));
+}

@@ -1,0 +1,117 @@
+// Heatmaps an operator reads at a glance: untinted below the floor, contours around every region
+// above the pixel threshold, uninspected pixels hatched, the verdict on a banner and frame.
+import sharp from 'sharp';
+import { beforeAll, describe, expect, it } from 'vitest';
+
+import type { Calibration } from '../lib/calibration.js';
+import { readMask } from '../lib/eval/dataset.js';
+import { heatmapLayout, heatmapRgb } from '../lib/heatmap.js';
+import { Engine } from '../lib/index.js';
+import type { RawFrame } from '../lib/native.js';
+import { syntheticDataset } from './support/data.js';
+
+const W = 64;
+const H = 48;
+const image: RawFrame = { data: new Uint8Array(W * H * 3).fill(100), width: W, height: H, channels: 3 };
+const calibration = { threshold: 10, pixelThreshold: 8, pixelFloor: 4, low: 1 } as Calibration;
+const L = heatmapLayout(W, H);
+const pixel = (rgb: Uint8Array, x: number, y: number) => Array.from(rgb.subarray(((y + L.banner) * L.width + x + L.frame) * 3, ((y + L.banner) * L.width + x + L.frame) * 3 + 3));
+
+/** A map of `base` with a square of `value` at [x0, x0 + size) x [y0, y0 + size). */
+function mapWith(base: number, x0: number, y0: number, size: number, value: number): Float32Array {
+  const m = new Float32Array(W * H).fill(base);
+  for (let y = y0; y < y0 + size; y++) for (let x = x0; x < x0 + size; x++) m[y * W + x] = value;
+  return m;
+}
+
+describe('heatmap drawing', () => {
+  it('leaves normal areas untinted, tints above the floor, and outlines a region above the pixel threshold with 2 px', () => {
+    const map = mapWith(2, 20, 20, 6, 9); // one 6 x 6 region above the pixel threshold (8)
+    map[5 * W + 5] = 6; // one pixel between floor and threshold: tinted, no contour
+    const { data, width, height } = heatmapRgb(image, map, calibration, { score: 12, normalizedScore: 0.61, isAnomaly: true });
+    expect([width, height]).toEqual([L.width, L.height]);
+    expect(pixel(data, 0, 0)).toEqual([100, 100, 100]); // below the floor: the image itself
+    expect(pixel(data, 40, 40)).toEqual([100, 100, 100]);
+    const tinted = pixel(data, 5, 5);
+    expect(tinted[0]).toBeGreaterThan(100);
+    expect(tinted[2]).toBeLessThan(100);
+    // The contour: white just inside the region's edge, black just outside, on every side.
+    for (const [x, y] of [[20, 22], [25, 22], [22, 20], [22, 25]]) expect(pixel(data, x, y)).toEqual([255, 255, 255]);
+    for (const [x, y] of [[19, 22], [26, 22], [22, 19], [22, 26]]) expect(pixel(data, x, y)).toEqual([0, 0, 0]);
+    // Inside, red.
+    const inside = pixel(data, 22, 22);
+    expect(inside[0]).toBeGreaterThan(inside[1] + 60);
+    // Flagged: a red frame and banner.
+    expect(Array.from(data.subarray(0, 3))).toEqual([200, 16, 16]);
+    expect(Array.from(data.subarray(((L.height - 1) * L.width + L.width - 1) * 3, ((L.height - 1) * L.width + L.width) * 3))).toEqual([200, 16, 16]);
+  });
+
+  it('outlines even a single pixel above the threshold, and marks a flagged image that has no such region', () => {
+    const one = heatmapRgb(image, mapWith(2, 30, 30, 1, 9), calibration, { score: 12, normalizedScore: 0.6, isAnomaly: true });
+    expect(pixel(one.data, 30, 30)).toEqual([255, 255, 255]);
+    expect(pixel(one.data, 31, 30)).toEqual([0, 0, 0]);
+    const none = heatmapRgb(image, mapWith(2, 0, 0, 0, 0), calibration, { score: 11, normalizedScore: 0.55, isAnomaly: true });
+    expect(Array.from(none.data.subarray(0, 3))).toEqual([200, 16, 16]);
+    const ok = heatmapRgb(image, mapWith(2, 0, 0, 0, 0), calibration, { score: 3, normalizedScore: 0.2, isAnomaly: false });
+    expect(Array.from(ok.data.subarray(0, 3))).toEqual([24, 110, 48]);
+  });
+
+  it('hatches pixels that were not inspected (NaN)', () => {
+    const map = mapWith(2, 0, 0, 0, 0);
+    for (let y = 0; y < H; y++) for (let x = 0; x < 10; x++) map[y * W + x] = Number.NaN;
+    const { data } = heatmapRgb(image, map, calibration, { score: 3, normalizedScore: 0.2, isAnomaly: false });
+    const greys = new Set<string>();
+    for (let y = 0; y < H; y++) for (let x = 0; x < 10; x++) {
+      const [r, g, b] = pixel(data, x, y);
+      expect(r === g && g === b).toBe(true);
+      greys.add(`${r}`);
+    }
+    expect(greys.size).toBe(2); // grey and its darker stripes
+    expect(pixel(data, 20, 20)).toEqual([100, 100, 100]);
+  });
+});
+
+describe('heatmaps of a calibrated engine', () => {
+  let engine: Engine;
+  let data: Awaited<ReturnType<typeof syntheticDataset>>;
+  beforeAll(async () => {
+    data = await syntheticDataset();
+    engine = await Engine.create({ backbone: 'random_cnn', resize: null, coreset: { ratio: 0.25 } });
+    await engine.fit(data.train);
+  });
+
+  it('is hottest on the defect and leaves a good part mostly untouched', async () => {
+    const defect = data.test.find((t) => t.label === 1 && t.defect === 'blob');
+    const good = data.test.find((t) => t.label === 0);
+    if (!defect?.maskPath || !good) throw new Error('synthetic set without a blob defect or a good image');
+    const lay = heatmapLayout(96, 96);
+    const read = async (p: string) => {
+      const r = await engine.score(p, { heatmap: 'png' });
+      const { data: rgb, info } = await sharp(r.heatmap as Buffer).raw().toBuffer({ resolveWithObject: true });
+      expect([info.width, info.height]).toEqual([lay.width, lay.height]);
+      return { r, at: (x: number, y: number) => Array.from(rgb.subarray(((y + lay.banner) * lay.width + x + lay.frame) * 3, ((y + lay.banner) * lay.width + x + lay.frame) * 3 + 3)) };
+    };
+    const d = await read(defect.path);
+    expect(d.r.isAnomaly).toBe(true);
+    const mask = await readMask(defect.maskPath, 96, 96);
+    const original = await sharp(defect.path).removeAlpha().toColourspace('srgb').raw().toBuffer();
+    let inside = 0;
+    let outside = 0;
+    for (let p = 0; p < mask.length; p++) {
+      const [r, , b] = d.at(p % 96, Math.floor(p / 96));
+      const change = r - b - (original[p * 3] - original[p * 3 + 2]);
+      if (mask[p]) inside += change / mask.reduce((s, v) => s + v, 0);
+      else outside += change / (mask.length - mask.reduce((s, v) => s + v, 0));
+    }
+    expect(inside).toBeGreaterThan(outside + 25); // measured: 43 inside, 10 outside (contours and tint at the blob's rim)
+    const g = await read(good.path);
+    expect(g.r.isAnomaly).toBe(false);
+    const goodOriginal = await sharp(good.path).removeAlpha().toColourspace('srgb').raw().toBuffer();
+    let unchanged = 0;
+    for (let p = 0; p < 96 * 96; p++) {
+      const px = g.at(p % 96, Math.floor(p / 96));
+      if (px.every((v, c) => v === goodOriginal[p * 3 + c])) unchanged++;
+    }
+    expect(unchanged / (96 * 96)).toBeGreaterThan(0.9);
+  });
+});

@@ -2,6 +2,10 @@
  * The Engine: fit on good parts, score new images. Orchestration only; every computation runs
  * in the native addon off the event loop. Calls on one engine run one at a time, in the order
  * they were made.
+ *
+ * Longer than ~400 lines because it is the public API surface (create, load, fit, update, score,
+ * scoreMany, scoreStream, calibrate, save, info), each method short; the shared machinery lives
+ * beside it (staged_fit.ts, decisions.ts, results.ts, queue.ts, batcher.ts, model_file.ts).
  */
 import { Duplex } from 'node:stream';
 

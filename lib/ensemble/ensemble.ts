@@ -13,6 +13,9 @@
  * decoded once; ../engine/staged_fit.ts), calibrates against the members' pending models and
  * commits them together: a failure or abort leaves every member as it was. One model file
  * (./container.ts) holds each member's model-file bytes.
+ *
+ * Longer than ~400 lines because it mirrors Engine's public API method for method; the fusion
+ * maths, the container and the shared engine machinery live in their own files.
  */
 import { type Calibration, calibrateNominal, poolNominal, upgradeCalibration } from '../calibration.js';
 import { type CalibrateOptions, calibrationFromResults, checkThreshold, manualCalibration, missingCalibrationWarning } from '../engine/decisions.js';

@@ -1,3 +1,7 @@
+// The engine's orchestration: its state (Impl: options, backbone, live and pending models, the
+// fit's staging) and every entry point that locks it. Longer than ~400 lines on purpose: the
+// fit transaction's states (staging, pending, live), the locks and the call records are read in
+// one place; each computation is a step in pipeline/ (features, coreset, head, k-NN, scores).
 #include "core/engine.h"
 
 #include <ATen/Parallel.h>

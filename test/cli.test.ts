@@ -79,6 +79,29 @@ describe('reconpatch CLI', () => {
     expect(mean(scores.slice(good.length))).toBeGreaterThan(mean(scores.slice(0, good.length))); // defects score higher
   });
 
+  it('takes the input options as flags: --max-pixels refuses larger images, --fail-on is checked', async () => {
+    const model = path.join(dir, 'limits.rcp');
+    const train = path.join(data.root, data.category, 'train/good');
+    const fit = await reconpatch('fit', train, '-o', model, '--backbone', 'random_cnn', '--resize', 'none', '--max-pixels', '100000', '--json');
+    expect(fit.code).toBe(0);
+    const small = await reconpatch('fit', train, '-o', path.join(dir, 'none.rcp'), '--backbone', 'random_cnn', '--resize', 'none', '--max-pixels', '1000');
+    expect(small.code).toBe(1);
+    expect(small.stderr).toMatch(/ERR_INVALID_IMAGE.*over the input limit of 1000 pixels/s);
+    const image = data.test[0].path;
+    const refused = await reconpatch('score', model, image, '--max-pixels', '1000', '--continue-on-error', '--json');
+    expect(refused.code).toBe(1);
+    expect(JSON.parse(refused.stdout.trim())).toMatchObject({ path: image, error: { code: 'ERR_INVALID_IMAGE' } });
+    const accepted = await reconpatch('score', model, image, '--max-pixels', '100000', '--fail-on', 'error', '--json');
+    expect(accepted.code).toBe(0);
+    expect(JSON.parse(accepted.stdout.trim())).toMatchObject({ path: image });
+    const bad = await reconpatch('score', model, image, '--fail-on', 'sometimes');
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toMatch(/ERR_INVALID_OPTION.*failOn must be one of/s);
+    const update = await reconpatch('update', model, image, '-o', path.join(dir, 'limits2.rcp'), '--max-pixels', '1000');
+    expect(update.code).toBe(1);
+    expect(update.stderr).toMatch(/ERR_INVALID_IMAGE/);
+  });
+
   it('writes heatmaps, a scores CSV, and shows model info', async () => {
     const model = path.join(dir, 'cal.rcp');
     const glob = path.join(data.root, data.category, 'train/good', '0*.png');

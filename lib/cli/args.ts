@@ -1,6 +1,26 @@
 /** The engine options the commands share: flags, help text, and flags -> EngineOptions. */
 import { ReconpatchError } from '../errors.js';
+import type { FailOn, InputOptions } from '../io/images.js';
 import type { EngineOptions, HeadOptions } from '../options.js';
+
+/** What inputs a command accepts (Engine `input` options); fit, eval, score and update take them. */
+export const INPUT_FLAGS = {
+  'max-pixels': { type: 'string' },
+  'fail-on': { type: 'string' },
+} as const;
+
+export const INPUT_HELP = `Input options (not saved with a model):
+  --max-pixels <n>            largest image accepted, width x height (default 67108864 = 8192 x 8192)
+  --fail-on warning|error|truncated|none   refuse damaged images from this level on (default warning)`;
+
+/** The input options given as flags, or undefined when none was (checked where engines take them). */
+export function inputOptions(v: Record<string, unknown>): InputOptions | undefined {
+  const o: InputOptions = {};
+  const maxPixels = numberFlag('max-pixels', v['max-pixels']);
+  if (maxPixels !== undefined) o.maxPixels = maxPixels;
+  if (v['fail-on'] !== undefined) o.failOn = v['fail-on'] as FailOn;
+  return Object.keys(o).length ? o : undefined;
+}
 
 export const ENGINE_FLAGS = {
   backbone: { type: 'string', multiple: true },
@@ -19,6 +39,7 @@ export const ENGINE_FLAGS = {
   'head-batch': { type: 'string' },
   'head-sigma': { type: 'string' },
   'head-normalize': { type: 'boolean' },
+  ...INPUT_FLAGS,
   json: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
 } as const;
@@ -39,7 +60,9 @@ export const ENGINE_HELP = `Engine options:
   --head                      train the ReConPatch head (default off: PatchCore)
   --head-iterations <n>  --head-lr <x>  --head-batch <n>  --head-sigma <x>  --head-normalize
   --seed <n>  --threads <n>  --device cpu|cuda|auto
-  --json                      one JSON line on stdout`;
+  --json                      one JSON line on stdout
+
+${INPUT_HELP}`;
 
 /**
  * The number typed for `--flag`, or ERR_INVALID_OPTION quoting the text as typed (so `--coreset
@@ -80,6 +103,8 @@ export function engineOptions(v: Record<string, unknown>, defaults: Partial<Engi
   if (v['head-sigma'] !== undefined) head.sigma = num('head-sigma');
   if (v['head-normalize']) head.normalize = true;
   if (v.head || Object.keys(head).length > 0) o.head = head;
+  const input = inputOptions(v);
+  if (input) o.input = input;
   return o;
 }
 

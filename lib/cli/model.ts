@@ -8,8 +8,8 @@ import { checkWritable } from '../engine/model_file.js';
 import { Ensemble } from '../ensemble/ensemble.js';
 import { ReconpatchError } from '../errors.js';
 import { type RawFrame } from '../native.js';
-import { toRawFrame } from '../io/images.js';
-import { ENGINE_FLAGS, ENGINE_HELP, engineOptions, ensembleMembers, numberFlag } from './args.js';
+import { type InputOptions, toRawFrame } from '../io/images.js';
+import { ENGINE_FLAGS, ENGINE_HELP, INPUT_FLAGS, INPUT_HELP, engineOptions, ensembleMembers, inputOptions, numberFlag } from './args.js';
 import { type InputImage, expandInputs, mirroredPaths } from './inputs.js';
 import { errorRecord, help, report, rowFormat, writeRow } from './output.js';
 import { progressLogger } from './progress.js';
@@ -46,7 +46,7 @@ export async function fitCommand(rest: string[]): Promise<number> {
   const model = members ? await Ensemble.create({ members, calibration }) : await Engine.create({ ...engineOptions(values), calibration });
   const images = await expandInputs(positionals);
   const skipped: { path: string; error: ReconpatchError }[] = [];
-  const summary = await model.fit(values['continue-on-error'] ? readable(images, skipped) : images.map((i) => i.path), {
+  const summary = await model.fit(values['continue-on-error'] ? readable(images, skipped, inputOptions(values)) : images.map((i) => i.path), {
     onProgress: progressLogger(), ...(maxStagedPatches === undefined ? {} : { maxStagedPatches }),
   });
   if (threshold !== undefined) await model.setThreshold(threshold);
@@ -64,10 +64,10 @@ export async function fitCommand(rest: string[]): Promise<number> {
 }
 
 /** The images decoded one by one; those that fail are reported and left out of the fit. */
-async function* readable(images: InputImage[], skipped: { path: string; error: ReconpatchError }[]): AsyncGenerator<RawFrame> {
+async function* readable(images: InputImage[], skipped: { path: string; error: ReconpatchError }[], input: InputOptions | undefined): AsyncGenerator<RawFrame> {
   for (const [i, im] of images.entries()) {
     try {
-      yield await toRawFrame(im.path, i);
+      yield await toRawFrame(im.path, i, input ?? {});
     } catch (err) {
       const error = err instanceof ReconpatchError ? err : new ReconpatchError('ERR_IO', String(err));
       skipped.push({ path: im.path, error });
@@ -85,21 +85,24 @@ One row per image: path, score, normalizedScore (0.5 = threshold), isAnomaly.
   --threshold <raw score>     decide with this image threshold instead of the model's (this run only)
   --continue-on-error         report an image that fails as a row with its error and go on
                               (the exit code is then 1 if any failed); default: stop at the first
-  --json                      jsonl rows; errors as JSON too`;
+  --json                      jsonl rows; errors as JSON too
+
+${INPUT_HELP}`;
 
 export async function scoreCommand(rest: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args: rest, allowPositionals: true,
     options: {
       json: { type: 'boolean' }, format: { type: 'string' }, heatmaps: { type: 'string' }, threshold: { type: 'string' },
-      'continue-on-error': { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
+      'continue-on-error': { type: 'boolean' }, help: { type: 'boolean', short: 'h' }, ...INPUT_FLAGS,
     },
   });
   if (values.help || positionals.length < 2) return help(SCORE_HELP, !values.help);
+  const input = inputOptions(values);
   const format = rowFormat(values.format, values.json);
   const threshold = numberFlag('threshold', values.threshold);
   const file = positionals[0];
-  const model = (await Ensemble.isEnsembleFile(file)) ? await Ensemble.load(file) : await Engine.load(file);
+  const model = (await Ensemble.isEnsembleFile(file)) ? await Ensemble.load(file, { input }) : await Engine.load(file, { input });
   if (threshold !== undefined) await model.setThreshold(threshold); // not saved: this run only
   const images = await expandInputs(positionals.slice(1));
   const outputs = values.heatmaps ? mirroredPaths(images, values.heatmaps) : [];

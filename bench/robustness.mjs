@@ -8,41 +8,14 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { deflateSync } from 'node:zlib';
 
 import sharp from 'sharp';
+
+import { zeroPng } from '../test/support/png.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const dist = path.join(here, '../dist/index.js');
 
-// A PNG of zeros (8-bit RGB), written by hand: sharp would take long to encode this size.
-function zeroPng(width, height) {
-  const table = Array.from({ length: 256 }, (_, n) => {
-    let c = n;
-    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
-    return c >>> 0;
-  });
-  const crc = (b) => {
-    let c = 0xffffffff;
-    for (const x of b) c = table[(c ^ x) & 0xff] ^ (c >>> 8);
-    return (c ^ 0xffffffff) >>> 0;
-  };
-  const chunk = (type, data) => {
-    const out = Buffer.alloc(12 + data.length);
-    out.writeUInt32BE(data.length, 0);
-    out.write(type, 4, 'latin1');
-    data.copy(out, 8);
-    out.writeUInt32BE(crc(out.subarray(4, 8 + data.length)), 8 + data.length);
-    return out;
-  };
-  const ihdr = Buffer.alloc(13);
-  ihdr.writeUInt32BE(width, 0);
-  ihdr.writeUInt32BE(height, 4);
-  ihdr[8] = 8;
-  ihdr[9] = 2;
-  const raw = Buffer.alloc((1 + width * 3) * height);
-  return Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), chunk('IHDR', ihdr), chunk('IDAT', deflateSync(raw, { level: 1 })), chunk('IEND', Buffer.alloc(0))]);
-}
 
 if (process.argv[2] === '--child') {
   // One score in this fresh process; prints the outcome and the peak RSS.
@@ -82,13 +55,13 @@ const dir = mkdtempSync(path.join(os.tmpdir(), 'reconpatch-bench-robust-'));
 try {
   const { Engine } = await import(dist);
   const engine = await Engine.create({ backbone: 'random_cnn', coreset: { ratio: 0.25 }, calibration: false });
-  const small = zeroPng(256, 256);
+  const small = zeroPng(256, 256, { level: 1 });
   await engine.fit([small, small, small, small]);
   const model = path.join(dir, 'm.rcp');
   await engine.save(model);
   for (const [w, h] of [[1024, 1024], [4096, 4096], [8192, 8192], [8193, 8192]]) {
     const file = path.join(dir, `${w}x${h}.png`);
-    writeFileSync(file, zeroPng(w, h));
+    writeFileSync(file, zeroPng(w, h, { level: 1 }));
     const r = spawnSync(process.execPath, [fileURLToPath(import.meta.url), '--child', model, file], { encoding: 'utf8' });
     results.budget.push({ image: `${w}x${h}`, ...JSON.parse(r.stdout.trim()) });
   }

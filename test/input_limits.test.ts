@@ -14,7 +14,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Engine, INPUT_DEFAULTS, type ReconpatchError, toRawFrame } from '../lib/index.js';
 import { resizedSize } from '../lib/io/images.js';
 import { native } from '../lib/native.js';
-import { zeroPng } from './support/png.js';
+import { zeroPng } from './support/png.mjs';
 import { repoRoot, syntheticDataset, tempDir } from './support/data.js';
 
 const dist = path.join(repoRoot, 'dist/index.js');

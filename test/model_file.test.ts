@@ -1,7 +1,6 @@
 // Save -> load gives identical results; damaged, truncated or foreign files fail with
 // ERR_MODEL_FILE; a failed save never damages an existing model.
 import { execFileSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 
@@ -9,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { Engine, ReconpatchError } from '../lib/index.js';
 import { fixtures, syntheticDataset, tempDir } from './support/data.js';
+import { buildModel, parseModel } from './support/model_file.mjs';
 
 async function codeOf(p: Promise<unknown>): Promise<string> {
   const e = await p.then(() => undefined, (err: unknown) => err);
@@ -165,24 +165,8 @@ function deadPid(): number {
 
 /** A model file's bytes with one option (OPTS section, `key=value` lines) changed and the checksum redone. */
 function withOption(bytes: Buffer, key: string, value: string): Buffer {
-  let at = 16; // magic, version, section count
-  const count = bytes.readUInt32LE(12);
-  const parts: Buffer[] = [bytes.subarray(0, 16)];
-  for (let i = 0; i < count; i++) {
-    const tag = bytes.toString('latin1', at, at + 4);
-    const length = Number(bytes.readBigUInt64LE(at + 4));
-    let payload = bytes.subarray(at + 12, at + 12 + length);
-    if (tag === 'OPTS') {
-      const text = payload.toString('utf8').replace(new RegExp(`^${key}=.*$`, 'm'), `${key}=${value}`);
-      payload = Buffer.from(text);
-    }
-    const head = Buffer.alloc(12);
-    head.write(tag, 0, 'latin1');
-    head.writeBigUInt64LE(BigInt(payload.length), 4);
-    parts.push(head, payload);
-    at += 12 + length;
-  }
-  const body = Buffer.concat(parts);
-  return Buffer.concat([body, createHash('sha256').update(body).digest()]);
+  const set = (p: Buffer) => Buffer.from(p.toString('utf8').replace(new RegExp(`^${key}=.*$`, 'm'), `${key}=${value}`));
+  const { version, sections } = parseModel(bytes);
+  return buildModel(sections.map(([t, p]) => [t, t === 'OPTS' ? set(p) : p]), { version });
 }
 

@@ -2,7 +2,6 @@
 // with the caller's error as its cause (item 7), and `reconpatch fit -o <unwritable>` fails
 // before fitting (item 9).
 import { execFile } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -11,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { Engine, Ensemble, type ReconpatchError } from '../lib/index.js';
 import { repoRoot, syntheticDataset, tempDir } from './support/data.js';
+import { type Section, buildModel, parseModel } from './support/model_file.mjs';
 
 const base = { backbone: 'random_cnn', resize: null, crop: null, coreset: { ratio: 0.25 } } as const;
 
@@ -112,23 +112,9 @@ describe('crafted model files with a valid checksum', () => {
   });
 
   /** The model's sections with `edit` applied, re-assembled with a fresh checksum. */
-  function crafted(edit: (sections: [string, Buffer][]) => [string, Buffer][]): Buffer {
-    const sections: [string, Buffer][] = [];
-    for (let i = 0, at = 16; i < bytes.readUInt32LE(12); i++) {
-      const length = Number(bytes.readBigUInt64LE(at + 4));
-      sections.push([bytes.toString('latin1', at, at + 4), bytes.subarray(at + 12, at + 12 + length)]);
-      at += 12 + length;
-    }
-    const out = edit(sections);
-    const head = Buffer.from(bytes.subarray(0, 16));
-    head.writeUInt32LE(out.length, 12);
-    const body = Buffer.concat([head, ...out.flatMap(([tag, payload]) => {
-      const h = Buffer.alloc(12);
-      h.write(tag, 0, 'latin1');
-      h.writeBigUInt64LE(BigInt(payload.length), 4);
-      return [h, payload];
-    })]);
-    return Buffer.concat([body, createHash('sha256').update(body).digest()]);
+  function crafted(edit: (sections: Section[]) => Section[]): Buffer {
+    const { version, sections } = parseModel(bytes);
+    return buildModel(edit(sections), { version });
   }
   const option = (key: string, value: string) =>
     crafted((s) => s.map(([t, p]) => [t, t === 'OPTS' ? Buffer.from(p.toString().replace(new RegExp(`^${key}=.*$`, 'm'), `${key}=${value}`)) : p]));

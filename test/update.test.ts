@@ -2,7 +2,6 @@
 // model, adding only patches outside the bank's coverage; fits over inputs of any length stay
 // within a staged-patch budget (merge and reduce). Abort or failure leaves the model as it was.
 import { execFile } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -12,6 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Engine, type EngineOptions, Ensemble, ReconpatchError } from '../lib/index.js';
 import { auroc } from '../lib/eval/metrics.js';
 import { repoRoot, syntheticDataset, tempDir } from './support/data.js';
+import { buildModel, parseModel } from './support/model_file.mjs';
 
 const execFileAsync = promisify(execFile);
 const base: EngineOptions = { backbone: 'random_cnn', resize: null, crop: null, coreset: { ratio: 0.1 }, seed: 4 };
@@ -158,21 +158,6 @@ describe('update and bounded fits', () => {
 
 /** A model file as format 2 wrote it: no coreset radius, no update counts in STAT, version 2. */
 function asFormat2(bytes: Buffer): Buffer {
-  const parts: Buffer[] = [bytes.subarray(0, 16)];
-  parts[0] = Buffer.from(parts[0]);
-  parts[0].writeUInt32LE(2, 8);
-  let at = 16;
-  for (let i = 0, count = bytes.readUInt32LE(12); i < count; i++) {
-    const tag = bytes.toString('latin1', at, at + 4);
-    const length = Number(bytes.readBigUInt64LE(at + 4));
-    let payload = bytes.subarray(at + 12, at + 12 + length);
-    if (tag === 'STAT') payload = Buffer.from(payload.toString('utf8').split('\n').filter((l) => /^train/.test(l)).join('\n') + '\n');
-    const head = Buffer.alloc(12);
-    head.write(tag, 0, 'latin1');
-    head.writeBigUInt64LE(BigInt(payload.length), 4);
-    parts.push(head, payload);
-    at += 12 + length;
-  }
-  const body = Buffer.concat(parts);
-  return Buffer.concat([body, createHash('sha256').update(body).digest()]);
+  const trainLinesOnly = (p: Buffer) => Buffer.from(p.toString('utf8').split('\n').filter((l) => /^train/.test(l)).join('\n') + '\n');
+  return buildModel(parseModel(bytes).sections.map(([t, p]) => [t, t === 'STAT' ? trainLinesOnly(p) : p]), { version: 2 });
 }

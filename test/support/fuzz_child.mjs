@@ -4,14 +4,15 @@
 // { cases: [{ kind, name, outcome }], live: {...} } where outcome is 'ok' or an error code
 // ('THROWN:<name>' for anything that is not a ReconpatchError, 'HTTP <status>' for the server).
 //   node fuzz_child.mjs '<json: { dist, serverModule, model, probe, trainRoot, dir, seed }>'
-import { createHash } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { deflateSync } from 'node:zlib';
 
 import sharp from 'sharp';
+
+import { buildModel, parseModel } from './model_file.mjs';
+import { zeroPng } from './png.mjs';
 
 const { dist, serverModule, model, probe, trainRoot, dir, seed } = JSON.parse(process.argv[2]);
 const { Engine, Ensemble, ReconpatchError } = await import(dist);
@@ -67,32 +68,6 @@ const samples = {
   })(),
 };
 
-function pngHeader(width, height, bitDepth, colorType, idat = Buffer.alloc(0)) {
-  const crcTable = Array.from({ length: 256 }, (_, n) => {
-    let c = n;
-    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
-    return c >>> 0;
-  });
-  const crc = (b) => {
-    let c = 0xffffffff;
-    for (const x of b) c = crcTable[(c ^ x) & 0xff] ^ (c >>> 8);
-    return (c ^ 0xffffffff) >>> 0;
-  };
-  const chunk = (type, data) => {
-    const out = Buffer.alloc(12 + data.length);
-    out.writeUInt32BE(data.length, 0);
-    out.write(type, 4, 'latin1');
-    data.copy(out, 8);
-    out.writeUInt32BE(crc(out.subarray(4, 8 + data.length)), 8 + data.length);
-    return out;
-  };
-  const ihdr = Buffer.alloc(13);
-  ihdr.writeUInt32BE(width >>> 0, 0);
-  ihdr.writeUInt32BE(height >>> 0, 4);
-  ihdr[8] = bitDepth;
-  ihdr[9] = colorType;
-  return Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), chunk('IHDR', ihdr), chunk('IDAT', deflateSync(idat)), chunk('IEND', Buffer.alloc(0))]);
-}
 
 // ---- images: score and scoreMany ----------------------------------------------------------------
 const imageCases = []; // [name, input, successAllowed]
@@ -109,8 +84,8 @@ for (const [name, bytes] of Object.entries(samples)) {
 }
 const dims = [[0, 0], [1, 1], [7, 7], [1, 100000], [100000, 1], [65535, 65535], [2 ** 31 - 1, 1], [1, 2 ** 31 - 1], [2 ** 31 - 1, 2 ** 31 - 1], [2 ** 32 - 1, 2 ** 32 - 1], [200000, 8], [8, 200000], [16000, 16000], [9000, 9000]];
 for (const [w, h] of dims) {
-  imageCases.push([`png ${w}x${h} 1-bit grey, no data`, pngHeader(w, h, 1, 0), false]);
-  imageCases.push([`png ${w}x${h} 8-bit RGB, one row`, pngHeader(w, h, 8, 2, Buffer.alloc(Math.min(1 + w * 3, 1 << 20))), false]);
+  imageCases.push([`png ${w}x${h} 1-bit grey, no data`, zeroPng(w, h, { bitDepth: 1, colorType: 0, rows: 0, level: 6 }), false]);
+  imageCases.push([`png ${w}x${h} 8-bit RGB, one row`, zeroPng(w, h, { dataBytes: Math.min(1 + w * 3, 1 << 20), level: 6 }), false]);
 }
 for (let i = 0; i < 15; i++) {
   const b = Buffer.from(samples.bmp);
@@ -177,32 +152,8 @@ await attempt('image', 'fit with a bad image keeps the engine', async () => {
 // ---- model files: Engine.load / loadBytes, Ensemble.loadBytes --------------------------------
 const { readFile } = await import('node:fs/promises');
 const good = await readFile(model);
-function sections(bytes) {
-  const out = [];
-  let at = 16;
-  for (let i = 0; i < bytes.readUInt32LE(12); i++) {
-    const tag = bytes.toString('latin1', at, at + 4);
-    const length = Number(bytes.readBigUInt64LE(at + 4));
-    out.push([tag, bytes.subarray(at + 12, at + 12 + length)]);
-    at += 12 + length;
-  }
-  return out;
-}
-function build(secs, { version = 1, count = secs.length, magic = 'RCPMODEL' } = {}) {
-  const head = Buffer.alloc(16);
-  head.write(magic, 0, 'latin1');
-  head.writeUInt32LE(version >>> 0, 8);
-  head.writeUInt32LE(count >>> 0, 12);
-  const parts = [head];
-  for (const [tag, payload] of secs) {
-    const h = Buffer.alloc(12);
-    h.write(tag, 0, 'latin1');
-    h.writeBigUInt64LE(BigInt(payload.length), 4);
-    parts.push(h, payload);
-  }
-  const body = Buffer.concat(parts);
-  return Buffer.concat([body, createHash('sha256').update(body).digest()]);
-}
+const sections = (bytes) => parseModel(bytes).sections;
+const build = (secs, options = {}) => buildModel(secs, { version: 1, ...options });
 const goodSections = sections(good);
 const replace = (tag, payload) => goodSections.map(([t, p]) => [t, t === tag ? payload : p]);
 const opts = goodSections.find(([t]) => t === 'OPTS')[1].toString('utf8');

@@ -50,6 +50,7 @@ export interface NativeOptions {
   headEma: number;
   headK: number;
   headSigma: number;
+  headSigmaRule: 'fixed' | 'knn';
   headAlpha: number;
   headMargin: number;
   headNormalize: boolean;
@@ -164,7 +165,7 @@ export interface NativeInternals {
   /** A torchvision backbone built from a .pth file, run on an already normalised input [B, 3, H, W]. */
   torchvisionTaps(arch: string, weightsPath: string, layers: string, input: FloatArray): { taps: FloatArray[]; strides: number[]; channels: number[] };
   /** contextual: from the k-NN index lists (what training uses); contextualDense: by dense products (the reference). */
-  headSimilarities(z: FloatArray, k: number, sigma: number): { knn: FloatArray; contextual: FloatArray; contextualDense: FloatArray; pairwise: FloatArray };
+  headSimilarities(z: FloatArray, k: number, sigma: number): { knn: FloatArray; contextual: FloatArray; contextualDense: FloatArray; pairwise: FloatArray; bandwidth: number };
   /** reference: the autograd formulation instead of the fused CPU loss. */
   headLoss(z: FloatArray, w: FloatArray, margin: number, reference?: boolean): { loss: number; grad: FloatArray };
   /** Head training on batch x dim seeded uniform features: ms per iteration, every loss and the trained f; reference: dense contextual + autograd loss; lossReadEvery: iterations between loss read-backs (default 16). */

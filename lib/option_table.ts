@@ -44,6 +44,7 @@ export const OPTION_TABLE = {
   headEma: { kind: 'number', default: 0.9, min: 0, max: 1 },
   headK: { kind: 'int', default: 5, min: 1, max: 1024 },
   headSigma: { kind: 'number', default: 1, min: 0, max: 1e6, openMin: true },
+  headSigmaRule: { kind: 'enum', default: 'fixed', values: ['fixed', 'knn'] },
   headAlpha: { kind: 'number', default: 0.5, min: 0, max: 1 },
   headMargin: { kind: 'number', default: 1, min: 0, max: 1e6, openMin: true },
   headNormalize: { kind: 'bool', default: false },

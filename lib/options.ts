@@ -188,7 +188,11 @@ export function storedCalibrationOptions(stored: unknown): CalibrationOptions {
 export interface HeadOptions {
   /** Optimiser steps. */
   iterations?: number;
-  /** Patches sampled per step (N); cost grows as N². */
+  /**
+   * Patches sampled per step (N). On the CPU the loss and its gradient cost ~N² · D per step (the
+   * contextual similarity comes from k-NN lists, N · k²); on a GPU the contextual similarity is
+   * the dense form, two N³ products.
+   */
   batch?: number;
   /** Output size of the projection g (0: same as the features). */
   projectionDim?: number;
@@ -200,13 +204,23 @@ export interface HeadOptions {
   ema?: number;
   /** Contextual similarity neighbours. */
   k?: number;
-  /** Pairwise Gaussian bandwidth. */
+  /**
+   * Pairwise Gaussian bandwidth: exp(-d² / sigma) with `sigmaRule` 'fixed'; with 'knn', the scale
+   * of the bandwidth the batch gives.
+   */
   sigma?: number;
+  /**
+   * 'knn': the bandwidth is sigma times the batch's mean squared distance from each patch to its
+   * k-th nearest other patch (so a k-th neighbour weighs ~exp(-1), whatever the features' scale).
+   * 'fixed': sigma as given; on raw 1024-d features sigma = 1 makes every pair ~0, and only the
+   * contextual similarity labels pairs.
+   */
+  sigmaRule?: 'fixed' | 'knn';
   /** Mix of pairwise (alpha) and contextual (1 - alpha) similarity in the pseudo-labels. */
   alpha?: number;
   /** Contrastive margin. */
   margin?: number;
-  /** L2-normalise the partner's outputs before the pairwise kernel. */
+  /** L2-normalise the partner's outputs before both similarities (the pairwise kernel and the contextual k-NN). */
   normalize?: boolean;
   /** Start f as the identity (0 iterations reproduce PatchCore exactly). */
   initIdentity?: boolean;
@@ -220,7 +234,7 @@ export interface HeadOptions {
 export const HEAD_DEFAULTS: Required<HeadOptions> = {
   iterations: optionDefault('headIterations'), batch: optionDefault('headBatch'), projectionDim: optionDefault('headProjectionDim'),
   lr: optionDefault('headLr'), weightDecay: optionDefault('headWeightDecay'), ema: optionDefault('headEma'), k: optionDefault('headK'),
-  sigma: optionDefault('headSigma'), alpha: optionDefault('headAlpha'), margin: optionDefault('headMargin'),
+  sigma: optionDefault('headSigma'), sigmaRule: optionDefault('headSigmaRule'), alpha: optionDefault('headAlpha'), margin: optionDefault('headMargin'),
   normalize: optionDefault('headNormalize'), initIdentity: optionDefault('headInitIdentity'),
 };
 
@@ -253,6 +267,7 @@ function resolveHead(value: unknown) {
     headEma: checked('headEma', h.ema, 'head.ema'),
     headK: checked('headK', h.k, 'head.k'),
     headSigma: checked('headSigma', h.sigma, 'head.sigma'),
+    headSigmaRule: checked('headSigmaRule', h.sigmaRule, 'head.sigmaRule'),
     headAlpha: checked('headAlpha', h.alpha, 'head.alpha'),
     headMargin: checked('headMargin', h.margin, 'head.margin'),
     headNormalize: checked('headNormalize', h.normalize, 'head.normalize'),

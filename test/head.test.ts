@@ -1,13 +1,16 @@
 // ReConPatch head: similarities, loss and gradient against independent float64 computations on
-// tiny inputs; the EMA step; identity init reproduces PatchCore; training through the engine.
-import { rmSync } from 'node:fs';
+// tiny inputs; the pairwise bandwidth rule; the EMA step; identity init reproduces PatchCore;
+// training through the engine, reproducible across processes.
+import { execFile } from 'node:child_process';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
+import { promisify } from 'node:util';
 
 import { afterAll, describe, expect, it } from 'vitest';
 
 import { Engine } from '../lib/index.js';
 import { native } from '../lib/native.js';
-import { syntheticDataset, tempDir } from './support/data.js';
+import { repoRoot, syntheticDataset, tempDir } from './support/data.js';
 
 type Mat = number[][];
 const arr = (m: Mat) => ({ data: new Float32Array(m.flat()), shape: [m.length, m[0].length] });
@@ -76,6 +79,37 @@ describe('ReConPatch head pieces', () => {
     for (let i = 0; i < 12; i++) for (let j = 0; j < 12; j++) expect(wp[i][j]).toBeCloseTo(Math.exp(-dd[i][j] / 2), 5);
     // Symmetric, in [0, 1].
     for (let i = 0; i < 12; i++) for (let j = 0; j < 12; j++) expect(got[i][j]).toBeCloseTo(got[j][i], 6);
+  });
+
+  it('takes the knn bandwidth from the batch: the mean squared distance to the k-th other point, scale-free (issue 19)', () => {
+    const z = randomMat(40, 6, 13);
+    for (let r = 0; r < 4; r++) z[30 + r] = [...z[r]]; // a duplicate is a neighbour at distance 0, itself is not
+    const k = 5;
+    const dd = d2(z);
+    const kth = dd.map((row, i) => row.filter((_, j) => j !== i).sort((a, b) => a - b)[k - 1]);
+    const expected = kth.reduce((a, b) => a + b, 0) / kth.length;
+    const { bandwidth } = native().internals.headSimilarities(arr(z), k, 1);
+    expect(Math.abs(bandwidth - expected)).toBeLessThan(1e-5 * expected);
+    // Scaling the features scales the bandwidth with them, so the pairwise term does not change.
+    const scaled = native().internals.headSimilarities(arr(z.map((r) => r.map((x) => 10 * x))), k, 100 * bandwidth);
+    expect(Math.abs(scaled.bandwidth - 100 * bandwidth)).toBeLessThan(1e-4 * 100 * bandwidth);
+    const { pairwise } = native().internals.headSimilarities(arr(z), k, bandwidth);
+    for (let i = 0; i < scaled.pairwise.data.length; i++) expect(scaled.pairwise.data[i]).toBeCloseTo(pairwise.data[i], 5);
+    // A point's k-th neighbour weighs exp(-1) on average (in the log), nearer ones more.
+    const wp = toMat(pairwise);
+    const logs = dd.map((row, i) => -Math.log(wp[i][row.indexOf(kth[i])]));
+    expect(logs.reduce((a, b) => a + b, 0) / logs.length).toBeCloseTo(1, 4);
+  });
+
+  it('on raw 1024-d features a fixed sigma = 1 labels no pair, the knn bandwidth labels each point\'s neighbours (issue 19)', () => {
+    // Uniform [0, 1) rows like post-ReLU features: squared distances ~170.
+    const z = randomMat(64, 1024, 29).map((r) => r.map((x) => (x + 1) / 2));
+    const fixed = native().internals.headSimilarities(arr(z), 5, 1);
+    const knn = native().internals.headSimilarities(arr(z), 5, fixed.bandwidth);
+    const offDiagonal = (w: { data: Float32Array }) => Array.from(w.data).filter((_, i) => Math.floor(i / 64) !== i % 64);
+    expect(Math.max(...offDiagonal(fixed.pairwise))).toBeLessThan(1e-30);
+    const nearest = toMat(knn.knn).map((row, i) => row.reduce((s, a, j) => s + (a && j !== i ? toMat(knn.pairwise)[i][j] : 0), 0) / 4);
+    expect(nearest.reduce((a, b) => a + b, 0) / 64).toBeGreaterThan(0.3);
   });
 
   it('computes the relaxed contrastive loss and its gradient (central differences in float64)', () => {
@@ -231,5 +265,26 @@ describe('ReConPatch head in the engine', () => {
     const err = await a.fit(data.train.slice(0, 8), { signal: ctrl.signal, onProgress: (p) => p.stage === 'head' && p.done === 3 && ctrl.abort() }).catch((e) => e);
     expect(err.code).toBe('ERR_ABORTED');
     expect((await a.score(probe)).score).toBe(sa); // previous model kept
+  });
+});
+
+describe('ReConPatch head across processes (issue 19)', () => {
+  const dir = tempDir('head-processes');
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+  const cli = path.join(repoRoot, 'dist/cli/main.js');
+
+  it.skipIf(!existsSync(cli))('two fits with the same seed in separate processes write the same model file, byte for byte', async () => {
+    const data = await syntheticDataset();
+    const train = path.dirname(data.train[0]);
+    const fit = (out: string) =>
+      promisify(execFile)(process.execPath, [cli, 'fit', train, '-o', out, '--backbone', 'random_cnn', '--resize', 'none', '--coreset', '0.25',
+        '--head', '--head-iterations', '25', '--head-batch', '256', '--head-sigma-rule', 'knn', '--seed', '7']);
+    const [a, b] = [path.join(dir, 'a.rcp'), path.join(dir, 'b.rcp')];
+    await Promise.all([fit(a), fit(b)]);
+    const bytes = readFileSync(a);
+    expect(bytes.equals(readFileSync(b))).toBe(true);
+    // The head trained (its f is saved) with the rule asked for.
+    const loaded = await Engine.load(a);
+    expect([loaded.options.head, loaded.options.headSigmaRule]).toEqual([true, 'knn']);
   });
 });

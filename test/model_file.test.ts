@@ -124,6 +124,15 @@ describe('model file', () => {
     expect(fine.options.batchSize).toBe(2);
   });
 
+  it('reads a file written before head.sigmaRule existed as the fixed sigma it trained with (issue 19)', async () => {
+    const { version, sections } = parseModel(readFileSync(modelPath));
+    const drop = (p: Buffer) => Buffer.from(p.toString('utf8').replace(/^headSigmaRule=.*\n/m, ''));
+    const older = buildModel(sections.map(([t, p]) => [t, t === 'OPTS' ? drop(p) : p]), { version });
+    expect(older.toString('latin1')).not.toContain('headSigmaRule=');
+    expect((await Engine.loadBytes(older)).options.headSigmaRule).toBe('fixed');
+    expect((await Engine.loadBytes(withOption(readFileSync(modelPath), 'headSigmaRule', 'knn'))).options.headSigmaRule).toBe('knn');
+  });
+
   it('reads regular files only, with a bound: a directory, /dev/zero and a FIFO fail at once', async () => {
     expect(await codeOf(Engine.load(dir))).toBe('ERR_MODEL_FILE');
     const started = Date.now();

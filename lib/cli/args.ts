@@ -38,6 +38,10 @@ export const ENGINE_FLAGS = {
   'head-lr': { type: 'string' },
   'head-batch': { type: 'string' },
   'head-sigma': { type: 'string' },
+  'head-sigma-rule': { type: 'string' },
+  'head-k': { type: 'string' },
+  'head-alpha': { type: 'string' },
+  'head-ema': { type: 'string' },
   'head-normalize': { type: 'boolean' },
   ...INPUT_FLAGS,
   json: { type: 'boolean' },
@@ -58,7 +62,8 @@ export const ENGINE_HELP = `Engine options:
   --resize-mode area|shorter|squash   area (default): aspect ratio kept, about resize^2 pixels
   --coreset <ratio>           coreset ratio (default 0.1)
   --head                      train the ReConPatch head (default off: PatchCore)
-  --head-iterations <n>  --head-lr <x>  --head-batch <n>  --head-sigma <x>  --head-normalize
+  --head-iterations <n>  --head-lr <x>  --head-batch <n>  --head-k <n>  --head-alpha <x>  --head-ema <x>
+  --head-sigma <x>  --head-sigma-rule fixed|knn  --head-normalize
   --seed <n>  --threads <n>  --device cpu|cuda|auto
   --json                      one JSON line on stdout
 
@@ -101,6 +106,10 @@ export function engineOptions(v: Record<string, unknown>, defaults: Partial<Engi
   if (v['head-lr'] !== undefined) head.lr = num('head-lr');
   if (v['head-batch'] !== undefined) head.batch = num('head-batch');
   if (v['head-sigma'] !== undefined) head.sigma = num('head-sigma');
+  if (v['head-sigma-rule'] !== undefined) head.sigmaRule = v['head-sigma-rule'] as HeadOptions['sigmaRule'];
+  if (v['head-k'] !== undefined) head.k = num('head-k');
+  if (v['head-alpha'] !== undefined) head.alpha = num('head-alpha');
+  if (v['head-ema'] !== undefined) head.ema = num('head-ema');
   if (v['head-normalize']) head.normalize = true;
   if (v.head || Object.keys(head).length > 0) o.head = head;
   const input = inputOptions(v);

@@ -102,6 +102,7 @@ Napi::Object makeInternals(Napi::Env env) {
             out.Set("contextual", floatArrayToJs(info.Env(), std::move(r.contextual)));
             out.Set("contextualDense", floatArrayToJs(info.Env(), std::move(r.contextualDense)));
             out.Set("pairwise", floatArrayToJs(info.Env(), std::move(r.pairwise)));
+            out.Set("bandwidth", r.bandwidth);
             return out;
           });
         }));

@@ -27,6 +27,14 @@ bool parseEnum(const std::string& name, Distance* out) {
   return true;
 }
 
+const char* enumName(SigmaRule r) { return r == SigmaRule::Knn ? "knn" : "fixed"; }
+
+bool parseEnum(const std::string& name, SigmaRule* out) {
+  if (name != "fixed" && name != "knn") return false;
+  *out = name == "knn" ? SigmaRule::Knn : SigmaRule::Fixed;
+  return true;
+}
+
 std::string toText(const EngineOptions& o) {
   std::ostringstream s;
   s.precision(17);
@@ -51,6 +59,8 @@ EngineOptions optionsFromText(const std::string& text) {
     RP_CHECK(eq != std::string::npos, ModelFile, "model file options are malformed (line '" << line << "')");
     kv[line.substr(0, eq)] = line.substr(eq + 1);
   }
+  // Files written before the rule existed trained with a fixed sigma, whatever today's default.
+  kv.emplace("headSigmaRule", "fixed");
   EngineOptions o;  // an option the file does not name keeps its default
   visitOptions(o, [&](const char* name, auto& value) {
     using T = std::decay_t<decltype(value)>;

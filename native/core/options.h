@@ -10,6 +10,9 @@ namespace rp {
 // feature grid follows the image); Shorter: the shorter side becomes resize; Squash: resize x resize.
 enum class ResizeMode { Area, Shorter, Squash };
 enum class Distance { Euclidean, SquaredEuclidean };
+// Bandwidth of the head's pairwise kernel: Fixed, sigma itself; Knn, sigma times the batch's mean
+// squared distance from each point to its k-th nearest other point (head.h, kthNeighbourBandwidth).
+enum class SigmaRule { Fixed, Knn };
 
 // ReConPatch head training (RECONPATCH.md §2).
 struct HeadOptions {
@@ -20,10 +23,11 @@ struct HeadOptions {
   double weightDecay = 1e-2;
   double ema = 0.9;            // partner update: theta_bar <- ema * theta_bar + (1 - ema) * theta
   int64_t k = 5;               // contextual k-NN
-  double sigma = 1.0;          // pairwise bandwidth
+  double sigma = 1.0;          // pairwise bandwidth (Fixed) or its scale (Knn)
+  SigmaRule sigmaRule = SigmaRule::Fixed;
   double alpha = 0.5;          // w = alpha * wP + (1 - alpha) * wC
   double margin = 1.0;
-  bool normalize = false;      // L2-normalise z_bar before the pairwise kernel
+  bool normalize = false;      // L2-normalise z_bar before both similarities (pairwise and contextual)
   bool initIdentity = true;    // f starts as the identity: 0 iterations == PatchCore
   uint64_t seed = 0;           // set from EngineOptions::seed
   // Not an engine option (never serialised): train with the dense contextual products and the
@@ -107,6 +111,7 @@ void visitOptions(Options& o, Visitor&& visit) {
   visit("headEma", o.headOptions.ema);
   visit("headK", o.headOptions.k);
   visit("headSigma", o.headOptions.sigma);
+  visit("headSigmaRule", o.headOptions.sigmaRule);
   visit("headAlpha", o.headOptions.alpha);
   visit("headMargin", o.headOptions.margin);
   visit("headNormalize", o.headOptions.normalize);
@@ -120,8 +125,10 @@ void visitOptions(Options& o, Visitor&& visit) {
 // Enum options as their JS / text names.
 const char* enumName(ResizeMode m);
 const char* enumName(Distance d);
+const char* enumName(SigmaRule r);
 bool parseEnum(const std::string& name, ResizeMode* out);
 bool parseEnum(const std::string& name, Distance* out);
+bool parseEnum(const std::string& name, SigmaRule* out);
 
 std::string toText(const EngineOptions& o);
 EngineOptions optionsFromText(const std::string& text);  // throws ErrorCode::ModelFile

@@ -120,7 +120,8 @@ HeadSimilarities headSimilarities(const FloatArray& z, int64_t k, double sigma) 
   return step([&] {
     auto d2 = pairwiseSquaredDistances(toTensor(z));
     return HeadSimilarities{fromTensor(knnMatrix(d2, k)), fromTensor(contextualSimilarity(d2, k)),
-                            fromTensor(contextualSimilarityDense(d2, k)), fromTensor(pairwiseSimilarity(d2, sigma))};
+                            fromTensor(contextualSimilarityDense(d2, k)), fromTensor(pairwiseSimilarity(d2, sigma)),
+                            kthNeighbourBandwidth(d2, k).item<double>()};
   });
 }
 

@@ -58,9 +58,11 @@ FloatArray anomalyMap(const FloatArray& grid, int64_t outH, int64_t outW, double
 float reweightedScore(const FloatArray& bank, const FloatArray& queries, int64_t neighbours);
 
 // ReConPatch head pieces on z [N, d]: the k-NN matrix, contextual and pairwise similarities.
-// contextualDense: the same by dense products (the reference formulation).
+// contextualDense: the same by dense products (the reference formulation); bandwidth: the batch's
+// kthNeighbourBandwidth (SigmaRule::Knn, before the sigma scale).
 struct HeadSimilarities {
   FloatArray knn, contextual, contextualDense, pairwise;
+  double bandwidth = 0;
 };
 HeadSimilarities headSimilarities(const FloatArray& z, int64_t k, double sigma);
 // Relaxed contrastive loss and its gradient d loss / d z; reference: the autograd formulation.

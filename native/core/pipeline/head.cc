@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <limits>
 #include <vector>
 
 #include "core/device_context.h"
@@ -41,6 +42,16 @@ torch::Tensor knnMatrix(const torch::Tensor& d2, int64_t k) {
 }
 
 torch::Tensor pairwiseSimilarity(const torch::Tensor& d2, double sigma) { return torch::exp(-d2 / sigma); }
+torch::Tensor pairwiseSimilarity(const torch::Tensor& d2, const torch::Tensor& sigma) { return torch::exp(-d2 / sigma); }
+
+torch::Tensor kthNeighbourBandwidth(const torch::Tensor& d2, int64_t k) {
+  const int64_t N = d2.size(0);
+  if (N < 2) return torch::ones({}, d2.options());
+  auto d = d2.clone();
+  d.fill_diagonal_(std::numeric_limits<float>::infinity());  // self is not its own neighbour
+  auto kth = std::get<0>(d.topk(std::min(k, N - 1), 1, /*largest=*/false, /*sorted=*/true)).select(1, -1);  // [N]
+  return kth.mean().clamp_min(1e-12);
+}
 
 torch::Tensor contextualSimilarity(const torch::Tensor& d2, int64_t k) {
   // Off the CPU: the dense products on the device. The index lists below are host loops, and
@@ -225,7 +236,9 @@ void ReConPatchHead::train(const std::vector<torch::Tensor>& chunks, const HeadP
       if (opts_.normalize) zBar = torch::nn::functional::normalize(zBar, torch::nn::functional::NormalizeFuncOptions().dim(1));
       auto d2 = pairwiseSquaredDistances(zBar);
       auto wC = opts_.denseReference ? contextualSimilarityDense(d2, opts_.k) : contextualSimilarity(d2, opts_.k);
-      w = opts_.alpha * pairwiseSimilarity(d2, opts_.sigma) + (1 - opts_.alpha) * wC;
+      auto wP = opts_.sigmaRule == SigmaRule::Knn ? pairwiseSimilarity(d2, kthNeighbourBandwidth(d2, opts_.k) * opts_.sigma)
+                                                  : pairwiseSimilarity(d2, opts_.sigma);
+      w = opts_.alpha * wP + (1 - opts_.alpha) * wC;
     }
     auto z = torch::addmm(gB_, torch::addmm(fB_, p, fW_.t()), gW_.t());  // [N, D']
     auto loss = opts_.denseReference ? relaxedContrastiveLossAutograd(z, w, opts_.margin)

@@ -24,8 +24,17 @@ torch::Tensor gramMatrix(const torch::Tensor& z);
 // duplicates cannot push a point out of its own set). d2: [N, N] -> [N, N] float {0, 1}
 torch::Tensor knnMatrix(const torch::Tensor& d2, int64_t k);
 
-// Pairwise similarity exp(-|z_i - z_j|^2 / sigma). d2: [N, N] -> [N, N]
+// Pairwise similarity exp(-|z_i - z_j|^2 / sigma). d2: [N, N], sigma: double or [] -> [N, N]
 torch::Tensor pairwiseSimilarity(const torch::Tensor& d2, double sigma);
+torch::Tensor pairwiseSimilarity(const torch::Tensor& d2, const torch::Tensor& sigma);
+
+// The pairwise bandwidth taken from the batch (SigmaRule::Knn): the mean over i of the squared
+// distance from i to its k-th nearest other point (self-tuning, as spectral clustering sets its
+// scale). A k-th neighbour then weighs about exp(-1) and a typical pair about 0, whatever the
+// scale of the features; a fixed sigma = 1 on raw 1024-d outputs gives every pair ~0
+// (RECONPATCH.md §8). Stays on d2's device (no sync); floored at 1e-12 (a batch of duplicates).
+// d2: [N, N] -> [] (0-d)
+torch::Tensor kthNeighbourBandwidth(const torch::Tensor& d2, int64_t k);
 
 // Contextual similarity (STML): w~ = (A A^T / k) * A; R = A' * A'^T with A' the floor(k/2)-NN
 // matrix (>= 1); w^ = R w~ / rowsum(R); wC = (w^ + w^T) / 2. d2: [N, N] -> [N, N]

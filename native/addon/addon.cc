@@ -8,6 +8,7 @@
 #include "addon/convert.h"
 #include "addon/crash_handler.h"
 #include "addon/engine_wrap.h"
+#include "probes/bench_kernels.h"
 #include "probes/internals.h"
 #include "core/memory.h"
 #include "core/backbones/catalog.h"

@@ -55,6 +55,7 @@ export interface NativeOptions {
   headMargin: number;
   headNormalize: boolean;
   headInitIdentity: boolean;
+  headPlateau: number;
   device: 'cpu' | 'cuda' | 'auto';
   threads: number;
   seed: number;
@@ -168,8 +169,8 @@ export interface NativeInternals {
   headSimilarities(z: FloatArray, k: number, sigma: number): { knn: FloatArray; contextual: FloatArray; contextualDense: FloatArray; pairwise: FloatArray; bandwidth: number };
   /** reference: the autograd formulation instead of the fused CPU loss. */
   headLoss(z: FloatArray, w: FloatArray, margin: number, reference?: boolean): { loss: number; grad: FloatArray };
-  /** Head training on batch x dim seeded uniform features: ms per iteration, every loss and the trained f; reference: dense contextual + autograd loss; lossReadEvery: iterations between loss read-backs (default 16). */
-  headTraining(batch: number, dim: number, iterations: number, reference: boolean, threads: number, lossReadEvery?: number): { msPerIteration: number; losses: number[]; fWeight: FloatArray; fBias: FloatArray };
+  /** Head training on batch x dim seeded uniform features: ms per iteration, every loss and the trained f; reference: dense contextual + autograd loss; lossReadEvery: iterations between loss read-backs (default 16); plateau: the adaptive budget (head.plateau). */
+  headTraining(batch: number, dim: number, iterations: number, reference: boolean, threads: number, lossReadEvery?: number, plateau?: number): { msPerIteration: number; losses: number[]; fWeight: FloatArray; fBias: FloatArray };
   emaStep(partner: FloatArray, current: FloatArray, ema: number): FloatArray;
   /** fp32 GEMM rate (GFLOP/s): best of reps n x n x n products. Blocks the calling thread: benchmarks only. */
   gemmGflops(n: number, reps: number, threads: number): number;

@@ -49,6 +49,7 @@ export const OPTION_TABLE = {
   headMargin: { kind: 'number', default: 1, min: 0, max: 1e6, openMin: true },
   headNormalize: { kind: 'bool', default: false },
   headInitIdentity: { kind: 'bool', default: true },
+  headPlateau: { kind: 'number', default: 0, min: 0, max: 0.99 },
   device: { kind: 'enum', default: 'auto', values: ['cpu', 'cuda', 'auto'] },
   threads: { kind: 'int', default: 0, min: 1, max: 1024, off: true },
   seed: { kind: 'int', default: 0, min: 0, max: 2 ** 32 - 1 },

@@ -224,6 +224,12 @@ export interface HeadOptions {
   normalize?: boolean;
   /** Start f as the identity (0 iterations reproduce PatchCore exactly). */
   initIdentity?: boolean;
+  /**
+   * Adaptive budget: 0 trains `iterations` steps; above 0, `iterations` is a maximum and training
+   * stops after a window of 32 steps whose mean loss is not below the previous window's by this
+   * fraction (0.01: stop once a window gains less than 1%).
+   */
+  plateau?: number;
 }
 
 /**
@@ -235,7 +241,7 @@ export const HEAD_DEFAULTS: Required<HeadOptions> = {
   iterations: optionDefault('headIterations'), batch: optionDefault('headBatch'), projectionDim: optionDefault('headProjectionDim'),
   lr: optionDefault('headLr'), weightDecay: optionDefault('headWeightDecay'), ema: optionDefault('headEma'), k: optionDefault('headK'),
   sigma: optionDefault('headSigma'), sigmaRule: optionDefault('headSigmaRule'), alpha: optionDefault('headAlpha'), margin: optionDefault('headMargin'),
-  normalize: optionDefault('headNormalize'), initIdentity: optionDefault('headInitIdentity'),
+  normalize: optionDefault('headNormalize'), initIdentity: optionDefault('headInitIdentity'), plateau: optionDefault('headPlateau'),
 };
 
 function num(value: unknown, name: string, min: number, max: number): number {
@@ -272,6 +278,7 @@ function resolveHead(value: unknown) {
     headMargin: checked('headMargin', h.margin, 'head.margin'),
     headNormalize: checked('headNormalize', h.normalize, 'head.normalize'),
     headInitIdentity: checked('headInitIdentity', h.initIdentity, 'head.initIdentity'),
+    headPlateau: checked('headPlateau', h.plateau, 'head.plateau'),
   };
 }
 

@@ -205,6 +205,24 @@ describe('ReConPatch head pieces', () => {
     expect(Math.abs(batched.fWeight.data[1])).toBeGreaterThan(0);
   });
 
+  it('stops at the first 32-step window that gains less than head.plateau, on the same step for any read interval (issue 19)', () => {
+    const each = native().internals.headTraining(256, 64, 400, false, 1, 1, 0.01);
+    const batched = native().internals.headTraining(256, 64, 400, false, 1, 16, 0.01);
+    const fixed = native().internals.headTraining(256, 64, 400, false, 1, 16, 0);
+    expect(fixed.losses).toHaveLength(400); // plateau 0: the whole budget
+    const n = batched.losses.length;
+    expect(n).toBeLessThan(400);
+    expect(n % 32).toBe(0);
+    expect(batched.losses).toEqual(each.losses);
+    expect(Array.from(batched.fWeight.data)).toEqual(Array.from(each.fWeight.data));
+    // The rule on the losses it saw: every earlier window end gained at least 1%, the last did not.
+    const windowMean = (end: number) => batched.losses.slice(end - 32, end).reduce((a, b) => a + b, 0) / 32;
+    for (let end = 64; end < n; end += 32) expect(windowMean(end)).toBeLessThanOrEqual(0.99 * windowMean(end - 32));
+    expect(windowMean(n)).toBeGreaterThan(0.99 * windowMean(n - 32));
+    // Up to the stop, the same training as the fixed budget.
+    expect(batched.losses).toEqual(fixed.losses.slice(0, n));
+  });
+
   it('never produces NaN for duplicate patches (sqrt guard)', () => {
     const z = [[1, 2], [1, 2], [1, 2], [3, 4]];
     const w = z.map(() => z.map(() => 0.5));

@@ -74,7 +74,7 @@ describe('options', () => {
     const opts = {
       backbone: 'random_cnn', resize: 128, crop: 112, resizeMode: 'squash', coreset: { ratio: 0.3, projection: 64, starts: 7 },
       features: { pretrainDim: 512, targetDim: 256 }, scoring: { distance: 'squared', reweight: true, neighbors: 5, blurSigma: 2 },
-      head: { iterations: 12, batch: 64, projectionDim: 32, lr: 0.002, weightDecay: 0.05, ema: 0.8, k: 7, sigma: 0.5, sigmaRule: 'knn', alpha: 0.25, margin: 0.75, normalize: true, initIdentity: false },
+      head: { iterations: 12, batch: 64, projectionDim: 32, lr: 0.002, weightDecay: 0.05, ema: 0.8, k: 7, sigma: 0.5, sigmaRule: 'knn', alpha: 0.25, margin: 0.75, normalize: true, initIdentity: false, plateau: 0.02 },
       batchSize: 3, threads: 1, device: 'cpu', seed: 42, fitPrecision: 'float16',
     } as const;
     const engine = await Engine.create(opts);

@@ -42,6 +42,7 @@ export const ENGINE_FLAGS = {
   'head-k': { type: 'string' },
   'head-alpha': { type: 'string' },
   'head-ema': { type: 'string' },
+  'head-plateau': { type: 'string' },
   'head-normalize': { type: 'boolean' },
   ...INPUT_FLAGS,
   json: { type: 'boolean' },
@@ -63,7 +64,7 @@ export const ENGINE_HELP = `Engine options:
   --coreset <ratio>           coreset ratio (default 0.1)
   --head                      train the ReConPatch head (default off: PatchCore)
   --head-iterations <n>  --head-lr <x>  --head-batch <n>  --head-k <n>  --head-alpha <x>  --head-ema <x>
-  --head-sigma <x>  --head-sigma-rule fixed|knn  --head-normalize
+  --head-sigma <x>  --head-sigma-rule fixed|knn  --head-normalize  --head-plateau <x>
   --seed <n>  --threads <n>  --device cpu|cuda|auto
   --json                      one JSON line on stdout
 
@@ -110,6 +111,7 @@ export function engineOptions(v: Record<string, unknown>, defaults: Partial<Engi
   if (v['head-k'] !== undefined) head.k = num('head-k');
   if (v['head-alpha'] !== undefined) head.alpha = num('head-alpha');
   if (v['head-ema'] !== undefined) head.ema = num('head-ema');
+  if (v['head-plateau'] !== undefined) head.plateau = num('head-plateau');
   if (v['head-normalize']) head.normalize = true;
   if (v.head || Object.keys(head).length > 0) o.head = head;
   const input = inputOptions(v);

@@ -124,7 +124,8 @@ Napi::Object makeInternals(Napi::Env env) {
             auto r = rp::internals::headTraining(info[0].ToNumber().Int64Value(), info[1].ToNumber().Int64Value(),
                                                  info[2].ToNumber().Int64Value(), info[3].ToBoolean().Value(),
                                                  info[4].ToNumber().Int32Value(),
-                                                 info.Length() > 5 ? info[5].ToNumber().Int64Value() : 0);
+                                                 info.Length() > 5 ? info[5].ToNumber().Int64Value() : 0,
+                                                 info.Length() > 6 ? info[6].ToNumber().DoubleValue() : 0);
             Napi::Object out = Napi::Object::New(info.Env());
             out.Set("msPerIteration", r.msPerIteration);
             out.Set("fWeight", floatArrayToJs(info.Env(), std::move(r.fWeight)));

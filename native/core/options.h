@@ -29,6 +29,10 @@ struct HeadOptions {
   double margin = 1.0;
   bool normalize = false;      // L2-normalise z_bar before both similarities (pairwise and contextual)
   bool initIdentity = true;    // f starts as the identity: 0 iterations == PatchCore
+  // Adaptive budget: 0 trains `iterations` steps; > 0 makes `iterations` a maximum and stops after
+  // a window of kPlateauWindow steps whose mean loss is not below the previous window's by this
+  // fraction (head.cc).
+  double plateau = 0;
   uint64_t seed = 0;           // set from EngineOptions::seed
   // Not an engine option (never serialised): train with the dense contextual products and the
   // autograd loss, the formulation before issue 21 (tests and the bench compare the two).
@@ -116,6 +120,7 @@ void visitOptions(Options& o, Visitor&& visit) {
   visit("headMargin", o.headOptions.margin);
   visit("headNormalize", o.headOptions.normalize);
   visit("headInitIdentity", o.headOptions.initIdentity);
+  visit("headPlateau", o.headOptions.plateau);
   visit("device", o.device);
   visit("threads", o.threads);
   visit("seed", o.seed);

@@ -3,6 +3,7 @@
 
 #include <ATen/Parallel.h>
 
+#include <chrono>
 #include <vector>
 
 #include "core/backbones/backbone.h"
@@ -108,7 +109,7 @@ float headLoss(const FloatArray& z, const FloatArray& w, double margin, FloatArr
 }
 
 HeadTraining headTraining(int64_t batch, int64_t dim, int64_t iterations, bool reference, int threads,
-                          int64_t lossReadEvery) {
+                          int64_t lossReadEvery, double plateau) {
   return guarded([&] {
     if (threads > 0) at::set_num_threads(threads);
     torch::AutoGradMode enableGrad(true);  // training needs autograd wherever this is called from
@@ -119,12 +120,13 @@ HeadTraining headTraining(int64_t batch, int64_t dim, int64_t iterations, bool r
     o.batch = batch;
     o.denseReference = reference;
     if (lossReadEvery > 0) o.lossReadEvery = lossReadEvery;
+    o.plateau = plateau;
     ReConPatchHead head(dim, o, torch::kCPU);
     HeadTraining out;
     auto t0 = std::chrono::steady_clock::now();
-    head.train(chunks, [&](const HeadProgress& p) { out.losses.push_back(p.loss); }, nullptr);
+    const int64_t ran = head.train(chunks, [&](const HeadProgress& p) { out.losses.push_back(p.loss); }, nullptr);
     out.msPerIteration =
-        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count() / std::max<int64_t>(1, iterations);
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count() / std::max<int64_t>(1, ran);
     out.fWeight = fromTensor(head.fWeight());
     out.fBias = fromTensor(head.fBias());
     return out;

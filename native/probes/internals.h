@@ -59,14 +59,15 @@ float headLoss(const FloatArray& z, const FloatArray& w, double margin, FloatArr
 // Head training on N x D features drawn from a fixed seed (uniform [0, 1), like post-ReLU
 // features): milliseconds per iteration and the loss of every iteration. reference: the dense
 // contextual products and the autograd loss.
-// lossReadEvery: how often the losses are read back (0: the default); fWeight, fBias: the trained f.
+// lossReadEvery: how often the losses are read back (0: the default); plateau: HeadOptions::plateau;
+// fWeight, fBias: the trained f.
 struct HeadTraining {
   double msPerIteration = 0;
   std::vector<double> losses;
   FloatArray fWeight, fBias;
 };
 HeadTraining headTraining(int64_t batch, int64_t dim, int64_t iterations, bool reference, int threads,
-                          int64_t lossReadEvery = 0);
+                          int64_t lossReadEvery = 0, double plateau = 0);
 // One EMA step on a parameter: ema * partner + (1 - ema) * current.
 FloatArray emaStep(const FloatArray& partner, const FloatArray& current, double ema);
 

@@ -176,8 +176,8 @@ void ReConPatchHead::emaUpdate(std::vector<torch::Tensor>& partner, const std::v
   for (size_t i = 0; i < partner.size(); ++i) partner[i].mul_(ema).add_(current[i].detach(), 1.0 - ema);
 }
 
-void ReConPatchHead::train(const std::vector<torch::Tensor>& chunks, const HeadProgressFn& progress,
-                           const std::atomic<bool>* cancel) {
+int64_t ReConPatchHead::train(const std::vector<torch::Tensor>& chunks, const HeadProgressFn& progress,
+                              const std::atomic<bool>* cancel) {
   RP_CHECK(!chunks.empty(), EmptyTrainingSet, "no patch features to train the ReConPatch head on");
   int64_t rows = 0;
   for (const auto& c : chunks) rows += c.size(0);
@@ -199,6 +199,10 @@ void ReConPatchHead::train(const std::vector<torch::Tensor>& chunks, const HeadP
   auto pending = torch::empty({readEvery}, torch::TensorOptions().dtype(torch::kFloat32).device(device));
   int64_t firstPending = 0, pendingCount = 0;
   auto lastRead = std::chrono::steady_clock::now();
+  // Adaptive budget: every loss read, window means compared at window ends (on the host, where the
+  // read-back already put them).
+  std::vector<double> losses;
+  bool plateaued = false;
   auto readBack = [&] {
     if (pendingCount == 0) return;
     auto host = pending.narrow(0, 0, pendingCount).to(torch::kCPU);  // the one device sync
@@ -212,13 +216,22 @@ void ReConPatchHead::train(const std::vector<torch::Tensor>& chunks, const HeadP
                "ReConPatch head training diverged (loss " << value << " at iteration " << it
                                                           << "); lower head.lr or enable head.normalize");
       if (progress) progress({it + 1, opts_.iterations, value});
+      losses.push_back(value);
+      const int64_t done = it + 1, W = kPlateauWindow;
+      if (opts_.plateau > 0 && done % W == 0 && done >= 2 * W) {
+        double recent = 0, before = 0;
+        for (int64_t j = done - W; j < done; ++j) recent += losses[j];
+        for (int64_t j = done - 2 * W; j < done - W; ++j) before += losses[j];
+        if (recent > (1 - opts_.plateau) * before) plateaued = true;
+      }
     }
     firstPending += pendingCount;
     pendingCount = 0;
     lastRead = std::chrono::steady_clock::now();
   };
 
-  for (int64_t it = 0; it < opts_.iterations; ++it) {
+  int64_t ran = 0;
+  for (int64_t it = 0; it < opts_.iterations && !plateaued; ++it) {
     // A host flag: checking it does not wait for the device.
     RP_CHECK(!(cancel && cancel->load(std::memory_order_relaxed)), Aborted, "fit was aborted during head training");
     // Cosine decay from lr to 0 over the run.
@@ -252,14 +265,19 @@ void ReConPatchHead::train(const std::vector<torch::Tensor>& chunks, const HeadP
     loss.backward();
     optimizer.step();
     emaUpdate(partner, params, opts_.ema);
+    ran = it + 1;
     const bool last = it + 1 == opts_.iterations;
-    if (pendingCount == readEvery || last ||
+    // With the plateau rule, losses are read at every window end, so that the stop does not
+    // depend on the read interval.
+    const bool windowEnd = opts_.plateau > 0 && (it + 1) % kPlateauWindow == 0;
+    if (pendingCount == readEvery || last || windowEnd ||
         (progress && std::chrono::duration<double>(std::chrono::steady_clock::now() - lastRead).count() >= kProgressSeconds))
       readBack();
   }
   for (auto& p : params) p.set_requires_grad(false);
   fW_ = fW_.detach();
   fB_ = fB_.detach();
+  return ran;
 }
 
 }  // namespace rp

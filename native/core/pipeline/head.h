@@ -56,6 +56,10 @@ torch::Tensor relaxedContrastiveLossAutograd(const torch::Tensor& z, const torch
 
 // --- The trained head ---------------------------------------------------------------------
 
+// The adaptive budget's window (HeadOptions::plateau): a multiple of the loss read-back interval,
+// so that the stop falls on the same iteration however often losses are read.
+constexpr int64_t kPlateauWindow = 32;
+
 struct HeadProgress {
   int64_t iteration;
   int64_t total;
@@ -70,8 +74,9 @@ class ReConPatchHead {
   ReConPatchHead(torch::Tensor fWeight, torch::Tensor fBias);
 
   // Trains on patches sampled from `chunks` ([n_i, D] each, never concatenated). Throws
-  // ErrorCode::Aborted when `cancel` is set, ErrorCode::Internal on a non-finite loss.
-  void train(const std::vector<torch::Tensor>& chunks, const HeadProgressFn& progress, const std::atomic<bool>* cancel);
+  // ErrorCode::Aborted when `cancel` is set, ErrorCode::Internal on a non-finite loss. Returns
+  // the iterations run (fewer than opts.iterations when the plateau rule stopped it).
+  int64_t train(const std::vector<torch::Tensor>& chunks, const HeadProgressFn& progress, const std::atomic<bool>* cancel);
 
   // f(p). p: [N, D] -> [N, D]
   torch::Tensor apply(const torch::Tensor& p) const;

@@ -23,7 +23,7 @@ const opt = (name, d) => { const i = args.indexOf(`--${name}`); return i >= 0 ? 
 // null: PatchCore (no head). Otherwise head options over the issue-19 baseline (the defaults
 // before the study: sigma 1 on raw outputs, 300 iterations, lr 1e-3, N 1024, k 5, alpha 0.5,
 // ema 0.9), written out in full so that a later change of HEAD_DEFAULTS cannot change a row.
-const BASE = { iterations: 300, lr: 1e-3, batch: 1024, k: 5, alpha: 0.5, ema: 0.9, sigma: 1, sigmaRule: 'fixed', normalize: false };
+const BASE = { iterations: 300, lr: 1e-3, batch: 1024, k: 5, alpha: 0.5, ema: 0.9, sigma: 1, sigmaRule: 'fixed', normalize: false, plateau: 0 };
 const KNN = { ...BASE, sigmaRule: 'knn' };
 export const CONFIGS = {
   patchcore: null,
@@ -36,6 +36,10 @@ export const CONFIGS = {
   'knn-k10': { ...KNN, k: 10 },
   'knn-alpha0.8': { ...KNN, alpha: 0.8 },
   'knn-ema0.99': { ...KNN, ema: 0.99 },
+  // The adaptive budget (issue 19, item 3): at most 1000 iterations, stop when a 32-step window
+  // gains less than 1% of loss.
+  'base-plateau': { ...BASE, iterations: 1000, plateau: 0.01 },
+  'knn-plateau': { ...KNN, iterations: 1000, plateau: 0.01 },
 };
 const PAIRS = [
   { category: 'metal_plate', coreset: 0.1 },

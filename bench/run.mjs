@@ -181,7 +181,7 @@ if (!hasShared) {
       // ReConPatch head training cost at the default batch (N = HEAD_DEFAULTS.batch).
       const { HEAD_DEFAULTS } = await import(path.join(root, 'dist/index.js'));
       const iterations = 50;
-      const withHead = await Engine.create({ backbone: mobilenet, resizeMode: 'squash', resize: 256, crop: 224, coreset: { ratio: 0.1 }, head: { iterations }, calibration: false });
+      const withHead = await Engine.create({ backbone: mobilenet, resizeMode: 'squash', resize: 256, crop: 224, coreset: { ratio: 0.1 }, head: { iterations, plateau: 0 }, calibration: false });
       const headStages = {};
       last = performance.now();
       await withHead.fit(train, {

@@ -55,18 +55,19 @@ if (args[0] === '--one') {
     backbone: path.join(shared, 'backbones', `${backbone}.pt`), coreset: { ratio: coreset }, seed, calibration: false,
     ...(head ? { head } : {}),
   };
-  let headStart = 0, headSeconds = 0, lastLoss = null, firstLoss = null;
+  let headStart = 0, headSeconds = 0, lastLoss = null, firstLoss = null, headIterations = 0;
   const onProgress = (p) => {
     if (p.stage !== 'head') return;
     if (!headStart) headStart = performance.now();
     headSeconds = (performance.now() - headStart) / 1000;
     if (firstLoss === null) firstLoss = p.loss;
     lastLoss = p.loss;
+    headIterations = p.done;
   };
   const row = await evaluate(path.join(shared, 'datasets'), category, options, { onProgress, onScored: () => {} , log: () => {} });
   const { decision, ...metrics } = row;
   console.log(JSON.stringify({
-    config, ...metrics, backbone, head_options: head, head_seconds: headSeconds, first_loss: firstLoss, last_loss: lastLoss,
+    config, ...metrics, backbone, head_options: head, head_iterations: headIterations, head_seconds: headSeconds, first_loss: firstLoss, last_loss: lastLoss,
     date: new Date().toISOString(),
     command: `node scripts/results_head.mjs run ${config} --pairs ${category} --backbones ${backbone} --seeds ${seed}`,
   }));

@@ -124,12 +124,16 @@ describe('model file', () => {
     expect(fine.options.batchSize).toBe(2);
   });
 
-  it('reads a file written before head.sigmaRule existed as the fixed sigma it trained with (issue 19)', async () => {
+  it('reads a file written before head.sigmaRule and head.plateau existed as the fixed sigma and budget it trained with (issue 19)', async () => {
     const { version, sections } = parseModel(readFileSync(modelPath));
-    const drop = (p: Buffer) => Buffer.from(p.toString('utf8').replace(/^headSigmaRule=.*\n/m, ''));
+    const drop = (p: Buffer) => Buffer.from(p.toString('utf8').replace(/^headSigmaRule=.*\n/m, '').replace(/^headPlateau=.*\n/m, ''));
     const older = buildModel(sections.map(([t, p]) => [t, t === 'OPTS' ? drop(p) : p]), { version });
     expect(older.toString('latin1')).not.toContain('headSigmaRule=');
-    expect((await Engine.loadBytes(older)).options.headSigmaRule).toBe('fixed');
+    expect(older.toString('latin1')).not.toContain('headPlateau=');
+    const loaded = await Engine.loadBytes(older);
+    expect([loaded.options.headSigmaRule, loaded.options.headPlateau]).toEqual(['fixed', 0]);
+    // Today's defaults are the other values, so the test tells the two apart.
+    expect([engine.options.headSigmaRule, engine.options.headPlateau]).toEqual(['knn', 0.01]);
     expect((await Engine.loadBytes(withOption(readFileSync(modelPath), 'headSigmaRule', 'knn'))).options.headSigmaRule).toBe('knn');
   });
 

@@ -214,7 +214,7 @@ describe('inspection server example', () => {
   it('cancels a fit when its client disconnects', async () => {
     // A head of 1,000,000 iterations: this fit ends only if the disconnect cancels it.
     const model = path.join(dir, 'cancelled.rcp');
-    const s = await start({ modelPath: model, trainRoot: data.root, engineOptions: { ...engineOptions, head: { iterations: 1_000_000 } } });
+    const s = await start({ modelPath: model, trainRoot: data.root, engineOptions: { ...engineOptions, head: { iterations: 1_000_000, plateau: 0 } } });
     const health = async () => (await (await fetch(`${s.base}/health`)).json()) as { fitting: boolean };
     try {
       const client = new AbortController();

@@ -25,7 +25,7 @@ describe.skipIf(!existsSync(dist))('worker.terminate() during a fit', () => {
   // 1,000,000 head iterations: terminate() returns only because the fit is cancelled when its
   // environment goes away (before, it waited for the whole head; here that would be hours).
   it('survives terminations in the head stage, and the fit stops', async () => {
-    const r = await terminations('head', { backbone: 'random_cnn', head: { iterations: 1_000_000 }, threads: 2 }, 5);
+    const r = await terminations('head', { backbone: 'random_cnn', head: { iterations: 1_000_000, plateau: 0 }, threads: 2 }, 5);
     expect(r.stderr).not.toContain('terminate called');
     expect([r.status, r.signal]).toEqual([0, null]);
     expect(r.result).toMatchObject({ hits: 5, misses: [] });

@@ -59,8 +59,10 @@ EngineOptions optionsFromText(const std::string& text) {
     RP_CHECK(eq != std::string::npos, ModelFile, "model file options are malformed (line '" << line << "')");
     kv[line.substr(0, eq)] = line.substr(eq + 1);
   }
-  // Files written before the rule existed trained with a fixed sigma, whatever today's default.
+  // Files written before these options existed trained with a fixed sigma and a fixed budget,
+  // whatever today's defaults.
   kv.emplace("headSigmaRule", "fixed");
+  kv.emplace("headPlateau", "0");
   EngineOptions o;  // an option the file does not name keeps its default
   visitOptions(o, [&](const char* name, auto& value) {
     using T = std::decay_t<decltype(value)>;

@@ -15,8 +15,10 @@ enum class Distance { Euclidean, SquaredEuclidean };
 enum class SigmaRule { Fixed, Knn };
 
 // ReConPatch head training (RECONPATCH.md §2).
+// Defaults: the head study's choice (docs/results.md, issue 19): the knn bandwidth and the
+// adaptive budget, at most 1000 iterations.
 struct HeadOptions {
-  int64_t iterations = 300;
+  int64_t iterations = 1000;   // with plateau > 0 a maximum
   int64_t batch = 1024;        // N patches sampled per iteration
   int64_t projectionDim = 0;   // D' of g (0: D)
   double lr = 1e-3;            // AdamW, cosine decay to 0
@@ -24,7 +26,7 @@ struct HeadOptions {
   double ema = 0.9;            // partner update: theta_bar <- ema * theta_bar + (1 - ema) * theta
   int64_t k = 5;               // contextual k-NN
   double sigma = 1.0;          // pairwise bandwidth (Fixed) or its scale (Knn)
-  SigmaRule sigmaRule = SigmaRule::Fixed;
+  SigmaRule sigmaRule = SigmaRule::Knn;
   double alpha = 0.5;          // w = alpha * wP + (1 - alpha) * wC
   double margin = 1.0;
   bool normalize = false;      // L2-normalise z_bar before both similarities (pairwise and contextual)
@@ -32,7 +34,7 @@ struct HeadOptions {
   // Adaptive budget: 0 trains `iterations` steps; > 0 makes `iterations` a maximum and stops after
   // a window of kPlateauWindow steps whose mean loss is not below the previous window's by this
   // fraction (head.cc).
-  double plateau = 0;
+  double plateau = 0.01;
   uint64_t seed = 0;           // set from EngineOptions::seed
   // Not an engine option (never serialised): train with the dense contextual products and the
   // autograd loss, the formulation before issue 21 (tests and the bench compare the two).

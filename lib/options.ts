@@ -233,7 +233,8 @@ export interface HeadOptions {
 }
 
 /**
- * Head defaults: the paper's form where it is known (RECONPATCH.md §2); see docs/results.md.
+ * Head defaults: the paper's form where it is known (RECONPATCH.md §2), with the bandwidth rule and
+ * the adaptive budget the head study chose (docs/results.md, "Head study").
  * @example
  * const longer = await Engine.create({ backbone: 'random_cnn', head: { iterations: HEAD_DEFAULTS.iterations * 2 } });
  */

@@ -186,7 +186,7 @@ export function storedCalibrationOptions(stored: unknown): CalibrationOptions {
  * const engine = await Engine.create({ backbone: 'random_cnn', head: { iterations: 100, batch: 512, lr: 5e-4 } });
  */
 export interface HeadOptions {
-  /** Optimiser steps. */
+  /** Optimiser steps; a maximum when `plateau` > 0 (the default). */
   iterations?: number;
   /**
    * Patches sampled per step (N). On the CPU the loss and its gradient cost ~N² · D per step (the
@@ -236,7 +236,7 @@ export interface HeadOptions {
  * Head defaults: the paper's form where it is known (RECONPATCH.md §2), with the bandwidth rule and
  * the adaptive budget the head study chose (docs/results.md, "Head study").
  * @example
- * const longer = await Engine.create({ backbone: 'random_cnn', head: { iterations: HEAD_DEFAULTS.iterations * 2 } });
+ * const fixedBudget = await Engine.create({ backbone: 'random_cnn', head: { ...HEAD_DEFAULTS, plateau: 0, iterations: 300 } });
  */
 export const HEAD_DEFAULTS: Required<HeadOptions> = {
   iterations: optionDefault('headIterations'), batch: optionDefault('headBatch'), projectionDim: optionDefault('headProjectionDim'),

@@ -108,7 +108,8 @@ describe('ReConPatch head pieces', () => {
     const knn = native().internals.headSimilarities(arr(z), 5, fixed.bandwidth);
     const offDiagonal = (w: { data: Float32Array }) => Array.from(w.data).filter((_, i) => Math.floor(i / 64) !== i % 64);
     expect(Math.max(...offDiagonal(fixed.pairwise))).toBeLessThan(1e-30);
-    const nearest = toMat(knn.knn).map((row, i) => row.reduce((s, a, j) => s + (a && j !== i ? toMat(knn.pairwise)[i][j] : 0), 0) / 4);
+    const wp = toMat(knn.pairwise);
+    const nearest = toMat(knn.knn).map((row, i) => row.reduce((s, a, j) => s + (a && j !== i ? wp[i][j] : 0), 0) / 4);
     expect(nearest.reduce((a, b) => a + b, 0) / 64).toBeGreaterThan(0.3);
   });
 

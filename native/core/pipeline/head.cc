@@ -230,7 +230,6 @@ int64_t ReConPatchHead::train(const std::vector<torch::Tensor>& chunks, const He
     lastRead = std::chrono::steady_clock::now();
   };
 
-  int64_t ran = 0;
   for (int64_t it = 0; it < opts_.iterations && !plateaued; ++it) {
     // A host flag: checking it does not wait for the device.
     RP_CHECK(!(cancel && cancel->load(std::memory_order_relaxed)), Aborted, "fit was aborted during head training");
@@ -265,7 +264,6 @@ int64_t ReConPatchHead::train(const std::vector<torch::Tensor>& chunks, const He
     loss.backward();
     optimizer.step();
     emaUpdate(partner, params, opts_.ema);
-    ran = it + 1;
     const bool last = it + 1 == opts_.iterations;
     // With the plateau rule, losses are read at every window end, so that the stop does not
     // depend on the read interval.
@@ -277,7 +275,7 @@ int64_t ReConPatchHead::train(const std::vector<torch::Tensor>& chunks, const He
   for (auto& p : params) p.set_requires_grad(false);
   fW_ = fW_.detach();
   fB_ = fB_.detach();
-  return ran;
+  return static_cast<int64_t>(losses.size());  // every iteration run was read back
 }
 
 }  // namespace rp

@@ -56,8 +56,8 @@ torch::Tensor relaxedContrastiveLossAutograd(const torch::Tensor& z, const torch
 
 // --- The trained head ---------------------------------------------------------------------
 
-// The adaptive budget's window (HeadOptions::plateau): a multiple of the loss read-back interval,
-// so that the stop falls on the same iteration however often losses are read.
+// The adaptive budget's window (HeadOptions::plateau). Losses are read back at every window end,
+// so the stop falls on the same iteration however often they are read otherwise.
 constexpr int64_t kPlateauWindow = 32;
 
 struct HeadProgress {

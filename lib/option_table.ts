@@ -16,6 +16,12 @@ type Spec =
   /** A number in [min, max], or (min, max] with `openMin`. */
   | { kind: 'number'; default: number; min: number; max: number; openMin?: true };
 
+// The maxima bound the work one option can ask for, since a model file is input too: a D x p
+// coreset projection (8192 x 4096 floats = 128 MiB), a coreset start matrix of 32768 x starts
+// floats, a head batch's N x N similarities (8192^2 floats = 256 MiB). The batch's pixels are
+// bounded across options (nativeOptionProblems); threads above the machine's cores are clamped
+// natively (core/engine.cc, applyThreads).
+
 /** Options of the native engine, in the addon's order. */
 export const OPTION_TABLE = {
   backbone: { kind: 'string', default: 'random_cnn' },
@@ -25,11 +31,11 @@ export const OPTION_TABLE = {
   crop: { kind: 'int', default: 0, min: 16, max: 8192, off: true },
   resizeMode: { kind: 'enum', default: 'area', values: ['area', 'shorter', 'squash'] },
   patchSize: { kind: 'int', default: 3, min: 1, max: 15 },
-  pretrainDim: { kind: 'int', default: 1024, min: 1, max: 65536 },
-  targetDim: { kind: 'int', default: 1024, min: 1, max: 65536 },
+  pretrainDim: { kind: 'int', default: 1024, min: 1, max: 8192 },
+  targetDim: { kind: 'int', default: 1024, min: 1, max: 8192 },
   coresetRatio: { kind: 'number', default: 0.1, min: 0, max: 1, openMin: true },
-  coresetProjection: { kind: 'int', default: 128, min: 1, max: 65536 },
-  coresetStarts: { kind: 'int', default: 10, min: 1, max: 100000 },
+  coresetProjection: { kind: 'int', default: 128, min: 1, max: 4096 },
+  coresetStarts: { kind: 'int', default: 10, min: 1, max: 1000 },
   fitPrecision: { kind: 'enum', default: 'float32', values: ['float32', 'float16'] },
   distance: { kind: 'enum', default: 'euclidean', values: ['euclidean', 'squared'] },
   reweight: { kind: 'bool', default: false },
@@ -37,8 +43,8 @@ export const OPTION_TABLE = {
   blurSigma: { kind: 'number', default: 4, min: 0, max: 64 },
   head: { kind: 'bool', default: false },
   headIterations: { kind: 'int', default: 1000, min: 0, max: 1_000_000 },
-  headBatch: { kind: 'int', default: 1024, min: 2, max: 65536 },
-  headProjectionDim: { kind: 'int', default: 0, min: 0, max: 65536 },
+  headBatch: { kind: 'int', default: 1024, min: 2, max: 8192 },
+  headProjectionDim: { kind: 'int', default: 0, min: 0, max: 8192 },
   headLr: { kind: 'number', default: 1e-3, min: 0, max: 10 },
   headWeightDecay: { kind: 'number', default: 1e-2, min: 0, max: 10 },
   headEma: { kind: 'number', default: 0.9, min: 0, max: 1 },
@@ -86,8 +92,33 @@ export function optionProblem(key: OptionKey, value: unknown): string | null {
 }
 
 /**
+ * Pixels one native batch may hold after resizing (2^26: 1 GiB of float32 input for 4 images of
+ * 8192^2 or 1024 of 256^2): `batchSize` x (resize^2, or the largest resized image
+ * {@link WORKING_PIXELS_DEFAULT} when images keep their size).
+ */
+export const BATCH_PIXELS = 2 ** 26;
+
+/** The default largest image after resizing, in pixels (2048^2); `input.maxResizedPixels` in images.ts. */
+export const WORKING_PIXELS_DEFAULT = 2048 * 2048;
+
+/**
+ * Why `batchSize` images of this resize are too many for one native batch, or null.
+ * @example
+ * batchPixelsProblem(1024, 8192); // 'batchSize 1024 x resize 8192^2 = ... pixels per batch, over ...'
+ */
+export function batchPixelsProblem(batchSize: number, resize: number): string | null {
+  const side = resize > 0 ? resize : 2048;
+  const pixels = batchSize * side * side;
+  return pixels <= BATCH_PIXELS
+    ? null
+    : `batchSize ${batchSize} x ${resize > 0 ? `resize ${resize}` : 'unresized images of up to 2048'}^2 = ${pixels} pixels per batch, over ${BATCH_PIXELS}; ` +
+        `use batchSize <= ${Math.max(1, Math.floor(BATCH_PIXELS / (side * side)))}`;
+}
+
+/**
  * Every problem of a complete native options object: keys missing or unknown, values out of
- * range, and the one constraint across keys (a crop no larger than the resize). Empty when valid.
+ * range, and the constraints across keys (a crop no larger than the resize; a batch's pixels
+ * within {@link BATCH_PIXELS}). Empty when valid.
  */
 export function nativeOptionProblems(o: Record<string, unknown>): string[] {
   const problems: string[] = [];
@@ -101,6 +132,11 @@ export function nativeOptionProblems(o: Record<string, unknown>): string[] {
   for (const key of Object.keys(o)) if (!(key in OPTION_TABLE)) problems.push(`${key} is not an option`);
   const { resize, crop } = o as { resize?: number; crop?: number };
   if (typeof resize === 'number' && typeof crop === 'number' && resize > 0 && crop > resize) problems.push(`crop (${crop}) exceeds resize (${resize})`);
+  const { batchSize } = o as { batchSize?: number };
+  if (typeof resize === 'number' && typeof batchSize === 'number' && problems.length === 0) {
+    const p = batchPixelsProblem(batchSize, resize);
+    if (p) problems.push(p);
+  }
   return problems;
 }
 

@@ -9,7 +9,7 @@ import { DEFAULT_FALSE_ALARM_RATE } from './calibration.js';
 import { ReconpatchError } from './errors.js';
 import type { NativeOptions } from './native.js';
 import type { InputOptions } from './io/images.js';
-import { type OptionKey, optionDefault, optionProblem } from './option_table.js';
+import { type OptionKey, batchPixelsProblem, optionDefault, optionProblem } from './option_table.js';
 import { TORCHVISION_ARCHITECTURES, cachedWeights, isTorchvisionArchitecture, pullCommand, tapNames } from './io/weights.js';
 
 /**
@@ -74,7 +74,11 @@ export interface EngineOptions {
   fitPrecision?: 'float32' | 'float16';
   /** Images embedded per native call during fit and batch scoring (default 4). */
   batchSize?: number;
-  /** libtorch intra-op threads (default: all cores of the machine the engine runs on, also after `load`). */
+  /**
+   * libtorch intra-op threads (default: all cores of the machine the engine runs on, also after
+   * `load`). More than the machine's cores are clamped to its cores: libtorch's thread pool is
+   * process-wide, so every engine in the process would pay for them.
+   */
   threads?: number;
   /** `'cpu'`, `'cuda'`, or `'auto'` (CUDA when this build and machine have it; default). */
   device?: 'cpu' | 'cuda' | 'auto';
@@ -356,6 +360,9 @@ export function resolveOptions(options: EngineOptions): NativeOptions {
   if (resize > 0 && crop > resize) fail(`crop (${crop}) must not exceed resize (${resize})`);
   const given = <K extends OptionKey>(key: K, value: unknown, name: string) => checked(key, value === undefined ? optionDefault(key) : value, name);
 
+  const batchSize = given('batchSize', o.batchSize, 'batchSize');
+  const batchProblem = batchPixelsProblem(batchSize, resize);
+  if (batchProblem) fail(batchProblem);
   return {
     backbone,
     weights,
@@ -379,6 +386,6 @@ export function resolveOptions(options: EngineOptions): NativeOptions {
     // 0 = all cores wherever the model runs: a saved model adapts to the machine that loads it.
     threads: o.threads === undefined ? 0 : o.threads === 0 ? fail('threads must be an integer in [1, 1024], got 0') : given('threads', o.threads, 'threads'),
     seed: given('seed', o.seed, 'seed'),
-    batchSize: given('batchSize', o.batchSize, 'batchSize'),
+    batchSize,
   };
 }

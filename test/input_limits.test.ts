@@ -69,7 +69,7 @@ describe('input limits', () => {
     const { outcomes, maxRssMB } = JSON.parse(r.stdout.trim());
     expect(outcomes.slice(0, 6).map((o: { code: string }) => o.code)).toEqual(Array(6).fill('ERR_INVALID_IMAGE'));
     const [wide, lessWide, huge, zero, fifo, folder, normal] = outcomes as { message: string; score?: number }[];
-    expect(wide.message).toMatch(/would be resized to 6400000x256 = 1638400000 pixels .*over the limit of 67108864 pixels for the resized image \(option input\.maxPixels\)/);
+    expect(wide.message).toMatch(/would be resized to 6400000x256 = 1638400000 pixels .*over the limit of 4194304 pixels for the resized image \(option input\.maxResizedPixels\)/);
     expect(lessWide.message).toContain('resized to 1280000x256');
     expect(huge.message).toContain('is 16000x16000 = 256000000 pixels, over the input limit of 67108864 pixels (option input.maxPixels)');
     expect(zero.message).toContain('not a regular file (a device, FIFO or socket)');
@@ -102,7 +102,7 @@ describe('input limits', () => {
     const fresh = await Engine.create({ backbone: 'random_cnn', calibration: false, input: { maxPixels: 5000 } });
     expect((await fail(fresh.fit(data.train.slice(0, 2))))?.code).toBe('ERR_INVALID_IMAGE');
     // toRawFrame on its own: the defaults.
-    expect(INPUT_DEFAULTS).toEqual({ maxPixels: 8192 * 8192, failOn: 'warning' });
+    expect(INPUT_DEFAULTS).toEqual({ maxPixels: 8192 * 8192, maxResizedPixels: 2048 * 2048, failOn: 'warning' });
     expect((await toRawFrame(data.test[0].path)).width).toBe(96);
   });
 

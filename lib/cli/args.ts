@@ -6,11 +6,13 @@ import type { EngineOptions, HeadOptions } from '../options.js';
 /** What inputs a command accepts (Engine `input` options); fit, eval, score and update take them. */
 export const INPUT_FLAGS = {
   'max-pixels': { type: 'string' },
+  'max-resized-pixels': { type: 'string' },
   'fail-on': { type: 'string' },
 } as const;
 
 export const INPUT_HELP = `Input options (not saved with a model):
   --max-pixels <n>            largest image accepted, width x height (default 67108864 = 8192 x 8192)
+  --max-resized-pixels <n>    largest image after the model's resize (default 4194304 = 2048 x 2048)
   --fail-on warning|error|truncated|none   refuse damaged images from this level on (default warning)`;
 
 /** The input options given as flags, or undefined when none was (checked where engines take them). */
@@ -18,6 +20,8 @@ export function inputOptions(v: Record<string, unknown>): InputOptions | undefin
   const o: InputOptions = {};
   const maxPixels = numberFlag('max-pixels', v['max-pixels']);
   if (maxPixels !== undefined) o.maxPixels = maxPixels;
+  const maxResizedPixels = numberFlag('max-resized-pixels', v['max-resized-pixels']);
+  if (maxResizedPixels !== undefined) o.maxResizedPixels = maxResizedPixels;
   if (v['fail-on'] !== undefined) o.failOn = v['fail-on'] as FailOn;
   return Object.keys(o).length ? o : undefined;
 }

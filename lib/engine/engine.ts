@@ -129,7 +129,7 @@ export interface ScoreStreamOptions extends ScoreOptions {
 export interface LoadOptions {
   /** Batching of concurrent `score()` calls, as in {@link EngineOptions.batching}. */
   batching?: BatchingOptions | false;
-  /** libtorch intra-op threads on this machine (default: the model's `threads` option, 0 = all cores). */
+  /** libtorch intra-op threads on this machine (default: the model's `threads` option, 0 = all cores); at most the machine's cores. */
   threads?: number;
   /** What inputs are accepted (pixel budget, damaged images), as in {@link EngineOptions.input}. */
   input?: InputOptions;
@@ -278,6 +278,11 @@ export class Engine {
     return new Engine(n, options.batching, options.input, undefined, label);
   }
 
+  // Every image that enters this engine is decoded here, within its input limits and resize plan.
+  #decode(image: ImageInput, index?: number): Promise<RawFrame> {
+    return toRawFrame(image, index, this.#input);
+  }
+
   /**
    * The resolved options this engine runs with (defaults filled in).
    * @example
@@ -366,7 +371,7 @@ export class Engine {
       return Promise.reject(err).catch((e) => rethrow(e, stack));
     }
     // Decoding and the heatmap run outside the engine's queue, overlapping other calls' native work.
-    const frame = toRawFrame(image, undefined, this.#input);
+    const frame = this.#decode(image);
     frame.catch(() => undefined); // reported through the batcher, to this call only
     return this.#batcher
       .add(frame)
@@ -393,7 +398,7 @@ export class Engine {
       const batchSize = this.#native.options().batchSize;
       const results: { score: number; map: Float32Array }[] = [];
       for (let i = 0; i < images.length; i += batchSize) {
-        const frames = await Promise.all(images.slice(i, i + batchSize).map((img, j) => toRawFrame(img, i + j)));
+        const frames = await Promise.all(images.slice(i, i + batchSize).map((img, j) => this.#decode(img, i + j)));
         results.push(...(await this.#native.score(frames)));
       }
       const calibration = calibrationFromResults(results, options, this.#calibration, this.#calibrationOptions.falseAlarmRate);
@@ -436,7 +441,7 @@ export class Engine {
       const batchSize = this.#native.options().batchSize;
       const out: ScoreResult[] = [];
       for (let i = 0; i < images.length; i += batchSize) {
-        const frames = await Promise.all(images.slice(i, i + batchSize).map((img, j) => toRawFrame(img, i + j, this.#input)));
+        const frames = await Promise.all(images.slice(i, i + batchSize).map((img, j) => this.#decode(img, i + j)));
         const raw = await this.#native.score(frames);
         for (const [j, r] of raw.entries()) out.push(await finishResult(r, frames[j], this.#calibration, options));
       }
@@ -508,7 +513,7 @@ export class Engine {
   embed(image: ImageInput): Promise<{ data: Float32Array; rows: number; dim: number }> {
     const stack = new Error();
     return this.#exclusive(async () => {
-      const f = await this.#native.embed([await toRawFrame(image, undefined, this.#input)]);
+      const f = await this.#native.embed([await this.#decode(image)]);
       return { data: f.data, rows: f.shape[0], dim: f.shape[1] };
     }).catch((err) => rethrow(err, stack));
   }

@@ -53,11 +53,17 @@ export type FailOn = 'none' | 'truncated' | 'error' | 'warning';
 export interface InputOptions {
   /**
    * Largest image accepted, in pixels (width × height; default 67,108,864 = 8192 × 8192). Checked
-   * from the header before anything is decoded, for every input kind; the image after resizing
-   * (before the crop) must fit in it too, which bounds the resized tensor whatever the aspect
-   * ratio. Image files may have at most 8 bytes per allowed pixel (at least 64 MiB).
+   * from the header before anything is decoded, for every input kind, as are the smallest sides
+   * (8 pixels). Image files may have at most 8 bytes per allowed pixel (at least 64 MiB).
    */
   maxPixels?: number;
+  /**
+   * Largest image after the engine's resize (before the crop), in pixels (default 4,194,304 =
+   * 2048 × 2048): what the backbone works on. Checked from the header before decoding, so an
+   * extreme aspect ratio (`resizeMode: 'shorter'`), a model's large `resize` or an unresized
+   * large image is refused at once instead of asking for gigabytes. At most `maxPixels`.
+   */
+  maxResizedPixels?: number;
   /** When a damaged encoded image is refused (default `'warning'`); see {@link FailOn}. */
   failOn?: FailOn;
 }
@@ -67,7 +73,10 @@ export interface InputOptions {
  * @example
  * const twice = await Engine.load('part.rcp', { input: { maxPixels: 2 * INPUT_DEFAULTS.maxPixels } });
  */
-export const INPUT_DEFAULTS: Readonly<Required<InputOptions>> = Object.freeze({ maxPixels: 8192 * 8192, failOn: 'warning' });
+export const INPUT_DEFAULTS: Readonly<Required<InputOptions>> = Object.freeze({ maxPixels: 8192 * 8192, maxResizedPixels: 2048 * 2048, failOn: 'warning' });
+
+/** The smallest side an image may have (the native preprocessing's minimum, core/pipeline/image.cc). */
+const MIN_SIDE = 8;
 
 const FAIL_ON: readonly FailOn[] = ['none', 'truncated', 'error', 'warning'];
 
@@ -86,13 +95,16 @@ export interface DecodePolicy extends Required<InputOptions> {
 export function resolveInput(value: InputOptions | undefined): Required<InputOptions> {
   const bad = (message: string) => new ReconpatchError('ERR_INVALID_OPTION', message);
   if (value === undefined) return { ...INPUT_DEFAULTS };
-  if (value === null || typeof value !== 'object' || Array.isArray(value)) throw bad('input must be an object { maxPixels, failOn }');
-  for (const key of Object.keys(value)) if (key !== 'maxPixels' && key !== 'failOn') throw bad(`unknown input option '${key}'`);
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) throw bad('input must be an object { maxPixels, maxResizedPixels, failOn }');
+  for (const key of Object.keys(value)) if (!(key in INPUT_DEFAULTS)) throw bad(`unknown input option '${key}'`);
   const { maxPixels = INPUT_DEFAULTS.maxPixels, failOn = INPUT_DEFAULTS.failOn } = value;
   if (!Number.isInteger(maxPixels) || maxPixels < 64 || maxPixels > 2 ** 32)
     throw bad(`input.maxPixels must be an integer in [64, ${2 ** 32}], got ${JSON.stringify(maxPixels)}`);
+  const maxResizedPixels = value.maxResizedPixels ?? Math.min(maxPixels, INPUT_DEFAULTS.maxResizedPixels);
+  if (!Number.isInteger(maxResizedPixels) || maxResizedPixels < 64 || maxResizedPixels > maxPixels)
+    throw bad(`input.maxResizedPixels must be an integer in [64, maxPixels = ${maxPixels}], got ${JSON.stringify(maxResizedPixels)}`);
   if (!FAIL_ON.includes(failOn)) throw bad(`input.failOn must be one of ${FAIL_ON.map((f) => `'${f}'`).join(', ')}, got ${JSON.stringify(failOn)}`);
-  return { maxPixels, failOn };
+  return { maxPixels, maxResizedPixels, failOn };
 }
 
 /** The size the native preprocessing resizes a width x height image to (core/pipeline/image.cc, planGeometry). */
@@ -112,19 +124,27 @@ export function resizedSize(width: number, height: number, { resize, resizeMode 
 // any size, with references to other files; nothing an inspection camera writes).
 const FORMATS = new Set(['jpeg', 'png', 'webp', 'tiff', 'gif', 'heif']);
 
-/** Throws ERR_INVALID_IMAGE when a width x height image, or its resized size, is over the pixel budget. */
+/**
+ * Throws ERR_INVALID_IMAGE when a width x height image is over the pixel budget or under the
+ * smallest side, or its resized size is over the resized budget. Called with the header's size,
+ * before any pixel is decoded.
+ */
 function checkSize(width: number, height: number, label: string, policy: DecodePolicy): void {
-  const { maxPixels } = policy;
+  const { maxPixels, maxResizedPixels } = policy;
   const pixels = width * height;
   if (pixels > maxPixels)
     throw invalid(`${label} is ${width}x${height} = ${pixels} pixels, over the input limit of ${maxPixels} pixels (option input.maxPixels)`);
+  if (width < MIN_SIDE || height < MIN_SIDE)
+    throw invalid(`${label} is ${width}x${height}; images need at least ${MIN_SIDE} pixels on each side`);
   for (const plan of policy.resizes) {
     const [w, h] = resizedSize(width, height, plan);
-    if (w * h > maxPixels)
+    if (w * h > maxResizedPixels) {
+      const why = plan.resize <= 0 ? 'the engine does not resize (resize: null)' : `resize ${plan.resize}, resizeMode '${plan.resizeMode}'`;
       throw invalid(
-        `${label} (${width}x${height}) would be resized to ${w}x${h} = ${w * h} pixels (resize ${plan.resize}, resizeMode '${plan.resizeMode}'), ` +
-          `over the limit of ${maxPixels} pixels for the resized image (option input.maxPixels): its aspect ratio is too extreme`,
+        `${label} (${width}x${height}) would be resized to ${w}x${h} = ${w * h} pixels (${why}), over the limit of ${maxResizedPixels} ` +
+          'pixels for the resized image (option input.maxResizedPixels): its aspect ratio is too extreme for this resize, or the resize too large',
       );
+    }
   }
 }
 

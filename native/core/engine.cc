@@ -143,9 +143,13 @@ struct Engine::Impl {
   // Runtime override of opts.threads (Engine::setThreads), read by worker threads. 0: none.
   std::atomic<int> threadsOverride{0};
 
+  // libtorch's thread count is process-wide and its pool never shrinks: never more than the
+  // machine's cores, whatever a model file or a caller asks (1024 threads made every engine in the
+  // process 6x slower).
   void applyThreads() const {
+    const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
     const int want = threadsOverride.load() > 0 ? threadsOverride.load() : opts.threads;
-    int n = want > 0 ? want : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    const int n = want > 0 ? std::min(want, cores) : cores;
     if (at::get_num_threads() != n) at::set_num_threads(n);
   }
 
@@ -249,6 +253,9 @@ struct Engine::Impl {
     for (int64_t b = 0; b < B; ++b) {
       auto& r = (*results)[g.members[b]];
       r.score = hostScores[b].item<float>();
+      // Finite features against a finite bank give a finite score unless the model overflows.
+      RP_CHECK(std::isfinite(r.score), ModelFile,
+               "the model gave a non-finite score (" << r.score << "); its bank or head weights are unusable: refit or restore the model");
       r.height = full[b].size(0);
       r.width = full[b].size(1);
       const int64_t n = r.height * r.width;
@@ -681,7 +688,15 @@ std::unique_ptr<Engine> Engine::fromModel(DecodedModel& decoded) {
     auto model = std::make_unique<FittedModel>();
     model->bank = std::make_unique<FlatL2Index>(m.options.targetDim);
     model->bank->add(m.bank.to(impl->device));
-    if (m.options.head) model->head = std::make_shared<ReConPatchHead>(m.headWeight.to(impl->device), m.headBias.to(impl->device));
+    if (m.options.head) {
+      model->head = std::make_shared<ReConPatchHead>(m.headWeight.to(impl->device), m.headBias.to(impl->device));
+      // Finite weights can still overflow (3e38 does): the head must map the bank's own rows,
+      // which live on the scale of the features it sees, to finite values.
+      torch::NoGradGuard noGrad;
+      auto probe = model->head->apply(m.bank.narrow(0, 0, std::min<int64_t>(m.bank.size(0), 1024)).to(impl->device));
+      RP_CHECK(torch::isfinite(probe).all().item<bool>(), ModelFile,
+               label << " has ReConPatch head weights that overflow on its own bank; it is damaged or was not written by reconpatch");
+    }
     model->trainImages = m.trainImages;
     model->trainPatches = m.trainPatches;
     model->coresetRadius2 = m.coresetRadius >= 0 ? m.coresetRadius * m.coresetRadius : -1;

@@ -82,7 +82,8 @@ for (const [name, bytes] of Object.entries(samples)) {
     imageCases.push([`${name} flipped ${i}`, b, true]);
   }
 }
-const dims = [[0, 0], [1, 1], [7, 7], [1, 100000], [100000, 1], [65535, 65535], [2 ** 31 - 1, 1], [1, 2 ** 31 - 1], [2 ** 31 - 1, 2 ** 31 - 1], [2 ** 32 - 1, 2 ** 32 - 1], [200000, 8], [8, 200000], [16000, 16000], [9000, 9000]];
+const dims = [[0, 0], [1, 1], [7, 7], [1, 100000], [100000, 1], [65535, 65535], [2 ** 31 - 1, 1], [1, 2 ** 31 - 1], [2 ** 31 - 1, 2 ** 31 - 1], [2 ** 32 - 1, 2 ** 32 - 1], [200000, 8], [8, 200000], [16000, 16000], [9000, 9000],
+  [16384, 16], [16, 16384], [65000, 16], [67108864, 1], [1, 67108864]]; // issue 26: past maxResizedPixels, under the 8-pixel minimum
 for (const [w, h] of dims) {
   imageCases.push([`png ${w}x${h} 1-bit grey, no data`, zeroPng(w, h, { bitDepth: 1, colorType: 0, rows: 0, level: 6 }), false]);
   imageCases.push([`png ${w}x${h} 8-bit RGB, one row`, zeroPng(w, h, { dataBytes: Math.min(1 + w * 3, 1 << 20), level: 6 }), false]);
@@ -227,6 +228,14 @@ const crafted = [
   ['section count 2^32-1', build(goodSections, { count: 2 ** 32 - 1 })],
   ['section length past the end', (() => { const b = build(goodSections); b.writeBigUInt64LE(2n ** 62n, 16 + 4); return b; })()],
   ['ensemble magic', build(goodSections, { magic: 'RCPENSEM' })],
+  // Issue 26: values within each option's old range that asked for gigabytes or threads by the thousand.
+  ['dims 65536', build(replace('OPTS', Buffer.from(opts.replace(/^targetDim=.*$/m, 'targetDim=65536').replace(/^pretrainDim=.*$/m, 'pretrainDim=65536')
+    .replace(/^coresetProjection=.*$/m, 'coresetProjection=65536'))).map(([t, p]) => [t, t === 'BANK' ? tensor([2, 65536], 0.5) : p]))],
+  ['resize 8192 squash, batch 1024', build(replace('OPTS', Buffer.from(opts.replace(/^resize=.*$/m, 'resize=8192').replace(/^crop=.*$/m, 'crop=0')
+    .replace(/^resizeMode=.*$/m, 'resizeMode=squash').replace(/^batchSize=.*$/m, 'batchSize=1024'))))],
+  ['coreset starts 100000', build(replace('OPTS', Buffer.from(opts.replace(/^coresetStarts=.*$/m, 'coresetStarts=100000'))))],
+  ['head weights 3e38', build([...replace('OPTS', Buffer.from(opts.replace(/^head=.*$/m, 'head=1'))), ['HDFW', tensor([dim, dim], 3e38)], ['HDFB', tensor([dim], 0)]])],
+  ['threads 1024 (clamped, scores)', build(replace('OPTS', Buffer.from(opts.replace(/^threads=.*$/m, 'threads=1024'))))],
 ];
 modelCases.push(...crafted);
 

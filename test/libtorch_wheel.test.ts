@@ -173,6 +173,39 @@ describe('reconpatch libtorch --wheel on crafted wheels', () => {
     expect(cacheEntries(cacheDir)).toEqual([]);
   });
 
+  /** A fake CUDA torch wheel requiring one NVIDIA wheel, and that wheel beside it holding `nvidiaEntries`. */
+  function cudaSetup(nvidiaEntries: ZipEntrySpec[]): { cacheDir: string; wheel: string; nvidia: string } {
+    const entries = torchEntries('2.14.1+cu130', [{ name: 'torch/lib/libtorch_cuda.so', data: Buffer.alloc(400 << 10, 2), method: 'deflate' }]);
+    entries[1].data = "__version__ = '2.14.1+cu130'\ncuda: Optional[str] = '13.0'\n";
+    entries.find((e) => e.name.endsWith('/METADATA'))!.data = 'Name: torch\nRequires-Dist: nvidia-cublas==13.1.0; platform_system == "Linux"\n';
+    const { dir, cacheDir, wheel } = setup(entries, 'torch-2.14.1+cu130-cp312-cp312-manylinux_2_28_x86_64.whl');
+    const nvidia = path.join(dir, 'nvidia_cublas-13.1.0-py3-none-manylinux_2_27_x86_64.whl');
+    writeFileSync(nvidia, makeZip([{ name: 'nvidia/cublas/lib/' }, ...nvidiaEntries, { name: 'nvidia_cublas-13.1.0.dist-info/METADATA', data: 'Name: nvidia-cublas\n' }]));
+    return { cacheDir, wheel, nvidia };
+  }
+
+  it('assembles a fake CUDA wheel with its NVIDIA wheel, and counts the byte limit across both', async () => {
+    const lib = { name: 'nvidia/cublas/lib/libcublas.so.13', data: Buffer.alloc(400 << 10, 1), method: 'deflate' } as const;
+    const ok = cudaSetup([lib]);
+    const r = await assembleLibtorch({ variant: 'cuda', wheel: ok.wheel, cacheDir: ok.cacheDir, log: () => {} });
+    expect(r.root).toBe(path.join(ok.cacheDir, 'libtorch', '2.14.1-cu130'));
+    expect(r.libtorch).toMatchObject({ variant: 'cuda', cuda: '13.0', version: '2.14.1' });
+    expect(readFileSync(path.join(r.root, 'nvidia/cublas/lib/libcublas.so.13')).length).toBe(400 << 10);
+    expect(r.bytes).toBeGreaterThan(800 << 10);
+    // Each wheel writes about 400 KiB, under a 600 KiB limit alone; together they pass it.
+    const over = cudaSetup([lib]);
+    const err = await refusal(assembleLibtorch({ variant: 'cuda', wheel: over.wheel, cacheDir: over.cacheDir, log: () => {}, limits: { maxBytes: 600 << 10 } }));
+    expect(err.message).toContain(path.basename(over.nvidia));
+    expect(cacheEntries(over.cacheDir)).toEqual([]);
+  });
+
+  it('refuses a symlink in an NVIDIA wheel', async () => {
+    const { cacheDir, wheel, nvidia } = cudaSetup([{ name: 'nvidia/cublas/lib/libcublas.so.13', data: '/etc/shadow', mode: 0o120777 }]);
+    const err = await refusal(assembleLibtorch({ variant: 'cuda', wheel, cacheDir, log: () => {} }));
+    expect(err.message).toContain(path.basename(nvidia));
+    expect(cacheEntries(cacheDir)).toEqual([]);
+  });
+
   it('keeps an existing libtorch when the new wheel of that version fails (unpacked but invalid, or refused)', async () => {
     const noLib = torchEntries().filter((e) => !e.name.endsWith('libtorch_cpu.so'));
     const symlinked = torchEntries(VERSION, [{ name: 'torch/lib/libc10.so', data: '/etc/passwd', mode: 0o120777 }]);

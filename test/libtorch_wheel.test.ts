@@ -143,6 +143,12 @@ describe('reconpatch libtorch --wheel on crafted wheels', () => {
     expect(cacheEntries(cacheDir)).toEqual([]);
   });
 
+  it('refuses an entry whose CRC-32 does not match (yauzl does not check it)', async () => {
+    const { cacheDir, wheel } = setup(torchEntries(VERSION, [{ name: 'torch/lib/libc10.so', data: 'payload', crc: 1234 }]));
+    expect((await refusal(assemble({ wheel, cacheDir }))).message).toMatch(/CRC-32/);
+    expect(cacheEntries(cacheDir)).toEqual([]);
+  });
+
   it('stops at the per-entry and entry-count limits', async () => {
     const big = setup(torchEntries(VERSION, [{ name: 'torch/lib/libbig.so', data: Buffer.alloc(64 << 10), method: 'deflate' }]));
     expect((await refusal(assemble({ wheel: big.wheel, cacheDir: big.cacheDir, limits: { maxEntryBytes: 16 << 10 } }))).message).toMatch(/limit/);

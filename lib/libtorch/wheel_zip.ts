@@ -4,12 +4,14 @@
  * or `..` segments, empty segments, NUL), only regular files and directories are accepted (a
  * symlink, device or FIFO entry is refused, not written as a plain file), and what is read or
  * written is capped by {@link WheelLimits}, counted on the bytes actually inflated (yauzl also
- * checks each entry against its declared size). Every failure is an ERR_LIBTORCH.
+ * checks each entry against its declared size; the CRC-32 of what is written is checked here,
+ * which yauzl does not). Every failure is an ERR_LIBTORCH.
  */
 import { createWriteStream, mkdirSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { crc32 } from 'node:zlib';
 
 import yauzl from 'yauzl';
 
@@ -114,16 +116,25 @@ function entryStream(file: string, zip: yauzl.ZipFile, entry: Entry): Promise<No
   });
 }
 
-/** A pass-through that fails once more than `max` bytes went through (`total` counts across calls). */
-function byteCap(file: string, name: string, limits: WheelLimits, total: { bytes: number }): Transform {
+/**
+ * A pass-through that fails once more than the limits went through (`total` counts across calls),
+ * or, at the end, when the bytes' CRC-32 is not the entry's.
+ */
+function checked(file: string, entry: Entry, limits: WheelLimits, total: { bytes: number }): Transform {
+  const name = JSON.stringify(entry.fileName);
   let bytes = 0;
+  let crc = 0;
   return new Transform({
     transform(chunk: Buffer, _enc, done) {
       bytes += chunk.length;
       total.bytes += chunk.length;
-      if (bytes > limits.maxEntryBytes) return done(wheelError(file, `entry ${JSON.stringify(name)} inflates past the limit of ${limits.maxEntryBytes} bytes per file`));
-      if (total.bytes > limits.maxBytes) return done(wheelError(file, `unpacking passes the limit of ${limits.maxBytes} bytes in all (at ${JSON.stringify(name)})`));
+      if (bytes > limits.maxEntryBytes) return done(wheelError(file, `entry ${name} inflates past the limit of ${limits.maxEntryBytes} bytes per file`));
+      if (total.bytes > limits.maxBytes) return done(wheelError(file, `unpacking passes the limit of ${limits.maxBytes} bytes in all (at ${name})`));
+      crc = crc32(chunk, crc);
       done(null, chunk);
+    },
+    flush(done) {
+      done(crc >>> 0 === entry.crc32 >>> 0 ? null : wheelError(file, `entry ${name} is damaged (its CRC-32 does not match)`));
     },
   });
 }
@@ -173,7 +184,7 @@ export async function unpackWheel(file: string, dest: string, keep: (name: strin
     try {
       mkdirSync(path.dirname(out), { recursive: true });
       // 'wx': a second entry of the same name is refused rather than overwriting the first.
-      await pipeline(await entryStream(file, zip, entry), byteCap(file, name, limits, total), createWriteStream(out, { flags: 'wx', mode }));
+      await pipeline(await entryStream(file, zip, entry), checked(file, entry, limits, total), createWriteStream(out, { flags: 'wx', mode }));
     } catch (err) {
       if (err instanceof ReconpatchError) throw err;
       throw new ReconpatchError('ERR_LIBTORCH', `${file}: could not unpack ${JSON.stringify(name)} into ${root} (${(err as Error).message}): ` +

@@ -1,7 +1,9 @@
 // A few hundred generated bad inputs (issue 17), from a fixed seed: random bytes, truncations,
 // flipped bytes, extreme dimensions, crafted headers, raw frames and arguments of the wrong kind,
 // special files; model files random, truncated, flipped and crafted with a valid checksum (bad
-// options, bank shapes, metadata, sections, versions); requests to the example server. Run in a
+// options, bank shapes, metadata, sections, versions); torch wheels for `reconpatch libtorch`
+// (random, truncated, flipped, and crafted: traversal, links, bombs; nothing may land outside the
+// cache); requests to the example server. Run in a
 // child process (test/support/fuzz_child.mjs) so that a crash fails this test instead of killing
 // the runner: every outcome must be a typed error (or, for damaged-but-decodable inputs, a
 // result), and afterwards the engine and the server still give the same score as before.
@@ -27,6 +29,11 @@ const ALLOWED: Record<string, RegExp> = {
   model: /^(ok|ERR_MODEL_FILE)$/,
   ensemble: /^ERR_MODEL_FILE$/,
   'model-arg': /^ERR_INVALID_OPTION$/,
+  // Wheels: assembled or refused; the crafted unsafe ones always refused; nothing written outside the cache.
+  wheel: /^(ok|ERR_LIBTORCH)$/,
+  'wheel-valid': /^ok$/,
+  'wheel-unsafe': /^ERR_LIBTORCH$/,
+  'wheel-confined': /^ok$/,
   server: /^(HTTP (400|401|403|404|405|409|413|415)|HTTP\/1\.1 400|closed)$/,
 };
 
@@ -51,6 +58,8 @@ describe.skipIf(!existsSync(dist))('fuzz: bad inputs through score, load and the
     expect(counts.image).toBeGreaterThanOrEqual(150);
     expect(counts.model).toBeGreaterThanOrEqual(100);
     expect(counts.server).toBeGreaterThanOrEqual(50);
+    expect(counts.wheel + counts['wheel-unsafe']).toBeGreaterThanOrEqual(50);
+    expect(counts['wheel-confined']).toBe(1);
     const unexpected = cases.filter((c) => !ALLOWED[c.kind]?.test(c.outcome));
     expect(unexpected).toEqual([]);
     // Every refusal was typed, and most inputs were refused (not silently accepted).

@@ -19,7 +19,10 @@ RECONPATCH_LIBTORCH and Torch_DIR to use. Sources, in this order:
   --download            pip downloads the wheels (its configured index, or --index-url) into <cache>/wheels;
                         default versions: cpu ${WHEEL_VERSIONS.cpu}, cuda ${WHEEL_VERSIONS.cuda}
   (neither)             an installed Python torch of that variant (python3, or $RECONPATCH_PYTHON), used in place
-Nothing is downloaded without --download. list shows the libtorches found, the addons this package
+Nothing is downloaded without --download. Wheels are unpacked into a temporary directory inside
+<cache>/libtorch and checked before they replace the libtorch of that version (which a failure leaves
+as it was); a wheel with entries outside its own tree, links or devices is refused, and unpacking stops
+past 16 GiB in all. list shows the libtorches found, the addons this package
 has, and which pair the loader picks.
 Cache directory: --cache-dir, else $RECONPATCH_CACHE, else $XDG_CACHE_HOME/reconpatch, else ~/.cache/reconpatch.`;
 

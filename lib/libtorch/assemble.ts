@@ -6,15 +6,13 @@
  * (`download: true` runs `pip download` against pip's configured index or `indexUrl`).
  */
 import { spawnSync } from 'node:child_process';
-import { createWriteStream, existsSync, mkdirSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { pipeline } from 'node:stream/promises';
 import { fileURLToPath } from 'node:url';
-
-import yauzl from 'yauzl';
 
 import { ReconpatchError } from '../errors.js';
 import { type Libtorch, describeAbi, describeLibtorch, findLibtorches } from './find.js';
+import { WHEEL_LIMITS, type WheelLimits, readEntries, unpackWheel, wheelError } from './wheel_zip.js';
 
 /** The PyTorch releases this package ships prebuilds for: what `download` fetches by default. */
 export const WHEEL_VERSIONS = { cpu: '2.13.0+cpu', cuda: '2.14.1' } as const;
@@ -41,6 +39,12 @@ export interface AssembleOptions {
   /** The Python whose pip downloads (default `RECONPATCH_PYTHON` or `python3`). */
   python?: string;
   log?: (line: string) => void;
+  /**
+   * Caps on unpacking (default {@link WHEEL_LIMITS}: 16 GiB written in all, 4 GiB per file,
+   * 200 000 entries per wheel, 1 MiB read from `version.py` / `METADATA`). Lower them to test, or
+   * raise them for a wheel that really is larger.
+   */
+  limits?: Partial<WheelLimits>;
 }
 
 export interface AssembleResult {
@@ -51,69 +55,6 @@ export interface AssembleResult {
   assembled: boolean;
   /** Bytes unpacked (0 when used in place). */
   bytes: number;
-}
-
-interface ZipEntry {
-  fileName: string;
-  uncompressedSize: number;
-  externalFileAttributes: number;
-}
-
-function openZip(file: string): Promise<yauzl.ZipFile> {
-  return new Promise((resolve, reject) => {
-    yauzl.open(file, { lazyEntries: true, autoClose: false }, (err, zip) => (err || !zip ? reject(err ?? new Error('no zip')) : resolve(zip)));
-  });
-}
-
-/** Calls `onEntry` for every entry of the zip, one at a time. */
-async function eachEntry(file: string, onEntry: (zip: yauzl.ZipFile, entry: ZipEntry) => Promise<void>): Promise<void> {
-  const zip = await openZip(file);
-  try {
-    await new Promise<void>((resolve, reject) => {
-      zip.on('entry', (entry: yauzl.Entry) => {
-        onEntry(zip, entry).then(() => zip.readEntry(), reject);
-      });
-      zip.on('end', resolve);
-      zip.on('error', reject);
-      zip.readEntry();
-    });
-  } finally {
-    zip.close();
-  }
-}
-
-function entryStream(zip: yauzl.ZipFile, entry: ZipEntry): Promise<NodeJS.ReadableStream> {
-  return new Promise((resolve, reject) => {
-    zip.openReadStream(entry as yauzl.Entry, (err, stream) => (err || !stream ? reject(err ?? new Error('no stream')) : resolve(stream)));
-  });
-}
-
-/** The text of the first entry whose name matches, or undefined. */
-async function readEntry(file: string, match: RegExp): Promise<string | undefined> {
-  let text: string | undefined;
-  await eachEntry(file, async (zip, entry) => {
-    if (text !== undefined || !match.test(entry.fileName)) return;
-    const chunks: Buffer[] = [];
-    for await (const c of await entryStream(zip, entry)) chunks.push(c as Buffer);
-    text = Buffer.concat(chunks).toString('utf8');
-  });
-  return text;
-}
-
-/** Unpacks the entries `keep` accepts under `dest`; returns the bytes written. */
-async function unpack(file: string, dest: string, keep: (name: string) => boolean): Promise<number> {
-  let bytes = 0;
-  await eachEntry(file, async (zip, entry) => {
-    const name = entry.fileName;
-    if (name.endsWith('/') || !keep(name)) return;
-    const out = path.resolve(dest, name);
-    if (!out.startsWith(dest + path.sep)) throw new ReconpatchError('ERR_LIBTORCH', `${file}: entry '${name}' points outside the target directory`);
-    mkdirSync(path.dirname(out), { recursive: true });
-    const mode = (entry.externalFileAttributes >>> 16) & 0o777;
-    await pipeline(await entryStream(zip, entry), createWriteStream(out, { mode: mode || (/\.so(\.|$)/.test(name) ? 0o755 : 0o644) }));
-    bytes += entry.uncompressedSize;
-  });
-  return bytes;
 }
 
 /** pip's normalised project name of a wheel file: `nvidia_cublas-13.1.1.3-py3-...whl` -> `nvidia-cublas`. */
@@ -200,11 +141,15 @@ export async function assembleLibtorch(o: AssembleOptions): Promise<AssembleResu
   }
   if (!existsSync(wheel)) throw new ReconpatchError('ERR_LIBTORCH', `wheel not found: ${wheel}`);
   if (wheelProject(wheel) !== 'torch') throw new ReconpatchError('ERR_LIBTORCH', `${wheel} is not a torch wheel`);
+  const limits: WheelLimits = { ...WHEEL_LIMITS, ...o.limits };
 
-  const versionPy = await readEntry(wheel, /^torch\/version\.py$/);
-  const metadata = await readEntry(wheel, /^torch-[^/]+\.dist-info\/METADATA$/);
+  const [versionPy, metadata] = await readEntries(wheel, [/^torch\/version\.py$/, /^torch-[^/]+\.dist-info\/METADATA$/], limits);
   if (!versionPy || !metadata) throw new ReconpatchError('ERR_LIBTORCH', `${wheel} has no torch/version.py or METADATA: not a PyTorch wheel`);
   const version = /^__version__\s*=\s*['"]([^'"]+)['"]/m.exec(versionPy)?.[1] ?? '';
+  // The version names the target directory: only a plain version number may do that.
+  if (version.length > 64 || !VERSION_PATTERN.test(version)) {
+    throw wheelError(wheel, `torch/version.py gives the version ${JSON.stringify(version.slice(0, 80))}, not a version number like 2.13.0+cpu`);
+  }
   const cuda = /^cuda(?:\s*:[^=]*)?=\s*['"]([0-9.]+)['"]/m.exec(versionPy)?.[1];
   const variant = cuda ? 'cuda' : 'cpu';
   if (variant !== o.variant) {
@@ -225,28 +170,74 @@ export async function assembleLibtorch(o: AssembleOptions): Promise<AssembleResu
   }
 
   const name = version.includes('+') ? version.replace('+', '-') : `${version}-${variant}`; // 2.14.1-cu130, 2.13.0-cpu
-  const root = path.join(o.cacheDir, 'libtorch', name);
-  const tmp = path.join(o.cacheDir, 'libtorch', `.${name}.tmp-${process.pid}`);
-  rmSync(tmp, { recursive: true, force: true });
-  mkdirSync(tmp, { recursive: true });
+  const parent = path.resolve(o.cacheDir, 'libtorch');
+  const root = path.join(parent, name);
+  if (path.dirname(root) !== parent || path.basename(root) !== name) {
+    throw new ReconpatchError('ERR_LIBTORCH', `refusing to assemble into ${root}: not a directory directly in ${parent}`);
+  }
+  const wheels = [wheel, ...nvidia.map((r) => wheelFor(dir, r)!)];
+  let tmp: string | undefined;
   try {
-    log(`libtorch: unpacking ${path.basename(wheel)}`);
-    // The C++ parts only: libraries (not the Python extension), headers, CMake files, version.py.
-    let bytes = await unpack(wheel, tmp, (n) =>
-      (/^torch\/(lib|include|share)\//.test(n) && !/^torch\/lib\/libtorch_python\.so$/.test(n)) || n === 'torch/version.py');
-    for (const r of nvidia) {
-      const w = wheelFor(dir, r)!;
+    // Unpacked and checked in a fresh directory beside the target, then swapped in: a failure at
+    // any point leaves the libtorch already there as it was, and no temporary directory behind.
+    mkdirSync(parent, { recursive: true });
+    tmp = mkdtempSync(path.join(parent, `.${name}.tmp-`));
+    const total = { bytes: 0 };
+    for (const w of wheels) {
       log(`libtorch: unpacking ${path.basename(w)}`);
-      bytes += await unpack(w, tmp, (n) => /^nvidia\/[^/]+\/lib\/[^/]+$/.test(n));
+      // torch: the C++ parts only: libraries (not the Python extension), headers, CMake files, version.py.
+      // NVIDIA wheels: their libraries.
+      const keep = w === wheel
+        ? (n: string) => (/^torch\/(lib|include|share)\//.test(n) && n !== 'torch/lib/libtorch_python.so') || n === 'torch/version.py'
+        : (n: string) => /^nvidia\/[^/]+\/lib\/[^/]+$/.test(n);
+      await unpackWheel(w, tmp, keep, limits, total);
     }
-    writeFileSync(path.join(tmp, 'reconpatch-libtorch.json'), JSON.stringify({ torch: version, variant, cuda, wheels: [wheel, ...nvidia.map((r) => wheelFor(dir, r)!)].map((w) => path.basename(w)) }, null, 2));
-    rmSync(root, { recursive: true, force: true });
-    renameSync(tmp, root);
+    writeFileSync(path.join(tmp, 'reconpatch-libtorch.json'), JSON.stringify({ torch: version, variant, cuda, wheels: wheels.map((w) => path.basename(w)) }, null, 2));
+    const unpacked = describeLibtorch(tmp, 'cache');
+    if (!unpacked || !unpacked.libDir.startsWith(tmp + path.sep)) {
+      throw wheelError(wheel, 'it holds no usable libtorch (no torch/lib/libtorch_cpu.so beside torch/version.py)');
+    }
+    replaceDir(tmp, root);
+    tmp = undefined;
     const libtorch = describeLibtorch(root, 'cache');
-    if (!libtorch) throw new ReconpatchError('ERR_LIBTORCH', `${root}: the unpacked wheel holds no usable libtorch`);
-    return { libtorch, root, assembled: true, bytes };
+    if (!libtorch) throw new ReconpatchError('ERR_LIBTORCH', `${root}: the assembled libtorch is not there after the swap; run the command again`);
+    return { libtorch, root, assembled: true, bytes: total.bytes };
+  } catch (err) {
+    if (err instanceof ReconpatchError) throw err;
+    throw new ReconpatchError('ERR_LIBTORCH', `could not assemble a libtorch in ${parent} (${(err as Error).message}); ` +
+      'check that the cache directory is writable and has room, or give another with --cache-dir', { cause: err });
   } finally {
-    rmSync(tmp, { recursive: true, force: true });
+    if (tmp) rmSync(tmp, { recursive: true, force: true });
+  }
+}
+
+/** Torch versions as PyPI and PyTorch's index spell them: `2.13.0+cpu`, `2.14.1`, `2.6.0.dev20241112+cu124`, `2.5.0a0+git1a2b3c`. */
+const VERSION_PATTERN = /^[0-9]+(\.[0-9]+)*([a-z0-9.]*)?(\+[a-z0-9.]+)?$/i;
+
+/**
+ * Puts directory `fresh` at `target` (both in the same directory): the old one is renamed aside,
+ * the new one renamed in, then the old one removed; if the second rename fails the old one is put back.
+ */
+function replaceDir(fresh: string, target: string): void {
+  const old = `${fresh}.old`;
+  let hadOld = true;
+  try {
+    renameSync(target, old);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    hadOld = false;
+  }
+  try {
+    renameSync(fresh, target);
+  } catch (err) {
+    if (hadOld) renameSync(old, target);
+    throw err;
+  }
+  if (!hadOld) return;
+  try {
+    rmSync(old, { recursive: true, force: true, maxRetries: 2 });
+  } catch {
+    // the new libtorch is in place; a leftover dot-directory is ignored by the loader (cachedLibtorches)
   }
 }
 

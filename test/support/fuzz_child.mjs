@@ -1,11 +1,12 @@
 // Run as a child process by test/fuzz.test.ts (a crash must fail the test, not kill the runner):
 // a few hundred generated bad inputs, from a fixed seed, through score / scoreMany, Engine.load /
-// Engine.loadBytes / Ensemble.loadBytes and the example server. Prints one JSON line:
+// Engine.loadBytes / Ensemble.loadBytes, reconpatch libtorch's wheel assembly and the example
+// server. Prints one JSON line:
 // { cases: [{ kind, name, outcome }], live: {...} } where outcome is 'ok' or an error code
 // ('THROWN:<name>' for anything that is not a ReconpatchError, 'HTTP <status>' for the server).
 //   node fuzz_child.mjs '<json: { dist, serverModule, model, probe, trainRoot, dir, seed }>'
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 
@@ -13,6 +14,7 @@ import sharp from 'sharp';
 
 import { buildModel, parseModel } from './model_file.mjs';
 import { zeroPng } from './png.mjs';
+import { makeZip } from './zip.mjs';
 
 const { dist, serverModule, model, probe, trainRoot, dir, seed } = JSON.parse(process.argv[2]);
 const { Engine, Ensemble, ReconpatchError } = await import(dist);
@@ -255,6 +257,80 @@ for (const [i, [name, bytes]] of modelCases.entries()) {
 }
 for (let i = 0; i < 8; i++) await attempt('ensemble', `ensemble random ${i}`, () => Ensemble.loadBytes(Buffer.concat([Buffer.from('RCPENSEM'), randomBytes(int(2000))])));
 for (const name of ['not bytes', 'number']) await attempt('model-arg', name, () => Engine.loadBytes(name === 'number' ? 42 : 'x'));
+
+// ---- wheels: reconpatch libtorch --wheel --------------------------------------------------------
+// A fake CPU torch wheel (what describeLibtorch accepts), then random, truncated and flipped copies
+// ('wheel': assembled or ERR_LIBTORCH; the valid one 'wheel-valid') and crafted unsafe ones ('wheel-unsafe': ERR_LIBTORCH only),
+// all into one cache 5 levels below `wheelRoot`, where a version of ../../../../../../outside/victim
+// would land on <wheelRoot>/outside/victim-cpu. Last, a 'wheel-confined' case: nothing was written
+// outside the cache, no temporary directory is left, the victim's file is intact.
+const { assembleLibtorch } = await import(path.join(path.dirname(dist), 'libtorch/assemble.js'));
+const wheelRoot = path.join(dir, 'wheel-fuzz');
+const wheelCache = path.join(wheelRoot, 'd1/d2/d3/d4/d5');
+const victim = path.join(wheelRoot, 'outside/victim-cpu');
+mkdirSync(wheelCache, { recursive: true });
+mkdirSync(victim, { recursive: true });
+writeFileSync(path.join(victim, 'precious'), 'keep me');
+const torchWheel = (version = '2.13.0+cpu', extra = [], drop = '') => makeZip([
+  { name: 'torch/version.py', data: `__version__ = '${version}'\ncuda: Optional[str] = None\n` },
+  { name: 'torch/lib/libtorch_cpu.so', data: randomBytes(2000), method: 'deflate', mode: 0o100755 },
+  { name: 'torch/include/torch/torch.h', data: '#pragma once\n'.repeat(50), method: 'deflate' },
+  { name: 'torch-2.13.0+cpu.dist-info/METADATA', data: 'Metadata-Version: 2.1\nName: torch\n' },
+  ...extra,
+].filter((e) => e.name !== drop));
+const goodWheel = torchWheel();
+const wheelCases = [['valid', goodWheel, 'wheel-valid']]; // [name, bytes or a directory marker, kind, limits]
+for (let i = 0; i < 8; i++) wheelCases.push([`random ${i}`, randomBytes(int(3000)), 'wheel']);
+for (let i = 0; i < 8; i++) wheelCases.push([`PK + random ${i}`, Buffer.concat([Buffer.from('PK\x03\x04', 'latin1'), randomBytes(int(3000))]), 'wheel']);
+for (let i = 0; i < 8; i++) wheelCases.push([`truncated ${i}`, goodWheel.subarray(0, int(goodWheel.length)), 'wheel']);
+for (let i = 0; i < 12; i++) {
+  const b = Buffer.from(goodWheel);
+  for (let k = 0; k < 1 + int(6); k++) b[int(b.length)] = int(256);
+  wheelCases.push([`flipped ${i}`, b, 'wheel']);
+}
+const zeros = Buffer.alloc(8 << 20);
+wheelCases.push(
+  ['version ../../../../../../outside/victim', torchWheel('../../../../../../outside/victim'), 'wheel-unsafe'],
+  ['version /abs', torchWheel('/tmp/reconpatch-fuzz-abs'), 'wheel-unsafe'],
+  ['version with a slash', torchWheel('2.13.0/../../x'), 'wheel-unsafe'],
+  ['entry ../x', torchWheel(undefined, [{ name: '../x', data: 'x' }]), 'wheel-unsafe'],
+  ['entry torch/lib/../../../x', torchWheel(undefined, [{ name: 'torch/lib/../../../x', data: 'x' }]), 'wheel-unsafe'],
+  ['entry /abs', torchWheel(undefined, [{ name: '/tmp/reconpatch-fuzz-abs.so', data: 'x' }]), 'wheel-unsafe'],
+  ['entry with a backslash', torchWheel(undefined, [{ name: 'torch\\lib\\x.so', data: 'x' }]), 'wheel-unsafe'],
+  ['entry with NUL', torchWheel(undefined, [{ name: 'torch/lib/a\0b.so', data: 'x' }]), 'wheel-unsafe'],
+  ['entry with an empty segment', torchWheel(undefined, [{ name: 'torch/lib//x.so', data: 'x' }]), 'wheel-unsafe'],
+  ['symlink entry', torchWheel(undefined, [{ name: 'torch/lib/libc10.so', data: '/etc/passwd', mode: 0o120777 }]), 'wheel-unsafe'],
+  ['FIFO entry', torchWheel(undefined, [{ name: 'torch/lib/libc10.so', mode: 0o010644 }]), 'wheel-unsafe'],
+  ['duplicate entry', torchWheel(undefined, [{ name: 'torch/lib/libtorch_cpu.so', data: 'again' }]), 'wheel-unsafe'],
+  ['bomb past maxBytes', torchWheel(undefined, [{ name: 'torch/lib/libbomb.so', data: zeros, method: 'deflate' }]), 'wheel-unsafe', { maxBytes: 1 << 20 }],
+  ['bomb with a small declared size', torchWheel(undefined, [{ name: 'torch/lib/libbomb.so', data: zeros, method: 'deflate', declaredSize: 100 }]), 'wheel-unsafe'],
+  ['wrong CRC', torchWheel(undefined, [{ name: 'torch/lib/libx.so', data: 'payload', crc: 1234 }]), 'wheel-unsafe'],
+  ['huge METADATA', makeZip([
+    { name: 'torch/version.py', data: "__version__ = '2.13.0+cpu'\n" },
+    { name: 'torch-2.13.0+cpu.dist-info/METADATA', data: zeros, method: 'deflate' },
+  ]), 'wheel-unsafe', { maxReadBytes: 64 << 10 }],
+  ['too many entries', torchWheel(undefined, Array.from({ length: 30 }, (_, k) => ({ name: `torch/include/h${k}.h`, data: 'x' }))), 'wheel-unsafe', { maxEntries: 20 }],
+  ['no libtorch_cpu.so', torchWheel(undefined, [], 'torch/lib/libtorch_cpu.so'), 'wheel-unsafe'],
+  ['empty file', Buffer.alloc(0), 'wheel-unsafe'],
+  ['text file', Buffer.from('not a zip\n'.repeat(50)), 'wheel-unsafe'],
+  ['a directory', 'DIRECTORY', 'wheel-unsafe'],
+);
+for (const [i, [name, bytes, kind, limits]] of wheelCases.entries()) {
+  const file = path.join(wheelRoot, 'wheels', String(i), 'torch-2.13.0+cpu-cp312-cp312-manylinux_2_28_x86_64.whl');
+  mkdirSync(bytes === 'DIRECTORY' ? file : path.dirname(file), { recursive: true });
+  if (bytes !== 'DIRECTORY') writeFileSync(file, bytes);
+  await attempt(kind, name, () => assembleLibtorch({ variant: 'cpu', wheel: file, cacheDir: wheelCache, limits }));
+}
+{
+  const libtorchDir = path.join(wheelCache, 'libtorch');
+  const problems = [
+    ...(readdirSync(wheelRoot).sort().join() === 'd1,outside,wheels' ? [] : [`wheel root holds ${readdirSync(wheelRoot).join()}`]),
+    ...(readdirSync(path.dirname(victim)).join() === 'victim-cpu' && readdirSync(victim).join() === 'precious' && readFileSync(path.join(victim, 'precious'), 'utf8') === 'keep me' ? [] : ['the victim changed']),
+    ...(existsSync(libtorchDir) ? readdirSync(libtorchDir).filter((n) => n.startsWith('.')).map((n) => `left behind: ${n}`) : []),
+    ...['/tmp/reconpatch-fuzz-abs', '/tmp/reconpatch-fuzz-abs.so', path.join(wheelRoot, 'x'), path.join(wheelCache, 'x')].filter((f) => existsSync(f)).map((f) => `written: ${f}`),
+  ];
+  cases.push({ kind: 'wheel-confined', name: 'nothing outside the cache, no temporary directories', outcome: problems.length ? `ESCAPED: ${problems.join('; ')}` : 'ok' });
+}
 
 // ---- the example server ------------------------------------------------------------------------
 const { createServer } = await import(serverModule);

@@ -27,6 +27,7 @@ import { type ScoreOptions, type ScoreResult, checkScoreOptions, finishResult } 
 import { FitControl, type Progress, abortFit, nominalEvidence, stageFit } from '../engine/staged_fit.js';
 import { ReconpatchError, rethrow } from '../errors.js';
 import { type DecodePolicy, type ImageInput, type InputOptions, resolveInput, toRawFrame } from '../io/images.js';
+import { openRegularFile } from '../io/regular_file.js';
 import type { NativeOptions, RawFrame } from '../native.js';
 import { type CalibrationOptions, type EngineOptions, resolveCalibration, storedCalibrationOptions } from '../options.js';
 import { MAGIC, MAX_MEMBERS, type EnsembleMeta, buildContainer, parseContainer } from './container.js';
@@ -264,20 +265,26 @@ export class Ensemble {
 
   /**
    * True when `file` starts like an ensemble model file (for tools that accept both kinds); false
-   * when it cannot be opened. Reads only the header: no validation.
+   * when it cannot be opened. Reads only the header: no validation. A path that is not a regular
+   * file (a FIFO, a device, a directory) is refused with ERR_MODEL_FILE at once, as `load` does:
+   * opened without blocking, never read.
    * @example
    * const model = (await Ensemble.isEnsembleFile('part.model')) ? await Ensemble.load('part.model') : await Engine.load('part.model');
    */
   static async isEnsembleFile(file: string): Promise<boolean> {
-    const { open } = await import('node:fs/promises');
-    const handle = await open(file, 'r').catch(() => null);
-    if (!handle) return false;
+    let opened: Awaited<ReturnType<typeof openRegularFile>>;
+    try {
+      opened = await openRegularFile(file, (why, cause) => new ReconpatchError('ERR_MODEL_FILE', `cannot read model file '${file}': ${why}`, { cause }));
+    } catch (err) {
+      if ((err as Error).cause) return false; // open failed (no such file, ...): the loader says why
+      throw err; // not a regular file
+    }
     try {
       const head = Buffer.alloc(MAGIC.length);
-      const { bytesRead } = await handle.read(head, 0, MAGIC.length, 0);
+      const { bytesRead } = await opened.handle.read(head, 0, MAGIC.length, 0);
       return bytesRead === MAGIC.length && head.equals(MAGIC);
     } finally {
-      await handle.close();
+      await opened.handle.close();
     }
   }
 

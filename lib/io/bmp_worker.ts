@@ -66,7 +66,8 @@ async function copyInSlices(bytes: Uint8Array): Promise<Uint8Array> {
 /** Decodes in a new worker; `bytes`' buffer is transferred to it (detached here). */
 function inWorker(bytes: Uint8Array): Promise<DecodedBmp> {
   return new Promise((resolve, reject) => {
-    const worker = new Worker(SCRIPT, { eval: true });
+    // No inherited flags: under `--input-type=module` the script would be read as ESM, without `require`.
+    const worker = new Worker(SCRIPT, { eval: true, execArgv: [] });
     let settled = false;
     const settle = (f: () => void) => {
       if (settled) return;

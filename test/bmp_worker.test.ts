@@ -7,7 +7,7 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 
 import { decodeBmp } from '../lib/io/bmp.js';
-import { BMP_WORKER_BYTES } from '../lib/io/bmp_worker.js';
+import { BMP_WORKER_BYTES, MAX_BMP_WORKERS } from '../lib/io/bmp_worker.js';
 import { toRawFrame } from '../lib/io/images.js';
 import { tempDir } from './support/data.js';
 
@@ -72,6 +72,10 @@ describe('BMP decoding off the event loop', () => {
   it('reports a damaged large BMP as ERR_INVALID_IMAGE, and decodes small ones inline', async () => {
     const big = bmp24(1000, 500);
     await expect(toRawFrame(big.subarray(0, big.length - 10), 0, {})).rejects.toMatchObject({ code: 'ERR_INVALID_IMAGE', message: expect.stringMatching(/truncated/) });
+    // More at once than there are workers: they wait their turn, each comes back right.
+    const many = Array.from({ length: 2 * MAX_BMP_WORKERS + 1 }, (_, i) => bmp24(600 + i, 700));
+    const frames = await Promise.all(many.map((b) => toRawFrame(b, 0, {})));
+    for (const [i, f] of frames.entries()) expect(Buffer.from(f.data).equals(Buffer.from(decodeBmp(many[i]).data))).toBe(true);
     const small = await toRawFrame(bmp24(8, 4), 0, {});
     expect([small.width, small.height, Array.from(small.data.subarray(0, 3))]).toEqual([8, 4, [15, 0, 3]]); // the bottom row first, B G R stored
   });

@@ -1,5 +1,5 @@
 /**
- * BMP decoding off the event loop: ./bmp.ts decodes in JavaScript (about 60 ms per megabyte), so a
+ * BMP decoding off the event loop: ./bmp.ts decodes in JavaScript (7 to 60 ms per megabyte, by machine), so a
  * large BMP decoded inline would stall every timer, socket and request of the process for seconds.
  * BMPs above {@link BMP_WORKER_BYTES} are decoded in a worker thread (one per image, at most
  * {@link MAX_BMP_WORKERS} at once); the pixels come back as a transferred ArrayBuffer, not a copy.
@@ -41,14 +41,16 @@ const waiting: (() => void)[] = [];
  */
 export async function decodeBmpOffThread(bytes: Uint8Array, owned = false): Promise<DecodedBmp> {
   if (bytes.length <= BMP_WORKER_BYTES) return decodeBmp(bytes);
-  if (running >= MAX_BMP_WORKERS) await new Promise<void>((resolve) => waiting.push(resolve));
-  running++;
+  // A slot: a free one, or the one a finishing decode hands over (so never more than the maximum).
+  if (running < MAX_BMP_WORKERS) running++;
+  else await new Promise<void>((resolve) => waiting.push(resolve));
   try {
     const whole = bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength && bytes.buffer instanceof ArrayBuffer;
     return await inWorker(owned && whole ? bytes : await copyInSlices(bytes));
   } finally {
-    running--;
-    waiting.shift()?.();
+    const next = waiting.shift();
+    if (next) next();
+    else running--;
   }
 }
 

@@ -110,6 +110,20 @@ export function gumbelThreshold(values: number[], alpha: number): { threshold: n
   return { threshold: mu - beta * Math.log(-Math.log(1 - alpha)), mu, beta, median };
 }
 
+/**
+ * The levels that nominal evidence alone sets, whatever the thresholds: `low` (normalised 0: the
+ * mean nominal map pixel, kept below the median image score and map maximum) and the heatmap floor.
+ * Recomputed from the stored evidence when a threshold is set by hand, so that setting the
+ * calibrated threshold back gives back the calibrated normalisation exactly.
+ */
+export function nominalLevels(evidence: NominalEvidence[]): { low: number; pixelFloor: number } {
+  const median = (values: number[]) => quantile([...values].sort((a, b) => a - b), 0.5);
+  const mapMean = evidence.reduce((s, e) => s + e.mapMean, 0) / evidence.length;
+  const mapMaxMedian = median(evidence.map((e) => e.mapMax));
+  const low = Math.min(mapMean, median(evidence.map((e) => e.score)), mapMaxMedian);
+  return { low, pixelFloor: Math.max(mapMaxMedian, low) };
+}
+
 /** Thresholds from nominal evidence (the rule in the module comment). Needs at least 2 images. */
 export function calibrateNominal(evidence: NominalEvidence[], falseAlarmRate: number, method: 'leave-one-out' | 'holdout'): Calibration {
   if (evidence.length < 2) throw new RangeError('calibrateNominal: needs at least two nominal images');
@@ -118,8 +132,7 @@ export function calibrateNominal(evidence: NominalEvidence[], falseAlarmRate: nu
   const pixel = gumbelThreshold(evidence.map((e) => e.mapMax), falseAlarmRate);
   const mean = scores.reduce((s, x) => s + x, 0) / scores.length;
   const std = Math.sqrt(scores.reduce((s, x) => s + (x - mean) ** 2, 0) / (scores.length - 1));
-  const mapMean = evidence.reduce((s, e) => s + e.mapMean, 0) / evidence.length;
-  const low = Math.min(mapMean, image.median, pixel.median);
+  const { low } = nominalLevels(evidence);
   const warnings: string[] = [];
   if (evidence.length < THIN_EVIDENCE)
     warnings.push(
@@ -130,7 +143,7 @@ export function calibrateNominal(evidence: NominalEvidence[], falseAlarmRate: nu
     method, images: evidence.length, falseAlarmRate,
     threshold: image.threshold,
     pixelThreshold: Math.max(pixel.threshold, low),
-    pixelFloor: Math.max(pixel.median, low),
+    pixelFloor: nominalLevels(evidence).pixelFloor,
     low,
     scoreMedian: image.median, scoreMean: mean, scoreStd: std,
     nominalAboveThreshold: scores.filter((s) => s >= image.threshold).length / scores.length,

@@ -7,6 +7,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { calibrateNominal, gumbelThreshold, holdoutPicker, normalize, quantile, thresholdFromLabels, upgradeCalibration } from '../lib/calibration.js';
+import { manualCalibration } from '../lib/engine/decisions.js';
 import { nativeOf } from '../lib/engine/engine.js';
 import { toRawFrame } from '../lib/io/images.js';
 import { Engine, type EngineOptions } from '../lib/index.js';
@@ -52,6 +53,15 @@ describe('the nominal rule', () => {
     const thin = calibrateNominal(evidence(scores.slice(0, 12)), 0.01, 'holdout');
     expect(thin.warnings.join()).toMatch(/12 nominal images/);
     expect(() => calibrateNominal(evidence([1]), 0.01, 'holdout')).toThrow(RangeError);
+  });
+
+  it('a threshold set by hand and then set back restores low and the floor (they do not ratchet down)', () => {
+    const c = calibrateNominal(evidence(Array.from({ length: 40 }, (_, i) => 4 + (i % 8) / 8)), 0.01, 'leave-one-out');
+    const lowered = manualCalibration(c, c.low / 2, c.pixelFloor / 2);
+    expect([lowered.low, lowered.pixelFloor]).toEqual([c.low / 2, c.pixelFloor / 2]);
+    const back = manualCalibration(lowered, c.threshold, c.pixelThreshold);
+    expect([back.low, back.pixelFloor]).toEqual([c.low, c.pixelFloor]);
+    expect(normalize(4.5, back)).toBe(normalize(4.5, c));
   });
 
   it('normalises to 0.5 at the threshold and keeps rising above it (no clamp at 1)', () => {
@@ -218,6 +228,19 @@ describe('calibrated engine', () => {
     await expect(copy.setThreshold(1, { pixel: 2 } as never)).rejects.toMatchObject({ code: 'ERR_INVALID_OPTION' });
     const unfitted = await Engine.create({ backbone: 'random_cnn' });
     await expect(unfitted.setThreshold(1)).rejects.toMatchObject({ code: 'ERR_NOT_FITTED' });
+  });
+
+  it('gives back the calibrated normalizedScore when the calibrated threshold is set back (issue 26)', async () => {
+    const copy = await Engine.loadBytes(await engine.saveBytes());
+    const original = copy.info.calibration as NonNullable<typeof copy.info.calibration>;
+    const probe = data.test[0].path;
+    const before = await copy.score(probe);
+    await copy.setThreshold(original.low / 2, { pixelThreshold: original.pixelFloor / 2 }); // below low and the floor: both must move
+    expect((await copy.score(probe)).normalizedScore).not.toBe(before.normalizedScore);
+    await copy.setThreshold(original.threshold, { pixelThreshold: original.pixelThreshold });
+    const after = await copy.score(probe);
+    expect(after.normalizedScore).toBe(before.normalizedScore);
+    expect(copy.info.calibration).toMatchObject({ low: original.low, pixelFloor: original.pixelFloor, threshold: original.threshold });
   });
 
   it('reads the calibration older model files carry (mean + 3 std), and refits with today\'s rule', async () => {

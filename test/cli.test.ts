@@ -1,6 +1,6 @@
 // The real `reconpatch` binary (built dist/cli/main.js) on a generated dataset: exit codes, JSON,
 // a saved model scored from the command line, folders and globs, per-image errors, output formats.
-import { execFile } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -14,8 +14,13 @@ const run = promisify(execFile);
 const cli = path.join(repoRoot, 'dist/cli/main.js');
 
 async function reconpatch(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return reconpatchWithin(0, ...args);
+}
+
+/** As `reconpatch`, killed after `timeout` ms (0: never); a killed run has code null. */
+async function reconpatchWithin(timeout: number, ...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   try {
-    const { stdout, stderr } = await run(process.execPath, [cli, ...args], { maxBuffer: 1 << 24 });
+    const { stdout, stderr } = await run(process.execPath, [cli, ...args], { maxBuffer: 1 << 24, timeout });
     return { code: 0, stdout, stderr };
   } catch (e) {
     const err = e as { code: number; stdout: string; stderr: string };
@@ -216,5 +221,16 @@ describe('reconpatch CLI', () => {
     // --threshold decides with the given raw score for this run.
     const all = await reconpatch('score', model, path.join(tree, 'b'), '--threshold', '0', '--json');
     expect(all.stdout.trim().split('\n').map((l) => JSON.parse(l).isAnomaly)).toEqual([true, true]);
+  });
+
+  it('refuses a model path that is a FIFO at once (info, score, update), instead of waiting for a writer', async () => {
+    const fifo = path.join(dir, 'model.fifo');
+    execFileSync('mkfifo', [fifo]);
+    for (const args of [['info', fifo], ['score', fifo, data.test[0].path], ['update', fifo, data.test[0].path]]) {
+      const started = Date.now();
+      const r = await reconpatchWithin(20_000, ...args);
+      expect(r.code, `${args[0]} was killed after ${Date.now() - started} ms`).toBe(1);
+      expect(r.stderr).toMatch(/ERR_MODEL_FILE.*not a regular file/s);
+    }
   });
 });

@@ -52,6 +52,20 @@ function rawExchange(port: number, text: string): Promise<string> {
   });
 }
 
+/** Opens a /score upload that announces 1000 bytes, sends 10 and then one more every 200 ms; `stop()` hangs up. */
+function slowUpload(port: number): { stop: () => void; answer: Promise<string> } {
+  let got = '';
+  let timer: NodeJS.Timeout | undefined;
+  const socket = net.connect(port, '127.0.0.1', () => {
+    socket.write(`POST /score HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${TOKEN}\r\nContent-Type: image/png\r\nContent-Length: 1000\r\n\r\n0123456789`);
+    timer = setInterval(() => socket.write('x'), 200);
+  });
+  socket.on('data', (d) => (got += d.toString('latin1')));
+  socket.on('error', () => undefined);
+  const answer = new Promise<string>((resolve) => socket.on('close', () => resolve(got)));
+  return { stop: () => (clearInterval(timer), socket.destroy()), answer };
+}
+
 async function until(check: () => Promise<boolean>): Promise<void> {
   while (!(await check())) await new Promise((r) => setTimeout(r, 50));
 }
@@ -120,6 +134,29 @@ describe('inspection server example', () => {
     for (const img of images.slice(0, data.test.length)) sequential.push((await (await post(base, '/score', img, 'image/png')).json()).score);
     const burst = await Promise.all(images.map((img) => post(base, '/score', img, 'image/png').then((r) => r.json())));
     expect(burst.map((b) => b.score)).toEqual(images.map((_, i) => sequential[i % data.test.length]));
+  });
+
+  it('scores promptly while slow uploads dribble in: a slot is taken only once a body is whole (issue 26)', async () => {
+    const s = await start({ modelPath, limits: { maxConcurrentScores: 2, maxBodiesInFlight: 4 } });
+    const uploads = Array.from({ length: 3 }, () => slowUpload(s.port)); // more than the scoring slots
+    try {
+      await new Promise((r) => setTimeout(r, 300)); // all three are being received
+      const started = Date.now();
+      const r = await post(s.base, '/score', png(0), 'image/png');
+      expect(r.status).toBe(200);
+      expect(Date.now() - started).toBeLessThan(5000);
+      // Bodies in flight are bounded too: a fourth slow upload fills them, a fifth is refused at once.
+      uploads.push(slowUpload(s.port));
+      await new Promise((r) => setTimeout(r, 300));
+      expect(await errorOf(await post(s.base, '/score', png(0), 'image/png'))).toEqual([503, 'ERR_BUSY']);
+      // Clients that hang up give their uploads back.
+      for (const u of uploads) u.stop();
+      await Promise.all(uploads.map((u) => u.answer));
+      await until(async () => (await post(s.base, '/score', png(0), 'image/png')).status === 200);
+    } finally {
+      for (const u of uploads) u.stop();
+      await stop(s.server);
+    }
   });
 
   it('reloads the saved model at start', async () => {
@@ -249,6 +286,9 @@ describe('inspection server example', () => {
       expect(slowHead).toMatch(/^HTTP\/1\.1 408/);
       const slowBody = await rawExchange(s.port, `POST /score HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${TOKEN}\r\nContent-Type: image/png\r\nContent-Length: 1000\r\n\r\n0123456789`);
       expect(slowBody).toMatch(/^HTTP\/1\.1 408/);
+      // A body that keeps dribbling is cut by the request timeout too, and gives its upload back.
+      const dribble = slowUpload(s.port);
+      expect(await dribble.answer).toMatch(/^HTTP\/1\.1 408/);
       expect((await fetch(`${s.base}/health`)).status).toBe(200);
     } finally {
       await stop(s.server);

@@ -9,12 +9,23 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { Engine, type EngineOptions, Ensemble, ReconpatchError } from '../lib/index.js';
+import { MIN_STAGED_PATCHES, checkMaxStagedPatches, stagedBudgetWarning } from '../lib/engine/staged_fit.js';
 import { auroc } from '../lib/eval/metrics.js';
 import { repoRoot, syntheticDataset, tempDir } from './support/data.js';
 import { buildModel, parseModel } from './support/model_file.mjs';
 
 const execFileAsync = promisify(execFile);
 const base: EngineOptions = { backbone: 'random_cnn', resize: null, crop: null, coreset: { ratio: 0.1 }, seed: 4 };
+
+describe('the staged-patch budget rule', () => {
+  it('takes 0 or at least MIN_STAGED_PATCHES; warns when the budget is under two images\' patches', () => {
+    expect([0, 512, 100_000].map(checkMaxStagedPatches)).toEqual([0, 512, 100_000]);
+    for (const bad of [-1, 1, 2, 511, 1024.5, '4096', null]) expect(() => checkMaxStagedPatches(bad)).toThrow(/at least 512/);
+    expect(stagedBudgetWarning(0, 1_000_000, 10)).toEqual([]);
+    expect(stagedBudgetWarning(4096, 20_480, 20)).toEqual([]); // 1024 per image: room for 4
+    expect(stagedBudgetWarning(1024, 40_960, 10)[0]).toMatch(/less than two images' patches \(4096 per image here\).*at least 8192/);
+  });
+});
 
 describe('update and bounded fits', () => {
   const dir = tempDir('update');
@@ -120,6 +131,13 @@ describe('update and bounded fits', () => {
     console.info(`[update] budget ${budget} of ${u.patches} patches: image AUROC ${qb.toFixed(4)} vs unbounded ${qu.toFixed(4)}; bank ${b.bankRows} vs ${u.bankRows}`);
     expect(qb).toBeGreaterThanOrEqual(qu - 0.02);
     expect(((await bounded.fit(first, { maxStagedPatches: -1 }).catch((e: unknown) => e)) as ReconpatchError).code).toBe('ERR_INVALID_OPTION');
+    // Too small to mean anything (2 built a 1-row bank, issue 26): refused, saying the minimum and why.
+    for (const tiny of [1, 2, MIN_STAGED_PATCHES - 1]) {
+      const e = (await bounded.fit(first, { maxStagedPatches: tiny }).catch((err: unknown) => err)) as ReconpatchError;
+      expect([e.code, e.message]).toEqual(['ERR_INVALID_OPTION', expect.stringMatching(/at least 512.*each reduce keeps half/)]);
+    }
+    const ensemble = await Ensemble.create({ members: [{ ...base, seed: 1 }, { ...base, seed: 2 }] });
+    expect(((await ensemble.fit(first, { maxStagedPatches: 2 }).catch((e: unknown) => e)) as ReconpatchError).code).toBe('ERR_INVALID_OPTION');
     // With calibration, a bounded fit holds 10% out (its reduced images cannot be scored leave-one-out).
     const calibrated = await Engine.create(base);
     const c = await calibrated.fit([...first, ...second], { maxStagedPatches: budget });

@@ -10,7 +10,8 @@
 // /fit reads only regular files (no symlinks) directly inside a subdirectory of `trainRoot`, at
 // most `maxTrainImages` of at most `maxTrainImageBytes` each; a fit is cancelled when its client
 // disconnects. Bodies over their limit get 413, slow headers or bodies are cut (408), wrong
-// methods get 405. Errors are { error: { code, message } } and never name server paths.
+// methods get 405. An image is received whole before it takes a scoring slot, so slow uploads
+// cannot hold the slots; at most `maxBodiesInFlight` are received at once (then 503). Errors are { error: { code, message } } and never name server paths.
 // The model is saved to MODEL_PATH after each fit and loaded from there at start.
 //   TOKEN=... TRAIN_ROOT=/data/good MODEL_PATH=part.rcp node examples/inspection-server/server.mjs
 //   (also PORT, HOST, BACKBONE; NO_AUTH=1 instead of TOKEN, on a loopback HOST only)
@@ -30,7 +31,8 @@ export const DEFAULT_LIMITS = Object.freeze({
   maxPixels: 40_000_000, // per image, checked by the engine from the header before decoding
   maxTrainImages: 2000,
   maxTrainImageBytes: 32 * 1024 * 1024,
-  maxConcurrentScores: 32,
+  maxConcurrentScores: 32, // images being scored at once; a slot is taken only once the whole body has arrived
+  maxBodiesInFlight: 64, // /score bodies being received at once (at most this x maxImageBytes buffered); slow ones are cut by requestTimeoutMs
   headersTimeoutMs: 10_000, // the whole request head must arrive within this
   requestTimeoutMs: 60_000, // the whole request (head and body) must arrive within this
   connectionsCheckingIntervalMs: 1_000, // how often node checks the two timeouts above
@@ -64,9 +66,34 @@ function readBody(req, limit) {
         reject(new HttpError(413, 'ERR_BODY_TOO_LARGE', `request body over ${limit} bytes`));
       }
     });
-    req.on('end', () => resolve(Buffer.concat(chunks)));
-    req.on('error', () => reject(new HttpError(400, 'ERR_BODY_ABORTED', 'the request body was cut off')));
+    const cutOff = () => reject(new HttpError(400, 'ERR_BODY_ABORTED', 'the request body was cut off'));
+    req.on('end', () => {
+      if (size <= limit) resolve(joinInSlices(chunks, size));
+    });
+    req.on('error', cutOff);
+    // The client gone, or the request timeout cutting a slow body: settle, so the upload's count is given back.
+    req.on('close', () => {
+      if (!req.complete) cutOff();
+    });
   });
+}
+
+// Buffer.concat of a 32 MB body is one copy of 30-100 ms that stalls every other request: the
+// chunks are joined a few megabytes per turn of the event loop instead.
+async function joinInSlices(chunks, size) {
+  const out = Buffer.allocUnsafe(size);
+  let at = 0;
+  let sinceYield = 0;
+  for (const c of chunks) {
+    c.copy(out, at);
+    at += c.length;
+    sinceYield += c.length;
+    if (sinceYield >= 2 * 1024 * 1024) {
+      sinceYield = 0;
+      await new Promise((r) => setImmediate(r));
+    }
+  }
+  return out;
 }
 
 function send(res, status, body, headers = {}) {
@@ -104,6 +131,7 @@ export async function createServer({ modelPath, token, allowNoAuthOnLoopback = f
   let engine = existsSync(modelPath) ? await Engine.load(modelPath, { input: options.input }) : null;
   let fitting = false;
   let scoring = 0;
+  let receiving = 0;
 
   // `dir` -> the real path of a subdirectory of the root. One answer for every refusal, so that a
   // client learns nothing about what exists outside (or inside) the root.
@@ -190,11 +218,21 @@ export async function createServer({ modelPath, token, allowNoAuthOnLoopback = f
     const type = req.headers['content-type'] ?? '';
     if (!type.startsWith('image/') && type !== 'application/octet-stream')
       throw new HttpError(415, 'ERR_CONTENT_TYPE', 'POST /score takes an image body (image/png, image/jpeg, ...)');
-    if (scoring >= L.maxConcurrentScores) throw new HttpError(503, 'ERR_BUSY', 'too many images being scored; retry shortly', { 'retry-after': '1' });
+    const busy = (what) => new HttpError(503, 'ERR_BUSY', `too many ${what}; retry shortly`, { 'retry-after': '1' });
+    // The body first (bounded in size, in time by requestTimeoutMs, and in number): a client that
+    // sends slowly holds only its own upload, never a scoring slot.
+    if (receiving >= L.maxBodiesInFlight) throw busy('uploads in progress');
+    receiving++;
+    let bytes;
+    try {
+      bytes = await readBody(req, L.maxImageBytes);
+    } finally {
+      receiving--;
+    }
+    if (!engine) throw new HttpError(409, 'ERR_NOT_FITTED', 'no model yet: POST /fit first');
+    if (scoring >= L.maxConcurrentScores) throw busy('images being scored');
     scoring++;
     try {
-      const bytes = await readBody(req, L.maxImageBytes);
-      if (!engine) throw new HttpError(409, 'ERR_NOT_FITTED', 'no model yet: POST /fit first');
       const heatmap = url.searchParams.get('heatmap') === 'png' ? 'png' : false;
       const r = await engine.score(bytes, { heatmap });
       return send(res, 200, {

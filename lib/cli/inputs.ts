@@ -2,9 +2,10 @@
  * The images a command works on, from what was typed: folders (every image below them,
  * recursively), globs (tinyglobby: `**`, `{a,b}`, `[0-9]`, ...), and files. Each image keeps its
  * path relative to a base shared by all the inputs, so outputs written per image (heatmaps) can
- * mirror the input tree: `a/part.jpg` and `b/part.jpg` never overwrite each other.
+ * mirror the input tree: `a/part.jpg` and `b/part.jpg` never overwrite each other. Folders are
+ * walked by real place: each directory once (a symlink loop ends), each image once by its real path.
  */
-import { statSync } from 'node:fs';
+import { readdirSync, realpathSync, statSync } from 'node:fs';
 import path from 'node:path';
 
 import { escapePath, glob, isDynamicPattern } from 'tinyglobby';
@@ -19,7 +20,6 @@ export interface InputImage {
 }
 
 const isImage = (file: string) => IMAGE_EXTENSIONS.includes(path.extname(file).toLowerCase());
-const imageGlob = `**/*.{${IMAGE_EXTENSIONS.map((e) => e.slice(1)).join(',')}}`;
 
 /**
  * Expands `inputs` in order (each folder and glob sorted; duplicates dropped). Throws ERR_IO for an
@@ -43,8 +43,7 @@ export async function expandInputs(inputs: string[]): Promise<InputImage[]> {
     let base: string;
     if (kind === 'dir') {
       base = input;
-      files = await glob(imageGlob, { cwd: input, caseSensitiveMatch: false, onlyFiles: true, followSymbolicLinks: true });
-      files = files.map((f) => path.join(input, f));
+      files = walkImages(input);
     } else if (isDynamicPattern(input)) {
       base = staticBase(input);
       files = (await glob(input, { onlyFiles: true, expandDirectories: false, followSymbolicLinks: true })).filter(isImage);
@@ -56,13 +55,58 @@ export async function expandInputs(inputs: string[]): Promise<InputImage[]> {
   }
   const seen = new Set<string>();
   const unique = found.filter(({ file }) => {
-    const key = path.resolve(file);
+    const key = realPath(file);
     if (seen.has(key)) return false;
     seen.add(key);
     return true;
   });
   const root = commonDir(unique.map((f) => path.resolve(f.base)));
   return unique.map(({ file }) => ({ path: file, rel: path.relative(root, path.resolve(file)) }));
+}
+
+/** `file`'s real path (symlinks resolved); its absolute path where that fails (a broken link: reading it reports the error). */
+function realPath(file: string): string {
+  try {
+    return realpathSync(file);
+  } catch {
+    return path.resolve(file);
+  }
+}
+
+/**
+ * The images below `dir` (links followed, hidden entries skipped as a glob does), each directory
+ * entered once by device and inode: a link back up (`loop -> .`) or a second link to a folder
+ * already walked adds nothing. Entries that cannot be read are skipped.
+ */
+function walkImages(dir: string): string[] {
+  const visited = new Set<string>();
+  const files: string[] = [];
+  const walk = (at: string) => {
+    let names: string[];
+    try {
+      const s = statSync(at);
+      const id = `${s.dev}:${s.ino}`;
+      if (visited.has(id)) return;
+      visited.add(id);
+      names = readdirSync(at).sort();
+    } catch {
+      return;
+    }
+    for (const name of names) {
+      if (name.startsWith('.')) continue;
+      const entry = path.join(at, name);
+      let s;
+      try {
+        s = statSync(entry);
+      } catch {
+        continue; // a broken link
+      }
+      if (s.isDirectory()) walk(entry);
+      else if (s.isFile() && isImage(name)) files.push(entry);
+    }
+  };
+  walk(dir);
+  return files;
 }
 
 /** The folder part of a glob before its first wildcard ('test/**\/*.png' -> 'test'). */

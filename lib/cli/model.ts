@@ -24,7 +24,8 @@ bank without its own patches, and the threshold is set so that about 1% of good 
   --false-alarm-rate <x>      target share of good parts flagged (default 0.01)
   --threshold <raw score>     set the image threshold by hand instead (info shows the calibrated one)
   --continue-on-error         skip images that cannot be read (each reported on stderr) instead of stopping
-  --max-staged-patches <n>    bound the features held during the fit (merge and reduce), for very many images
+  --max-staged-patches <n>    bound the features held during the fit (merge and reduce), for very many images;
+                              at least 512
 
 ${ENGINE_HELP}`;
 

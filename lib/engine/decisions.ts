@@ -3,7 +3,7 @@
  * (`calibrate(images, { labels })`) or by hand (`setThreshold`). The nominal rule itself lives in
  * ../calibration.ts.
  */
-import { type Calibration, type LabelObjective, type NominalEvidence, calibrateNominal, mapStats, thresholdFromLabels } from '../calibration.js';
+import { type Calibration, type LabelObjective, type NominalEvidence, calibrateNominal, mapStats, nominalLevels, thresholdFromLabels } from '../calibration.js';
 import { ReconpatchError } from '../errors.js';
 
 /**
@@ -97,16 +97,23 @@ export function checkThreshold(threshold: unknown, options: { pixelThreshold?: u
   if (p !== undefined && (typeof p !== 'number' || !Number.isFinite(p))) throw invalid(`pixelThreshold must be a finite number (a raw map value), got ${JSON.stringify(p)}`);
 }
 
-/** `previous` with a threshold set by hand (or a minimal calibration when there was none). */
+/**
+ * `previous` with a threshold set by hand (or a minimal calibration when there was none). `low`
+ * and the heatmap floor come from the nominal evidence when the calibration keeps it (not from
+ * `previous`, which an earlier threshold may have lowered), lowered only as far as the new
+ * thresholds need: setting the calibrated threshold back restores the calibrated normalisation.
+ */
 export function manualCalibration(previous: Calibration | null, threshold: number, pixelThreshold?: number): Calibration {
-  if (previous)
+  if (previous) {
+    const base = previous.evidence?.length ? nominalLevels(previous.evidence) : { low: previous.low, pixelFloor: previous.pixelFloor };
     return {
       ...previous, method: 'manual', falseAlarmRate: null, threshold,
       pixelThreshold: pixelThreshold ?? previous.pixelThreshold,
-      pixelFloor: Math.min(previous.pixelFloor, pixelThreshold ?? previous.pixelFloor),
-      low: Math.min(previous.low, threshold),
+      pixelFloor: Math.min(base.pixelFloor, pixelThreshold ?? base.pixelFloor),
+      low: Math.min(base.low, threshold),
       nominalAboveThreshold: null, validation: undefined, warnings: [],
     };
+  }
   const pixel = pixelThreshold ?? threshold;
   return {
     method: 'manual', images: 0, falseAlarmRate: null, threshold, pixelThreshold: pixel, pixelFloor: 0.5 * pixel, low: Math.min(0, threshold),

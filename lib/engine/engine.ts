@@ -21,7 +21,7 @@ import { readModelFile, writeFileAtomically } from './model_file.js';
 import { orderedMap } from './ordered.js';
 import { CallQueue } from './queue.js';
 import { type ScoreOptions, type ScoreResult, checkScoreOptions, finishResult } from './results.js';
-import { FitControl, type Progress, abortFit, nominalEvidence, stageFit } from './staged_fit.js';
+import { FitControl, type Progress, abortFit, checkMaxStagedPatches, nominalEvidence, stageFit, stagedBudgetWarning } from './staged_fit.js';
 
 export type { Progress } from './staged_fit.js';
 export type { CalibrateOptions } from './decisions.js';
@@ -44,7 +44,9 @@ export interface FitOptions {
    * when the staged patches exceed it they are reduced to a coreset of half this many and the fit
    * goes on (merge and reduce). Default: unbounded. Memory and quality measured: docs/results.md.
    * Reduced images cannot be scored leave-one-out, so such a fit calibrates on held-out images
-   * (`calibration.holdout`, 10% when it is 0).
+   * (`calibration.holdout`, 10% when it is 0). At least 512 (`MIN_STAGED_PATCHES`: a reduce keeps
+   * half, and 256 rows are one 128 x 128 image's patches), else ERR_INVALID_OPTION; a budget under
+   * two fit images' patches is taken, with a warning in `FitSummary.warnings`.
    */
   maxStagedPatches?: number;
 }
@@ -315,14 +317,12 @@ export class Engine {
   fit(images: Iterable<ImageInput> | AsyncIterable<ImageInput>, options: FitOptions = {}): Promise<FitSummary> {
     const stack = new Error();
     return this.#exclusive(async () => {
-      const { maxStagedPatches = 0 } = options;
-      if (!(Number.isInteger(maxStagedPatches) && maxStagedPatches >= 0))
-        throw new ReconpatchError('ERR_INVALID_OPTION', `maxStagedPatches must be a non-negative integer, got ${JSON.stringify(maxStagedPatches)}`);
+      const maxStagedPatches = checkMaxStagedPatches(options.maxStagedPatches ?? 0);
       const r = await this.#fit(images, options, 'fit', maxStagedPatches);
       const info = this.#native.info();
       return {
         images: info.trainImages, patches: info.trainPatches, bankRows: info.bankRows, calibrationImages: r.calibrationImages,
-        calibration: r.calibration, warnings: r.warnings, seconds: r.seconds,
+        calibration: r.calibration, warnings: [...r.warnings, ...stagedBudgetWarning(maxStagedPatches, info.trainPatches, info.trainImages)], seconds: r.seconds,
       };
     }).catch((err) => rethrow(err, stack));
   }

@@ -33,10 +33,38 @@ export interface Progress {
 /** The share held out to calibrate a fit with `maxStagedPatches` when `calibration.holdout` is 0. */
 export const BUDGET_HOLDOUT = 0.1;
 
+/**
+ * The smallest staged-patch budget taken (0, no bound, aside). Each reduce keeps a coreset of half
+ * the budget, so 512 keeps 256 rows: a 16 x 16 patch grid, the patches of one 128 x 128 image at
+ * the backbones' stride of 8. A smaller bank cannot describe even one small image of a good part
+ * (2 would leave a 1-row bank): such a budget is a mistake, refused rather than obeyed.
+ */
+export const MIN_STAGED_PATCHES = 512;
+
+/** `maxStagedPatches` checked: 0 or an integer of at least {@link MIN_STAGED_PATCHES}. Throws ERR_INVALID_OPTION. */
+export function checkMaxStagedPatches(value: unknown): number {
+  if (!(Number.isInteger(value) && (value === 0 || (value as number) >= MIN_STAGED_PATCHES)))
+    throw new ReconpatchError('ERR_INVALID_OPTION',
+      `maxStagedPatches must be 0 (no bound) or an integer of at least ${MIN_STAGED_PATCHES}, got ${JSON.stringify(value)}: ` +
+      `each reduce keeps half the budget, and fewer than ${MIN_STAGED_PATCHES / 2} rows cannot describe even one 128 x 128 image (${MIN_STAGED_PATCHES / 2} patches)`);
+  return value as number;
+}
+
+/**
+ * A warning when a staged-patch budget turned out smaller than two images' patches (known only
+ * once the images are seen): each reduce then kept fewer rows than one fit image has.
+ */
+export function stagedBudgetWarning(maxStagedPatches: number, patches: number, images: number): string[] {
+  const perImage = images > 0 ? Math.ceil(patches / images) : 0;
+  if (maxStagedPatches === 0 || maxStagedPatches >= 2 * perImage) return [];
+  return [`maxStagedPatches ${maxStagedPatches} is less than two images' patches (${perImage} per image here): each reduce kept fewer rows than one image has; ` +
+    `the bank may miss normal detail (use at least ${2 * perImage})`];
+}
+
 export interface StageFitOptions {
   /** 'fit' builds new models; 'update' grows the live ones. */
   mode: 'fit' | 'update';
-  /** Fit only: bound on the patches staged per engine (0: none). */
+  /** Fit only: bound on the patches staged per engine (0: none; else checked by {@link checkMaxStagedPatches}). */
   maxStagedPatches: number;
   signal?: AbortSignal;
   /** Progress of engine `member` (undefined for the shared 'embed' stage). */

@@ -24,9 +24,10 @@ import { readModelFile, writeFileAtomically } from '../engine/model_file.js';
 import { orderedMap } from '../engine/ordered.js';
 import { CallQueue } from '../engine/queue.js';
 import { type ScoreOptions, type ScoreResult, checkScoreOptions, finishResult } from '../engine/results.js';
-import { FitControl, type Progress, abortFit, nominalEvidence, stageFit } from '../engine/staged_fit.js';
+import { FitControl, type Progress, abortFit, checkMaxStagedPatches, nominalEvidence, stageFit, stagedBudgetWarning } from '../engine/staged_fit.js';
 import { ReconpatchError, rethrow } from '../errors.js';
 import { type DecodePolicy, type ImageInput, type InputOptions, resolveInput, toRawFrame } from '../io/images.js';
+import { openRegularFile } from '../io/regular_file.js';
 import type { NativeOptions, RawFrame } from '../native.js';
 import { type CalibrationOptions, type EngineOptions, resolveCalibration, storedCalibrationOptions } from '../options.js';
 import { MAGIC, MAX_MEMBERS, type EnsembleMeta, buildContainer, parseContainer } from './container.js';
@@ -83,7 +84,7 @@ export interface EnsembleFitOptions {
   signal?: AbortSignal;
   /** Called as each member's fit, then the ensemble's calibration, advances (synchronously; keep it cheap). */
   onProgress?: (p: EnsembleProgress) => void;
-  /** Bounds each member's staged patches, as {@link FitOptions.maxStagedPatches} does for one engine. */
+  /** Bounds each member's staged patches, as {@link FitOptions.maxStagedPatches} does for one engine (0, or at least 512). */
   maxStagedPatches?: number;
 }
 
@@ -264,20 +265,26 @@ export class Ensemble {
 
   /**
    * True when `file` starts like an ensemble model file (for tools that accept both kinds); false
-   * when it cannot be opened. Reads only the header: no validation.
+   * when it cannot be opened. Reads only the header: no validation. A path that is not a regular
+   * file (a FIFO, a device, a directory) is refused with ERR_MODEL_FILE at once, as `load` does:
+   * opened without blocking, never read.
    * @example
    * const model = (await Ensemble.isEnsembleFile('part.model')) ? await Ensemble.load('part.model') : await Engine.load('part.model');
    */
   static async isEnsembleFile(file: string): Promise<boolean> {
-    const { open } = await import('node:fs/promises');
-    const handle = await open(file, 'r').catch(() => null);
-    if (!handle) return false;
+    let opened: Awaited<ReturnType<typeof openRegularFile>>;
+    try {
+      opened = await openRegularFile(file, (why, cause) => new ReconpatchError('ERR_MODEL_FILE', `cannot read model file '${file}': ${why}`, { cause }));
+    } catch (err) {
+      if ((err as Error).cause) return false; // open failed (no such file, ...): the loader says why
+      throw err; // not a regular file
+    }
     try {
       const head = Buffer.alloc(MAGIC.length);
-      const { bytesRead } = await handle.read(head, 0, MAGIC.length, 0);
+      const { bytesRead } = await opened.handle.read(head, 0, MAGIC.length, 0);
       return bytesRead === MAGIC.length && head.equals(MAGIC);
     } finally {
-      await handle.close();
+      await opened.handle.close();
     }
   }
 
@@ -550,8 +557,7 @@ export class Ensemble {
   // The members' fit (or update) transactions in lockstep: stage all, calibrate on the pending
   // models, commit all.
   async #fit(images: Iterable<ImageInput> | AsyncIterable<ImageInput>, { signal, onProgress, maxStagedPatches = 0 }: EnsembleFitOptions, mode: 'fit' | 'update'): Promise<EnsembleFitSummary> {
-    if (!(Number.isInteger(maxStagedPatches) && maxStagedPatches >= 0))
-      throw invalidOption(`maxStagedPatches must be a non-negative integer, got ${JSON.stringify(maxStagedPatches)}`);
+    checkMaxStagedPatches(maxStagedPatches);
     const started = performance.now();
     const natives = this.#members.map(nativeOf);
     const control = new FitControl(natives, signal, 'ensemble', mode);
@@ -583,7 +589,8 @@ export class Ensemble {
         const i = n.info();
         return { images: i.trainImages, patches: i.trainPatches, bankRows: i.bankRows, calibrationImages: 0, calibration: null, warnings: [], seconds };
       });
-      const warnings = calibration ? calibration.warnings : this.#calibrationOptions.enabled ? [missingCalibrationWarning(evidence[0].length)] : [];
+      const warnings = calibration ? [...calibration.warnings] : this.#calibrationOptions.enabled ? [missingCalibrationWarning(evidence[0].length)] : [];
+      warnings.push(...stagedBudgetWarning(maxStagedPatches, summaries[0].patches, summaries[0].images));
       return { images: staged.images, calibrationImages: calibration ? evidence[0].length : 0, calibration, warnings, members: summaries, seconds };
     } catch (err) {
       abortFit(natives);

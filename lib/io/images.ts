@@ -5,7 +5,8 @@
  */
 import sharp, { type Metadata } from 'sharp';
 
-import { bmpSize, decodeBmp, isBmp } from './bmp.js';
+import { bmpSize, isBmp } from './bmp.js';
+import { decodeBmpOffThread } from './bmp_worker.js';
 import { readRegularFile } from './regular_file.js';
 import { ReconpatchError } from '../errors.js';
 import type { RawFrame } from '../native.js';
@@ -182,12 +183,13 @@ function fromRaw(img: RawImage, label: string, policy: DecodePolicy): RawFrame {
   return { data: out, width, height, channels: keep as 1 | 3 };
 }
 
-async function decode(bytes: Uint8Array, label: string, policy: DecodePolicy): Promise<RawFrame> {
+/** `owned`: `bytes` were read here and may be handed to a worker as they are (see decodeBmpOffThread). */
+async function decode(bytes: Uint8Array, label: string, policy: DecodePolicy, owned = false): Promise<RawFrame> {
   if (isBmp(bytes)) {
     const size = bmpSize(bytes);
     if (size && size.width > 0 && size.height > 0) checkSize(size.width, size.height, label, policy);
     try {
-      return decodeBmp(bytes);
+      return await decodeBmpOffThread(bytes, owned);
     } catch (err) {
       throw invalid(`${label} could not be decoded as a BMP (${(err as Error).message})`, err);
     }
@@ -237,7 +239,7 @@ export async function toRawFrame(input: ImageInput, index?: number, policy: Part
     const maxBytes = Math.max(64 * 2 ** 20, 8 * p.maxPixels);
     const bytes = await readRegularFile(input, maxBytes, (why, cause) => invalid(`${label} cannot be read: ${why}`, cause));
     if (bytes.length === 0) throw invalid(`${label} is an empty file`);
-    return decode(bytes, label, p);
+    return decode(bytes, label, p, true);
   }
   if (input instanceof Uint8Array) {
     if (input.length === 0) throw invalid(`${label} is an empty buffer`);

@@ -3,21 +3,35 @@
  * a size bound checked before reading. A FIFO with no writer, a device such as /dev/zero or a
  * directory would otherwise block forever or read without end.
  */
-import { constants } from 'node:fs';
-import { open } from 'node:fs/promises';
+import { constants, type Stats } from 'node:fs';
+import { type FileHandle, open } from 'node:fs/promises';
 
 /**
- * Reads `file` whole. `fail(why, cause)` builds the error thrown (the caller's code and wording):
- * no such file, not a regular file, more than `maxBytes`, or the file shrank while read.
+ * Opens `file` for reading if it is a regular file: with O_NONBLOCK (opening a FIFO with no writer
+ * would otherwise wait forever), then fstat on the open handle. `fail(why, cause)` builds the
+ * error thrown: no such file, or not a regular file. The caller closes the handle.
  */
-export async function readRegularFile(file: string, maxBytes: number, fail: (why: string, cause?: unknown) => Error): Promise<Buffer> {
-  // O_NONBLOCK: opening a FIFO with no writer would otherwise wait forever.
+export async function openRegularFile(file: string, fail: (why: string, cause?: unknown) => Error): Promise<{ handle: FileHandle; stat: Stats }> {
   const handle = await open(file, constants.O_RDONLY | constants.O_NONBLOCK).catch((err: NodeJS.ErrnoException) => {
     throw fail(err.code === 'ENOENT' ? 'no such file' : (err.code ?? String(err)), err);
   });
   try {
     const stat = await handle.stat();
     if (!stat.isFile()) throw fail(`not a regular file (${stat.isDirectory() ? 'a directory' : 'a device, FIFO or socket'})`);
+    return { handle, stat };
+  } catch (err) {
+    await handle.close();
+    throw err;
+  }
+}
+
+/**
+ * Reads `file` whole. `fail(why, cause)` builds the error thrown (the caller's code and wording):
+ * no such file, not a regular file, more than `maxBytes`, or the file shrank while read.
+ */
+export async function readRegularFile(file: string, maxBytes: number, fail: (why: string, cause?: unknown) => Error): Promise<Buffer> {
+  const { handle, stat } = await openRegularFile(file, fail);
+  try {
     if (stat.size > maxBytes) throw fail(`${stat.size} bytes, more than the ${maxBytes} allowed`);
     const bytes = Buffer.allocUnsafe(stat.size);
     let at = 0;

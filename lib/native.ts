@@ -152,7 +152,8 @@ export interface NativeInternals {
    * Exact k-NN. kernel: 'auto' (the engine's choice), 'float32', or 'int8' (int8 + float32 re-scoring where the CPU has
    * AVX-512 VNNI); with `excludeBegin`/`excludeEnd`, over the bank without rows [excludeBegin, excludeEnd).
    */
-  knn(bank: FloatArray, queries: FloatArray, k: number, kernel?: 'auto' | 'float32' | 'int8', excludeBegin?: number, excludeEnd?: number): { distances: FloatArray; indices: number[] };
+  /** `int8Queries`: how many queries the int8 pass searched (the rest took the float32 GEMM). */
+  knn(bank: FloatArray, queries: FloatArray, k: number, kernel?: 'auto' | 'float32' | 'int8', excludeBegin?: number, excludeEnd?: number): { distances: FloatArray; indices: number[]; int8Queries: number };
   /** The int8 k-NN: supported by this CPU, and on; passing a boolean turns it on or off process-wide (off: float32 GEMM). */
   knnInt8(enabled?: boolean): { supported: boolean; enabled: boolean };
   /** float32 GEMM vs int8 k-NN side by side (k = 1); null bank / queries: seeded standard-normal rows. */

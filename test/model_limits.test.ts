@@ -109,7 +109,7 @@ describe('model files and images within bounds', () => {
     expect([tall?.code, tall?.message]).toEqual(['ERR_INVALID_IMAGE', expect.stringContaining('input.maxResizedPixels')]);
     // A line of 67108864 x 1 is within maxPixels; its height fails the minimum before any decoding.
     const line = await fail(shorter.score(zeroPng(67108864, 1, { bitDepth: 1, colorType: 0 })));
-    expect([line?.code, line?.message]).toEqual(['ERR_INVALID_IMAGE', expect.stringContaining('at least 8 pixels on each side')]);
+    expect([line?.code, line?.message]).toEqual(['ERR_INVALID_IMAGE', expect.stringContaining('needs at least 8 pixels on each side')]);
     expect(Date.now() - started).toBeLessThan(5000);
     // The engine still works.
     expect((await shorter.calibrate([data.test[0].path, data.test[data.test.length - 1].path], { labels: [0, 1] })).threshold).toBeGreaterThan(0);

@@ -126,8 +126,8 @@ export function resizedSize(width: number, height: number, { resize, resizeMode 
 const FORMATS = new Set(['jpeg', 'png', 'webp', 'tiff', 'gif', 'heif']);
 
 /**
- * Throws ERR_INVALID_IMAGE when a width x height image is over the pixel budget or under the
- * smallest side, or its resized size is over the resized budget. Called with the header's size,
+ * Throws ERR_INVALID_IMAGE when a width x height image is over the pixel budget or, for an
+ * engine, under the smallest side or over the resized budget once resized. Called with the header's size,
  * before any pixel is decoded.
  */
 function checkSize(width: number, height: number, label: string, policy: DecodePolicy): void {
@@ -135,8 +135,9 @@ function checkSize(width: number, height: number, label: string, policy: DecodeP
   const pixels = width * height;
   if (pixels > maxPixels)
     throw invalid(`${label} is ${width}x${height} = ${pixels} pixels, over the input limit of ${maxPixels} pixels (option input.maxPixels)`);
-  if (width < MIN_SIDE || height < MIN_SIDE)
-    throw invalid(`${label} is ${width}x${height}; images need at least ${MIN_SIDE} pixels on each side`);
+  // An engine embeds nothing smaller (toRawFrame on its own, with no resize plan, decodes any size).
+  if (policy.resizes.length > 0 && (width < MIN_SIDE || height < MIN_SIDE))
+    throw invalid(`${label} is ${width}x${height}; the engine needs at least ${MIN_SIDE} pixels on each side`);
   for (const plan of policy.resizes) {
     const [w, h] = resizedSize(width, height, plan);
     if (w * h > maxResizedPixels) {

@@ -68,13 +68,15 @@ Napi::Object makeInternals(Napi::Env env) {
   o.Set("knn", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
           return callCore(info.Env(), [&]() -> Napi::Value {
             std::vector<int64_t> idx;
+            int64_t int8Queries = 0;
             const bool exclude = info.Length() > 5 && info[4].IsNumber() && info[5].IsNumber();
             auto d = rp::internals::knn(floatArrayFromJs(info[0]), floatArrayFromJs(info[1]),
                                         info[2].ToNumber().Int64Value(), &idx,
                                         info.Length() > 3 && info[3].IsString() ? info[3].ToString().Utf8Value() : "auto",
                                         exclude ? info[4].ToNumber().Int64Value() : 0,
-                                        exclude ? info[5].ToNumber().Int64Value() : 0);
+                                        exclude ? info[5].ToNumber().Int64Value() : 0, &int8Queries);
             Napi::Object r = Napi::Object::New(info.Env());
+            r.Set("int8Queries", Napi::Number::New(info.Env(), static_cast<double>(int8Queries)));
             r.Set("distances", floatArrayToJs(info.Env(), std::move(d)));
             r.Set("indices", toJsArray(info.Env(), idx));
             return r;

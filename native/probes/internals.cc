@@ -55,14 +55,16 @@ std::vector<int64_t> greedyCoreset(const FloatArray& projected, const std::vecto
 }
 
 FloatArray knn(const FloatArray& bank, const FloatArray& queries, int64_t k, std::vector<int64_t>* indices,
-               const std::string& kernel, int64_t excludeBegin, int64_t excludeEnd) {
+               const std::string& kernel, int64_t excludeBegin, int64_t excludeEnd, int64_t* int8Queries) {
   return step([&] {
     RP_CHECK(kernel == "auto" || kernel == "float32" || kernel == "int8", InvalidOption, "unknown k-NN kernel '" << kernel << "'");
     const auto which = kernel == "float32" ? KnnKernel::Float32 : kernel == "int8" ? KnnKernel::Int8 : KnnKernel::Auto;
     FlatL2Index index(bank.shape.at(1), /*chunkRows=*/64, /*queryRows=*/1024, which);  // small chunks: exercises the merge
     index.add(toTensor(bank));
     torch::Tensor d, i;
+    const int64_t before = knnInt8Counters().queries;
     index.search(toTensor(queries), k, &d, &i, RowRange{excludeBegin, excludeEnd});
+    *int8Queries = knnInt8Counters().queries - before;
     indices->assign(i.data_ptr<int64_t>(), i.data_ptr<int64_t>() + i.numel());
     return fromTensor(d);
   });

@@ -30,9 +30,9 @@ std::vector<int64_t> greedyCoreset(const FloatArray& projected, const std::vecto
 FloatArray coresetProject(const FloatArray& features, int64_t projectionDim, uint64_t seed);
 // exact k-NN: bank [n, d], queries [q, d] -> squared distances [q, k] and indices [q, k], over the
 // bank without rows [excludeBegin, excludeEnd). kernel: "auto" (the engine's choice), "float32"
-// or "int8" (int8 where the CPU has VNNI).
+// or "int8" (int8 where the CPU has VNNI). *int8Queries: the queries the int8 pass searched.
 FloatArray knn(const FloatArray& bank, const FloatArray& queries, int64_t k, std::vector<int64_t>* indices,
-               const std::string& kernel = "auto", int64_t excludeBegin = 0, int64_t excludeEnd = 0);
+               const std::string& kernel, int64_t excludeBegin, int64_t excludeEnd, int64_t* int8Queries);
 // The int8 k-NN: whether the CPU supports it, whether it is on; turning it off forces float32.
 struct KnnInt8State {
   bool supported = false, enabled = false;

@@ -26,16 +26,17 @@ bool FlatL2Index::usesInt8() const {
   return int8_ && (kernel_ == KnnKernel::Int8 || (kernel_ == KnnKernel::Auto && knnInt8Enabled()));
 }
 
-void FlatL2Index::nearestInt8(const torch::Tensor& q, torch::Tensor* distances, torch::Tensor* indices) const {
+void FlatL2Index::nearestInt8(const torch::Tensor& q, torch::Tensor* distances, torch::Tensor* indices,
+                              RowRange exclude) const {
   std::vector<int64_t> fallback;
-  int8_->nearest(q, distances, indices, &fallback);
+  int8_->nearest(q, distances, indices, &fallback, exclude.begin, exclude.end);
   if (fallback.empty()) return;
   auto which = torch::tensor(fallback, torch::kInt64);
   auto rest = q.index_select(0, which);  // [f, dim]
   for (int64_t start = 0; start < rest.size(0); start += queryRows_) {
     const int64_t len = std::min(queryRows_, rest.size(0) - start);
     torch::Tensor d, i;
-    nearestBlockCpu(rest.narrow(0, start, len), spans({}), &d, &i);
+    nearestBlockCpu(rest.narrow(0, start, len), spans(exclude), &d, &i);
     auto at = which.narrow(0, start, len);
     distances->index_copy_(0, at, d);
     indices->index_copy_(0, at, i);
@@ -64,11 +65,10 @@ void FlatL2Index::search(const torch::Tensor& queries, int64_t k, torch::Tensor*
   torch::NoGradGuard noGrad;
   k = std::min(k, available);
   auto q = queries.to(torch::kFloat32).contiguous();
-  // The int8 bank covers every row: searches that leave rows out (leave-one-image-out
-  // calibration, a small share of the work) take the float32 path.
-  const bool whole = available == ntotal();
-  if (k == 1 && whole && q.device().is_cpu() && usesInt8()) {
-    nearestInt8(q, distances, indices);
+  // The int8 pass leaves the excluded rows out of its bounds and candidates (leave-one-image-out
+  // calibration searches at int8 speed too).
+  if (k == 1 && q.device().is_cpu() && usesInt8()) {
+    nearestInt8(q, distances, indices, exclude);
     return;
   }
   std::vector<torch::Tensor> ds, is;

@@ -58,9 +58,9 @@ class FlatL2Index : public KnnIndex {
   int64_t chunkRows_;
   int64_t queryRows_;
   KnnKernel kernel_;
-  // k = 1 through the int8 bank (whole-bank searches); queries it hands back go through
+  // k = 1 through the int8 bank, without the rows in `exclude`; queries it hands back go through
   // nearestBlockCpu.
-  void nearestInt8(const torch::Tensor& q, torch::Tensor* distances, torch::Tensor* indices) const;
+  void nearestInt8(const torch::Tensor& q, torch::Tensor* distances, torch::Tensor* indices, RowRange exclude) const;
   // The bank's rows outside `exclude`, as up to two [begin, end) spans, in order.
   std::vector<RowRange> spans(RowRange exclude) const;
   // One block of queries against every bank chunk of `spans`. q: [m, dim] -> [m, k] each.

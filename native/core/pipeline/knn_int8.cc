@@ -186,7 +186,16 @@ RP_VNNI_TARGET void dotTile(const int8_t* q, int64_t qStride, const uint8_t* pan
 // per-lane minima of upper and appends rows whose lower bound is <= the query's threshold.
 // T: rowTerms_ (stride `rows`).
 RP_VNNI_TARGET void boundTile(const int32_t* tile, int64_t q0, int64_t qEnd, int64_t row0, const float* T, int64_t rows,
-                              QueryState* states, std::vector<Candidate>* cands) {
+                              int64_t excludeBegin, int64_t excludeEnd, QueryState* states, std::vector<Candidate>* cands) {
+  // Rows in [excludeBegin, excludeEnd) take part in neither bound nor candidates: per panel, a lane mask.
+  __mmask16 keep[kNR];
+  for (int j = 0; j < kNR; ++j) {
+    const int64_t r = row0 + j * kPanel;
+    keep[j] = 0xFFFF;
+    if (r < excludeEnd && r + kPanel > excludeBegin)
+      for (int l = 0; l < kPanel; ++l)
+        if (r + l >= excludeBegin && r + l < excludeEnd) keep[j] &= static_cast<__mmask16>(~(1u << l));
+  }
   for (int i = 0; i < kMR && q0 + i < qEnd; ++i) {
     QueryState& s = states[q0 + i];
     if (!s.finite) continue;
@@ -205,11 +214,11 @@ RP_VNNI_TARGET void boundTile(const int32_t* tile, int64_t q0, int64_t qEnd, int
                           _mm512_fmadd_ps(beta, _mm512_loadu_ps(T + kNormQ * rows + r), _mm512_loadu_ps(T + kSlack * rows + r))),
           slack);
       const __m512 lower = _mm512_sub_ps(e, eps);
-      vmin = _mm512_min_ps(vmin, _mm512_add_ps(e, eps));
-      __mmask16 hit = _mm512_cmp_ps_mask(lower, _mm512_set1_ps(s.threshold), _CMP_LE_OQ);
+      vmin = _mm512_mask_min_ps(vmin, keep[j], vmin, _mm512_add_ps(e, eps));
+      __mmask16 hit = _mm512_mask_cmp_ps_mask(keep[j], lower, _mm512_set1_ps(s.threshold), _CMP_LE_OQ);
       if (hit) {  // rare once the threshold has come down: tighten it, then keep what still passes
         s.threshold = std::min(s.threshold, _mm512_reduce_min_ps(vmin));
-        hit = _mm512_cmp_ps_mask(lower, _mm512_set1_ps(s.threshold), _CMP_LE_OQ);
+        hit = _mm512_mask_cmp_ps_mask(keep[j], lower, _mm512_set1_ps(s.threshold), _CMP_LE_OQ);
         alignas(64) float low[kPanel];
         _mm512_store_ps(low, lower);
         for (; hit; hit &= static_cast<__mmask16>(hit - 1)) {
@@ -334,7 +343,7 @@ int64_t Int8Bank::bytes() const {
 }
 
 void Int8Bank::nearest(const torch::Tensor& q, torch::Tensor* distances, torch::Tensor* indices,
-                       std::vector<int64_t>* fallback) const {
+                       std::vector<int64_t>* fallback, int64_t excludeBegin, int64_t excludeEnd) const {
   const int64_t m = q.size(0);
   *distances = torch::zeros({m, 1});
   *indices = torch::zeros({m, 1}, torch::kInt64);
@@ -369,7 +378,7 @@ void Int8Bank::nearest(const torch::Tensor& q, torch::Tensor* distances, torch::
         for (int64_t g = b0; g < b1; ++g)
           for (int64_t p = p0; p < p1; p += kNR) {
             dotTile(qqp + g * kMR * dim4_, dim4_, packed + p * panelBytes, panelBytes, dim4_ / 4, tile);
-            boundTile(tile, g * kMR, m, p * kPanel, T, rows, states.data(), cands.data());
+            boundTile(tile, g * kMR, m, p * kPanel, T, rows, excludeBegin, excludeEnd, states.data(), cands.data());
           }
       }
     }

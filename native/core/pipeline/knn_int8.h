@@ -36,11 +36,12 @@ class Int8Bank {
   // search uses. usable() is false if the bank holds non-finite values.
   Int8Bank(const torch::Tensor& bank, const torch::Tensor& norms);
   bool usable() const { return usable_; }
-  // q: [m, D] float32 contiguous CPU -> squared distances [m, 1] (clamped at 0) and indices [m, 1].
+  // q: [m, D] float32 contiguous CPU -> squared distances [m, 1] (clamped at 0) and indices [m, 1],
+  // over the bank without rows [excludeBegin, excludeEnd) (leave-one-image-out; empty: every row).
   // Queries the int8 pass cannot settle cheaply (non-finite values, or too many candidate rows)
   // are listed in *fallback; their rows of the outputs are left for the caller's float32 search.
   void nearest(const torch::Tensor& q, torch::Tensor* distances, torch::Tensor* indices,
-               std::vector<int64_t>* fallback) const;
+               std::vector<int64_t>* fallback, int64_t excludeBegin = 0, int64_t excludeEnd = 0) const;
   // Bytes held beside the float32 bank.
   int64_t bytes() const;
 

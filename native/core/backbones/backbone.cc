@@ -16,9 +16,6 @@ namespace rp {
 
 namespace {
 
-constexpr std::array<float, 3> kImagenetMean = {0.485f, 0.456f, 0.406f};
-constexpr std::array<float, 3> kImagenetStd = {0.229f, 0.224f, 0.225f};
-
 // Four 3x3 stride-2 convolutions with ReLU; taps after the third (stride 8) and fourth (stride 16).
 // He-normal weights from a private generator: the same seed gives the same network anywhere.
 class RandomCnnBackbone : public Backbone {

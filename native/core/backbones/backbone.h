@@ -4,6 +4,7 @@
 #pragma once
 #include <torch/torch.h>
 
+#include <array>
 #include <memory>
 #include <optional>
 #include <string>
@@ -12,6 +13,10 @@
 #include "core/options.h"
 
 namespace rp {
+
+// ImageNet's per-channel normalisation, which every backbone here was trained with.
+inline constexpr std::array<float, 3> kImagenetMean = {0.485f, 0.456f, 0.406f};
+inline constexpr std::array<float, 3> kImagenetStd = {0.229f, 0.224f, 0.225f};
 
 struct BackboneInfo {
   std::string name;               // "random_cnn", or the TorchScript module's `name`

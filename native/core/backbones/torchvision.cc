@@ -15,9 +15,6 @@ namespace rp {
 
 namespace {
 
-constexpr std::array<float, 3> kImagenetMean = {0.485f, 0.456f, 0.406f};
-constexpr std::array<float, 3> kImagenetStd = {0.229f, 0.224f, 0.225f};
-
 struct Architecture {
   bool dense = false;                 // DenseNet, else ResNet
   bool bottleneck = false;            // ResNet: Bottleneck (expansion 4) or BasicBlock

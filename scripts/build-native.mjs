@@ -11,7 +11,7 @@
 // CMake gets what a wheel's libtorch needs: its own Torch/Caffe2 configs ahead of Debian's, and for CUDA
 // the toolkit root (nvcc) and the NVIDIA runtime wheels' nvrtc.
 import { spawnSync } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -129,3 +129,14 @@ const cmakeJs = require.resolve('cmake-js/bin/cmake-js');
 const cmdArgs = [cmakeJs, fresh ? 'rebuild' : 'compile', '--out', out, ...Object.entries(defs).map(([k, v]) => `--CD${k}=${v}`)];
 const r = spawnSync(process.execPath, cmdArgs, { cwd: root, stdio: 'inherit' });
 if (r.status !== 0) process.exit(r.status ?? 1);
+
+// Installed as a dependency, the build directory keeps only what loads: the objects and the
+// ~570 MB precompiled header are never used again (a checkout keeps them for incremental builds).
+if (root.split(path.sep).includes('node_modules')) {
+  const buildDir = path.join(root, out);
+  for (const entry of readdirSync(buildDir)) if (entry !== 'Release') rmSync(path.join(buildDir, entry), { recursive: true, force: true });
+  const release = path.join(buildDir, 'Release');
+  for (const entry of readdirSync(release))
+    if (entry !== 'reconpatch.node' && entry !== 'reconpatch.json') rmSync(path.join(release, entry), { recursive: true, force: true });
+  console.log(`reconpatch: kept ${out}/Release/reconpatch.node and its reconpatch.json; removed the build's intermediates`);
+}

@@ -325,6 +325,11 @@ describe.skipIf(!!process.env.RECONPATCH_LIBTORCH)('npm package', () => {
     const pkgDir = path.join(project, 'node_modules/reconpatch');
     const built = path.join(pkgDir, 'build/Release/reconpatch.node');
     expect(existsSync(built)).toBe(true);
+    // Only what loads is kept: the objects and the precompiled header (570 MB) are removed.
+    const installedMB = Number((await run('du', ['-sm', pkgDir], { cwd: project })).stdout.split('\t')[0]);
+    console.log(`[package] installed from source: ${installedMB} MB in node_modules/reconpatch`);
+    expect(readdirSync(path.join(pkgDir, 'build'))).toEqual(['Release']);
+    expect(installedMB).toBeLessThan(50);
     const out = await fitAndScore(project, { PREBUILDS_ONLY: undefined });
     expect(out.loaded).toEqual([built]);
     checkScores(out);

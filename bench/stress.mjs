@@ -15,7 +15,7 @@
 // head on/off) that end with process.exit() right after a score, process.exit() while a fit or a
 // score is running, a natural exit, or a worker thread terminated in the middle of its scoring.
 // Under a sanitizer build, set the environment for this command (it passes to every process):
-// README "Sanitizer builds".
+// CONTRIBUTING.md "Sanitizer builds".
 import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';

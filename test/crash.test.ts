@@ -46,7 +46,7 @@ function runChild(body: string, env: Record<string, string> = {}): Promise<Outco
 const crashFiles = (cache: string) => (existsSync(cache) ? readdirSync(cache).filter((f) => f.startsWith('crash-')) : []);
 const reportOf = (stderr: string) => /==== reconpatch crash report ====[\s\S]*?==== end of crash report ====\n/.exec(stderr)?.[0];
 
-// An AddressSanitizer build leaves fatal signals to ASan (README "Sanitizer builds").
+// An AddressSanitizer build leaves fatal signals to ASan (CONTRIBUTING.md "Sanitizer builds").
 const handlerOff = process.env.RECONPATCH_CRASH_HANDLER === '0' || runtimeInfo().crashReports === null;
 
 describe.skipIf(!existsSync(path.join(dist, 'native.js')) || handlerOff)('crash reports', () => {

@@ -1,11 +1,12 @@
 // Weights management against a real HTTP server on 127.0.0.1 serving a generated file: a good
 // download, a wrong hash, an interrupted transfer resumed with Range, a server that ignores
-// Range, 404, --from a local file, and the real `reconpatch weights` binary. Never the internet.
+// Range, 404, --from a local file, a loopback forward proxy named by HTTP_PROXY (and bypassed by
+// NO_PROXY), servers that stall (idle timeout), and the real `reconpatch weights` binary. Never the internet.
 import { execFile } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
-import type { AddressInfo } from 'node:net';
+import net, { type AddressInfo } from 'node:net';
 import path from 'node:path';
 import { promisify } from 'node:util';
 
@@ -29,11 +30,28 @@ describe('weights download', () => {
   let flakyServed = false;
   let base = '';
   let server: http.Server;
+  // A forward proxy: absolute-URI requests are relayed, CONNECT requests tunnelled; it logs both.
+  const proxied: string[] = [];
+  let proxy: http.Server;
+  let proxyUrl = '';
+  // A server that accepts connections and never answers.
+  const mute: net.Socket[] = [];
+  let muteServer: net.Server;
+  let muteBase = '';
+  const proxyEnv = ['HTTP_PROXY', 'http_proxy', 'HTTPS_PROXY', 'https_proxy', 'NO_PROXY', 'no_proxy'] as const;
+  const savedEnv = Object.fromEntries(proxyEnv.map((k) => [k, process.env[k]]));
+  const clearProxyEnv = () => proxyEnv.forEach((k) => delete process.env[k]);
 
   beforeAll(async () => {
     server = http.createServer((req, res) => {
       const url = req.url ?? '';
       seen.push({ url, range: req.headers.range });
+      if (url.startsWith('/stall/')) {
+        // Headers and a third of the body, then silence with the connection open.
+        res.writeHead(200, { 'Content-Length': body.length });
+        res.write(body.subarray(0, body.length / 3));
+        return;
+      }
       if (url.startsWith('/missing/')) {
         res.writeHead(404).end('not found');
         return;
@@ -61,9 +79,45 @@ describe('weights download', () => {
     });
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+
+    proxy = http.createServer((req, res) => {
+      proxied.push(`${req.method} ${req.url}`);
+      const upstream = http.request(new URL(req.url ?? ''), { method: req.method, headers: req.headers }, (up) => {
+        res.writeHead(up.statusCode ?? 502, up.headers);
+        up.pipe(res);
+      });
+      upstream.on('error', () => res.destroy());
+      req.pipe(upstream);
+    });
+    proxy.on('connect', (req: http.IncomingMessage, socket: net.Socket, head: Buffer) => {
+      proxied.push(`CONNECT ${req.url}`);
+      const [host, port] = (req.url ?? '').split(':');
+      const upstream = net.connect(Number(port), host, () => {
+        socket.write('HTTP/1.1 200 Connection Established\r\n\r\n');
+        upstream.write(head);
+        upstream.pipe(socket);
+        socket.pipe(upstream);
+      });
+      upstream.on('error', () => socket.destroy());
+      socket.on('error', () => upstream.destroy());
+    });
+    await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+    proxyUrl = `http://127.0.0.1:${(proxy.address() as AddressInfo).port}`;
+
+    muteServer = net.createServer((socket) => void mute.push(socket));
+    await new Promise<void>((resolve) => muteServer.listen(0, '127.0.0.1', resolve));
+    muteBase = `http://127.0.0.1:${(muteServer.address() as AddressInfo).port}`;
+    clearProxyEnv(); // the other tests talk to 127.0.0.1 directly, whatever this machine's proxy
   });
   afterAll(() => {
+    clearProxyEnv();
+    for (const [k, v] of Object.entries(savedEnv)) if (v !== undefined) process.env[k] = v;
+    server.closeAllConnections();
     server.close();
+    proxy.closeAllConnections();
+    proxy.close();
+    mute.forEach((s) => s.destroy());
+    muteServer.close();
     rmSync(dir, { recursive: true, force: true });
   });
 
@@ -134,6 +188,69 @@ describe('weights download', () => {
     expect(e.message).toMatch(/HTTP 404.*--from/);
     expect(existsSync(path.join(cache, goodName))).toBe(false);
   });
+
+  it('goes through the proxy HTTP_PROXY names', async () => {
+    const cache = fresh('proxy');
+    const dest = path.join(cache, goodName);
+    proxied.length = 0;
+    process.env.HTTP_PROXY = proxyUrl;
+    try {
+      await fetchVerified(`${base}/good/${goodName}`, dest);
+    } finally {
+      clearProxyEnv();
+    }
+    expect(createHash('sha256').update(readFileSync(dest)).digest('hex')).toBe(sha);
+    expect(proxied.length).toBeGreaterThanOrEqual(1);
+    expect(proxied[0]).toMatch(new RegExp(`^(CONNECT 127\\.0\\.0\\.1:\\d+|GET ${base}/good/${goodName})$`));
+    expect(seen.map((s) => s.url)).toEqual([`/good/${goodName}`]); // relayed once, to the server
+  });
+
+  it('goes around the proxy to the hosts NO_PROXY (or no_proxy) lists', async () => {
+    const cache = fresh('noproxy');
+    const dest = path.join(cache, goodName);
+    proxied.length = 0;
+    try {
+      process.env.http_proxy = proxyUrl;
+      process.env.NO_PROXY = 'example.invalid,127.0.0.1';
+      await fetchVerified(`${base}/good/${goodName}`, dest);
+      expect(proxied).toEqual([]);
+      expect(seen).toHaveLength(1); // it reached the server directly
+      rmSync(dest);
+      // The same download without NO_PROXY takes the proxy: the check above was not vacuous.
+      delete process.env.NO_PROXY;
+      process.env.no_proxy = 'example.invalid';
+      await fetchVerified(`${base}/good/${goodName}`, dest);
+      expect(proxied.length).toBeGreaterThanOrEqual(1);
+    } finally {
+      clearProxyEnv();
+    }
+  });
+
+  it('gives up on a server that stops answering, with ERR_DOWNLOAD, within the idle timeout', async () => {
+    const cache = fresh('stall');
+    const dest = path.join(cache, goodName);
+    // Connected, request sent, no response at all.
+    let t0 = Date.now();
+    const silent = await fetchVerified(`${muteBase}/${goodName}`, dest, { attempts: 1, timeouts: { idleMs: 300 } }).catch((err) => err);
+    expect(Date.now() - t0).toBeLessThan(5000); // undici's timers tick once a second; the default is 60 s
+    expect(mute.length).toBeGreaterThanOrEqual(1);
+    expect(silent.code).toBe('ERR_DOWNLOAD');
+    expect(silent.message).toMatch(/nothing received for 0\.3 s.*HTTPS_PROXY/);
+    expect(existsSync(dest)).toBe(false);
+    // Headers and part of the body, then silence: a broken transfer whose bytes are kept to resume.
+    t0 = Date.now();
+    const stalled = await fetchVerified(`${base}/stall/${goodName}`, dest, { attempts: 2, timeouts: { idleMs: 300 } }).catch((err) => err);
+    expect(Date.now() - t0).toBeLessThan(5000); // undici's timers tick once a second; the default is 60 s
+    expect(stalled.code).toBe('ERR_DOWNLOAD');
+    expect(stalled.message).toMatch(/stopped after \d+ bytes \(nothing received for 0\.3 s\); run the same command again to resume/);
+    expect(seen).toHaveLength(2); // the second attempt resumed after what arrived, and stalled too
+    expect(seen[0].range).toBeUndefined();
+    expect(Number(/^bytes=(\d+)-$/.exec(seen[1].range ?? '')?.[1])).toBeGreaterThan(0);
+    expect(existsSync(dest)).toBe(false);
+    expect(readFileSync(`${dest}.part`).length).toBeGreaterThan(0);
+    const bad = await fetchVerified(`${base}/good/${goodName}`, dest, { timeouts: { idleMs: 0 } }).catch((err) => err);
+    expect(bad.code).toBe('ERR_INVALID_OPTION');
+  }, 20_000);
 
   it('takes a local file with --from, verified the same way', async () => {
     const cache = fresh('local');

@@ -3,14 +3,16 @@
  * once into a cache directory by `reconpatch weights pull <name>` (never implicitly by `fit`).
  * Downloads resume from `<file>.part` with HTTP Range, are checked against the sha256 prefix in
  * the file name (torchvision's convention), and appear in the cache only complete (rename).
+ * The HTTP client is undici's, through the proxy HTTPS_PROXY / HTTP_PROXY name (NO_PROXY excepted),
+ * with connect and idle timeouts.
  */
 import { createHash } from 'node:crypto';
+import { once } from 'node:events';
 import { createReadStream, createWriteStream, existsSync, mkdirSync, renameSync, rmSync, statSync } from 'node:fs';
 import { copyFile } from 'node:fs/promises';
-import http from 'node:http';
-import https from 'node:https';
 import os from 'node:os';
 import path from 'node:path';
+import { finished } from 'node:stream/promises';
 
 import { ReconpatchError } from '../errors.js';
 
@@ -129,6 +131,12 @@ export interface PullOptions {
   onProgress?: (p: DownloadProgress) => void;
   /** Attempts per pull when a transfer breaks off; each resumes where the last stopped (default 3). */
   attempts?: number;
+  /**
+   * Connect and idle timeouts (default 30 s and 60 s). A stalled transfer counts as broken off:
+   * the next attempt resumes it. Downloads go through the proxy named by HTTPS_PROXY / HTTP_PROXY
+   * (lower-case too), except to the hosts in NO_PROXY.
+   */
+  timeouts?: DownloadTimeouts;
 }
 
 /**
@@ -170,14 +178,19 @@ export async function fetchVerified(source: string | { file: string }, dest: str
     await copyFile(source.file, part);
   } else {
     const attempts = options.attempts ?? 3;
-    for (let attempt = 1; ; attempt++) {
-      try {
-        await downloadOnce(source, part, options.onProgress);
-        break;
-      } catch (err) {
-        const retry = err instanceof TransferBroken && attempt < attempts;
-        if (!retry) throw err instanceof TransferBroken ? err.error : err;
+    const client = await downloadClient(options.timeouts);
+    try {
+      for (let attempt = 1; ; attempt++) {
+        try {
+          await downloadOnce(source, part, client, options.onProgress);
+          break;
+        } catch (err) {
+          const retry = err instanceof TransferBroken && attempt < attempts;
+          if (!retry) throw err instanceof TransferBroken ? err.error : err;
+        }
       }
+    } finally {
+      await client.agent.destroy().catch(() => {});
     }
   }
   const actual = await sha256File(part);
@@ -200,66 +213,109 @@ class TransferBroken extends Error {
   }
 }
 
-function downloadOnce(url: string, part: string, onProgress?: (p: DownloadProgress) => void, redirects = 0): Promise<void> {
+/** The connect and idle timeouts of a download, in milliseconds. */
+export interface DownloadTimeouts {
+  /** Time to open the connection (to the server or the proxy); default 30 000. */
+  connectMs?: number;
+  /** Time without a byte: waiting for the response's headers, or for the next chunk of its body; default 60 000. */
+  idleMs?: number;
+}
+
+type Undici = typeof import('undici');
+type Agent = InstanceType<Undici['EnvHttpProxyAgent']>;
+
+/**
+ * The HTTP client of one pull: undici's EnvHttpProxyAgent, built now so that it reads
+ * HTTP_PROXY / HTTPS_PROXY / NO_PROXY (lower-case too) as they are at this call.
+ */
+async function downloadClient(timeouts: DownloadTimeouts = {}): Promise<{ request: Undici['request']; agent: Agent; idleMs: number; connectMs: number }> {
+  const connectMs = timeouts.connectMs ?? 30_000;
+  const idleMs = timeouts.idleMs ?? 60_000;
+  for (const [k, v] of [['connectMs', connectMs], ['idleMs', idleMs]] as const)
+    if (!Number.isFinite(v) || v <= 0) throw new ReconpatchError('ERR_INVALID_OPTION', `timeouts.${k} must be a positive number of milliseconds, got ${v}`);
+  const { request, EnvHttpProxyAgent } = await import('undici'); // loaded only when a pull downloads
+  const agent = new EnvHttpProxyAgent({ connectTimeout: connectMs, headersTimeout: idleMs, bodyTimeout: idleMs });
+  return { request, agent, idleMs, connectMs };
+}
+
+/** Why a request or its body failed, in words, from undici's error codes. */
+function failure(err: unknown, client: { idleMs: number; connectMs: number }): string {
+  const code = (err as { code?: string }).code;
+  if (code === 'UND_ERR_CONNECT_TIMEOUT') return `no connection within ${client.connectMs / 1000} s`;
+  if (code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT') return `nothing received for ${client.idleMs / 1000} s`;
+  if (code === 'UND_ERR_SOCKET') return 'connection closed';
+  const cause = (err as { cause?: Error }).cause;
+  return (err as Error).message + (cause?.message ? ` (${cause.message})` : '');
+}
+
+const header = (v: string | string[] | undefined): string => (Array.isArray(v) ? v[0] : v) ?? '';
+
+async function downloadOnce(
+  url: string,
+  part: string,
+  client: Awaited<ReturnType<typeof downloadClient>>,
+  onProgress?: (p: DownloadProgress) => void,
+  redirects = 0,
+): Promise<void> {
   const have = existsSync(part) ? statSync(part).size : 0;
-  const get = url.startsWith('https:') ? https.get : http.get;
-  return new Promise((resolve, reject) => {
-    let responded = false;
-    const req = get(url, { headers: have > 0 ? { Range: `bytes=${have}-` } : {} }, (res) => {
-      responded = true;
-      const status = res.statusCode ?? 0;
-      if (status >= 300 && status < 400 && res.headers.location && redirects < 5) {
-        res.resume();
-        downloadOnce(new URL(res.headers.location, url).href, part, onProgress, redirects + 1).then(resolve, reject);
-        return;
-      }
-      if (status === 416 && have > 0) {
-        res.resume(); // the part file already holds the whole file; the checksum decides
-        resolve();
-        return;
-      }
-      if (status !== 200 && status !== 206) {
-        res.resume();
-        reject(new ReconpatchError('ERR_DOWNLOAD', `downloading ${url} failed: HTTP ${status}${status === 404 ? ' (not found: check the URL or --from mirror)' : ''}. Try again, or fetch the file yourself and run with --from <file>.`));
-        return;
-      }
-      // 206: the server continues where the part file ends; 200: it sends the whole file again.
-      const resumed = status === 206 && (res.headers['content-range'] ?? '').startsWith(`bytes ${have}-`);
-      if (status === 206 && !resumed) {
-        res.resume();
-        rmSync(part, { force: true }); // a range we did not ask for: start over
-        reject(new TransferBroken(new ReconpatchError('ERR_DOWNLOAD', `${url} answered a resume with the wrong range; run the same command again`)));
-        return;
-      }
-      const start = resumed ? have : 0;
-      const length = Number(res.headers['content-length']);
-      const total = Number.isFinite(length) ? start + length : undefined;
-      let received = start;
-      const out = createWriteStream(part, { flags: resumed ? 'a' : 'w' });
-      res.on('data', (chunk: Buffer) => {
-        received += chunk.length;
-        onProgress?.({ received, total });
-      });
-      const broken = (why: string) =>
-        new TransferBroken(new ReconpatchError('ERR_DOWNLOAD', `downloading ${url} stopped after ${received} bytes (${why}); run the same command again to resume`));
-      // A broken connection: keep (flush) what arrived so the next attempt resumes after it.
-      const keep = () => {
-        if (!out.writableEnded) out.end();
-      };
-      res.on('aborted', keep);
-      res.on('error', keep);
-      res.pipe(out);
-      out.on('error', (err) => reject(new ReconpatchError('ERR_IO', `cannot write ${part}: ${err.message}`)));
-      out.on('close', () => {
-        if (!res.complete) reject(broken('connection closed'));
-        else if (total !== undefined && received !== total) reject(broken(`expected ${total} bytes`));
-        else resolve();
-      });
-    });
-    req.on('error', (err) => {
-      if (!responded) reject(new TransferBroken(new ReconpatchError('ERR_DOWNLOAD', `downloading ${url} failed: ${err.message}. Check the network or use --from <mirror URL|file>.`)));
-    });
-  });
+  let res: Awaited<ReturnType<Undici['request']>>;
+  try {
+    res = await client.request(url, { dispatcher: client.agent, headers: have > 0 ? { range: `bytes=${have}-` } : {} });
+  } catch (err) {
+    throw new TransferBroken(
+      new ReconpatchError(
+        'ERR_DOWNLOAD',
+        `downloading ${url} failed: ${failure(err, client)}. Check the network (behind a proxy: set HTTPS_PROXY / HTTP_PROXY, and NO_PROXY for hosts reached directly) or use --from <mirror URL|file>.`,
+      ),
+    );
+  }
+  const status = res.statusCode;
+  const location = header(res.headers.location);
+  if (status >= 300 && status < 400 && location && redirects < 5) {
+    await res.body.dump();
+    return downloadOnce(new URL(location, url).href, part, client, onProgress, redirects + 1);
+  }
+  if (status === 416 && have > 0) {
+    await res.body.dump(); // the part file already holds the whole file; the checksum decides
+    return;
+  }
+  if (status !== 200 && status !== 206) {
+    await res.body.dump();
+    throw new ReconpatchError('ERR_DOWNLOAD', `downloading ${url} failed: HTTP ${status}${status === 404 ? ' (not found: check the URL or --from mirror)' : ''}. Try again, or fetch the file yourself and run with --from <file>.`);
+  }
+  // 206: the server continues where the part file ends; 200: it sends the whole file again.
+  const resumed = status === 206 && header(res.headers['content-range']).startsWith(`bytes ${have}-`);
+  if (status === 206 && !resumed) {
+    res.body.destroy();
+    rmSync(part, { force: true }); // a range we did not ask for: start over
+    throw new TransferBroken(new ReconpatchError('ERR_DOWNLOAD', `${url} answered a resume with the wrong range; run the same command again`));
+  }
+  const start = resumed ? have : 0;
+  const length = Number(header(res.headers['content-length']) || NaN);
+  const total = Number.isFinite(length) ? start + length : undefined;
+  let received = start;
+  const out = createWriteStream(part, { flags: resumed ? 'a' : 'w' });
+  let writeError: Error | undefined;
+  out.on('error', (err) => (writeError ??= err));
+  let readError: unknown;
+  try {
+    for await (const chunk of res.body as AsyncIterable<Uint8Array>) {
+      received += chunk.length;
+      onProgress?.({ received, total });
+      if (!out.write(chunk)) await once(out, 'drain'); // rejects on a write error, which wins below
+      if (writeError) break;
+    }
+  } catch (err) {
+    readError = err;
+  }
+  // A broken connection: keep (flush) what arrived so the next attempt resumes after it.
+  out.end();
+  await finished(out).catch(() => {});
+  if (writeError) throw new ReconpatchError('ERR_IO', `cannot write ${part}: ${writeError.message}`);
+  const broken = (why: string) =>
+    new TransferBroken(new ReconpatchError('ERR_DOWNLOAD', `downloading ${url} stopped after ${received} bytes (${why}); run the same command again to resume`));
+  if (readError !== undefined) throw broken(failure(readError, client));
+  if (total !== undefined && received !== total) throw broken(`expected ${total} bytes`);
 }
 
 function sha256File(file: string): Promise<string> {

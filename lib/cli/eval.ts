@@ -2,18 +2,17 @@
 import { mkdtempSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { parseArgs } from 'node:util';
 
 import { ReconpatchError } from '../errors.js';
 import { PIXEL_EVAL_SIDE, evaluate, evaluateEnsemble } from '../eval/evaluate.js';
 import { makeSyntheticDataset } from '../eval/synthetic.js';
 import type { EngineOptions } from '../options.js';
-import { ENGINE_FLAGS, ENGINE_HELP, engineOptions, ensembleMembers, numberFlag } from './args.js';
+import { ENGINE_FLAGS, ENGINE_HELP, engineOptions, ensembleMembers, numberFlag, parseCommandArgs } from './args.js';
 import { help, report } from './output.js';
 import { progressLogger } from './progress.js';
 
 export async function demoCommand(rest: string[]): Promise<number> {
-  const { values } = parseArgs({ args: rest, options: { ...ENGINE_FLAGS, dir: { type: 'string' } } });
+  const { values } = parseCommandArgs({ args: rest, options: { ...ENGINE_FLAGS, dir: { type: 'string' } } });
   if (values.help) return help(`reconpatch demo --backbone <name|file.pt> [--dir <path>] [engine options]\n\nGenerates a synthetic MVTec-layout dataset with scratches, blobs and missing areas, fits on its\ngood images and reports image and pixel AUROC ('npm run demo' uses --backbone random_cnn).\n\n${ENGINE_HELP}`);
   const options = engineOptions(values, { resize: null, crop: null, coreset: { ratio: 0.25 } }); // before any work: a backbone is required
   const dir = values.dir ?? mkdtempSync(path.join(os.tmpdir(), 'reconpatch-demo-'));
@@ -24,7 +23,7 @@ export async function demoCommand(rest: string[]): Promise<number> {
   return 0;
 }
 export async function evalCommand(rest: string[]): Promise<number> {
-  const { values } = parseArgs({
+  const { values } = parseCommandArgs({
     args: rest,
     options: {
       ...ENGINE_FLAGS, data: { type: 'string' }, category: { type: 'string' }, 'train-limit': { type: 'string' },

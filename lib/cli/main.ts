@@ -78,6 +78,11 @@ function jsonMode(argv: string[]): boolean {
   return argv.some((a, i) => a === '--json' || a === '--format=jsonl' || (a === '--format' && argv[i + 1] === 'jsonl'));
 }
 
+/** A usage error (an unknown flag, a bad value: ERR_INVALID_OPTION) exits 2, as a wrong command does; any other error 1. */
+function exitCode(err: unknown): number {
+  return err instanceof ReconpatchError && err.code === 'ERR_INVALID_OPTION' ? 2 : 1;
+}
+
 main(process.argv.slice(2)).then(
   (code) => process.exit(code),
   (err: unknown) => {
@@ -88,6 +93,6 @@ main(process.argv.slice(2)).then(
       const code = err instanceof ReconpatchError ? ` [${err.code}]` : '';
       process.stderr.write(`reconpatch: error${code}: ${err instanceof Error ? err.message : String(err)}\n`);
     }
-    process.exit(1);
+    process.exit(exitCode(err));
   },
 );

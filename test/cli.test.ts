@@ -6,9 +6,10 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 
 import sharp from 'sharp';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 
 import { SHARED_ABSENT, hasShared, repoRoot, sharedBackbones, sharedDatasets, syntheticDataset, tempDir } from './support/data.js';
+import { rowWriter } from '../lib/cli/output.js';
 
 const run = promisify(execFile);
 const cli = path.join(repoRoot, 'dist/cli/main.js');
@@ -325,5 +326,25 @@ describe('reconpatch CLI', () => {
       expect(r.code, `${args[0]} was killed after ${Date.now() - started} ms`).toBe(1);
       expect(r.stderr).toMatch(/ERR_MODEL_FILE.*not a regular file/s);
     }
+  });
+});
+
+describe('CLI rows', () => {
+  it('writes a CSV header per writer: two runs in one process each get one', () => {
+    const written: string[] = [];
+    const spy = vi.spyOn(process.stdout, 'write').mockImplementation((chunk: string | Uint8Array) => (written.push(String(chunk)), true));
+    try {
+      const row = { path: 'a.png', score: 1, normalizedScore: 0.5, isAnomaly: false, width: 2, height: 2 };
+      for (let run = 0; run < 2; run++) {
+        const write = rowWriter('csv');
+        write(row);
+        write(row);
+      }
+    } finally {
+      spy.mockRestore();
+    }
+    const header = 'path,score,normalizedScore,isAnomaly,width,height,heatmap,error\n';
+    expect(written.filter((l) => l === header)).toHaveLength(2);
+    expect(written).toHaveLength(6);
   });
 });

@@ -22,11 +22,11 @@ Commands:
   fit <dir|glob|image>... -o <model.rcp> --backbone <file.pt|name>
                                                fit on images of good parts and calibrate the threshold on them;
                                                several --backbone values fit an ensemble saved as one file
-  update <model.rcp> <dir|glob|image>... [-o <out>]
+  update <model.rcp> <dir|glob|image>... (-o <out> | --in-place)
                                                take new good images into a saved model (no refit)
   score <model.rcp> <dir|glob|image>...        score images with a saved model or ensemble
                                                [--heatmaps <dir>] [--format text|jsonl|csv] [--continue-on-error]
-  info <model.rcp>                             show a model's options, backbone, bank and calibration (and members)
+  info <model.rcp> [--json] [--evidence]       a model's backbone, bank and threshold (per member for an ensemble)
   weights pull <name> [--from <url|file>]      download torchvision's official weights into the cache
   weights list                                 the known weights and whether they are cached
   libtorch --variant cpu|cuda [--download]     assemble a libtorch from PyTorch wheels into the cache and check it

@@ -177,7 +177,7 @@ export async function infoCommand(rest: string[]): Promise<number> {
       process.stdout.write(`${JSON.stringify({ model: file, ensemble: true, ...info, members, calibration: strip(info.calibration) })}\n`);
       return 0;
     }
-    const lines = [`model         ${file} (ensemble of ${info.members.length})`, ...thresholdLines(info.calibration, 'fused ')];
+    const lines = [`model         ${file} (ensemble of ${info.members.length})`, ...thresholdLines(info.calibration, 'fused scores; ')];
     for (const [i, m] of info.members.entries()) lines.push(`member ${i}`, ...engineLines(m, m.options).map((l) => `  ${l}`));
     if (values.evidence) lines.push(...evidenceLines(info.calibration));
     process.stdout.write(`${lines.join('\n')}\n`);
@@ -211,16 +211,16 @@ function engineLines(info: InfoOf, o: NativeOptions): string[] {
 }
 
 /** The threshold and how it was set. */
-function thresholdLines(c: Calibration | null, prefix: string): string[] {
-  if (!c) return [`${prefix}threshold`.padEnd(14) + 'none (not calibrated)'];
+function thresholdLines(c: Calibration | null, note: string): string[] {
+  if (!c) return [`threshold     none (${note}not calibrated)`];
   const how = c.method === 'leave-one-out' || c.method === 'holdout'
     ? `${c.method} on ${c.images} good images, false-alarm rate ${c.falseAlarmRate}`
     : c.method === 'labels' && c.validation
       ? `labels (${c.validation.objective}) on ${c.validation.images} images: precision ${c.validation.precision.toFixed(3)}, recall ${c.validation.recall.toFixed(3)}`
       : c.method;
   return [
-    `${prefix}threshold`.padEnd(14) + `${fmt(c.threshold)} (${how})`,
-    ...(c.warnings.length ? [`warnings      ${c.warnings.length} (see --json)`] : []),
+    `threshold     ${fmt(c.threshold)} (${note}${how})`,
+    ...c.warnings.map((w) => `warning       ${w}`),
   ];
 }
 

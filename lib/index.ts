@@ -7,7 +7,7 @@
 export { Engine } from './engine/engine.js';
 export type { CalibrateOptions, EngineInfo, FitOptions, LoadOptions, FitSummary, Progress, ScoreOptions, ScoreResult, ScoreStreamItem, ScoreStreamOptions, UpdateOptions, UpdateSummary } from './engine/engine.js';
 export { Ensemble, fuseTestMinMax, minMax } from './ensemble/ensemble.js';
-export type { EnsembleFitOptions, EnsembleFitSummary, EnsembleInfo, EnsembleOptions, EnsembleProgress, EnsembleScoreResult, EnsembleStreamItem, MemberOutputs, MemberRange } from './ensemble/ensemble.js';
+export type { EnsembleFitOptions, EnsembleFitSummary, EnsembleInfo, EnsembleLoadOptions, EnsembleOptions, EnsembleProgress, EnsembleScoreResult, EnsembleStreamItem, MemberOutputs, MemberRange } from './ensemble/ensemble.js';
 export type { Calibration, LabelObjective } from './calibration.js';
 export type { BatchingOptions, EngineOptions, HeadOptions } from './options.js';
 export { BUILTIN_BACKBONES, HEAD_DEFAULTS } from './options.js';

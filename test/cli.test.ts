@@ -6,9 +6,10 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 
 import sharp from 'sharp';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 
 import { SHARED_ABSENT, hasShared, repoRoot, sharedBackbones, sharedDatasets, syntheticDataset, tempDir } from './support/data.js';
+import { rowWriter } from '../lib/cli/output.js';
 
 const run = promisify(execFile);
 const cli = path.join(repoRoot, 'dist/cli/main.js');
@@ -82,6 +83,55 @@ describe('reconpatch CLI', () => {
     const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
     const scores = lines.map((l) => l.score as number);
     expect(mean(scores.slice(good.length))).toBeGreaterThan(mean(scores.slice(0, good.length))); // defects score higher
+    // The engine options of a loaded model: threads and device for this run, the same scores.
+    const threaded = await reconpatch('score', model, ...good, '--threads', '1', '--device', 'auto', '--json');
+    expect(threaded.code).toBe(0);
+    expect(threaded.stdout.trim().split('\n').map((l) => JSON.parse(l).score)).toEqual(scores.slice(0, good.length));
+  });
+
+  it('answers a usage error (unknown flag, bad value) with ERR_INVALID_OPTION and exit 2 on every command, in --json mode too', async () => {
+    const model = path.join(dir, 'm.rcp'); // fitted above
+    const image = data.test[0].path;
+    const train = path.join(data.root, data.category, 'train/good');
+    const commands: Record<string, string[][]> = {
+      fit: [[train, '-o', path.join(dir, 'usage.rcp'), '--backbone', 'random_cnn', '--bogus'], [train, '-o', path.join(dir, 'usage.rcp'), '--backbone', 'random_cnn', '--coreset', 'abc']],
+      score: [[model, image, '--bogus'], [model, image, '--threads', 'abc']],
+      update: [[model, image, '-o', path.join(dir, 'usage.rcp'), '--bogus'], [model, image, '-o', path.join(dir, 'usage.rcp'), '--max-pixels', 'lots']],
+      info: [[model, '--bogus'], [model, '--threads', 'two']],
+      eval: [['--data', data.root, '--category', data.category, '--backbone', 'random_cnn', '--bogus'], ['--data', data.root, '--category', data.category, '--backbone', 'random_cnn', '--seed', 'x']],
+    };
+    for (const [command, cases] of Object.entries(commands)) {
+      for (const args of cases) {
+        const text = await reconpatch(command, ...args);
+        expect(text.code, `${command} ${args.join(' ')}`).toBe(2);
+        expect(text.stderr).toMatch(/ERR_INVALID_OPTION/);
+        const json = await reconpatch(command, ...args, '--json');
+        expect(json.code, `${command} ${args.join(' ')} --json`).toBe(2);
+        expect(JSON.parse(json.stdout).error.code).toBe('ERR_INVALID_OPTION');
+      }
+    }
+    expect(existsSync(path.join(dir, 'usage.rcp'))).toBe(false);
+  });
+
+  it('update writes -o, refuses without -o unless --in-place, which overwrites the model', async () => {
+    const model = path.join(dir, 'upd.rcp');
+    copyFileSync(path.join(dir, 'm.rcp'), model); // fitted above
+    const before = readFileSync(model);
+    const images = data.test.filter((t) => t.label === 0).slice(0, 3).map((t) => t.path);
+    const refused = await reconpatch('update', model, ...images, '--json');
+    expect(refused.code).toBe(2);
+    expect(JSON.parse(refused.stdout).error).toMatchObject({ code: 'ERR_INVALID_OPTION', message: expect.stringMatching(/-o .*--in-place/) });
+    expect(readFileSync(model).equals(before)).toBe(true);
+    const out = path.join(dir, 'upd2.rcp');
+    const written = await reconpatch('update', model, ...images, '-o', out, '--threads', '1', '--json');
+    expect(written.code).toBe(0);
+    expect(JSON.parse(written.stdout).model).toBe(out);
+    expect(readFileSync(model).equals(before)).toBe(true); // the input left as it was
+    expect(JSON.parse((await reconpatch('info', out, '--json')).stdout).updates).toBe(1);
+    const inPlace = await reconpatch('update', model, ...images, '--in-place', '--json');
+    expect(inPlace.code).toBe(0);
+    expect(readFileSync(model).equals(before)).toBe(false);
+    expect(JSON.parse((await reconpatch('info', model, '--json')).stdout).updates).toBe(1);
   });
 
   it('takes the input options as flags: --max-pixels refuses larger images, --fail-on is checked', async () => {
@@ -100,7 +150,7 @@ describe('reconpatch CLI', () => {
     expect(accepted.code).toBe(0);
     expect(JSON.parse(accepted.stdout.trim())).toMatchObject({ path: image });
     const bad = await reconpatch('score', model, image, '--fail-on', 'sometimes');
-    expect(bad.code).toBe(1);
+    expect(bad.code).toBe(2); // a usage error
     expect(bad.stderr).toMatch(/ERR_INVALID_OPTION.*failOn must be one of/s);
     const update = await reconpatch('update', model, image, '-o', path.join(dir, 'limits2.rcp'), '--max-pixels', '1000');
     expect(update.code).toBe(1);
@@ -127,7 +177,7 @@ describe('reconpatch CLI', () => {
     const stats = await sharp(row.heatmap).stats();
     expect(stats.channels[0].stdev).toBeGreaterThan(5); // not blank
 
-    const info = JSON.parse((await reconpatch('info', model)).stdout);
+    const info = JSON.parse((await reconpatch('info', model, '--json')).stdout);
     expect(info.calibration.images).toBe(24);
     expect(info.options.backbone).toBe('random_cnn');
 
@@ -183,7 +233,7 @@ describe('reconpatch CLI', () => {
   it('fits only with a backbone named, and echoes numbers as typed', async () => {
     const train = path.join(data.root, data.category, 'train/good');
     const none = await reconpatch('fit', train, '-o', path.join(dir, 'x.rcp'));
-    expect(none.code).toBe(1);
+    expect(none.code).toBe(2); // a usage error
     expect(none.stderr).toMatch(/no --backbone given.*random_cnn/);
     expect(existsSync(path.join(dir, 'x.rcp'))).toBe(false);
     const abc = await reconpatch('fit', train, '-o', path.join(dir, 'x.rcp'), '--backbone', 'random_cnn', '--coreset', 'abc', '--json');
@@ -223,14 +273,78 @@ describe('reconpatch CLI', () => {
     expect(all.stdout.trim().split('\n').map((l) => JSON.parse(l).isAnomaly)).toEqual([true, true]);
   });
 
+  it('info: a short summary, one JSON line with --json (evidence only with --evidence), a summary per ensemble member', async () => {
+    const model = path.join(dir, 'm.rcp'); // fitted above
+    const text = await reconpatch('info', model);
+    expect(text.code).toBe(0);
+    const lines = text.stdout.trim().split('\n');
+    expect(lines.length).toBeLessThanOrEqual(30);
+    expect(text.stdout).toMatch(/^backbone +random_cnn/m);
+    expect(text.stdout).toMatch(/^bank +\d+ rows x \d+ features/m);
+    expect(text.stdout).toMatch(/^threshold +[\d.]+ \(leave-one-out on 24 good images, false-alarm rate 0.01\)/m);
+    expect(text.stdout).not.toMatch(/"weights"|crop 0/);
+    const json = await reconpatch('info', model, '--json');
+    expect(json.stdout.trim().split('\n')).toHaveLength(1);
+    const info = JSON.parse(json.stdout);
+    expect(info).toMatchObject({ bankRows: expect.any(Number), calibration: { images: 24 }, options: { backbone: 'random_cnn' } });
+    expect(info.calibration.evidence).toBeUndefined();
+    const full = await reconpatch('info', model, '--json', '--evidence');
+    expect(full.stdout.trim().split('\n')).toHaveLength(1);
+    expect(JSON.parse(full.stdout).calibration.evidence).toHaveLength(24);
+    const ensemble = path.join(dir, 'e.rcpe');
+    const fit = await reconpatch('fit', path.join(data.root, data.category, 'train/good'), '-o', ensemble, '--backbone', 'random_cnn,random_cnn', '--resize', 'none', '--json');
+    expect(fit.code).toBe(0);
+    const members = await reconpatch('info', ensemble, '--threads', '1');
+    expect(members.code).toBe(0);
+    expect(members.stdout.trim().split('\n').length).toBeLessThanOrEqual(30);
+    expect(members.stdout.match(/^member \d/gm)).toEqual(['member 0', 'member 1']);
+    const ensembleJson = await reconpatch('info', ensemble, '--json');
+    expect(ensembleJson.stdout.trim().split('\n')).toHaveLength(1);
+    expect(JSON.parse(ensembleJson.stdout).members).toHaveLength(2);
+  });
+
+  it('shows the images of a folder and of the equivalent glob by the same path', async () => {
+    const model = path.join(dir, 'm.rcp'); // fitted above
+    const good = path.join(data.root, data.category, 'test/good');
+    const paths = async (...args: string[]) => (await reconpatch('score', model, ...args, '--json')).stdout.trim().split('\n').map((l) => JSON.parse(l).path as string);
+    const folder = await paths(good);
+    expect(await paths(path.join(good, '*.png'))).toEqual(folder);
+    expect(folder.every((p) => path.isAbsolute(p) && p.startsWith(good))).toBe(true); // typed absolute, shown absolute
+    // Typed relative: both relative to the current directory.
+    const rel = path.relative(process.cwd(), good);
+    const relFolder = await paths(rel);
+    expect(await paths(`${rel}/*.png`)).toEqual(relFolder);
+    expect(relFolder).toEqual(folder.map((p) => path.relative(process.cwd(), p)));
+  });
+
   it('refuses a model path that is a FIFO at once (info, score, update), instead of waiting for a writer', async () => {
     const fifo = path.join(dir, 'model.fifo');
     execFileSync('mkfifo', [fifo]);
-    for (const args of [['info', fifo], ['score', fifo, data.test[0].path], ['update', fifo, data.test[0].path]]) {
+    for (const args of [['info', fifo], ['score', fifo, data.test[0].path], ['update', fifo, data.test[0].path, '--in-place']]) {
       const started = Date.now();
       const r = await reconpatchWithin(20_000, ...args);
       expect(r.code, `${args[0]} was killed after ${Date.now() - started} ms`).toBe(1);
       expect(r.stderr).toMatch(/ERR_MODEL_FILE.*not a regular file/s);
     }
+  });
+});
+
+describe('CLI rows', () => {
+  it('writes a CSV header per writer: two runs in one process each get one', () => {
+    const written: string[] = [];
+    const spy = vi.spyOn(process.stdout, 'write').mockImplementation((chunk: string | Uint8Array) => (written.push(String(chunk)), true));
+    try {
+      const row = { path: 'a.png', score: 1, normalizedScore: 0.5, isAnomaly: false, width: 2, height: 2 };
+      for (let run = 0; run < 2; run++) {
+        const write = rowWriter('csv');
+        write(row);
+        write(row);
+      }
+    } finally {
+      spy.mockRestore();
+    }
+    const header = 'path,score,normalizedScore,isAnomaly,width,height,heatmap,error\n';
+    expect(written.filter((l) => l === header)).toHaveLength(2);
+    expect(written).toHaveLength(6);
   });
 });

@@ -276,7 +276,7 @@ describe('reconpatch CLI with several backbones', () => {
     expect(lines).toHaveLength(1);
     expect(lines[0].memberScores).toHaveLength(2);
     expect(typeof lines[0].isAnomaly).toBe('boolean');
-    const info = JSON.parse(await reconpatch('info', model));
+    const info = JSON.parse(await reconpatch('info', model, '--json'));
     expect(info.ensemble).toBe(true);
     expect(info.members.map((m: { backbone: string }) => m.backbone)).toEqual(['random_cnn', 'random_cnn']);
     expect(info.ranges).toHaveLength(2);

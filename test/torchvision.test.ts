@@ -142,7 +142,7 @@ describe.skipIf(!hasTorchvision)('torchvision backbones in libtorch', () => {
       const args = ['fit', path.join(data.root, data.category, 'train/good'), '-o', model, '--backbone', 'resnet18',
         '--weights', golden.file('resnet18.pth'), '--layers', 'layer1,layer2', '--resize', 'none', '--crop', 'none', '--json'];
       await run(process.execPath, [cli, ...args], { env: { ...process.env, CI: '1' } });
-      const { stdout } = await run(process.execPath, [cli, 'info', model]);
+      const { stdout } = await run(process.execPath, [cli, 'info', model, '--json']);
       const info = JSON.parse(stdout);
       expect(info).toMatchObject({ backbone: 'resnet18', options: { backbone: 'resnet18', layers: 'layer1,layer2' } });
     }, 300_000);

@@ -160,13 +160,13 @@ describe('update and bounded fits', () => {
     expect(await aurocOf(ensemble)).toBeGreaterThan(0.9);
   });
 
-  it('reconpatch update takes a folder into a model file', async () => {
+  it('reconpatch update --in-place takes a folder into the model file', async () => {
     const engine = await Engine.create(base);
     await engine.fit(first);
     const file = path.join(dir, 'cli.rcp');
     await engine.save(file);
     const folder = path.dirname(second[0]);
-    const { stdout } = await execFileAsync(process.execPath, [path.join(repoRoot, 'dist/cli/main.js'), 'update', file, folder, '--json']);
+    const { stdout } = await execFileAsync(process.execPath, [path.join(repoRoot, 'dist/cli/main.js'), 'update', file, folder, '--in-place', '--json']);
     const row = JSON.parse(stdout.trim()) as { model: string; addedRows: number; bankRows: number };
     expect(row.model).toBe(file);
     expect(row.addedRows).toBeGreaterThanOrEqual(0);

@@ -1,7 +1,25 @@
-/** The engine options the commands share: flags, help text, and flags -> EngineOptions. */
+/** The engine options the commands share: flags, help text, and flags -> EngineOptions; parsing with usage errors coded. */
+import { type ParseArgsConfig, parseArgs } from 'node:util';
+
 import { ReconpatchError } from '../errors.js';
+import type { LoadOptions } from '../engine/engine.js';
 import type { FailOn, InputOptions } from '../io/images.js';
 import type { EngineOptions, HeadOptions } from '../options.js';
+
+/**
+ * node:util parseArgs, with its usage errors (an unknown flag, a missing value, a stray argument:
+ * TypeErrors coded ERR_PARSE_ARGS_*) as ERR_INVALID_OPTION, which the CLI exits 2 on.
+ */
+export function parseCommandArgs<T extends ParseArgsConfig>(config: T): ReturnType<typeof parseArgs<T>> {
+  try {
+    return parseArgs(config);
+  } catch (err) {
+    const code = (err as { code?: unknown }).code;
+    if (typeof code === 'string' && code.startsWith('ERR_PARSE_ARGS_'))
+      throw new ReconpatchError('ERR_INVALID_OPTION', (err as Error).message, { cause: err });
+    throw err;
+  }
+}
 
 /** What inputs a command accepts (Engine `input` options); fit, eval, score and update take them. */
 export const INPUT_FLAGS = {
@@ -24,6 +42,29 @@ export function inputOptions(v: Record<string, unknown>): InputOptions | undefin
   if (maxResizedPixels !== undefined) o.maxResizedPixels = maxResizedPixels;
   if (v['fail-on'] !== undefined) o.failOn = v['fail-on'] as FailOn;
   return Object.keys(o).length ? o : undefined;
+}
+
+/** What a command that loads a saved model takes for it (not saved with the model): threads, device, input limits. */
+export const LOAD_FLAGS = {
+  threads: { type: 'string' },
+  device: { type: 'string' },
+  ...INPUT_FLAGS,
+} as const;
+
+export const LOAD_HELP = `Engine options for a loaded model (this run only):
+  --threads <n>               libtorch intra-op threads (default: the model's; at most the machine's cores)
+  --device cpu|cuda|auto      checked against the device the model loads on (a model runs where it was saved for)
+
+${INPUT_HELP}`;
+
+/** Engine.load / Ensemble.load options from the LOAD_FLAGS given. */
+export function loadOptions(v: Record<string, unknown>): Pick<LoadOptions, 'threads' | 'input'> {
+  const o: Pick<LoadOptions, 'threads' | 'input'> = {};
+  const threads = numberFlag('threads', v.threads);
+  if (threads !== undefined) o.threads = threads;
+  const input = inputOptions(v);
+  if (input) o.input = input;
+  return o;
 }
 
 export const ENGINE_FLAGS = {

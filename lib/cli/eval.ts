@@ -2,29 +2,58 @@
 import { mkdtempSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { parseArgs } from 'node:util';
 
 import { ReconpatchError } from '../errors.js';
 import { PIXEL_EVAL_SIDE, evaluate, evaluateEnsemble } from '../eval/evaluate.js';
 import { makeSyntheticDataset } from '../eval/synthetic.js';
 import type { EngineOptions } from '../options.js';
-import { ENGINE_FLAGS, ENGINE_HELP, engineOptions, ensembleMembers, numberFlag } from './args.js';
+import { ENGINE_FLAGS, ENGINE_HELP, engineOptions, ensembleMembers, numberFlag, parseCommandArgs } from './args.js';
 import { help, report } from './output.js';
 import { progressLogger } from './progress.js';
 
+interface Decision {
+  threshold: number; defects_flagged: number; defects: number; good_flagged: number; good: number;
+  precision: number | null; recall: number | null; false_alarm_rate: number | null;
+  method: string; calibration_images: number; false_alarm_target: number | null; warnings: string[];
+}
+
+/**
+ * An evaluation's result: one JSON line with `json`; else its metrics as `key value` lines and the
+ * decision at the deployed threshold as readable rows (not a JSON blob).
+ */
+function reportEvaluation(result: Record<string, unknown>, json: boolean | undefined): void {
+  if (json) return report(result, true);
+  const { decision, ...rest } = result as { decision?: Decision | null };
+  report(rest, false);
+  if (decision === undefined) return;
+  if (decision === null) {
+    report({ threshold: 'none (not calibrated)' }, false);
+    return;
+  }
+  const share = (x: number | null) => (x === null ? '-' : x.toFixed(3));
+  const target = decision.false_alarm_target === null ? '' : `, target false-alarm rate ${decision.false_alarm_target}`;
+  report({
+    threshold: `${decision.threshold.toPrecision(6)} (${decision.method} on ${decision.calibration_images} images${target})`,
+    'recall at threshold': `${share(decision.recall)} (${decision.defects_flagged} of ${decision.defects} defects flagged)`,
+    'false alarms': `${share(decision.false_alarm_rate)} (${decision.good_flagged} of ${decision.good} good parts flagged)`,
+    'precision': share(decision.precision),
+    ...(decision.warnings.length ? { 'threshold warnings': decision.warnings.join('; ') } : {}),
+  }, false);
+}
+
 export async function demoCommand(rest: string[]): Promise<number> {
-  const { values } = parseArgs({ args: rest, options: { ...ENGINE_FLAGS, dir: { type: 'string' } } });
+  const { values } = parseCommandArgs({ args: rest, options: { ...ENGINE_FLAGS, dir: { type: 'string' } } });
   if (values.help) return help(`reconpatch demo --backbone <name|file.pt> [--dir <path>] [engine options]\n\nGenerates a synthetic MVTec-layout dataset with scratches, blobs and missing areas, fits on its\ngood images and reports image and pixel AUROC ('npm run demo' uses --backbone random_cnn).\n\n${ENGINE_HELP}`);
   const options = engineOptions(values, { resize: null, crop: null, coreset: { ratio: 0.25 } }); // before any work: a backbone is required
   const dir = values.dir ?? mkdtempSync(path.join(os.tmpdir(), 'reconpatch-demo-'));
   await makeSyntheticDataset(dir, { category: 'synthetic' });
   process.stderr.write(`generated a synthetic dataset in ${dir}\n`);
   const progress = progressLogger();
-  report(await evaluate(dir, 'synthetic', options, { onProgress: progress, onScored: (done, total) => progress({ stage: 'score', done, total }) }), values.json);
+  reportEvaluation(await evaluate(dir, 'synthetic', options, { onProgress: progress, onScored: (done, total) => progress({ stage: 'score', done, total }) }), values.json);
   return 0;
 }
 export async function evalCommand(rest: string[]): Promise<number> {
-  const { values } = parseArgs({
+  const { values } = parseCommandArgs({
     args: rest,
     options: {
       ...ENGINE_FLAGS, data: { type: 'string' }, category: { type: 'string' }, 'train-limit': { type: 'string' },
@@ -60,6 +89,6 @@ export async function evalCommand(rest: string[]): Promise<number> {
   const result = members
     ? await evaluateEnsemble(values.data, values.category, members, values.protocol === 'patchcore' ? 'test-minmax' : 'nominal-minmax', run)
     : await evaluate(values.data, values.category, engineOptions(values, protocol), run);
-  report(result, values.json);
+  reportEvaluation(result, values.json);
   return 0;
 }

@@ -13,7 +13,10 @@ import { escapePath, glob, isDynamicPattern } from 'tinyglobby';
 import { ReconpatchError } from '../errors.js';
 import { IMAGE_EXTENSIONS } from '../eval/dataset.js';
 
-/** One image to work on: its path as given (joined), and its path relative to the inputs' common base. */
+/**
+ * One image to work on: its path as the user would recognise it (a file as given; an image found
+ * in a folder or by a glob relative to the current directory, or absolute when the folder or glob
+ * was), and its path relative to the inputs' common base. */
 export interface InputImage {
   path: string;
   rel: string;
@@ -43,10 +46,10 @@ export async function expandInputs(inputs: string[]): Promise<InputImage[]> {
     let base: string;
     if (kind === 'dir') {
       base = input;
-      files = walkImages(input);
+      files = walkImages(input).map((f) => shown(f, input));
     } else if (isDynamicPattern(input)) {
       base = staticBase(input);
-      files = (await glob(input, { onlyFiles: true, expandDirectories: false, followSymbolicLinks: true })).filter(isImage);
+      files = (await glob(input, { onlyFiles: true, expandDirectories: false, followSymbolicLinks: true, absolute: true })).filter(isImage).map((f) => shown(f, input));
     } else {
       throw new ReconpatchError('ERR_IO', `'${input}' does not exist (give image files, folders or glob patterns such as 'good/**/*.png')`);
     }
@@ -62,6 +65,16 @@ export async function expandInputs(inputs: string[]): Promise<InputImage[]> {
   });
   const root = commonDir(unique.map((f) => path.resolve(f.base)));
   return unique.map(({ file }) => ({ path: file, rel: path.relative(root, path.resolve(file)) }));
+}
+
+/**
+ * How an image found below a folder or by a glob is shown (the same for both): absolute when the
+ * folder or glob was typed absolute, else relative to the current directory.
+ */
+function shown(file: string, input: string): string {
+  const abs = path.resolve(file);
+  if (path.isAbsolute(input)) return abs;
+  return path.relative(process.cwd(), abs) || abs;
 }
 
 /** `file`'s real path (symlinks resolved); its absolute path where that fails (a broken link: reading it reports the error). */

@@ -1,12 +1,12 @@
 /** `reconpatch libtorch`: assemble or find a libtorch, check that it loads, say how to use it. */
 import path from 'node:path';
-import { parseArgs } from 'node:util';
 
 import { ReconpatchError } from '../errors.js';
 import { addonBinaries, pickAddon } from '../native.js';
 import { defaultCacheDir } from '../io/weights.js';
 import { WHEEL_VERSIONS, assembleLibtorch, checkLibtorch } from '../libtorch/assemble.js';
 import { abiTag, describeAbi, findLibtorches } from '../libtorch/find.js';
+import { parseCommandArgs } from './args.js';
 
 export const LIBTORCH_HELP = `reconpatch libtorch --variant cpu|cuda [--wheel <torch.whl>] [--wheels <dir>] [--download [--index-url <url>] [--version <v>]]
 reconpatch libtorch list [--json]
@@ -27,7 +27,7 @@ has, and which pair the loader picks.
 Cache directory: --cache-dir, else $RECONPATCH_CACHE, else $XDG_CACHE_HOME/reconpatch, else ~/.cache/reconpatch.`;
 
 export async function libtorchCommand(args: string[]): Promise<number> {
-  const { values, positionals } = parseArgs({
+  const { values, positionals } = parseCommandArgs({
     args, allowPositionals: true,
     options: {
       variant: { type: 'string' }, wheel: { type: 'string' }, wheels: { type: 'string' }, download: { type: 'boolean' },

@@ -22,11 +22,11 @@ Commands:
   fit <dir|glob|image>... -o <model.rcp> --backbone <file.pt|name>
                                                fit on images of good parts and calibrate the threshold on them;
                                                several --backbone values fit an ensemble saved as one file
-  update <model.rcp> <dir|glob|image>... [-o <out>]
+  update <model.rcp> <dir|glob|image>... (-o <out> | --in-place)
                                                take new good images into a saved model (no refit)
   score <model.rcp> <dir|glob|image>...        score images with a saved model or ensemble
                                                [--heatmaps <dir>] [--format text|jsonl|csv] [--continue-on-error]
-  info <model.rcp>                             show a model's options, backbone, bank and calibration (and members)
+  info <model.rcp> [--json] [--evidence]       a model's backbone, bank and threshold (per member for an ensemble)
   weights pull <name> [--from <url|file>]      download torchvision's official weights into the cache
   weights list                                 the known weights and whether they are cached
   libtorch --variant cpu|cuda [--download]     assemble a libtorch from PyTorch wheels into the cache and check it
@@ -78,6 +78,11 @@ function jsonMode(argv: string[]): boolean {
   return argv.some((a, i) => a === '--json' || a === '--format=jsonl' || (a === '--format' && argv[i + 1] === 'jsonl'));
 }
 
+/** A usage error (an unknown flag, a bad value: ERR_INVALID_OPTION) exits 2, as a wrong command does; any other error 1. */
+function exitCode(err: unknown): number {
+  return err instanceof ReconpatchError && err.code === 'ERR_INVALID_OPTION' ? 2 : 1;
+}
+
 main(process.argv.slice(2)).then(
   (code) => process.exit(code),
   (err: unknown) => {
@@ -88,6 +93,6 @@ main(process.argv.slice(2)).then(
       const code = err instanceof ReconpatchError ? ` [${err.code}]` : '';
       process.stderr.write(`reconpatch: error${code}: ${err instanceof Error ? err.message : String(err)}\n`);
     }
-    process.exit(1);
+    process.exit(exitCode(err));
   },
 );

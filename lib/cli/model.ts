@@ -1,17 +1,17 @@
 /** `reconpatch fit`, `score` and `info`: making, using and showing a model file (an engine or an ensemble). */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { parseArgs } from 'node:util';
 
 import { Engine } from '../engine/engine.js';
 import { checkWritable } from '../engine/model_file.js';
 import { Ensemble } from '../ensemble/ensemble.js';
 import { ReconpatchError } from '../errors.js';
-import { type RawFrame } from '../native.js';
+import { type NativeOptions, type RawFrame } from '../native.js';
 import { type InputOptions, toRawFrame } from '../io/images.js';
-import { ENGINE_FLAGS, ENGINE_HELP, INPUT_FLAGS, INPUT_HELP, engineOptions, ensembleMembers, inputOptions, numberFlag } from './args.js';
+import type { Calibration } from '../calibration.js';
+import { ENGINE_FLAGS, ENGINE_HELP, LOAD_FLAGS, LOAD_HELP, engineOptions, ensembleMembers, inputOptions, loadOptions, numberFlag, parseCommandArgs } from './args.js';
 import { type InputImage, expandInputs, mirroredPaths } from './inputs.js';
-import { errorRecord, help, report, rowFormat, writeRow } from './output.js';
+import { errorRecord, help, report, rowFormat, rowWriter } from './output.js';
 import { progressLogger } from './progress.js';
 
 const FIT_HELP = `reconpatch fit <dir|glob|image>... -o <model.rcp> --backbone <file.pt|name> [options]
@@ -30,7 +30,7 @@ bank without its own patches, and the threshold is set so that about 1% of good 
 ${ENGINE_HELP}`;
 
 export async function fitCommand(rest: string[]): Promise<number> {
-  const { values, positionals } = parseArgs({
+  const { values, positionals } = parseCommandArgs({
     args: rest, allowPositionals: true,
     options: {
       ...ENGINE_FLAGS, output: { type: 'string', short: 'o' }, 'false-alarm-rate': { type: 'string' }, threshold: { type: 'string' },
@@ -88,22 +88,21 @@ One row per image: path, score, normalizedScore (0.5 = threshold), isAnomaly.
                               (the exit code is then 1 if any failed); default: stop at the first
   --json                      jsonl rows; errors as JSON too
 
-${INPUT_HELP}`;
+${LOAD_HELP}`;
 
 export async function scoreCommand(rest: string[]): Promise<number> {
-  const { values, positionals } = parseArgs({
+  const { values, positionals } = parseCommandArgs({
     args: rest, allowPositionals: true,
     options: {
       json: { type: 'boolean' }, format: { type: 'string' }, heatmaps: { type: 'string' }, threshold: { type: 'string' },
-      'continue-on-error': { type: 'boolean' }, help: { type: 'boolean', short: 'h' }, ...INPUT_FLAGS,
+      'continue-on-error': { type: 'boolean' }, help: { type: 'boolean', short: 'h' }, ...LOAD_FLAGS,
     },
   });
   if (values.help || positionals.length < 2) return help(SCORE_HELP, !values.help);
-  const input = inputOptions(values);
   const format = rowFormat(values.format, values.json);
+  const writeRow = rowWriter(format);
   const threshold = numberFlag('threshold', values.threshold);
-  const file = positionals[0];
-  const model = (await Ensemble.isEnsembleFile(file)) ? await Ensemble.load(file, { input }) : await Engine.load(file, { input });
+  const model = await loadModel(positionals[0], values);
   if (threshold !== undefined) await model.setThreshold(threshold); // not saved: this run only
   const images = await expandInputs(positionals.slice(1));
   const outputs = values.heatmaps ? mirroredPaths(images, values.heatmaps) : [];
@@ -117,7 +116,7 @@ export async function scoreCommand(rest: string[]): Promise<number> {
     if (item.error) {
       failed++;
       if (!values['continue-on-error']) throw new ReconpatchError(item.error.code, `${image.path}: ${item.error.message}`, { cause: item.error });
-      writeRow(format, { path: image.path, error: errorRecord(item.error) });
+      writeRow({ path: image.path, error: errorRecord(item.error) });
       continue;
     }
     let heatmap: string | undefined;
@@ -127,7 +126,7 @@ export async function scoreCommand(rest: string[]): Promise<number> {
       writeFileSync(heatmap, item.heatmap);
     }
     const memberScores = 'memberScores' in item ? { memberScores: item.memberScores } : {};
-    writeRow(format, {
+    writeRow({
       path: image.path, score: item.score, normalizedScore: item.normalizedScore, isAnomaly: item.isAnomaly, ...memberScores,
       width: item.width, height: item.height, ...(heatmap ? { heatmap } : {}),
     });
@@ -135,15 +134,99 @@ export async function scoreCommand(rest: string[]): Promise<number> {
   return failed ? 1 : 0;
 }
 
+/**
+ * The engine or ensemble in `file`, loaded with the LOAD_FLAGS given (threads, input limits);
+ * `--device` is checked against the device it loaded on (a loaded model cannot move).
+ */
+export async function loadModel(file: string, values: Record<string, unknown>): Promise<Engine | Ensemble> {
+  const device = values.device as string | undefined;
+  if (device !== undefined && device !== 'cpu' && device !== 'cuda' && device !== 'auto')
+    throw new ReconpatchError('ERR_INVALID_OPTION', `--device must be cpu, cuda or auto, got '${device}'`);
+  const options = loadOptions(values);
+  const model = (await Ensemble.isEnsembleFile(file)) ? await Ensemble.load(file, options) : await Engine.load(file, options);
+  if (device === 'cpu' || device === 'cuda') {
+    const devices = model instanceof Ensemble ? model.info.members.map((m) => m.device) : [model.info.device];
+    const off = devices.find((d) => !d.startsWith(device));
+    if (off !== undefined) throw new ReconpatchError('ERR_DEVICE_UNAVAILABLE', `--device ${device}: ${file} loaded on ${off} (a saved model runs on the device chosen when it loads; give --device auto or ${off.replace(/:.*/, '')})`);
+  }
+  return model;
+}
+
+const INFO_HELP = `reconpatch info <model.rcp|ensemble.rcpe> [--json] [--evidence] [options]
+
+Shows what a saved model holds: backbone, memory bank, training images, the threshold and how it
+was set, preprocessing, head, device (for an ensemble: each member, and the fused threshold).
+  --json                      the full info as one JSON line (without the per-image calibration evidence)
+  --evidence                  include the per-image calibration evidence (with --json: still one line)
+
+${LOAD_HELP}`;
+
 export async function infoCommand(rest: string[]): Promise<number> {
-  const { values, positionals } = parseArgs({ args: rest, allowPositionals: true, options: { help: { type: 'boolean', short: 'h' }, json: { type: 'boolean' } } });
-  if (values.help || positionals.length !== 1) return help('reconpatch info <model.rcp>\n\nPrints the model\'s options, backbone, bank size and calibration as JSON.', !values.help);
-  if (await Ensemble.isEnsembleFile(positionals[0])) {
-    const ensemble = await Ensemble.load(positionals[0]);
-    process.stdout.write(`${JSON.stringify({ model: positionals[0], ensemble: true, ...ensemble.info }, null, 2)}\n`);
+  const { values, positionals } = parseCommandArgs({
+    args: rest, allowPositionals: true,
+    options: { help: { type: 'boolean', short: 'h' }, json: { type: 'boolean' }, evidence: { type: 'boolean' }, ...LOAD_FLAGS },
+  });
+  if (values.help || positionals.length !== 1) return help(INFO_HELP, !values.help);
+  const file = positionals[0];
+  const model = await loadModel(file, values);
+  const strip = (c: Calibration | null) => (c && !values.evidence ? (({ evidence: _e, ...rest }) => rest)(c) : c);
+  if (model instanceof Ensemble) {
+    const info = model.info;
+    if (values.json) {
+      const members = info.members.map((m) => ({ ...m, calibration: strip(m.calibration) }));
+      process.stdout.write(`${JSON.stringify({ model: file, ensemble: true, ...info, members, calibration: strip(info.calibration) })}\n`);
+      return 0;
+    }
+    const lines = [`model         ${file} (ensemble of ${info.members.length})`, ...thresholdLines(info.calibration, 'fused scores; ')];
+    for (const [i, m] of info.members.entries()) lines.push(`member ${i}`, ...engineLines(m, m.options).map((l) => `  ${l}`));
+    if (values.evidence) lines.push(...evidenceLines(info.calibration));
+    process.stdout.write(`${lines.join('\n')}\n`);
     return 0;
   }
-  const engine = await Engine.load(positionals[0]);
-  process.stdout.write(`${JSON.stringify({ model: positionals[0], ...engine.info, options: engine.options }, null, 2)}\n`);
+  const info = model.info;
+  if (values.json) {
+    process.stdout.write(`${JSON.stringify({ model: file, ...info, calibration: strip(info.calibration), options: model.options })}\n`);
+    return 0;
+  }
+  const lines = [`model         ${file}`, ...engineLines(info, model.options), ...thresholdLines(info.calibration, '')];
+  if (values.evidence) lines.push(...evidenceLines(info.calibration));
+  process.stdout.write(`${lines.join('\n')}\n`);
   return 0;
 }
+
+type InfoOf = Engine['info'];
+
+/** A member's or an engine's summary: backbone, bank, images, preprocessing, head, device (its threshold for a member too). */
+function engineLines(info: InfoOf, o: NativeOptions): string[] {
+  const px = (n: number) => (n > 0 ? `${n}` : 'none');
+  const lines = [
+    `backbone      ${info.backbone}${o.layers ? ` (${o.layers})` : ''}${o.weights ? ` weights ${o.weights}` : ''}`,
+    `bank          ${info.bankRows} rows x ${info.featureDim} features (coreset ${o.coresetRatio})`,
+    `train images  ${info.trainImages}${info.updates ? ` (${info.updates} update${info.updates > 1 ? 's' : ''} added ${info.updateRows} rows)` : ''}`,
+    `resize        ${px(o.resize)} (${o.resizeMode})${o.crop > 0 ? `, crop ${o.crop}` : ''}`,
+    `head          ${o.head ? `on (${o.headIterations} iterations)` : 'off (PatchCore)'}`,
+    `device        ${info.device}`,
+  ];
+  return lines;
+}
+
+/** The threshold and how it was set. */
+function thresholdLines(c: Calibration | null, note: string): string[] {
+  if (!c) return [`threshold     none (${note}not calibrated)`];
+  const how = c.method === 'leave-one-out' || c.method === 'holdout'
+    ? `${c.method} on ${c.images} good images, false-alarm rate ${c.falseAlarmRate}`
+    : c.method === 'labels' && c.validation
+      ? `labels (${c.validation.objective}) on ${c.validation.images} images: precision ${c.validation.precision.toFixed(3)}, recall ${c.validation.recall.toFixed(3)}`
+      : c.method;
+  return [
+    `threshold     ${fmt(c.threshold)} (${note}${how})`,
+    ...c.warnings.map((w) => `warning       ${w}`),
+  ];
+}
+
+function evidenceLines(c: Calibration | null): string[] {
+  const ev = c?.evidence ?? [];
+  return [`evidence      ${ev.length} images (score, map min, max, mean)`, ...ev.map((e) => `  ${fmt(e.score)}  ${fmt(e.mapMin)}  ${fmt(e.mapMax)}  ${fmt(e.mapMean)}`)];
+}
+
+const fmt = (x: number) => (Number.isInteger(x) ? String(x) : x.toPrecision(6));

@@ -34,27 +34,32 @@ export function rowFormat(format: string | undefined, json: boolean | undefined)
 }
 
 const CSV_COLUMNS = ['path', 'score', 'normalizedScore', 'isAnomaly', 'width', 'height', 'heatmap', 'error'];
-let csvHeaderWritten = false;
 
-/** One image's row on stdout: a tab-separated line, a JSON line, or a CSV record (header first). */
-export function writeRow(format: RowFormat, row: Record<string, unknown>): void {
-  const error = row.error as { code: string; message: string } | undefined;
-  if (format === 'jsonl') {
-    process.stdout.write(`${JSON.stringify(row)}\n`);
-  } else if (format === 'csv') {
-    if (!csvHeaderWritten) process.stdout.write(`${CSV_COLUMNS.join(',')}\n`);
-    csvHeaderWritten = true;
-    const cell = (k: string) => {
-      const v = k === 'error' ? (error ? `${error.code}: ${error.message}` : '') : row[k];
-      const s = v === undefined || v === null ? '' : String(v);
-      return /[",\n\r]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
-    };
-    process.stdout.write(`${CSV_COLUMNS.map(cell).join(',')}\n`);
-  } else if (error) {
-    process.stdout.write(`${row.path}\tERROR\t${error.code}\t${error.message}\n`);
-  } else {
-    const n = row.normalizedScore as number | null;
-    const verdict = row.isAnomaly === null ? '-' : row.isAnomaly ? 'ANOMALY' : 'ok';
-    process.stdout.write(`${row.path}\t${(row.score as number).toFixed(6)}\t${n === null ? '-' : n.toFixed(3)}\t${verdict}\n`);
-  }
+/**
+ * A writer of one run's image rows on stdout: tab-separated lines, JSON lines, or CSV records
+ * (the header before this writer's first record: each run, each writer, gets its own).
+ */
+export function rowWriter(format: RowFormat): (row: Record<string, unknown>) => void {
+  let csvHeaderWritten = false;
+  return (row) => {
+    const error = row.error as { code: string; message: string } | undefined;
+    if (format === 'jsonl') {
+      process.stdout.write(`${JSON.stringify(row)}\n`);
+    } else if (format === 'csv') {
+      if (!csvHeaderWritten) process.stdout.write(`${CSV_COLUMNS.join(',')}\n`);
+      csvHeaderWritten = true;
+      const cell = (k: string) => {
+        const v = k === 'error' ? (error ? `${error.code}: ${error.message}` : '') : row[k];
+        const s = v === undefined || v === null ? '' : String(v);
+        return /[",\n\r]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
+      };
+      process.stdout.write(`${CSV_COLUMNS.map(cell).join(',')}\n`);
+    } else if (error) {
+      process.stdout.write(`${row.path}\tERROR\t${error.code}\t${error.message}\n`);
+    } else {
+      const n = row.normalizedScore as number | null;
+      const verdict = row.isAnomaly === null ? '-' : row.isAnomaly ? 'ANOMALY' : 'ok';
+      process.stdout.write(`${row.path}\t${(row.score as number).toFixed(6)}\t${n === null ? '-' : n.toFixed(3)}\t${verdict}\n`);
+    }
+  };
 }

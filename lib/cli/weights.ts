@@ -1,8 +1,8 @@
 /** `reconpatch weights`: torchvision's official weights into the cache, and what is cached. */
 import path from 'node:path';
-import { parseArgs } from 'node:util';
 
 import { TORCHVISION_ARCHITECTURES, TORCHVISION_WEIGHTS, cachedWeights, defaultCacheDir, pullWeights } from '../io/weights.js';
+import { parseCommandArgs } from './args.js';
 import { help } from './output.js';
 import { downloadProgress } from './progress.js';
 
@@ -15,7 +15,7 @@ local file. The file's sha256 must start with the hex digits in its name; an int
 Cache directory: --cache-dir, else $RECONPATCH_CACHE, else $XDG_CACHE_HOME/reconpatch, else ~/.cache/reconpatch.`;
 
 export async function weightsCommand(args: string[]): Promise<number> {
-  const { values, positionals } = parseArgs({
+  const { values, positionals } = parseCommandArgs({
     args, allowPositionals: true,
     options: { from: { type: 'string' }, 'cache-dir': { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
   });

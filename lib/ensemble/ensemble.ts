@@ -141,6 +141,14 @@ export type EnsembleStreamItem = (EnsembleScoreResult & { index: number; error?:
  * const { members, ranges, calibration } = ensemble.info;
  * console.log(members.map((m) => m.backbone), ranges !== null, calibration?.threshold);
  */
+/** Options of {@link Ensemble.load}: what every member is loaded with (as in Engine.load's `input` and `threads`). */
+export interface EnsembleLoadOptions {
+  /** What inputs are accepted (pixel budget, damaged images). */
+  input?: InputOptions;
+  /** libtorch intra-op threads for each member on this machine (default: each member's saved `threads`). */
+  threads?: number;
+}
+
 export interface EnsembleInfo {
   /** Each member's {@link EngineInfo} with its resolved options, in member order. */
   members: (EngineInfo & { options: NativeOptions })[];
@@ -220,12 +228,12 @@ export class Ensemble {
    * const ensemble = await Ensemble.load('part.rcpe');
    * console.log(ensemble.size, ensemble.info.calibration?.threshold);
    */
-  static async load(file: string, options: { input?: InputOptions } = {}): Promise<Ensemble> {
+  static async load(file: string, options: EnsembleLoadOptions = {}): Promise<Ensemble> {
     const stack = new Error();
     try {
       if (typeof file !== 'string' || file === '') throw invalidOption('load expects a file path');
       checkEnsembleLoadOptions(options);
-      return await Ensemble.#fromBytes(await readModelFile(file), `'${file}'`, options.input);
+      return await Ensemble.#fromBytes(await readModelFile(file), `'${file}'`, options);
     } catch (err) {
       rethrow(err, stack);
     }
@@ -237,23 +245,23 @@ export class Ensemble {
    * const ensemble = await Ensemble.load('part.rcpe');
    * const copy = await Ensemble.loadBytes(await ensemble.saveBytes());
    */
-  static async loadBytes(bytes: Uint8Array, options: { input?: InputOptions } = {}): Promise<Ensemble> {
+  static async loadBytes(bytes: Uint8Array, options: EnsembleLoadOptions = {}): Promise<Ensemble> {
     const stack = new Error();
     try {
       if (!(bytes instanceof Uint8Array)) throw invalidOption('loadBytes expects a Buffer or Uint8Array');
       checkEnsembleLoadOptions(options);
-      return await Ensemble.#fromBytes(Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength), 'these bytes', options.input);
+      return await Ensemble.#fromBytes(Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength), 'these bytes', options);
     } catch (err) {
       rethrow(err, stack);
     }
   }
 
-  static async #fromBytes(bytes: Buffer, label: string, input: InputOptions | undefined): Promise<Ensemble> {
+  static async #fromBytes(bytes: Buffer, label: string, { input, threads }: EnsembleLoadOptions): Promise<Ensemble> {
     const { meta, members } = parseContainer(bytes, label);
     const engines: Engine[] = [];
     for (const [i, memberBytes] of members.entries()) {
       try {
-        engines.push(await Engine.loadBytes(memberBytes, { input }));
+        engines.push(await Engine.loadBytes(memberBytes, { input, ...(threads === undefined ? {} : { threads }) }));
       } catch (err) {
         throw new ReconpatchError('ERR_MODEL_FILE', `ensemble model ${label}: member ${i} is not a valid model (${(err as Error).message})`, { cause: err });
       }
@@ -609,8 +617,11 @@ function notFitted(): ReconpatchError {
   return new ReconpatchError('ERR_NOT_FITTED', 'the ensemble is not fitted; call fit() with images of good parts first');
 }
 
-function checkEnsembleLoadOptions(options: { input?: InputOptions }): void {
+function checkEnsembleLoadOptions(options: EnsembleLoadOptions): void {
   if (options === null || typeof options !== 'object') throw invalidOption('load options must be an object');
-  for (const key of Object.keys(options)) if (key !== 'input') throw invalidOption(`unknown ensemble load option '${key}' (known: input)`);
+  for (const key of Object.keys(options)) if (key !== 'input' && key !== 'threads') throw invalidOption(`unknown ensemble load option '${key}' (known: input, threads)`);
+  const { threads } = options;
+  if (threads !== undefined && !(Number.isInteger(threads) && threads >= 1 && threads <= 1024))
+    throw invalidOption(`threads must be an integer in [1, 1024], got ${JSON.stringify(threads)}`);
   resolveInput(options.input);
 }

@@ -191,7 +191,7 @@ torch::Device resolveDevice(const std::string& name) {
 #else
   RP_CHECK(cuda, DeviceUnavailable,
            "device 'cuda' was requested but this build of reconpatch is CPU-only (compiled against a libtorch "
-           "without CUDA); use device: 'cpu' or 'auto', or rebuild against a CUDA libtorch (README: "CUDA and devices")");
+           "without CUDA); use device: 'cpu' or 'auto', or rebuild against a CUDA libtorch (README: CUDA and devices)");
 #endif
   return torch::Device(torch::kCUDA);
 }

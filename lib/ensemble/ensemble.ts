@@ -135,13 +135,10 @@ export interface EnsembleScoreResult extends ScoreResult {
 export type EnsembleStreamItem = (EnsembleScoreResult & { index: number; error?: undefined }) | { index: number; error: ReconpatchError };
 
 /**
- * What an ensemble holds: its members, their normalisers and the fused threshold.
+ * Options of {@link Ensemble.load}: what every member is loaded with (as in Engine.load's `input` and `threads`).
  * @example
- * const ensemble = await Ensemble.load('part.rcpe');
- * const { members, ranges, calibration } = ensemble.info;
- * console.log(members.map((m) => m.backbone), ranges !== null, calibration?.threshold);
+ * const ensemble = await Ensemble.load('part.rcpe', { threads: 2, input: { maxPixels: 4096 * 4096 } });
  */
-/** Options of {@link Ensemble.load}: what every member is loaded with (as in Engine.load's `input` and `threads`). */
 export interface EnsembleLoadOptions {
   /** What inputs are accepted (pixel budget, damaged images). */
   input?: InputOptions;
@@ -149,6 +146,13 @@ export interface EnsembleLoadOptions {
   threads?: number;
 }
 
+/**
+ * What an ensemble holds: its members, their normalisers and the fused threshold.
+ * @example
+ * const ensemble = await Ensemble.load('part.rcpe');
+ * const { members, ranges, calibration } = ensemble.info;
+ * console.log(members.map((m) => m.backbone), ranges !== null, calibration?.threshold);
+ */
 export interface EnsembleInfo {
   /** Each member's {@link EngineInfo} with its resolved options, in member order. */
   members: (EngineInfo & { options: NativeOptions })[];

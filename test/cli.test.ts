@@ -317,6 +317,17 @@ describe('reconpatch CLI', () => {
     expect(relFolder).toEqual(folder.map((p) => path.relative(process.cwd(), p)));
   });
 
+  it('ends quietly when its reader stops early (score … | head -n 1): exit 0, no EPIPE error', async () => {
+    const model = path.join(dir, 'm.rcp'); // fitted above
+    const good = path.join(data.root, data.category, 'test/good');
+    const script = `node ${JSON.stringify(cli)} score ${JSON.stringify(model)} ${JSON.stringify(good)} --json | head -n 1; echo "status $\{PIPESTATUS[0]}"`;
+    const { stdout, stderr } = await run('bash', ['-c', script], { maxBuffer: 1 << 20 });
+    const [first, status] = stdout.trim().split('\n');
+    expect(JSON.parse(first).path).toContain('good');
+    expect(status).toBe('status 0');
+    expect(stderr).not.toMatch(/EPIPE|Error/); // progress lines only
+  });
+
   it('refuses a model path that is a FIFO at once (info, score, update), instead of waiting for a writer', async () => {
     const fifo = path.join(dir, 'model.fifo');
     execFileSync('mkfifo', [fifo]);

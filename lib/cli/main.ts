@@ -83,6 +83,13 @@ function exitCode(err: unknown): number {
   return err instanceof ReconpatchError && err.code === 'ERR_INVALID_OPTION' ? 2 : 1;
 }
 
+// A reader that stops early (`reconpatch score … | head`) closes the pipe: the rows it wanted were
+// written, so end quietly (as other Unix tools do) instead of an unhandled EPIPE error.
+process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+  if (err.code === 'EPIPE') process.exit(0);
+  throw err;
+});
+
 main(process.argv.slice(2)).then(
   (code) => process.exit(code),
   (err: unknown) => {

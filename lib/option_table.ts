@@ -104,7 +104,8 @@ export const WORKING_PIXELS_DEFAULT = 2048 * 2048;
 /**
  * Why `batchSize` images of this resize are too many for one native batch, or null.
  * @example
- * batchPixelsProblem(1024, 8192); // 'batchSize 1024 x resize 8192^2 = ... pixels per batch, over ...'
+ * batchPixelsProblem(4, 256); // null
+ * batchPixelsProblem(1024, 8192); // '... pixels per batch, over 67108864; use batchSize <= 1'
  */
 export function batchPixelsProblem(batchSize: number, resize: number): string | null {
   const side = resize > 0 ? resize : 2048;

@@ -54,8 +54,8 @@ export type FailOn = 'none' | 'truncated' | 'error' | 'warning';
 export interface InputOptions {
   /**
    * Largest image accepted, in pixels (width × height; default 67,108,864 = 8192 × 8192). Checked
-   * from the header before anything is decoded, for every input kind, as are the smallest sides
-   * (8 pixels). Image files may have at most 8 bytes per allowed pixel (at least 64 MiB).
+   * from the header before anything is decoded, for every input kind (for an engine, so are the
+   * smallest sides: 8 pixels). Image files may have at most 8 bytes per allowed pixel (at least 64 MiB).
    */
   maxPixels?: number;
   /**

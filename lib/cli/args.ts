@@ -79,6 +79,7 @@ export const ENGINE_FLAGS = {
   threads: { type: 'string' },
   device: { type: 'string' },
   head: { type: 'boolean' },
+  'head-auto': { type: 'boolean' },
   'head-iterations': { type: 'string' },
   'head-lr': { type: 'string' },
   'head-batch': { type: 'string' },
@@ -108,6 +109,7 @@ export const ENGINE_HELP = `Engine options:
   --resize-mode area|shorter|squash   area (default): aspect ratio kept, about resize^2 pixels
   --coreset <ratio>           coreset ratio (default 0.1)
   --head                      train the ReConPatch head (default off: PatchCore)
+  --head-auto                 train it, check on held-out good images with synthetic defects, keep it only if it helps
   --head-iterations <n>  --head-lr <x>  --head-batch <n>  --head-k <n>  --head-alpha <x>  --head-ema <x>
   --head-sigma <x>  --head-sigma-rule fixed|knn  --head-normalize  --head-plateau <x>
   --seed <n>  --threads <n>  --device cpu|cuda|auto
@@ -158,6 +160,7 @@ export function engineOptions(v: Record<string, unknown>, defaults: Partial<Engi
   if (v['head-ema'] !== undefined) head.ema = num('head-ema');
   if (v['head-plateau'] !== undefined) head.plateau = num('head-plateau');
   if (v['head-normalize']) head.normalize = true;
+  if (v['head-auto']) head.auto = true;
   if (v.head || Object.keys(head).length > 0) o.head = head;
   const input = inputOptions(v);
   if (input) o.input = input;

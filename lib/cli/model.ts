@@ -205,6 +205,7 @@ function engineLines(info: InfoOf, o: NativeOptions): string[] {
     `train images  ${info.trainImages}${info.updates ? ` (${info.updates} update${info.updates > 1 ? 's' : ''} added ${info.updateRows} rows)` : ''}`,
     `resize        ${px(o.resize)} (${o.resizeMode})${o.crop > 0 ? `, crop ${o.crop}` : ''}`,
     `head          ${o.head ? `on (${o.headIterations} iterations)` : 'off (PatchCore)'}`,
+    ...(info.headCheck ? [`head check    kept ${info.headCheck.decision}: ${info.headCheck.reason}`] : []),
     `device        ${info.device}`,
   ];
   return lines;

@@ -13,8 +13,9 @@ import { type Calibration, calibrateNominal, poolNominal, upgradeCalibration } f
 import { ReconpatchError, rethrow } from '../errors.js';
 import { type DecodePolicy, type ImageInput, type InputOptions, resolveInput, toRawFrame } from '../io/images.js';
 import { type NativeEngine, type NativeInfo, type NativeOptions, type NativeScore, type RawFrame, native } from '../native.js';
+import { type HeadCheck, headCheckPicker, readHeadCheck, runHeadCheck } from '../head_check/check.js';
 import { nativeOptionProblems } from '../option_table.js';
-import { type BatchingOptions, type CalibrationOptions, type EngineOptions, resolveBatching, resolveCalibration, resolveOptions, storedCalibrationOptions } from '../options.js';
+import { type BatchingOptions, type CalibrationOptions, type EngineOptions, headAuto, resolveBatching, resolveCalibration, resolveOptions, storedCalibrationOptions } from '../options.js';
 import { ScoreBatcher } from './batcher.js';
 import { type CalibrateOptions, calibrationFromResults, checkThreshold, manualCalibration, missingCalibrationWarning } from './decisions.js';
 import { readModelFile, writeFileAtomically } from './model_file.js';
@@ -25,6 +26,7 @@ import { FitControl, type Progress, abortFit, checkMaxStagedPatches, nominalEvid
 
 export type { Progress } from './staged_fit.js';
 export type { CalibrateOptions } from './decisions.js';
+export type { HeadCheck } from '../head_check/check.js';
 export type { ScoreOptions, ScoreResult } from './results.js';
 
 /**
@@ -158,6 +160,8 @@ export interface EngineInfo extends Omit<NativeInfo, 'backboneName'> {
   backbone: string;
   /** Threshold statistics from held-out nominal images, or null. */
   calibration: Calibration | null;
+  /** `head: 'auto'`: what the last fit's head check found and kept (null: no check ran). */
+  headCheck: HeadCheck | null;
   /** Batching of `score()` calls: the options, and calls served in how many native batches so far. */
   batching: { maxBatch: number; maxWaitMs: number; calls: number; batches: number };
 }
@@ -180,28 +184,34 @@ export function nativeOf(engine: Engine): NativeEngine {
  * await engine.save('part.rcp');
  */
 export class Engine {
-  readonly #native: NativeEngine;
+  // Replaced when a head check keeps the other model (head: 'auto').
+  #native: NativeEngine;
   readonly #calibrationOptions: CalibrationOptions;
   #calibration: Calibration | null = null;
+  readonly #headAuto: boolean;
+  #headCheck: HeadCheck | null;
   readonly #queue = new CallQueue();
   readonly #batcher: ScoreBatcher<RawFrame, NativeScore>;
   readonly #input: DecodePolicy;
 
-  private constructor(n: NativeEngine, batching: BatchingOptions | false | undefined, input: InputOptions | undefined, calibrationOptions?: CalibrationOptions, label = 'model') {
+  private constructor(n: NativeEngine, batching: BatchingOptions | false | undefined, input: InputOptions | undefined, calibrationOptions?: CalibrationOptions, label = 'model', auto = false) {
     this.#native = n;
     natives.set(this, n);
     const { resize, resizeMode } = n.options();
     this.#input = { ...resolveInput(input), resizes: [{ resize, resizeMode }] };
-    this.#batcher = new ScoreBatcher((task) => this.#queue.run(task), (frames) => n.score(frames), resolveBatching(batching));
+    this.#batcher = new ScoreBatcher((task) => this.#queue.run(task), (frames) => this.#native.score(frames), resolveBatching(batching));
     // Models carry their calibration (and its options) as JSON metadata (checked: a file may be
     // damaged or crafted); older files' calibrations are upgraded to today's shape.
     const meta = readMetadata(n.metadata(), label);
     this.#calibration = upgradeCalibration(meta.calibration);
     this.#calibrationOptions = calibrationOptions ?? (n.metadata() ? storedCalibrationOptions(meta.calibrationOptions) : resolveCalibration(undefined));
+    this.#headCheck = meta.headCheck ?? null;
+    // A model fitted with head: 'auto' checks again when it is fitted again.
+    this.#headAuto = auto || this.#headCheck !== null;
   }
 
-  #metadata(calibration: Calibration | null): string {
-    return JSON.stringify({ calibration, calibrationOptions: this.#calibrationOptions });
+  #metadata(calibration: Calibration | null, headCheck = this.#headCheck): string {
+    return JSON.stringify({ calibration, calibrationOptions: this.#calibrationOptions, ...(headCheck ? { headCheck } : {}) });
   }
 
   /**
@@ -217,7 +227,7 @@ export class Engine {
       const calibration = resolveCalibration(options.calibration);
       resolveBatching(options.batching); // validate before the backbone loads
       resolveInput(options.input);
-      return new Engine(await native().createEngine(resolved), options.batching, options.input, calibration);
+      return new Engine(await native().createEngine(resolved), options.batching, options.input, calibration, 'model', headAuto(options.head));
     } catch (err) {
       rethrow(err, stack);
     }
@@ -302,7 +312,7 @@ export class Engine {
    */
   get info(): EngineInfo {
     const { backboneName, ...rest } = this.#native.info();
-    return { backbone: backboneName, calibration: this.#calibration, batching: this.#batcher.stats, ...rest };
+    return { backbone: backboneName, calibration: this.#calibration, headCheck: this.#headCheck, batching: this.#batcher.stats, ...rest };
   }
 
   /**
@@ -527,27 +537,49 @@ export class Engine {
 
   // The fit (or update) transaction: stage, calibrate against the pending model, commit model and
   // calibration together.
+  // head: 'auto' stages the same images into a second engine (the same options, the head switched),
+  // checks both pending models on held-out good images and synthetic defects, and commits one.
   async #fit(images: Iterable<ImageInput> | AsyncIterable<ImageInput>, { signal, onProgress }: FitOptions, mode: 'fit' | 'update', maxStagedPatches: number) {
     const started = performance.now();
     const n = this.#native;
-    const control = new FitControl([n], signal, 'engine', mode);
+    const auto = mode === 'fit' && this.#headAuto;
+    const engines = auto ? [n, await native().createEngine({ ...n.options(), head: !n.options().head })] : [n];
+    const control = new FitControl(engines, signal, 'engine', mode);
     try {
-      const staged = await stageFit([n], images, control, {
-        mode, maxStagedPatches, onProgress: onProgress && ((p) => onProgress(p)), calibration: this.#calibrationOptions, batchSize: n.options().batchSize, input: this.#input,
-      });
       const batchSize = n.options().batchSize;
-      const [evidence] = await nominalEvidence([n], staged, control, batchSize, onProgress && ((p) => onProgress(p)));
+      const staged = await stageFit(engines, images, control, {
+        mode, maxStagedPatches, onProgress: onProgress && ((p) => onProgress(p)), calibration: this.#calibrationOptions, batchSize, input: this.#input,
+        ...(auto ? { headCheck: headCheckPicker } : {}),
+      });
+      const perEngine = await nominalEvidence(engines, staged, control, batchSize, onProgress && ((p) => onProgress(p)));
+      let kept = 0;
+      let headCheck = this.#headCheck;
+      if (auto) {
+        const [h, p] = n.options().head ? [0, 1] : [1, 0];
+        const scores = (k: number) => perEngine[k].map((e) => e.score);
+        const r = await runHeadCheck(engines[h], engines[p], staged.checkFrames, [scores(h), scores(p)], n.options().seed, batchSize,
+          () => control.check(), (done, total) => control.call(onProgress, { stage: 'check', done, total }));
+        kept = r.decision === 'head' ? h : p;
+        headCheck = { ...r, seconds: (performance.now() - started) / 1000 };
+        engines[1 - kept].fitAbort();
+      }
+      const evidence = perEngine[kept];
       const options = this.#calibrationOptions;
       const method = staged.calibrationFrames.length ? 'holdout' : 'leave-one-out';
       let calibration: Calibration | null = null;
       if (mode === 'update') calibration = options.enabled ? poolNominal(this.#calibration, evidence, options.falseAlarmRate) : this.#calibration;
       else if (options.enabled && evidence.length >= 2) calibration = calibrateNominal(evidence, options.falseAlarmRate, method);
-      n.fitCommit(this.#metadata(calibration));
+      engines[kept].fitCommit(this.#metadata(calibration, headCheck));
+      if (kept !== 0) {
+        this.#native = engines[kept];
+        natives.set(this, engines[kept]);
+      }
       this.#calibration = calibration;
+      this.#headCheck = headCheck;
       const warnings = calibration ? calibration.warnings : options.enabled ? [missingCalibrationWarning(evidence.length)] : [];
       return { images: staged.images, calibrationImages: evidence.length, calibration, warnings, seconds: (performance.now() - started) / 1000 };
     } catch (err) {
-      abortFit([n]);
+      abortFit(engines);
       throw control.explain(err);
     } finally {
       control.dispose();
@@ -567,7 +599,7 @@ function checkLoadOptions(options: LoadOptions): void {
 }
 
 /** A model's JSON metadata (the META section), checked for the shape it must have: ERR_MODEL_FILE otherwise. */
-function readMetadata(text: string, label: string): { calibration?: Calibration | null; calibrationOptions?: CalibrationOptions } {
+function readMetadata(text: string, label: string): { calibration?: Calibration | null; calibrationOptions?: CalibrationOptions; headCheck?: HeadCheck | null } {
   if (!text) return {};
   const bad = (why: string) => new ReconpatchError('ERR_MODEL_FILE', `${label} has metadata that reconpatch did not write (${why}); it is damaged or was not written by reconpatch`);
   let meta: unknown;
@@ -586,5 +618,6 @@ function readMetadata(text: string, label: string): { calibration?: Calibration 
       if (typeof c[key] !== 'number' || !Number.isFinite(c[key])) throw bad(`calibration.${key} is not a finite number`);
   }
   if (meta.calibrationOptions !== undefined && !isObject(meta.calibrationOptions)) throw bad('calibrationOptions is not an object');
-  return meta as { calibration?: Calibration | null; calibrationOptions?: CalibrationOptions };
+  const headCheck = readHeadCheck(meta.headCheck, bad);
+  return { ...(meta as { calibration?: Calibration | null; calibrationOptions?: CalibrationOptions }), headCheck };
 }

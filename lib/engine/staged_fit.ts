@@ -10,6 +10,7 @@
  */
 import { type NominalEvidence, holdoutPicker, mapStats } from '../calibration.js';
 import { ReconpatchError } from '../errors.js';
+import { HEAD_CHECK_NOMINAL_IMAGES } from '../head_check/check.js';
 import { type DecodePolicy, type ImageInput, describeInput, toRawFrame } from '../io/images.js';
 import type { NativeEngine, RawFrame } from '../native.js';
 import type { CalibrationOptions } from '../options.js';
@@ -20,8 +21,12 @@ import type { CalibrationOptions } from '../options.js';
  * await engine.fit(goodImages, { onProgress: (p: Progress) => console.log(p.stage, p.done, p.total ?? '?', p.loss ?? '') });
  */
 export interface Progress {
-  /** `'embed'` (images), `'head'` (training iterations), `'coreset'` (selected rows), `'calibrate'` (nominal images scored for the threshold). */
-  stage: 'embed' | 'head' | 'coreset' | 'calibrate';
+  /**
+   * `'embed'` (images), `'head'` (training iterations), `'coreset'` (selected rows), `'check'`
+   * (`head: 'auto'`: held-out and synthetic images scored by both pending models), `'calibrate'`
+   * (nominal images scored for the threshold).
+   */
+  stage: 'embed' | 'head' | 'coreset' | 'check' | 'calibrate';
   /** Units of this stage done so far. */
   done: number;
   /** Units in this stage, when known. */
@@ -73,6 +78,8 @@ export interface StageFitOptions {
   batchSize: number;
   /** The limits every image is decoded within (for all the engines). */
   input: DecodePolicy;
+  /** `head: 'auto'`: picks, from the fit's total (undefined: unknown), the images held out for the head check. */
+  headCheck?: (total: number | undefined) => (index: number) => boolean;
 }
 
 export interface StagedFit {
@@ -80,6 +87,8 @@ export interface StagedFit {
   images: number;
   /** The held-out nominal images, decoded, to calibrate with. */
   calibrationFrames: RawFrame[];
+  /** The good images held out for the head check (`headCheck`), decoded. */
+  checkFrames: RawFrame[];
 }
 
 /**
@@ -157,7 +166,7 @@ export async function stageFit(
   engines: NativeEngine[],
   images: Iterable<ImageInput> | AsyncIterable<ImageInput>,
   control: FitControl,
-  { mode, maxStagedPatches, onProgress, calibration, batchSize, input }: StageFitOptions,
+  { mode, maxStagedPatches, onProgress, calibration, batchSize, input, headCheck }: StageFitOptions,
 ): Promise<StagedFit> {
   if (images === null || typeof images !== 'object' || !(Symbol.iterator in images || Symbol.asyncIterator in images))
     throw new ReconpatchError('ERR_INVALID_OPTION', `${mode} expects an Iterable or AsyncIterable of images`);
@@ -167,8 +176,11 @@ export async function stageFit(
   // cannot be scored leave-one-out: it holds out a share of the images instead (10% unless set).
   const holdout = calibration.holdout > 0 ? calibration.holdout : maxStagedPatches > 0 ? BUDGET_HOLDOUT : 0;
   const heldOut = calibration.enabled ? holdoutPicker(total, holdout, calibration.minImages) : () => false;
-  const leaveOut = calibration.enabled && holdout === 0 ? calibration.maxImages : 0;
+  // Leave-one-image-out scores are the nominal evidence of calibration and of the head check.
+  const leaveOut = holdout > 0 ? 0 : calibration.enabled ? calibration.maxImages : headCheck ? HEAD_CHECK_NOMINAL_IMAGES : 0;
+  const forCheck = headCheck ? headCheck(total) : () => false;
   const calibrationFrames: RawFrame[] = [];
+  const checkFrames: RawFrame[] = [];
   for (const e of engines) e.fitBegin(mode, maxStagedPatches);
   let done = 0;
   let embedded = 0;
@@ -177,12 +189,16 @@ export async function stageFit(
     const decoded: RawFrame[] = await Promise.all(pending.map((img, j) => toRawFrame(img, done + j, input)));
     control.check();
     // Held-out nominal images are kept aside for calibration, not put in the banks.
-    const keep = decoded.filter((_, j) => !heldOut(done + j));
-    const aside = decoded.filter((_, j) => heldOut(done + j));
+    // Calibration's picks first; the head check takes its own from the rest.
+    const role = decoded.map((_, j) => (heldOut(done + j) ? 'calibrate' : forCheck(done + j) ? 'check' : 'fit'));
+    const keep = decoded.filter((_, j) => role[j] === 'fit');
+    const aside = decoded.filter((_, j) => role[j] === 'calibrate');
+    const checked = decoded.filter((_, j) => role[j] === 'check');
     try {
       for (const e of engines) {
         // Held-out images are checked now, so that calibration cannot fail on them later.
         e.validate(aside);
+        e.validate(checked);
         if (keep.length > 0) await e.fitAdd(keep);
       }
     } catch (err) {
@@ -194,6 +210,7 @@ export async function stageFit(
       throw control.explain(err);
     }
     calibrationFrames.push(...aside);
+    checkFrames.push(...checked);
     embedded += keep.length;
     done += pending.length;
     pending = [];
@@ -211,8 +228,9 @@ export async function stageFit(
     throw new ReconpatchError('ERR_EMPTY_TRAINING_SET', `${mode} received no images; pass at least one image of a good (defect-free) part`);
   if (embedded === 0) {
     // Everything was held out (a 1-image stream): use it for the banks instead.
-    for (const e of engines) await e.fitAdd(calibrationFrames);
-    embedded = calibrationFrames.splice(0).length;
+    const all = [...calibrationFrames.splice(0), ...checkFrames.splice(0)];
+    for (const e of engines) await e.fitAdd(all);
+    embedded = all.length;
   }
   for (const [m, e] of engines.entries()) {
     let received = 0;
@@ -228,7 +246,7 @@ export async function stageFit(
     }
     control.check();
   }
-  return { images: embedded, calibrationFrames };
+  return { images: embedded, calibrationFrames, checkFrames };
 }
 
 /**

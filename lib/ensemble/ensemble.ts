@@ -29,7 +29,7 @@ import { ReconpatchError, rethrow } from '../errors.js';
 import { type DecodePolicy, type ImageInput, type InputOptions, resolveInput, toRawFrame } from '../io/images.js';
 import { openRegularFile } from '../io/regular_file.js';
 import type { NativeOptions, RawFrame } from '../native.js';
-import { type CalibrationOptions, type EngineOptions, resolveCalibration, storedCalibrationOptions } from '../options.js';
+import { type CalibrationOptions, type EngineOptions, headAuto, resolveCalibration, storedCalibrationOptions } from '../options.js';
 import { MAGIC, MAX_MEMBERS, type EnsembleMeta, buildContainer, parseContainer } from './container.js';
 import { type MemberOutputs, type MemberRange, fuseEvidence, fuseWithRanges, memberRange } from './fusion.js';
 
@@ -212,6 +212,7 @@ export class Ensemble {
         if (m === null || typeof m !== 'object' || Array.isArray(m)) throw invalidOption(`members[${i}] must be an engine options object`);
         if ('calibration' in m) throw invalidOption(`members[${i}].calibration: set calibration on the ensemble, not on a member (all members share one holdout)`);
         if ('input' in m) throw invalidOption(`members[${i}].input: set input on the ensemble, not on a member (an image is decoded once for all)`);
+        if (headAuto(m.head)) throw invalidOption(`members[${i}].head: 'auto' checks one engine at a time; give ensemble members head true or false`);
         try {
           // Members keep every image they are given: the ensemble holds out the calibration images itself.
           engines.push(await Engine.create({ ...m, calibration: false, input: options.input }));

@@ -556,8 +556,7 @@ export class Engine {
       let headCheck = this.#headCheck;
       if (auto) {
         const [h, p] = n.options().head ? [0, 1] : [1, 0];
-        const scores = (k: number) => perEngine[k].map((e) => e.score);
-        const r = await runHeadCheck(engines[h], engines[p], staged.checkFrames, [scores(h), scores(p)], n.options().seed, batchSize,
+        const r = await runHeadCheck(engines[h], engines[p], staged.checkFrames, n.options().seed, batchSize,
           () => control.check(), (done, total) => control.call(onProgress, { stage: 'check', done, total }));
         kept = r.decision === 'head' ? h : p;
         headCheck = { ...r, seconds: (performance.now() - started) / 1000 };

@@ -10,7 +10,6 @@
  */
 import { type NominalEvidence, holdoutPicker, mapStats } from '../calibration.js';
 import { ReconpatchError } from '../errors.js';
-import { HEAD_CHECK_NOMINAL_IMAGES } from '../head_check/check.js';
 import { type DecodePolicy, type ImageInput, describeInput, toRawFrame } from '../io/images.js';
 import type { NativeEngine, RawFrame } from '../native.js';
 import type { CalibrationOptions } from '../options.js';
@@ -176,8 +175,7 @@ export async function stageFit(
   // cannot be scored leave-one-out: it holds out a share of the images instead (10% unless set).
   const holdout = calibration.holdout > 0 ? calibration.holdout : maxStagedPatches > 0 ? BUDGET_HOLDOUT : 0;
   const heldOut = calibration.enabled ? holdoutPicker(total, holdout, calibration.minImages) : () => false;
-  // Leave-one-image-out scores are the nominal evidence of calibration and of the head check.
-  const leaveOut = holdout > 0 ? 0 : calibration.enabled ? calibration.maxImages : headCheck ? HEAD_CHECK_NOMINAL_IMAGES : 0;
+  const leaveOut = calibration.enabled && holdout === 0 ? calibration.maxImages : 0;
   const forCheck = headCheck ? headCheck(total) : () => false;
   const calibrationFrames: RawFrame[] = [];
   const checkFrames: RawFrame[] = [];

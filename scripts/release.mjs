@@ -62,9 +62,9 @@ if (build) {
 }
 
 // Only the prebuilds of this release: an earlier run's or another local build's stay out.
-rmSync(path.join(root, 'prebuilds'), { recursive: true, force: true });
-step('copying the builds into prebuilds/', process.execPath, ['scripts/prebuild.mjs', '--require', tags.join(',')]);
 const platformDir = `prebuilds/${process.platform}-${process.arch}`;
+rmSync(path.join(root, platformDir), { recursive: true, force: true });
+step('copying the builds into prebuilds/', process.execPath, ['scripts/prebuild.mjs', '--require', tags.join(',')]);
 const extra = readdirSync(path.join(root, platformDir)).filter((t) => !tags.includes(t));
 for (const t of extra) rmSync(path.join(root, platformDir, t), { recursive: true });
 

@@ -14,6 +14,8 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const shared = path.resolve(root, '../shared');
 const { Engine } = await import(pathToFileURL(path.join(root, 'dist/index.js')).href);
+// `internals` is in the test addon only (lib/native.ts TEST_ADDON): ask for it before the addon loads.
+process.env.RECONPATCH_TEST_PROBES = '1';
 const { native } = await import(pathToFileURL(path.join(root, 'dist/native.js')).href);
 if (!existsSync(path.join(shared, 'datasets'))) {
   console.error(`../shared is absent (${shared}): nothing to measure`);

@@ -15,6 +15,8 @@ import { fileURLToPath } from 'node:url';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const { Engine } = await import(path.join(root, 'dist/index.js'));
+// `internals` is in the test addon only (lib/native.ts TEST_ADDON): ask for it before the addon loads.
+process.env.RECONPATCH_TEST_PROBES = '1';
 const { native } = await import(path.join(root, 'dist/native.js'));
 const args = process.argv.slice(2);
 const json = args.includes('--json');

@@ -196,14 +196,22 @@ export interface NativeModule {
   optionDefaults(): Record<string, unknown>;
   /** The torchvision architectures the addon builds, with their taps (compared with lib/io/weights.ts). */
   torchvisionCatalog(): Record<string, { taps: string[]; defaults: string[] }>;
-  internals: NativeInternals;
   runtime(): { torchVersion: string; cudaBuild: boolean; cudaDevices: number; cxxStandard: number; crashReports: string | null };
-  /** Test-only crash probes (native/probes/), present when RECONPATCH_TEST_PROBES=1 at load. */
+  /** Single pipeline steps: only in the test addon ({@link TEST_ADDON}, loaded with RECONPATCH_TEST_PROBES=1). */
+  internals?: NativeInternals;
+  /** Crash probes (native/probes/): only in the test addon, like `internals`. */
   probes?: {
     crash(kind: 'segv' | 'bus' | 'fpe' | 'ill' | 'abort', onNewThread?: boolean): void;
     crashAtStage(stage: string, kind: 'segv' | 'bus' | 'fpe' | 'ill' | 'abort'): void;
   };
 }
+
+/**
+ * The test addon's file name: the addon plus `internals` and `probes` (native/probes/), built beside
+ * each local build's reconpatch.node (CMakeLists.txt, RECONPATCH_TEST_ADDON) and never packaged, so
+ * the addon users get carries no test code. `RECONPATCH_TEST_PROBES=1` when the addon loads picks it.
+ */
+export const TEST_ADDON = 'reconpatch_probes.node';
 
 /** The package root: one level above lib/ (sources) or dist/ (build). */
 export const packageRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -319,6 +327,15 @@ export function native(): NativeModule {
         : 'it is incomplete or for another platform';
     throw new ReconpatchError('ERR_NATIVE_LOAD', `reconpatch: ${describeAbi(pick.libtorch)} from ${pick.libtorch.source} at ${pick.libtorch.libDir} could not be loaded: ${help}.\n  cause: ${msg}`, { cause: err });
   }
+  // Tests and benchmarks ask for the test addon of the build the loader picked (same ABI, same objects).
+  if (process.env.RECONPATCH_TEST_PROBES === '1') {
+    const file = path.join(path.dirname(pick.addon.file), TEST_ADDON);
+    if (!existsSync(file)) {
+      throw new ReconpatchError('ERR_NATIVE_LOAD', `reconpatch: RECONPATCH_TEST_PROBES=1 asks for the test addon, but ${file} does not exist: ` +
+        'only a checkout\'s builds have one (the prebuilds and installs from source never do); unset RECONPATCH_TEST_PROBES or build with RECONPATCH_TEST_ADDON=ON');
+    }
+    pick.addon = { ...pick.addon, file };
+  }
   let mod: NativeModule;
   try {
     const require = createRequire(import.meta.url);
@@ -341,6 +358,16 @@ export function native(): NativeModule {
   cached = mod;
   loaded = pick;
   return cached;
+}
+
+/** The test addon's single pipeline steps; throws ERR_NATIVE_LOAD when the addon users get was loaded instead. */
+export function nativeInternals(): NativeInternals {
+  const { internals } = native();
+  if (!internals) {
+    throw new ReconpatchError('ERR_NATIVE_LOAD', `reconpatch: internals are only in the test addon (${TEST_ADDON}); ` +
+      'set RECONPATCH_TEST_PROBES=1 before the addon loads (test files: import \'./support/test_addon.js\' first)');
+  }
+  return internals;
 }
 
 /**

@@ -119,6 +119,10 @@ async function target() {
 }
 
 const { defs, out, what } = await target();
+// Installed as a dependency, only the addon users load is built: the test addon (reconpatch_probes.node,
+// the addon plus the test and benchmark probes; CMakeLists.txt) is for a checkout's tests.
+const installed = root.split(path.sep).includes('node_modules');
+if (installed) defs.RECONPATCH_TEST_ADDON = 'OFF';
 // CMake caches what find_package(Torch) found, so a build directory configured against another
 // libtorch is rebuilt from scratch rather than mixing the two.
 const cache = path.join(root, out, 'CMakeCache.txt');
@@ -132,7 +136,7 @@ if (r.status !== 0) process.exit(r.status ?? 1);
 
 // Installed as a dependency, the build directory keeps only what loads: the objects and the
 // ~570 MB precompiled header are never used again (a checkout keeps them for incremental builds).
-if (root.split(path.sep).includes('node_modules')) {
+if (installed) {
   const buildDir = path.join(root, out);
   for (const entry of readdirSync(buildDir)) if (entry !== 'Release') rmSync(path.join(buildDir, entry), { recursive: true, force: true });
   const release = path.join(buildDir, 'Release');

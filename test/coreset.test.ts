@@ -1,8 +1,9 @@
 // Approximate greedy coreset: the reference's selection order on a golden case, and the sampler's
 // size and determinism through the engine.
+import './support/test_addon.js'; // internals: the test addon (first, before any native() call)
 import { describe, expect, it } from 'vitest';
 
-import { native } from '../lib/native.js';
+import { nativeInternals } from '../lib/native.js';
 import { f32, i32 } from './support/golden.js';
 
 function matmul(a: { data: Float32Array; shape: number[] }, b: { data: Float32Array; shape: number[] }) {
@@ -46,7 +47,7 @@ describe('greedy coreset', () => {
   for (const pruned of [false, true]) {
     it(`selects the same points in the same order as the PatchCore reference (${pruned ? 'pruned' : 'plain'} loop)`, () => {
       const projected = matmul(f32('coreset_X.f32'), f32('coreset_P.f32'));
-      const got = native().internals.greedyCoreset(projected, i32('coreset_starts.i32'), 30, pruned);
+      const got = nativeInternals().greedyCoreset(projected, i32('coreset_starts.i32'), 30, pruned);
       expect(got).toEqual(i32('coreset_selected.i32'));
     });
   }
@@ -54,13 +55,13 @@ describe('greedy coreset', () => {
   it('pruned loop: exactly the plain loop\'s selections on clustered data with duplicates, up to exhaustion', () => {
     const pts = clustered(12000, 16, 3);
     for (const count of [50, 3000]) {
-      const plain = native().internals.greedyCoreset(pts, [5, 77, 901], count, false);
-      const pruned = native().internals.greedyCoreset(pts, [5, 77, 901], count, true);
+      const plain = nativeInternals().greedyCoreset(pts, [5, 77, 901], count, false);
+      const pruned = nativeInternals().greedyCoreset(pts, [5, 77, 901], count, true);
       expect(pruned).toEqual(plain);
     }
     // More selections than distinct points: once every distance is 0 both repeat the lowest index.
     const few = { data: pts.data.slice(0, 40 * 16), shape: [40, 16] };
-    expect(native().internals.greedyCoreset(few, [0], 40, true)).toEqual(native().internals.greedyCoreset(few, [0], 40, false));
+    expect(nativeInternals().greedyCoreset(few, [0], 40, true)).toEqual(nativeInternals().greedyCoreset(few, [0], 40, false));
   });
 
   it('NaN points fail with ERR_INTERNAL (no index was found: both CPU loops used to read the row before the points; the device loop checks at its end); with NaN rows among finite ones every CPU index is inside the points and the device loop fails', () => {
@@ -71,7 +72,7 @@ describe('greedy coreset', () => {
       for (const bf16 of [false, true]) {
         let err: unknown;
         try {
-          native().internals.greedyCoreset(nan, [0, 1, 2], 40, pruned, 1, bf16);
+          nativeInternals().greedyCoreset(nan, [0, 1, 2], 40, pruned, 1, bf16);
         } catch (e) {
           err = e;
         }
@@ -83,7 +84,7 @@ describe('greedy coreset', () => {
     // it never indexes outside; non-finite distances left at its end fail the same way.
     const deviceLoopError = (points: { data: Float32Array; shape: number[] }) => {
       try {
-        native().internals.greedyCoreset(points, [0, 2, 4], 40, false, 1, false, true);
+        nativeInternals().greedyCoreset(points, [0, 2, 4], 40, false, 1, false, true);
       } catch (e) {
         return e as { code?: string; message: string };
       }
@@ -95,7 +96,7 @@ describe('greedy coreset', () => {
     const pts = clustered(2048, 16, 7);
     for (let i = 1; i < 2048; i += 2) pts.data.fill(Number.NaN, i * 16, (i + 1) * 16);
     for (const pruned of [false, true]) {
-      const got = native().internals.greedyCoreset(pts, [0, 2, 4], 200, pruned);
+      const got = nativeInternals().greedyCoreset(pts, [0, 2, 4], 200, pruned);
       expect(got.every((i) => Number.isInteger(i) && i >= 0 && i < 2048)).toBe(true);
       expect(got.filter((i) => i % 2 === 0).length).toBeGreaterThanOrEqual(199);
     }
@@ -106,14 +107,14 @@ describe('greedy coreset', () => {
   it('bfloat16 points (what fit selects on, on the CPU): pruned = plain exactly, and nearly the float32 selection', () => {
     const pts = clustered(12000, 16, 5);
     const count = 1200;
-    const plain = native().internals.greedyCoreset(pts, [5, 77, 901], count, false, 1, true);
-    const pruned = native().internals.greedyCoreset(pts, [5, 77, 901], count, true, 1, true);
+    const plain = nativeInternals().greedyCoreset(pts, [5, 77, 901], count, false, 1, true);
+    const pruned = nativeInternals().greedyCoreset(pts, [5, 77, 901], count, true, 1, true);
     expect(pruned).toEqual(plain);
     // Two threads split the pass; the selection does not depend on it.
-    expect(native().internals.greedyCoreset(pts, [5, 77, 901], count, true, 2, true)).toEqual(plain);
+    expect(nativeInternals().greedyCoreset(pts, [5, 77, 901], count, true, 2, true)).toEqual(plain);
     // Rounding to bfloat16 moves distances by < 1%: the selected set stays largely the same (the
     // greedy order diverges after near-ties, so whole sequences are not compared).
-    const full = new Set(native().internals.greedyCoreset(pts, [5, 77, 901], count, false, 1, false));
+    const full = new Set(nativeInternals().greedyCoreset(pts, [5, 77, 901], count, false, 1, false));
     const shared = plain.filter((i) => full.has(i)).length;
     expect(shared / count).toBeGreaterThan(0.85); // 0.93 measured
   });
@@ -123,18 +124,18 @@ describe('greedy coreset', () => {
     const pts: number[] = [];
     const centres = [[0, 0], [10, 0], [0, 10], [10, 10]];
     for (const [x, y] of centres) for (let r = 0; r < 5; r++) pts.push(x, y);
-    const got = native().internals.greedyCoreset({ data: new Float32Array(pts), shape: [20, 2] }, [0], 4, true);
+    const got = nativeInternals().greedyCoreset({ data: new Float32Array(pts), shape: [20, 2] }, [0], 4, true);
     const clusters = got.map((i) => Math.floor(i / 5));
     expect(new Set(clusters).size).toBe(4);
   });
 
   it('the device loop (what the GPU runs, here on the CPU): the plain loop\'s selections, on float32 and on bfloat16 points', () => {
     const reference = matmul(f32('coreset_X.f32'), f32('coreset_P.f32'));
-    expect(native().internals.greedyCoreset(reference, i32('coreset_starts.i32'), 30, false, 0, false, true)).toEqual(i32('coreset_selected.i32'));
+    expect(nativeInternals().greedyCoreset(reference, i32('coreset_starts.i32'), 30, false, 0, false, true)).toEqual(i32('coreset_selected.i32'));
     const pts = clustered(12000, 16, 7);
     for (const bfloat16 of [false, true]) {
-      const plain = native().internals.greedyCoreset(pts, [5, 77, 901], 600, false, 1, bfloat16);
-      const device = native().internals.greedyCoreset(pts, [5, 77, 901], 600, false, 1, bfloat16, true);
+      const plain = nativeInternals().greedyCoreset(pts, [5, 77, 901], 600, false, 1, bfloat16);
+      const device = nativeInternals().greedyCoreset(pts, [5, 77, 901], 600, false, 1, bfloat16, true);
       // The loops sum the squared differences in different orders; on these points no near-tie
       // turns on that rounding, so the sequences are identical (on a GPU the device check compares).
       expect(device, bfloat16 ? 'bfloat16' : 'float32').toEqual(plain);

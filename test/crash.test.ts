@@ -1,5 +1,5 @@
 // Native crashes leave evidence (issue 22): child processes crash on purpose through the test-only
-// probes (native/probes/, RECONPATCH_TEST_PROBES=1) and the report on stderr and in the crash file
+// probes (native/probes/, in the test addon that RECONPATCH_TEST_PROBES=1 loads) and the report on stderr and in the crash file
 // is checked; WebAssembly traps (the same signal, handled by V8) still work with the handler in
 // place; RECONPATCH_CRASH_HANDLER=0 turns it off. Built dist/ code, each child ~1 s.
 import { spawn } from 'node:child_process';
@@ -11,6 +11,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 
 import { runtimeInfo } from '../lib/index.js';
 import { repoRoot } from './support/data.js';
+import { PROBE_MARKERS, probeMarkersIn } from '../scripts/probe-markers.mjs';
 
 const dist = path.join(repoRoot, 'dist');
 const tmp = mkdtempSync(path.join(os.tmpdir(), 'reconpatch-crash-'));
@@ -74,7 +75,7 @@ describe.skipIf(!existsSync(path.join(dist, 'native.js')) || handlerOff)('crash 
     // Frames as module + offset, from the faulting instruction in the addon outwards.
     const frames = report!.split('\n').filter((l) => /^  #\d+ 0x[0-9a-f]+ /.test(l));
     expect(frames.length).toBeGreaterThanOrEqual(5);
-    expect(frames[0]).toMatch(/^  #0 0x[0-9a-f]+ \S+reconpatch\.node \+0x[0-9a-f]+$/);
+    expect(frames[0]).toMatch(/^  #0 0x[0-9a-f]+ \S+\/reconpatch_probes\.node \+0x[0-9a-f]+$/); // the test addon
     // The same report is in the crash file under the cache directory, which it names.
     const files = crashFiles(r.cache);
     expect(files).toHaveLength(1);
@@ -115,7 +116,7 @@ describe.skipIf(!existsSync(path.join(dist, 'native.js')) || handlerOff)('crash 
     const m = /^process: pid (\d+), thread (\d+) \(faulting\)/m.exec(report);
     expect(m).not.toBeNull();
     expect(m![2]).not.toBe(m![1]); // not the main thread
-    expect(report).toMatch(/^  #0 0x[0-9a-f]+ \S+reconpatch\.node \+0x/m);
+    expect(report).toMatch(/^  #0 0x[0-9a-f]+ \S+\/reconpatch_probes\.node \+0x/m);
   });
 
   it('a WebAssembly out-of-bounds trap (SIGSEGV handled by V8) is still a JS exception with the handler installed', async () => {
@@ -137,16 +138,39 @@ describe.skipIf(!existsSync(path.join(dist, 'native.js')) || handlerOff)('crash 
     expect(crashFiles(r.cache)).toHaveLength(0);
   });
 
-  it('RECONPATCH_CRASH_HANDLER=0 leaves fatal signals alone; without RECONPATCH_TEST_PROBES there are no probes', async () => {
-    const [off, noProbes] = await Promise.all([
-      runChild(`console.log(JSON.stringify(native().runtime().crashReports)); native().probes.crash('segv');`, { RECONPATCH_CRASH_HANDLER: '0' }),
-      runChild(`console.log(typeof native().probes, native().runtime().crashReports);`, { RECONPATCH_TEST_PROBES: '' }),
-    ]);
+  it('RECONPATCH_CRASH_HANDLER=0 leaves fatal signals alone', async () => {
+    const off = await runChild(`console.log(JSON.stringify(native().runtime().crashReports)); native().probes.crash('segv');`, { RECONPATCH_CRASH_HANDLER: '0' });
     expect(off.stdout.trim()).toBe('null');
     expect(off.signal).toBe('SIGSEGV');
     expect(off.stderr).not.toMatch(/crash report/);
     expect(crashFiles(off.cache)).toHaveLength(0);
-    expect(noProbes.code).toBe(0);
-    expect(noProbes.stdout.trim()).toBe(`undefined ${noProbes.cache}`);
+  });
+});
+
+// Issue 31: the probes are linked into the test addon only. Not gated on the crash handler: an
+// ASan build's pair of addons is checked the same way.
+describe.skipIf(!existsSync(path.join(dist, 'native.js')))('the addon users get carries no probes', () => {
+  it('without RECONPATCH_TEST_PROBES the loader loads reconpatch.node: no internals or probes exported, none of their code or strings inside', async () => {
+    const show = 'const { runtimeInfo } = await import(' + JSON.stringify(path.join(dist, 'index.js')) + ');\n' +
+      'console.log(JSON.stringify({ exports: Object.keys(native()).sort(), addon: runtimeInfo().addon }));';
+    const [users, tests] = await Promise.all([runChild(show, { RECONPATCH_TEST_PROBES: '' }), runChild(show)]);
+    expect(users.code, users.stderr).toBe(0);
+    expect(tests.code, tests.stderr).toBe(0);
+    const user = JSON.parse(users.stdout) as { exports: string[]; addon: string };
+    const test = JSON.parse(tests.stdout) as { exports: string[]; addon: string };
+    expect(path.basename(user.addon)).toBe('reconpatch.node');
+    expect(test.addon).toBe(path.join(path.dirname(user.addon), 'reconpatch_probes.node'));
+    expect(user.exports).not.toContain('internals');
+    expect(user.exports).not.toContain('probes');
+    expect(test.exports.filter((e) => !user.exports.includes(e))).toEqual(['internals', 'probes']);
+    // The markers are in the test addon (so this check can fail) and not in the addon users get.
+    expect(probeMarkersIn(test.addon)).toEqual(PROBE_MARKERS);
+    expect(probeMarkersIn(user.addon)).toEqual([]);
+    // A local build is unstripped: its symbol table names every function linked in.
+    const { execFileSync } = await import('node:child_process');
+    const symbols = (file: string) => execFileSync('nm', ['-C', file], { encoding: 'utf8', maxBuffer: 1 << 28 });
+    const probeSymbol = /rpn::probes::|rp::internals::/;
+    expect(symbols(test.addon)).toMatch(probeSymbol);
+    expect(symbols(user.addon)).not.toMatch(probeSymbol);
   });
 });

@@ -1,6 +1,7 @@
 // ReConPatch head: similarities, loss and gradient against independent float64 computations on
 // tiny inputs; the pairwise bandwidth rule; the EMA step; identity init reproduces PatchCore;
 // training through the engine, reproducible across processes.
+import './support/test_addon.js'; // internals: the test addon (first, before any native() call)
 import { execFile } from 'node:child_process';
 import { existsSync, readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
@@ -9,7 +10,7 @@ import { promisify } from 'node:util';
 import { afterAll, describe, expect, it } from 'vitest';
 
 import { Engine } from '../lib/index.js';
-import { native } from '../lib/native.js';
+import { nativeInternals } from '../lib/native.js';
 import { repoRoot, syntheticDataset, tempDir } from './support/data.js';
 
 type Mat = number[][];
@@ -59,7 +60,7 @@ function randomMat(n: number, d: number, seed: number): Mat {
 describe('ReConPatch head pieces', () => {
   it('builds k-NN sets that always contain the point itself, also for duplicates', () => {
     const z = [[0], [0], [0], [5], [5.5]];
-    const { knn } = native().internals.headSimilarities(arr(z), 2, 1);
+    const { knn } = nativeInternals().headSimilarities(arr(z), 2, 1);
     const A = toMat(knn);
     for (let i = 0; i < 5; i++) {
       expect(A[i][i]).toBe(1);
@@ -70,7 +71,7 @@ describe('ReConPatch head pieces', () => {
 
   it('computes contextual and pairwise similarity as the float64 reference', () => {
     const z = randomMat(12, 3, 7);
-    const { contextual, pairwise } = native().internals.headSimilarities(arr(z), 4, 2);
+    const { contextual, pairwise } = nativeInternals().headSimilarities(arr(z), 4, 2);
     const wc = contextualRef(d2(z), 4);
     const got = toMat(contextual);
     for (let i = 0; i < 12; i++) for (let j = 0; j < 12; j++) expect(got[i][j]).toBeCloseTo(wc[i][j], 5);
@@ -88,12 +89,12 @@ describe('ReConPatch head pieces', () => {
     const dd = d2(z);
     const kth = dd.map((row, i) => row.filter((_, j) => j !== i).sort((a, b) => a - b)[k - 1]);
     const expected = kth.reduce((a, b) => a + b, 0) / kth.length;
-    const { bandwidth } = native().internals.headSimilarities(arr(z), k, 1);
+    const { bandwidth } = nativeInternals().headSimilarities(arr(z), k, 1);
     expect(Math.abs(bandwidth - expected)).toBeLessThan(1e-5 * expected);
     // Scaling the features scales the bandwidth with them, so the pairwise term does not change.
-    const scaled = native().internals.headSimilarities(arr(z.map((r) => r.map((x) => 10 * x))), k, 100 * bandwidth);
+    const scaled = nativeInternals().headSimilarities(arr(z.map((r) => r.map((x) => 10 * x))), k, 100 * bandwidth);
     expect(Math.abs(scaled.bandwidth - 100 * bandwidth)).toBeLessThan(1e-4 * 100 * bandwidth);
-    const { pairwise } = native().internals.headSimilarities(arr(z), k, bandwidth);
+    const { pairwise } = nativeInternals().headSimilarities(arr(z), k, bandwidth);
     for (let i = 0; i < scaled.pairwise.data.length; i++) expect(scaled.pairwise.data[i]).toBeCloseTo(pairwise.data[i], 5);
     // A point's k-th neighbour weighs exp(-1) on average (in the log), nearer ones more.
     const wp = toMat(pairwise);
@@ -104,8 +105,8 @@ describe('ReConPatch head pieces', () => {
   it('on raw 1024-d features a fixed sigma = 1 labels no pair, the knn bandwidth labels each point\'s neighbours (issue 19)', () => {
     // Uniform [0, 1) rows like post-ReLU features: squared distances ~170.
     const z = randomMat(64, 1024, 29).map((r) => r.map((x) => (x + 1) / 2));
-    const fixed = native().internals.headSimilarities(arr(z), 5, 1);
-    const knn = native().internals.headSimilarities(arr(z), 5, fixed.bandwidth);
+    const fixed = nativeInternals().headSimilarities(arr(z), 5, 1);
+    const knn = nativeInternals().headSimilarities(arr(z), 5, fixed.bandwidth);
     const offDiagonal = (w: { data: Float32Array }) => Array.from(w.data).filter((_, i) => Math.floor(i / 64) !== i % 64);
     expect(Math.max(...offDiagonal(fixed.pairwise))).toBeLessThan(1e-30);
     const wp = toMat(knn.pairwise);
@@ -116,7 +117,7 @@ describe('ReConPatch head pieces', () => {
   it('computes the relaxed contrastive loss and its gradient (central differences in float64)', () => {
     const z = randomMat(8, 3, 11);
     const w = contextualRef(d2(z), 3).map((r, i) => r.map((v, j) => 0.5 * v + 0.5 * Math.exp(-d2(z)[i][j])));
-    const { loss, grad } = native().internals.headLoss(arr(z), arr(w), 1);
+    const { loss, grad } = nativeInternals().headLoss(arr(z), arr(w), 1);
     expect(loss).toBeCloseTo(lossRef(z, w, 1), 4);
     const g = toMat(grad);
     const h = 1e-6;
@@ -135,7 +136,7 @@ describe('ReConPatch head pieces', () => {
     for (const [n, d, k, seed] of [[300, 16, 5, 3], [200, 8, 3, 4], [150, 4, 8, 5]]) {
       const z = randomMat(n, d, seed);
       for (let r = 0; r < 10; r++) z[20 + r] = [...z[r]]; // exact duplicates: self must stay in its own set
-      const { contextual, contextualDense } = native().internals.headSimilarities(arr(z), k, 1);
+      const { contextual, contextualDense } = nativeInternals().headSimilarities(arr(z), k, 1);
       let worst = 0;
       for (let i = 0; i < n * n; i++) worst = Math.max(worst, Math.abs(contextual.data[i] - contextualDense.data[i]));
       expect(worst).toBeLessThanOrEqual(1e-6);
@@ -150,8 +151,8 @@ describe('ReConPatch head pieces', () => {
     for (let r = 0; r < 5; r++) z[50 + r] = [...z[r]]; // duplicates: distances clamped at 0
     const dd = d2(z);
     const w = contextualRef(dd, 5).map((r, i) => r.map((v, j) => Math.fround(0.5 * v + 0.5 * Math.exp(-dd[i][j]))));
-    const fused = native().internals.headLoss(arr(z), arr(w), 1);
-    const reference = native().internals.headLoss(arr(z), arr(w), 1, true);
+    const fused = nativeInternals().headLoss(arr(z), arr(w), 1);
+    const reference = nativeInternals().headLoss(arr(z), arr(w), 1, true);
     expect(Math.abs(fused.loss - reference.loss)).toBeLessThanOrEqual(1e-6 * reference.loss);
     expect(fused.loss).toBeCloseTo(lossRef(z, w, 1), 4);
     // float64 gradient of the same loss: dL/dz_a = 2 sum_j (S_aj + S_ja)(z_a - z_j), S = dL/d d2.
@@ -186,8 +187,8 @@ describe('ReConPatch head pieces', () => {
   });
 
   it('trains with the same losses as the dense/autograd formulation, up to the rounding Adam amplifies (issue 21)', () => {
-    const a = native().internals.headTraining(256, 64, 20, false, 1);
-    const b = native().internals.headTraining(256, 64, 20, true, 1);
+    const a = nativeInternals().headTraining(256, 64, 20, false, 1);
+    const b = nativeInternals().headTraining(256, 64, 20, true, 1);
     expect(a.losses).toHaveLength(20);
     expect(Math.abs(a.losses[0] - b.losses[0])).toBeLessThanOrEqual(1e-6 * b.losses[0]);
     for (let i = 0; i < 20; i++) expect(Math.abs(a.losses[i] - b.losses[i])).toBeLessThan(2e-3 * b.losses[i]);
@@ -195,8 +196,8 @@ describe('ReConPatch head pieces', () => {
 
   it('reads the losses back every 16 iterations without changing the training: the same losses and f as reading each one (issue 18)', () => {
     // 37 iterations: two full read-backs and a partial one at the end.
-    const each = native().internals.headTraining(256, 64, 37, false, 1, 1);
-    const batched = native().internals.headTraining(256, 64, 37, false, 1);
+    const each = nativeInternals().headTraining(256, 64, 37, false, 1, 1);
+    const batched = nativeInternals().headTraining(256, 64, 37, false, 1);
     expect(batched.losses).toHaveLength(37);
     expect(batched.losses).toEqual(each.losses);
     expect(batched.fWeight.shape).toEqual([64, 64]);
@@ -207,9 +208,9 @@ describe('ReConPatch head pieces', () => {
   });
 
   it('stops at the first 32-step window that gains less than head.plateau, on the same step for any read interval (issue 19)', () => {
-    const each = native().internals.headTraining(256, 64, 400, false, 1, 1, 0.01);
-    const batched = native().internals.headTraining(256, 64, 400, false, 1, 16, 0.01);
-    const fixed = native().internals.headTraining(256, 64, 400, false, 1, 16, 0);
+    const each = nativeInternals().headTraining(256, 64, 400, false, 1, 1, 0.01);
+    const batched = nativeInternals().headTraining(256, 64, 400, false, 1, 16, 0.01);
+    const fixed = nativeInternals().headTraining(256, 64, 400, false, 1, 16, 0);
     expect(fixed.losses).toHaveLength(400); // plateau 0: the whole budget
     const n = batched.losses.length;
     expect(n).toBeLessThan(400);
@@ -227,13 +228,13 @@ describe('ReConPatch head pieces', () => {
   it('never produces NaN for duplicate patches (sqrt guard)', () => {
     const z = [[1, 2], [1, 2], [1, 2], [3, 4]];
     const w = z.map(() => z.map(() => 0.5));
-    const { loss, grad } = native().internals.headLoss(arr(z), arr(w), 1);
+    const { loss, grad } = nativeInternals().headLoss(arr(z), arr(w), 1);
     expect(Number.isFinite(loss)).toBe(true);
     expect(Array.from(grad.data).every(Number.isFinite)).toBe(true);
   });
 
   it('updates the partner by EMA', () => {
-    const out = native().internals.emaStep(arr([[1, 2]]), arr([[3, 6]]), 0.9);
+    const out = nativeInternals().emaStep(arr([[1, 2]]), arr([[3, 6]]), 0.9);
     expect(out.data[0]).toBeCloseTo(0.9 * 1 + 0.1 * 3, 6);
     expect(out.data[1]).toBeCloseTo(0.9 * 2 + 0.1 * 6, 6);
   });

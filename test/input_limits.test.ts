@@ -3,6 +3,7 @@
 // image paths, and sharp's failOn policy as an option. The inputs that used to exhaust memory or
 // hang (a 4.8 KB PNG of 200000x8 asked the resize for 19.7 GB; score('/dev/zero') read without
 // end; a FIFO never settled) run in a child process (test/support/score_child.mjs).
+import './support/test_addon.js'; // internals: the test addon (first, before any native() call)
 import { spawnSync } from 'node:child_process';
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -13,7 +14,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { Engine, INPUT_DEFAULTS, type ReconpatchError, toRawFrame } from '../lib/index.js';
 import { resizedSize } from '../lib/io/images.js';
-import { native } from '../lib/native.js';
+import { nativeInternals } from '../lib/native.js';
 import { zeroPng } from './support/png.mjs';
 import { repoRoot, syntheticDataset, tempDir } from './support/data.js';
 
@@ -107,7 +108,7 @@ describe('input limits', () => {
   });
 
   it('computes the resized size exactly as the native preprocessing does', () => {
-    const { preprocess } = native().internals;
+    const { preprocess } = nativeInternals();
     for (const [w, h] of [[37, 10], [10, 37], [100, 33], [33, 100], [64, 64], [1001, 17]]) {
       for (const resizeMode of ['area', 'shorter', 'squash'] as const) {
         const frame = { data: new Uint8Array(w * h * 3), width: w, height: h, channels: 3 as const };

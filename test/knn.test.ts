@@ -1,12 +1,13 @@
 // Exact nearest neighbours by chunked GEMM against a float64 brute force (golden).
+import './support/test_addon.js'; // internals: the test addon (first, before any native() call)
 import { describe, expect, it } from 'vitest';
 
-import { native } from '../lib/native.js';
+import { nativeInternals } from '../lib/native.js';
 import { f32, i32 } from './support/golden.js';
 
 describe('FlatL2 k-NN', () => {
   it('finds the exact nearest bank row and its squared distance (chunked merge included)', () => {
-    const { distances, indices } = native().internals.knn(f32('knn_bank.f32'), f32('knn_queries.f32'), 1);
+    const { distances, indices } = nativeInternals().knn(f32('knn_bank.f32'), f32('knn_queries.f32'), 1);
     expect(indices).toEqual(i32('knn_index.i32'));
     const want = f32('knn_dist2.f32').data;
     for (let i = 0; i < want.length; i++) expect(distances.data[i]).toBeCloseTo(want[i], 3);
@@ -19,8 +20,8 @@ describe('FlatL2 k-NN', () => {
     for (const r of [9, 70, 150]) rows[r] = [...rows[7]];
     const bank = { data: new Float32Array(rows.flat()), shape: [200, 4] };
     const queries = { data: new Float32Array([...rows[150], ...rows[3], 0.1, 0.2, 0.3, 0.4]), shape: [3, 4] };
-    const one = native().internals.knn(bank, queries, 1);
-    const two = native().internals.knn(bank, queries, 2);
+    const one = nativeInternals().knn(bank, queries, 1);
+    const two = nativeInternals().knn(bank, queries, 2);
     expect(one.indices.slice(0, 2)).toEqual([7, 3]);
     // top-k orders ties arbitrarily: query 0's two nearest are two of the four equal rows.
     expect([7, 9, 70, 150]).toEqual(expect.arrayContaining(two.indices.slice(0, 2)));
@@ -31,7 +32,7 @@ describe('FlatL2 k-NN', () => {
   it('returns k neighbours in ascending order', () => {
     const bank = { data: new Float32Array([0, 1, 3, 6, 10].flatMap((x) => [x, 0])), shape: [5, 2] };
     const q = { data: new Float32Array([2.9, 0]), shape: [1, 2] };
-    const { distances, indices } = native().internals.knn(bank, q, 3);
+    const { distances, indices } = nativeInternals().knn(bank, q, 3);
     expect(indices).toEqual([2, 1, 0]);
     expect(Array.from(distances.data).map((d) => +d.toFixed(4))).toEqual([0.01, 3.61, 8.41]);
   });

@@ -1,14 +1,15 @@
 // The int8 nearest-neighbour search (issue 21) against the float32 GEMM it replaces: the same
 // bank row, or on ties within float32 rounding an equally near one, on random and real features
 // and on near-ties built to defeat the int8 approximation; the switch back to float32.
+import './support/test_addon.js'; // internals: the test addon (first, before any native() call)
 import { afterAll, describe, expect, it } from 'vitest';
 
 import { Engine } from '../lib/index.js';
-import { native } from '../lib/native.js';
+import { nativeInternals } from '../lib/native.js';
 import { SHARED_ABSENT, hasShared, sharedBackbones, sharedDatasets, syntheticDataset } from './support/data.js';
 
 type Arr = { data: Float32Array; shape: number[] };
-const internals = native().internals;
+const internals = nativeInternals();
 const { supported } = internals.knnInt8();
 const NO_VNNI = 'this CPU has no AVX-512 VNNI: the int8 path is off and k-NN is float32 (tested in knn.test.ts)';
 

@@ -1,6 +1,7 @@
-// Distribution: `npm run build:prebuild` + `npm pack` make a tarball with exactly the runtime (dist, one
-// prebuild per libtorch ABI, the native sources, the install scripts), and that tarball installs with
-// no network into an empty project: from the prebuilds only (PREBUILDS_ONLY=1) on Debian's libtorch
+// Distribution: the release command (`npm run release`, here with the local builds as they are) makes
+// a tarball with exactly the runtime (dist, one prebuild per libtorch ABI, the native sources, the
+// install scripts; no test addon, no probe code), and that tarball installs with no network into an
+// empty project, running no compiler: from the prebuilds only (PREBUILDS_ONLY=1) on Debian's libtorch
 // 1.13 and, where `reconpatch libtorch` has assembled them in the cache (CI does), on the PyTorch 2.13
 // CPU wheel and the PyTorch 2.14.1 CUDA 13 wheel; and once compiled from source. Every install fits
 // and scores the same data; the libtorches agree. A libtorch that cannot load, or no libtorch that
@@ -17,6 +18,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { abiTag, cachedLibtorches, type Libtorch } from '../lib/libtorch/find.js';
 import { auroc } from '../lib/eval/metrics.js';
 import { defaultCacheDir } from '../lib/io/weights.js';
+import { probeMarkersIn } from '../scripts/probe-markers.mjs';
 import { repoRoot, syntheticDataset, tempDir } from './support/data.js';
 
 const execFileAsync = promisify(execFile);
@@ -33,6 +35,9 @@ if (WHEEL_TAGS.length < 2) {
 // A port nothing listens on, as the proxy: on top of --offline, any network request fails at once
 // (the registry URL itself stays, since the npm cache is keyed by it).
 const DEAD_PROXY = 'http://127.0.0.1:9';
+// What a build would run first. Stand-ins for them go ahead of PATH in the prebuilt installs: each
+// records its call and fails, so "no compiler ran" is observed, not inferred from a missing build/.
+const BUILD_TOOLS = ['cmake', 'ninja', 'make', 'cc', 'c++', 'gcc', 'g++', 'nvcc'];
 
 interface Run {
   code: number;
@@ -104,7 +109,7 @@ describe.skipIf(!!process.env.RECONPATCH_LIBTORCH)('npm package', () => {
    * registry tarball URLs), so npm needs no registry metadata: exactly what `npm install` in the
    * checkout (CI's first step) put in the cache.
    */
-  async function install(name: string, env: Record<string, string | undefined>): Promise<string> {
+  async function install(name: string, env: Record<string, string | undefined>): Promise<{ project: string; seconds: number; output: string }> {
     const project = path.join(dir, name);
     rmSync(project, { recursive: true, force: true });
     cpSync(path.join(dir, 'template'), project, { recursive: true });
@@ -126,12 +131,35 @@ describe.skipIf(!!process.env.RECONPATCH_LIBTORCH)('npm package', () => {
     }
     writeFileSync(path.join(project, 'package.json'), JSON.stringify({ name: 'consumer', private: true, type: 'module', dependencies: { reconpatch: spec } }));
     writeFileSync(path.join(project, 'package-lock.json'), JSON.stringify({ name: 'consumer', lockfileVersion: 3, requires: true, packages }));
+    const started = performance.now();
     const r = await run('npm', ['ci', '--offline', `--proxy=${DEAD_PROXY}`, `--https-proxy=${DEAD_PROXY}`, '--no-audit', '--no-fund', '--foreground-scripts'], {
       cwd: project,
       env: { ...env, npm_config_offline: 'true' },
     });
+    const seconds = (performance.now() - started) / 1000;
     expect(r.code, `npm ci (${name}) failed:\n${r.stdout}\n${r.stderr}`).toBe(0);
-    return project;
+    return { project, seconds, output: r.stdout + r.stderr };
+  }
+
+  /** Env for a prebuilt install: the build tools on PATH are stand-ins that log to `log` and fail. */
+  function noCompilers(name: string): { env: Record<string, string>; log: string } {
+    const bin = path.join(dir, `${name}-no-compilers`);
+    const log = path.join(bin, 'calls.log');
+    mkdirSync(bin, { recursive: true });
+    for (const tool of BUILD_TOOLS) writeFileSync(path.join(bin, tool), `#!/bin/sh\necho "${tool} $*" >> '${log}'\nexit 1\n`, { mode: 0o755 });
+    return { env: { PATH: `${bin}${path.delimiter}${process.env.PATH}` }, log };
+  }
+
+  /** No stand-in was called, nothing was compiled, and the installed package carries no probe code. */
+  async function checkPrebuiltInstall(project: string, tag: string, log: string, seconds: number): Promise<void> {
+    const pkgDir = path.join(project, 'node_modules/reconpatch');
+    expect(existsSync(log) ? readFileSync(log, 'utf8') : '', 'no build tool was called').toBe('');
+    expect(existsSync(path.join(pkgDir, 'build')), 'nothing was compiled').toBe(false);
+    expect(probeMarkersIn(path.join(pkgDir, prebuild(tag)))).toEqual([]);
+    const du = async (p: string) => Number((await run('du', ['-sk', p], { cwd: project })).stdout.split('\t')[0]) / 1024;
+    const [pkgMB, allMB] = [await du(pkgDir), await du(path.join(project, 'node_modules'))];
+    console.info(`[package] ${tag}: npm ci ${seconds.toFixed(1)} s; installed reconpatch ${pkgMB.toFixed(1)} MB, node_modules ${allMB.toFixed(1)} MB`);
+    expect(pkgMB).toBeLessThan(50);
   }
 
   async function fitAndScore(project: string, env: Record<string, string | undefined>): Promise<ConsumerOutput> {
@@ -161,16 +189,14 @@ describe.skipIf(!!process.env.RECONPATCH_LIBTORCH)('npm package', () => {
   }
 
   beforeAll(async () => {
-    // The prebuilds are produced here (and so in CI) from the local builds, not committed.
-    const pre = await run('npm', ['run', 'build:prebuild', '--', '--require', [DEBIAN_TAG, ...WHEEL_TAGS].join(',')], { cwd: repoRoot });
-    expect(pre.code, `npm run build:prebuild failed:\n${pre.stdout}\n${pre.stderr}`).toBe(0);
-    const pack = await run('npm', ['pack', '--json', '--pack-destination', dir], { cwd: repoRoot });
-    expect(pack.code, `npm pack failed:\n${pack.stderr}`).toBe(0);
-    const info = JSON.parse(pack.stdout.slice(pack.stdout.indexOf('['))) as { filename: string; size: number; unpackedSize: number; files: { path: string; size: number }[] }[];
-    tarball = path.join(dir, info[0].filename);
-    packed = info[0].files.map((f) => f.path).sort();
-    const sizes = info[0].files.filter((f) => f.path.endsWith('.node')).map((f) => `${f.path} ${(f.size / 1e6).toFixed(2)} MB`).join(', ');
-    console.info(`[package] ${info[0].filename}: ${packed.length} files, ${(info[0].size / 1e6).toFixed(2)} MB packed, ${(info[0].unpackedSize / 1e6).toFixed(2)} MB unpacked; ${sizes}`);
+    // The prebuilds are produced here (and so in CI) from the local builds, not committed, by the
+    // release command itself (which also checks the tarball: every prebuild, no probes).
+    const release = await run(process.execPath, ['scripts/release.mjs', '--no-build', '--tags', [DEBIAN_TAG, ...WHEEL_TAGS].join(','), '--out', dir], { cwd: repoRoot });
+    expect(release.code, `npm run release failed:\n${release.stdout}\n${release.stderr}`).toBe(0);
+    const info = JSON.parse(release.stdout.trim().split('\n').pop()!) as { tarball: string; files: string[] };
+    tarball = info.tarball;
+    packed = info.files;
+    console.info(`[package] ${release.stderr.split('\n').filter((l) => l.startsWith('release:   ') || l.includes('packed')).join('\n')}`);
 
     const data = await syntheticDataset();
     labels = data.test.map((t) => t.label);
@@ -223,9 +249,17 @@ describe.skipIf(!!process.env.RECONPATCH_LIBTORCH)('npm package', () => {
   });
 
   it('installs offline from the prebuilds only on Debian libtorch 1.13 (PREBUILDS_ONLY=1): fit + score, types resolve', async () => {
-    const project = await install('prebuilt', { PREBUILDS_ONLY: '1', RECONPATCH_FORCE_BUILD: undefined, RECONPATCH_LIBTORCH: undefined });
+    const tools = noCompilers('prebuilt');
+    const { project, seconds, output } = await install('prebuilt', { PREBUILDS_ONLY: '1', RECONPATCH_FORCE_BUILD: undefined, RECONPATCH_LIBTORCH: undefined, ...tools.env });
     const pkgDir = path.join(project, 'node_modules/reconpatch');
-    expect(existsSync(path.join(pkgDir, 'build')), 'nothing was compiled').toBe(false);
+    await checkPrebuiltInstall(project, DEBIAN_TAG, tools.log, seconds);
+    // npm 11 warns about any dependency with an install script (its presence, not what it does).
+    console.info(`[package] npm's install-scripts warning: ${/install-scripts/.test(output) ? 'printed' : 'none'}`);
+    // The install script's own work when a prebuild loads: one load of the addon in a child.
+    const started = performance.now();
+    const check = await run(process.execPath, [path.join(pkgDir, 'scripts/build-native.mjs')], { cwd: pkgDir, env: { PREBUILDS_ONLY: '1', ...tools.env } });
+    expect(check.stdout).toContain('native addon present, skipping build');
+    console.info(`[package] install script with a matching prebuild: ${((performance.now() - started) / 1000).toFixed(2)} s`);
     const out = await fitAndScore(project, { PREBUILDS_ONLY: '1' });
     expect(out.loaded).toEqual([path.join(pkgDir, prebuild(DEBIAN_TAG))]);
     expect(out.libtorch).toBe('1.13.0 cpu debian');
@@ -242,9 +276,10 @@ describe.skipIf(!!process.env.RECONPATCH_LIBTORCH)('npm package', () => {
     const tag = abiTag(t);
     it(`installs offline from the prebuilds only on ${t.version} ${t.variant} (RECONPATCH_LIBTORCH): loads ${tag}, scores agree with Debian's`, async () => {
       const env = { PREBUILDS_ONLY: '1', RECONPATCH_FORCE_BUILD: undefined, RECONPATCH_LIBTORCH: path.dirname(path.dirname(t.libDir)) };
-      const project = await install(`prebuilt-${tag}`, env);
+      const tools = noCompilers(`prebuilt-${tag}`);
+      const { project, seconds } = await install(`prebuilt-${tag}`, { ...env, ...tools.env });
       const pkgDir = path.join(project, 'node_modules/reconpatch');
-      expect(existsSync(path.join(pkgDir, 'build')), 'nothing was compiled').toBe(false);
+      await checkPrebuiltInstall(project, tag, tools.log, seconds);
       const out = await fitAndScore(project, env);
       expect(out.loaded).toEqual([path.join(pkgDir, prebuild(tag))]);
       expect(out.libtorch).toBe(`${t.version} ${t.variant} RECONPATCH_LIBTORCH`);
@@ -321,10 +356,15 @@ describe.skipIf(!!process.env.RECONPATCH_LIBTORCH)('npm package', () => {
   }, 120_000);
 
   it('installs offline compiling from source (RECONPATCH_FORCE_BUILD=1): fit + score agree with the prebuild', async () => {
-    const project = await install('source', { RECONPATCH_FORCE_BUILD: '1', PREBUILDS_ONLY: undefined, RECONPATCH_LIBTORCH: undefined });
+    const { project, output } = await install('source', { RECONPATCH_FORCE_BUILD: '1', PREBUILDS_ONLY: undefined, RECONPATCH_LIBTORCH: undefined });
     const pkgDir = path.join(project, 'node_modules/reconpatch');
     const built = path.join(pkgDir, 'build/Release/reconpatch.node');
     expect(existsSync(built)).toBe(true);
+    // Built as a dependency: only the addon users get (the build log names every target linked),
+    // with no probe code in it.
+    expect(output).toMatch(/Linking CXX shared library Release\/reconpatch\.node/);
+    expect(output).not.toContain('reconpatch_probes');
+    expect(probeMarkersIn(built)).toEqual([]);
     // Only what loads is kept: the objects and the precompiled header (570 MB) are removed.
     const installedMB = Number((await run('du', ['-sm', pkgDir], { cwd: project })).stdout.split('\t')[0]);
     console.log(`[package] installed from source: ${installedMB} MB in node_modules/reconpatch`);

@@ -1,11 +1,12 @@
 // Parity with PyTorch: preprocessing, TorchScript backbone and PatchCore patch features against
 // golden tensors made by test/fixtures/make_golden.py (Debian's python3-torch 1.13).
+import './support/test_addon.js'; // internals: the test addon (first, before any native() call)
 import path from 'node:path';
 
 import { describe, expect, it } from 'vitest';
 
 import { Engine } from '../lib/index.js';
-import { native } from '../lib/native.js';
+import { nativeInternals } from '../lib/native.js';
 import { f32, goldenDir, relError, u8 } from './support/golden.js';
 
 const image = { data: u8('image_rgb.u8'), width: 90, height: 70, channels: 3 as const };
@@ -13,10 +14,10 @@ const tiny = path.join(goldenDir, 'tiny_backbone.pt');
 
 describe('parity with the PyTorch reference', () => {
   it('preprocesses like F.interpolate(antialias) + center crop', () => {
-    const squash = native().internals.preprocess(image, 64, 48, 'squash');
+    const squash = nativeInternals().preprocess(image, 64, 48, 'squash');
     expect(squash.shape).toEqual([3, 48, 48]);
     expect(relError(squash.data, f32('preprocessed.f32').data)).toBeLessThan(1e-5);
-    const shorter = native().internals.preprocess(image, 56, 0, 'shorter');
+    const shorter = nativeInternals().preprocess(image, 56, 0, 'shorter');
     expect(shorter.shape).toEqual([3, 56, 72]);
     expect(relError(shorter.data, f32('shorter_preprocessed.f32').data)).toBeLessThan(1e-5);
   });
@@ -26,7 +27,7 @@ describe('parity with the PyTorch reference', () => {
       [['tap0.f32', 'tap1.f32'], 'patch_features.f32'],
       [['shorter_tap0.f32', 'shorter_tap1.f32'], 'shorter_patch_features.f32'],
     ] as const) {
-      const got = native().internals.patchFeatures(taps.map(f32), 3, 64, 48);
+      const got = nativeInternals().patchFeatures(taps.map(f32), 3, 64, 48);
       const want = f32(out);
       expect(got.shape).toEqual(want.shape);
       expect(relError(got.data, want.data)).toBeLessThan(1e-5);
@@ -39,7 +40,7 @@ describe('parity with the PyTorch reference', () => {
       [['tap0.f32', 'tap1.f32'], 'patch_features.f32'],
       [['shorter_tap0.f32', 'shorter_tap1.f32'], 'shorter_patch_features.f32'],
     ] as const) {
-      const got = native().internals.patchFeatures(taps.map(f32), 3, 64, 48, true);
+      const got = nativeInternals().patchFeatures(taps.map(f32), 3, 64, 48, true);
       expect(relError(got.data, f32(out).data)).toBeLessThan(1e-5);
     }
     // Mobilenet-sized taps (stride 8 and 16 of a 224 crop) with uneven pooling windows
@@ -51,8 +52,8 @@ describe('parity with the PyTorch reference', () => {
       return { data, shape };
     };
     const taps = [rand([1, 256, 28, 28]), rand([1, 512, 14, 14])];
-    const kernel = native().internals.patchFeatures(taps, 3, 1000, 768);
-    const tensor = native().internals.patchFeatures(taps, 3, 1000, 768, true);
+    const kernel = nativeInternals().patchFeatures(taps, 3, 1000, 768);
+    const tensor = nativeInternals().patchFeatures(taps, 3, 1000, 768, true);
     expect(kernel.shape).toEqual([784, 768]);
     expect(tensor.shape).toEqual([784, 768]);
     expect(relError(kernel.data, tensor.data)).toBeLessThan(1e-6);

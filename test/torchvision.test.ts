@@ -1,6 +1,7 @@
 // Native torchvision backbones: parity of every architecture's taps with torchvision itself
 // (weights and expected outputs generated now by Debian's python3-torchvision), both .pth
 // formats, weight-file errors, and a fit/score/save/load round trip that needs no weights cache.
+import './support/test_addon.js'; // internals: the test addon (first, before any native() call)
 import { execFile } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
@@ -9,7 +10,7 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { Engine } from '../lib/index.js';
-import { native } from '../lib/native.js';
+import { nativeInternals } from '../lib/native.js';
 import { repoRoot, syntheticDataset, tempDir } from './support/data.js';
 import { relError } from './support/golden.js';
 import { TORCHVISION_ABSENT, type TorchvisionGolden, hasTorchvision, torchvisionGolden } from './support/torchvision.js';
@@ -37,7 +38,7 @@ describe.skipIf(!hasTorchvision)('torchvision backbones in libtorch', () => {
   }, 600_000);
 
   const taps = (arch: string, file: string, layers: string) =>
-    native().internals.torchvisionTaps(arch, golden.file(file), layers, golden.f32('input.f32'));
+    nativeInternals().torchvisionTaps(arch, golden.file(file), layers, golden.f32('input.f32'));
 
   it.each(CASES)('$arch matches torchvision at $layers (max relative error <= 1e-4)', ({ arch, layers, strides, channels }) => {
     const out = taps(arch, `${arch}.pth`, layers.join(','));
@@ -82,7 +83,7 @@ describe.skipIf(!hasTorchvision)('torchvision backbones in libtorch', () => {
     expect(raw.code).toBe('ERR_BACKBONE');
     expect(raw.message).toMatch(/not a PyTorch \.pth file/);
     const torchscript = path.resolve('test/fixtures/golden/tiny_backbone.pt');
-    const ts = error(() => native().internals.torchvisionTaps('resnet18', torchscript, 'layer2', golden.f32('input.f32')));
+    const ts = error(() => nativeInternals().torchvisionTaps('resnet18', torchscript, 'layer2', golden.f32('input.f32')));
     expect(ts.code).toBe('ERR_BACKBONE');
     expect(ts.message).toMatch(/state dict/);
   });

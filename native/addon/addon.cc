@@ -1,22 +1,26 @@
-// Module init: createEngine, loadEngine, the NativeEngine class, and `internals` (single pipeline
-// steps on small arrays, synchronous, for tests).
+// Module init: createEngine, loadEngine, the NativeEngine class. Compiled twice (CMakeLists.txt):
+// into reconpatch.node, the addon users get, and with RECONPATCH_PROBES into the test addon
+// reconpatch_probes.node, which also exports `internals` (single pipeline steps on small arrays,
+// synchronous, for tests and benchmarks) and `probes` (crashes on purpose, for the crash tests).
 #include "addon/addon.h"
 
-#include <cstdlib>
 #include <memory>
 
 #include "addon/convert.h"
 #include "addon/crash_handler.h"
 #include "addon/engine_wrap.h"
-#include "probes/bench_kernels.h"
-#include "probes/internals.h"
 #include "core/memory.h"
 #include "core/backbones/catalog.h"
 #include "core/runtime.h"
+#ifdef RECONPATCH_PROBES
+#include "probes/bench_kernels.h"
 #include "probes/crash_probe.h"
+#include "probes/internals.h"
+#endif
 
 namespace rpn {
 
+#ifdef RECONPATCH_PROBES
 namespace {
 
 std::vector<int64_t> intVector(const Napi::Value& v) {
@@ -239,7 +243,7 @@ Napi::Object makeInternals(Napi::Env env) {
   return o;
 }
 
-// Test-only probes (native/probes/), present only when RECONPATCH_TEST_PROBES=1 at load.
+// Test-only crash probes (native/probes/crash_probe.*).
 Napi::Object makeProbes(Napi::Env env) {
   Napi::Object o = Napi::Object::New(env);
   o.Set("crash", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
@@ -256,6 +260,7 @@ Napi::Object makeProbes(Napi::Env env) {
 }
 
 }  // namespace
+#endif  // RECONPATCH_PROBES
 
 Addon::Addon(Napi::Env env, Napi::Object exports) {
   static const bool keptFreedMemory = rp::keepFreedMemory();  // once per process (bench/NOTES.md)
@@ -267,8 +272,10 @@ Addon::Addon(Napi::Env env, Napi::Object exports) {
   exports.Set("createEngine", Napi::Function::New(env, CreateEngine, "createEngine"));
   exports.Set("decodeModel", Napi::Function::New(env, DecodeModel, "decodeModel"));
   exports.Set("loadEngine", Napi::Function::New(env, LoadEngine, "loadEngine"));
+#ifdef RECONPATCH_PROBES
   exports.Set("internals", makeInternals(env));
-  if (const char* p = std::getenv("RECONPATCH_TEST_PROBES"); p && std::string(p) == "1") exports.Set("probes", makeProbes(env));
+  exports.Set("probes", makeProbes(env));
+#endif
   exports.Set("optionDefaults", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
                 return optionsToJs(info.Env(), rp::EngineOptions{});
               }, "optionDefaults"));

@@ -1,7 +1,7 @@
 // head: 'auto' (issue 27): the fit checks, on held-out good images and synthetic defects painted
 // on them, whether the ReConPatch head helps, and keeps the better model. Both outcomes are
-// constructed: the default head on the synthetic texture (it gains on the check) and a head
-// trained with a learning rate that wrecks it. The decision and its evidence survive save/load;
+// constructed: the default head on metal_plate with mobilenet_v1 (real data: the head gains on
+// the check and on the real defects) and a head trained with a learning rate that wrecks it. The decision and its evidence survive save/load;
 // an abort during the check leaves the engine as it was.
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
@@ -12,7 +12,8 @@ import { Engine, type EngineOptions, Ensemble, ReconpatchError } from '../lib/in
 import { DEFECT_KINDS, synthesizeDefects } from '../lib/head_check/defects.js';
 import { HEAD_CHECK_MARGIN, aurocOf, decideHead, headCheckPicker } from '../lib/head_check/check.js';
 import type { RawFrame } from '../lib/native.js';
-import { syntheticDataset, tempDir } from './support/data.js';
+import { SHARED_ABSENT, hasShared, sharedBackbones, sharedDatasets, syntheticDataset, tempDir } from './support/data.js';
+import { readMvtecDataset } from '../lib/eval/dataset.js';
 
 // threads: 1 makes the head's rounding, and so the decision, the same on every machine with this libtorch.
 const base: EngineOptions = { backbone: 'random_cnn', seed: 0, threads: 1, calibration: false };
@@ -85,21 +86,6 @@ describe("head: 'auto' on a fit", () => {
     dir = tempDir('head-auto');
   });
 
-  it('keeps the head where it helps: the default head on the synthetic texture', async () => {
-    const engine = await Engine.create({ ...base, head: 'auto' });
-    const stages = new Set<string>();
-    const summary = await engine.fit(train, { onProgress: (p) => stages.add(p.stage) });
-    const check = engine.info.headCheck!;
-    expect(check.decision).toBe('head');
-    expect(check.aurocHead! - check.aurocPatchcore!).toBeGreaterThan(HEAD_CHECK_MARGIN);
-    expect(check.heldOutImages).toBe(4);
-    expect(check.defectImages).toBe(4 * 18);
-    expect(check.goodImages).toBe(4);
-    expect(engine.options.head).toBe(true);
-    expect(summary.images).toBe(36);
-    expect([...stages]).toEqual(expect.arrayContaining(['embed', 'head', 'coreset', 'check']));
-  }, 240_000);
-
   it('drops the head where it hurts, and the kept model is exactly PatchCore on the images it was fitted on', async () => {
     const engine = await Engine.create({ ...base, head: WRECKED });
     await engine.fit(train);
@@ -156,4 +142,22 @@ describe("head: 'auto' on a fit", () => {
     await expect(Engine.create({ ...base, head: { auto: 'yes' as never } })).rejects.toMatchObject({ code: 'ERR_INVALID_OPTION' });
     await expect(Ensemble.create({ members: [{ ...base, head: 'auto' }, base] })).rejects.toMatchObject({ code: 'ERR_INVALID_OPTION', message: /members\[0\]/ });
   });
+});
+
+describe("head: 'auto' on real data", () => {
+  it.skipIf(!hasShared)(`keeps the head where it helps: the default head on ${hasShared ? 'metal_plate with mobilenet_v1' : SHARED_ABSENT}`, async () => {
+    const { train } = await readMvtecDataset(sharedDatasets, 'metal_plate');
+    // threads 2: the rounding (and so the decision) of a 2-core machine and of every larger one.
+    const engine = await Engine.create({ backbone: path.join(sharedBackbones, 'mobilenet_v1_imagenet.pt'), head: 'auto', seed: 0, threads: 2, calibration: false });
+    const stages = new Set<string>();
+    const summary = await engine.fit(train, { onProgress: (p) => stages.add(p.stage) });
+    const check = engine.info.headCheck!;
+    expect(check.decision).toBe('head');
+    expect(check.aurocHead! - check.aurocPatchcore!).toBeGreaterThan(HEAD_CHECK_MARGIN);
+    expect(check.heldOutImages).toBe(6);
+    expect(check.defectImages).toBe(6 * 18);
+    expect(engine.options.head).toBe(true);
+    expect(summary.images).toBe(58);
+    expect([...stages]).toEqual(expect.arrayContaining(['embed', 'head', 'coreset', 'check']));
+  }, 300_000);
 });

@@ -15,7 +15,9 @@ const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const shared = path.resolve(root, '../shared');
 const jsonl = path.join(root, 'docs/results/head_study2.jsonl');
 const doc = path.join(root, 'docs/results.md');
-const args = process.argv.slice(2);
+// Imported for its tables (results_head_check.mjs): then it runs nothing.
+const isMain = process.argv[1] !== undefined && pathToFileURL(path.resolve(process.argv[1])).href === import.meta.url;
+const args = isMain ? process.argv.slice(2) : [];
 const opt = (name, d) => { const i = args.indexOf(`--${name}`); return i >= 0 ? args[i + 1] : d; };
 
 // The regime is counted in epochs over a pool of at most 65,536 patches: at N = 1024 one epoch is
@@ -54,7 +56,7 @@ export const PAIRS = {
 };
 const BACKBONES = ['mobilenet_v1_imagenet', 'darknet_tiny_imagenet'];
 
-if (args[0] === '--one') {
+if (isMain && args[0] === '--one') {
   const { config, pair, backbone, seed } = JSON.parse(args[1]);
   const { evaluate } = await import(pathToFileURL(path.join(root, 'dist/eval/index.js')).href);
   const { head, reweight } = CONFIGS[config];
@@ -88,7 +90,9 @@ function readRows() {
   return readFileSync(jsonl, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l));
 }
 
-if (args[0] === 'list') {
+if (!isMain) {
+  // imported
+} else if (args[0] === 'list') {
   for (const [name, c] of Object.entries(CONFIGS)) console.log(name, JSON.stringify(c));
   for (const [name, p] of Object.entries(PAIRS)) console.log(name, JSON.stringify(p));
 } else if (args[0] === 'run') {

@@ -8,17 +8,9 @@ import path from 'node:path';
 
 import sharp from 'sharp';
 
-/** mulberry32: a small, fast, seedable PRNG returning floats in [0, 1). */
-export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { prng } from '../prng.js';
+
+export { prng };
 
 export interface SyntheticOptions {
   category?: string;

@@ -5,25 +5,14 @@
  * same frames and seed give the same defects. Pixels only; no labels are needed beyond "defect".
  */
 import type { RawFrame } from '../native.js';
+import { prng } from '../prng.js';
 
-/** The kinds painted, one of each per good frame. */
+/** The kinds painted: every good frame gets each kind at each size. */
 export const DEFECT_KINDS = ['scratch', 'stain', 'noise', 'blur', 'paste', 'hole'] as const;
 export type DefectKind = (typeof DEFECT_KINDS)[number];
 
 /** Region sides as a share of the frame's shorter side: small, medium, large. */
 const SIZES = [0.05, 0.1, 0.18] as const;
-
-/** mulberry32: a small seedable PRNG returning floats in [0, 1). */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 interface Region {
   x0: number;

@@ -161,6 +161,7 @@ export class Engine extends Scorer<ScoreResult, NativeScore> {
    * console.log(engine.options.resize, engine.options.coresetRatio, engine.options.device);
    */
   get options(): NativeOptions {
+    this.checkAlive();
     return this.#native.options();
   }
 
@@ -171,6 +172,7 @@ export class Engine extends Scorer<ScoreResult, NativeScore> {
    * if (!engine.info.fitted) await engine.fit(goodImages);
    */
   get info(): EngineInfo {
+    this.checkAlive();
     const { backboneName, ...rest } = this.#native.info();
     return { backbone: backboneName, calibration: this.calibration, headCheck: this.#headCheck, batching: this.#batcher.stats, ...rest };
   }
@@ -272,6 +274,11 @@ export class Engine extends Scorer<ScoreResult, NativeScore> {
     return this.#native.encode();
   }
 
+  protected async release(): Promise<void> {
+    this.#native.release();
+    natives.delete(this);
+  }
+
   protected override setCalibration(calibration: Calibration): void {
     this.#native.setMetadata(this.#metadata(calibration));
     super.setCalibration(calibration);
@@ -285,6 +292,19 @@ export class Engine extends Scorer<ScoreResult, NativeScore> {
     const n = this.#native;
     const auto = mode === 'fit' && this.#headAuto;
     const engines = auto ? [n, await native().createEngine({ ...n.options(), head: !n.options().head })] : [n];
+    try {
+      return await this.#transaction(engines, images, { signal, onProgress }, mode, maxStagedPatches, started);
+    } finally {
+      // head: 'auto' built a second engine: the one not kept (the spare, or the old model) is
+      // freed now, not when the GC gets to it.
+      for (const e of engines) if (e !== this.#native) e.release();
+    }
+  }
+
+  // The transaction itself, over one engine or (head: 'auto') two.
+  async #transaction(engines: NativeEngine[], images: Iterable<ImageInput> | AsyncIterable<ImageInput>, { signal, onProgress }: FitOptions, mode: 'fit' | 'update', maxStagedPatches: number, started: number) {
+    const [n] = engines;
+    const auto = engines.length > 1;
     const options = this.calibrationOptions;
     const batchSize = n.options().batchSize;
     const r = await fitTransaction(engines, images, {

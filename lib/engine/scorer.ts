@@ -1,6 +1,6 @@
 /**
  * What `Engine` and `Ensemble` share, written once: the call queue, scoring (one image, many, a
- * stream), thresholds (`calibrate`, `setThreshold`), `save` / `saveBytes`. A subclass says how a
+ * stream), thresholds (`calibrate`, `setThreshold`), `save` / `saveBytes`, `dispose`. A subclass says how a
  * batch of decoded frames is scored (`scoreFrames`), which numbers of a raw output a threshold
  * applies to (`decisionValues`), how a raw output becomes its public result (`finish`), and how
  * the model is encoded. The fit transaction both run is ./transaction.ts.
@@ -41,6 +41,8 @@ export type StreamItem<R> = (R & { index: number; error?: undefined }) | { index
  */
 export abstract class Scorer<Result extends ScoreResult, Raw> {
   readonly #queue = new CallQueue();
+  // Set by the first dispose(): its promise, answered again by later calls.
+  #disposed: Promise<void> | null = null;
   /** The thresholds results are judged by (kept with the model). */
   protected calibration: Calibration | null = null;
   /** How nominal evidence becomes a threshold (set at create, kept with the model). */
@@ -66,6 +68,13 @@ export abstract class Scorer<Result extends ScoreResult, Raw> {
   protected abstract requireFitted(): void;
   /** The model as the bytes of its file. */
   protected abstract encode(): Promise<Buffer>;
+  /** Frees the native memory (called once, from the queue: no call of this model is running). */
+  protected abstract release(): Promise<void>;
+
+  /** Throws ERR_DISPOSED once `dispose()` was called (for the getters and calls that do not queue). */
+  protected checkAlive(): void {
+    if (this.#disposed) throw new ReconpatchError('ERR_DISPOSED', `this ${this.what} was disposed (dispose() was called); create or load a new one to go on`);
+  }
 
   /** Keeps a new calibration (an engine also writes it into its model's metadata). */
   protected setCalibration(calibration: Calibration): void {
@@ -77,7 +86,28 @@ export abstract class Scorer<Result extends ScoreResult, Raw> {
    * interleave. Rejects (without running `fn`) when the model was disposed.
    */
   protected exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    try {
+      this.checkAlive();
+    } catch (err) {
+      return Promise.reject(err);
+    }
     return this.#queue.run(fn);
+  }
+
+  /**
+   * Frees the model's native memory (bank, backbone, head; every member's for an ensemble) now,
+   * rather than whenever the garbage collector gets to it: for services that load and drop models.
+   * Calls made before `dispose()` finish first (it waits for them); every call made after it,
+   * `info` and `options` included, throws ERR_DISPOSED. Idempotent: later calls return the same
+   * promise.
+   * @example
+   * const old = await Engine.load('part-v1.rcp');
+   * // ... serve with it, then switch to v2:
+   * await old.dispose();
+   */
+  dispose(): Promise<void> {
+    this.#disposed ??= this.#queue.run(() => this.release());
+    return this.#disposed;
   }
 
   /**
@@ -93,6 +123,7 @@ export abstract class Scorer<Result extends ScoreResult, Raw> {
   score(image: ImageInput, options: ScoreOptions = {}): Promise<Result> {
     const stack = new Error();
     try {
+      this.checkAlive();
       checkScoreOptions(options);
     } catch (err) {
       return Promise.reject(err).catch((e) => rethrow(e, stack));
@@ -143,6 +174,7 @@ export abstract class Scorer<Result extends ScoreResult, Raw> {
    * }
    */
   async *scoreStream(images: Iterable<ImageInput> | AsyncIterable<ImageInput>, options: ScoreStreamOptions = {}): AsyncGenerator<StreamItem<Result>> {
+    this.checkAlive();
     const { concurrency = 2, signal, onError = 'throw', heatmap } = options;
     const outcomes = orderedMap(images, (image) => this.score(image, { heatmap }), { concurrency, signal, onError, name: 'scoreStream', items: 'images' });
     for await (const o of outcomes) yield 'error' in o ? { index: o.index, error: o.error } : ({ ...o.result, index: o.index } as StreamItem<Result>);

@@ -184,6 +184,7 @@ export class Ensemble extends Scorer<EnsembleScoreResult, MemberOutputs> {
    * console.log(`${ensemble.size} members`);
    */
   get size(): number {
+    this.checkAlive();
     return this.#members.length;
   }
 
@@ -194,6 +195,7 @@ export class Ensemble extends Scorer<EnsembleScoreResult, MemberOutputs> {
    * if (ensemble.info.ranges === null) console.warn('no normalisers: only scoreMembers works');
    */
   get info(): EnsembleInfo {
+    this.checkAlive();
     return {
       members: this.#members.map((m) => ({ ...m.info, options: m.options })),
       ranges: this.#ranges?.map((r) => ({ ...r })) ?? null,
@@ -269,6 +271,7 @@ export class Ensemble extends Scorer<EnsembleScoreResult, MemberOutputs> {
    * const { score, map } = ensemble.fuse(raw);
    */
   fuse(o: MemberOutputs): { score: number; map: Float32Array } {
+    this.checkAlive();
     return fuseWithRanges(o, this.#requireRanges());
   }
 
@@ -284,6 +287,10 @@ export class Ensemble extends Scorer<EnsembleScoreResult, MemberOutputs> {
       calibration: this.calibration,
     };
     return buildContainer(meta, members);
+  }
+
+  protected async release(): Promise<void> {
+    await Promise.all(this.#members.map((m) => m.dispose()));
   }
 
   protected batchSize(): number {

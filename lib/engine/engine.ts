@@ -14,6 +14,7 @@ import { type BatchingOptions, type CalibrationOptions, type EngineOptions, head
 import { ScoreBatcher } from './batcher.js';
 import { missingCalibrationWarning } from './decisions.js';
 import { readMetadata, writeMetadata } from './metadata.js';
+import { type ImageSizes, checkModelId, mergeSizes, modelInfo, newModelRecord } from './model_info.js';
 import { readModelFile } from './model_file.js';
 import { type ScoreOptions, type ScoreResult, finishResult } from './results.js';
 import { Scorer } from './scorer.js';
@@ -26,6 +27,7 @@ export type { CalibrateOptions } from './decisions.js';
 export type { HeadCheck } from '../head_check/check.js';
 export type { ScoreOptions, ScoreResult } from './results.js';
 export type { ScoreStreamOptions, StreamItem } from './scorer.js';
+export type { ImageSizes, ModelInfo } from './model_info.js';
 export type { EngineInfo, FitOptions, FitSummary, LoadOptions, ScoreStreamItem, UpdateOptions, UpdateSummary } from './types.js';
 
 // Each engine's native side, for the ensemble (which stages its members' fits in lockstep): not
@@ -35,6 +37,14 @@ const natives = new WeakMap<Engine, NativeEngine>();
 /** The native engine behind `engine` (package-internal). */
 export function nativeOf(engine: Engine): NativeEngine {
   return natives.get(engine)!;
+}
+
+// An ensemble commits its members' fits itself: this tells a member its new content hash.
+const hashSetters = new WeakMap<Engine, (hash: string) => void>();
+
+/** Sets a member's content hash after the ensemble committed its fit (package-internal). */
+export function setMemberHash(engine: Engine, hash: string): void {
+  hashSetters.get(engine)!(hash);
 }
 
 /**
@@ -54,7 +64,7 @@ export class Engine extends Scorer<ScoreResult, NativeScore> {
   readonly #input: DecodePolicy;
   protected readonly what = 'engine';
 
-  private constructor(n: NativeEngine, batching: BatchingOptions | false | undefined, input: InputOptions | undefined, calibrationOptions?: CalibrationOptions, label = 'model', auto = false) {
+  private constructor(n: NativeEngine, batching: BatchingOptions | false | undefined, input: InputOptions | undefined, calibrationOptions?: CalibrationOptions, label = 'model', auto = false, hash: string | null = null) {
     // Models carry their calibration (and its options) as JSON metadata (checked: a file may be
     // damaged or crafted); older files' calibrations are upgraded to today's shape.
     const meta = readMetadata(n.metadata(), label);
@@ -66,12 +76,15 @@ export class Engine extends Scorer<ScoreResult, NativeScore> {
     this.#batcher = new ScoreBatcher((task) => super.exclusive(task), (frames) => this.#native.score(frames), resolveBatching(batching));
     this.calibration = upgradeCalibration(meta.calibration);
     this.#headCheck = meta.headCheck ?? null;
+    this.model = meta.model ?? null;
+    this.hash = hash;
+    hashSetters.set(this, (h) => (this.hash = h));
     // A model fitted with head: 'auto' checks again when it is fitted again.
     this.#headAuto = auto || this.#headCheck !== null;
   }
 
   #metadata(calibration: Calibration | null, headCheck = this.#headCheck): string {
-    return writeMetadata({ calibration, calibrationOptions: this.calibrationOptions, headCheck });
+    return writeMetadata({ calibration, calibrationOptions: this.calibrationOptions, headCheck, model: this.model });
   }
 
   /**
@@ -147,7 +160,9 @@ export class Engine extends Scorer<ScoreResult, NativeScore> {
       throw err;
     }
     if (options.threads !== undefined) n.setThreads(options.threads);
-    return new Engine(n, options.batching, options.input, undefined, label);
+    // Files from before model records: the hash is computed from the model itself.
+    const hash = readMetadata(n.metadata(), label).model?.hash ?? (await n.contentHash());
+    return new Engine(n, options.batching, options.input, undefined, label, false, hash);
   }
 
   // Every image that enters this engine is decoded here, within its input limits and resize plan.
@@ -174,7 +189,8 @@ export class Engine extends Scorer<ScoreResult, NativeScore> {
   get info(): EngineInfo {
     this.checkAlive();
     const { backboneName, ...rest } = this.#native.info();
-    return { backbone: backboneName, calibration: this.calibration, headCheck: this.#headCheck, batching: this.#batcher.stats, ...rest };
+    const model = this.hash ? modelInfo(this.model, this.hash, backboneName, rest.trainImages, this.calibration) : null;
+    return { backbone: backboneName, model, calibration: this.calibration, headCheck: this.#headCheck, batching: this.#batcher.stats, ...rest };
   }
 
   /**
@@ -190,6 +206,7 @@ export class Engine extends Scorer<ScoreResult, NativeScore> {
     const stack = new Error();
     return this.exclusive(async () => {
       const maxStagedPatches = checkMaxStagedPatches(options.maxStagedPatches ?? 0);
+      checkModelId(options.modelId);
       const r = await this.#fit(images, options, 'fit', maxStagedPatches);
       const info = this.#native.info();
       return {
@@ -263,7 +280,7 @@ export class Engine extends Scorer<ScoreResult, NativeScore> {
   }
 
   protected finish(raw: NativeScore, frame: RawFrame, options: ScoreOptions): Promise<ScoreResult> {
-    return finishResult(raw, frame, this.calibration, options);
+    return finishResult(raw, frame, this.calibration, this.modelRef(), options);
   }
 
   protected requireFitted(): void {
@@ -287,13 +304,15 @@ export class Engine extends Scorer<ScoreResult, NativeScore> {
   // The fit (or update) transaction (./transaction.ts), calibrated against the pending model.
   // head: 'auto' stages the same images into a second engine (the same options, the head switched),
   // checks both pending models on held-out good images and synthetic defects, and commits one.
-  async #fit(images: Iterable<ImageInput> | AsyncIterable<ImageInput>, { signal, onProgress }: FitOptions, mode: 'fit' | 'update', maxStagedPatches: number) {
+  async #fit(images: Iterable<ImageInput> | AsyncIterable<ImageInput>, { signal, onProgress, modelId }: FitOptions, mode: 'fit' | 'update', maxStagedPatches: number) {
     const started = performance.now();
     const n = this.#native;
     const auto = mode === 'fit' && this.#headAuto;
     const engines = auto ? [n, await native().createEngine({ ...n.options(), head: !n.options().head })] : [n];
     try {
-      return await this.#transaction(engines, images, { signal, onProgress }, mode, maxStagedPatches, started);
+      const r = await this.#transaction(engines, images, { signal, onProgress }, mode, maxStagedPatches, started);
+      await this.#record(mode, modelId, r.sizes);
+      return r;
     } finally {
       // head: 'auto' built a second engine: the one not kept (the spare, or the old model) is
       // freed now, not when the GC gets to it.
@@ -334,7 +353,17 @@ export class Engine extends Scorer<ScoreResult, NativeScore> {
     this.calibration = r.calibration;
     this.#headCheck = r.headCheck;
     const warnings = r.calibration ? r.calibration.warnings : options.enabled ? [missingCalibrationWarning(r.evidence.length)] : [];
-    return { images: r.staged.images, calibrationImages: r.evidence.length, calibration: r.calibration, warnings, seconds: (performance.now() - started) / 1000 };
+    return { images: r.staged.images, calibrationImages: r.evidence.length, calibration: r.calibration, warnings, seconds: (performance.now() - started) / 1000, sizes: r.staged.sizes };
+  }
+
+  // The committed model's identity (./model_info.ts): its hash, and a record kept in its META. An
+  // update keeps the id and adds its images' sizes (unknown stays unknown for an older file's model).
+  async #record(mode: 'fit' | 'update', modelId: string | undefined, sizes: ImageSizes) {
+    const hash = await this.#native.contentHash();
+    const imageSizes = mode === 'fit' ? sizes : this.model ? mergeSizes(this.model.imageSizes, sizes) : null;
+    this.model = newModelRecord(hash, this.model, modelId, imageSizes);
+    this.hash = hash;
+    this.#native.setMetadata(this.#metadata(this.calibration));
   }
 }
 

@@ -1,23 +1,26 @@
 /**
  * A model's JSON metadata (the META section of its file, opaque to the native side): the
- * calibration and its options, the head check. Read back checked, since a file may be damaged or
+ * calibration and its options, the head check, the model's identity (./model_info.ts). Read back checked, since a file may be damaged or
  * crafted: anything of the wrong shape is ERR_MODEL_FILE.
  */
 import type { Calibration } from '../calibration.js';
 import { ReconpatchError } from '../errors.js';
 import { type HeadCheck, readHeadCheck } from '../head_check/check.js';
 import type { CalibrationOptions } from '../options.js';
+import { type StoredModel, readStoredModel } from './model_info.js';
 
 /** What an engine keeps in its model's META section. */
 export interface EngineMetadata {
   calibration?: Calibration | null;
   calibrationOptions?: CalibrationOptions;
   headCheck?: HeadCheck | null;
+  /** Absent in files written before models carried their identity. */
+  model?: StoredModel | null;
 }
 
 /** The META text for `meta` (fields that are absent or null-by-default are left out). */
-export function writeMetadata({ calibration, calibrationOptions, headCheck }: EngineMetadata): string {
-  return JSON.stringify({ calibration, calibrationOptions, ...(headCheck ? { headCheck } : {}) });
+export function writeMetadata({ calibration, calibrationOptions, headCheck, model }: EngineMetadata): string {
+  return JSON.stringify({ calibration, calibrationOptions, ...(headCheck ? { headCheck } : {}), ...(model ? { model } : {}) });
 }
 
 /** A model's JSON metadata (the META section), checked for the shape it must have: ERR_MODEL_FILE otherwise. */
@@ -40,7 +43,8 @@ export function readMetadata(text: string, label: string): EngineMetadata {
   }
   if (meta.calibrationOptions !== undefined && !isObject(meta.calibrationOptions)) throw bad('calibrationOptions is not an object');
   const headCheck = readHeadCheck(meta.headCheck, bad);
-  return { ...(meta as EngineMetadata), headCheck };
+  const model = readStoredModel(meta.model, bad);
+  return { ...(meta as EngineMetadata), headCheck, model };
 }
 
 function isObject(x: unknown): x is Record<string, unknown> {

@@ -13,6 +13,7 @@ import type { ImageInput } from '../io/images.js';
 import type { RawFrame } from '../native.js';
 import type { CalibrationOptions } from '../options.js';
 import { type CalibrateOptions, calibrationFromResults, checkThreshold, manualCalibration } from './decisions.js';
+import { type ModelRef, type StoredModel, modelVersion } from './model_info.js';
 import { writeFileAtomically } from './model_file.js';
 import { orderedMap } from './ordered.js';
 import { CallQueue } from './queue.js';
@@ -47,6 +48,11 @@ export abstract class Scorer<Result extends ScoreResult, Raw> {
   protected calibration: Calibration | null = null;
   /** How nominal evidence becomes a threshold (set at create, kept with the model). */
   protected readonly calibrationOptions: CalibrationOptions;
+  /** The model's identity as its META keeps it (./model_info.ts); null before a fit, or from an older file. */
+  protected model: StoredModel | null = null;
+  /** The live model's content hash; null before a fit. */
+  protected hash: string | null = null;
+  #ref: { hash: string | null; calibration: Calibration | null; ref: ModelRef } | null = null;
 
   protected constructor(calibrationOptions: CalibrationOptions) {
     this.calibrationOptions = calibrationOptions;
@@ -74,6 +80,13 @@ export abstract class Scorer<Result extends ScoreResult, Raw> {
   /** Throws ERR_DISPOSED once `dispose()` was called (for the getters and calls that do not queue). */
   protected checkAlive(): void {
     if (this.#disposed) throw new ReconpatchError('ERR_DISPOSED', `this ${this.what} was disposed (dispose() was called); create or load a new one to go on`);
+  }
+
+  /** The model results name (its version hashed once per model and thresholds, not per result). */
+  protected modelRef(): ModelRef {
+    if (this.#ref?.hash !== this.hash || this.#ref.calibration !== this.calibration)
+      this.#ref = { hash: this.hash, calibration: this.calibration, ref: { id: this.model?.id ?? null, version: this.hash ? modelVersion(this.hash, this.calibration) : '' } };
+    return { ...this.#ref.ref, id: this.model?.id ?? null };
   }
 
   /** Keeps a new calibration (an engine also writes it into its model's metadata). */

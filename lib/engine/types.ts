@@ -7,6 +7,7 @@ import type { HeadCheck } from '../head_check/check.js';
 import type { InputOptions } from '../io/images.js';
 import type { NativeInfo } from '../native.js';
 import type { BatchingOptions } from '../options.js';
+import type { ModelInfo } from './model_info.js';
 import type { ScoreResult } from './results.js';
 import type { StreamItem } from './scorer.js';
 import type { Progress } from './staged_fit.js';
@@ -33,6 +34,11 @@ export interface FitOptions {
    * two fit images' patches is taken, with a warning in `FitSummary.warnings`.
    */
   maxStagedPatches?: number;
+  /**
+   * The model's id (`info.model.id`, named by every score result): letters, digits, `.`, `_`, `-`,
+   * up to 128. Default: the id the engine's model already has, else a new UUID.
+   */
+  modelId?: string;
 }
 
 /**
@@ -126,6 +132,8 @@ export type ScoreStreamItem = StreamItem<ScoreResult>;
 export interface EngineInfo extends Omit<NativeInfo, 'backboneName'> {
   /** The backbone's name: `'random_cnn'` or the TorchScript file's `name` attribute or path. */
   backbone: string;
+  /** What the model is and where it comes from (id, version, hash, provenance, training set); null before a fit. */
+  model: ModelInfo | null;
   /** Threshold statistics from held-out nominal images, or null. */
   calibration: Calibration | null;
   /** `head: 'auto'`: what the last fit's head check found and kept (null: no check ran). */

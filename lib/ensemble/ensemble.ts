@@ -18,11 +18,14 @@
  * written once in ../engine/scorer.ts and ../engine/transaction.ts; the fusion maths and the
  * container live in their own files.
  */
+import { createHash } from 'node:crypto';
+
 import { type Calibration, calibrateNominal, poolNominal, upgradeCalibration } from '../calibration.js';
 import { missingCalibrationWarning } from '../engine/decisions.js';
-import { Engine, type FitSummary, type UpdateOptions, type UpdateSummary, nativeOf } from '../engine/engine.js';
+import { Engine, type FitSummary, type UpdateOptions, type UpdateSummary, nativeOf, setMemberHash } from '../engine/engine.js';
 import { writeMetadata } from '../engine/metadata.js';
 import { readModelFile } from '../engine/model_file.js';
+import { checkModelId, mergeSizes, modelInfo, newModelRecord } from '../engine/model_info.js';
 import { type ScoreOptions, type ScoreResult, finishResult } from '../engine/results.js';
 import { Scorer } from '../engine/scorer.js';
 import { type Progress, checkMaxStagedPatches, stagedBudgetWarning } from '../engine/staged_fit.js';
@@ -55,7 +58,7 @@ export class Ensemble extends Scorer<EnsembleScoreResult, MemberOutputs> {
   readonly #input: DecodePolicy;
   protected readonly what = 'ensemble';
 
-  private constructor(members: Engine[], calibrationOptions: CalibrationOptions, input: InputOptions | undefined, state?: Pick<EnsembleMeta, 'ranges' | 'calibration'>) {
+  private constructor(members: Engine[], calibrationOptions: CalibrationOptions, input: InputOptions | undefined, state?: Pick<EnsembleMeta, 'ranges' | 'calibration' | 'model'>) {
     super(calibrationOptions);
     this.#members = members;
     // Decoded once for every member: within the budget of each member's resize.
@@ -63,6 +66,9 @@ export class Ensemble extends Scorer<EnsembleScoreResult, MemberOutputs> {
     this.#fitted = state !== undefined;
     this.#ranges = state?.ranges ?? null;
     this.calibration = upgradeCalibration(state?.calibration ?? null);
+    this.model = state?.model ?? null;
+    // Loaded members know their hashes: an older file's ensemble hash is derived from them.
+    if (state) this.hash = state.model?.hash ?? ensembleHash(members.map((m) => m.info.model!.hash), this.#ranges);
   }
 
   /**
@@ -199,6 +205,7 @@ export class Ensemble extends Scorer<EnsembleScoreResult, MemberOutputs> {
     return {
       members: this.#members.map((m) => ({ ...m.info, options: m.options })),
       ranges: this.#ranges?.map((r) => ({ ...r })) ?? null,
+      model: this.hash ? modelInfo(this.model, this.hash, this.#members.map((m) => m.info.backbone).join('+'), this.#members[0].info.trainImages, this.calibration) : null,
       calibration: this.calibration && { ...this.calibration },
     };
   }
@@ -285,6 +292,7 @@ export class Ensemble extends Scorer<EnsembleScoreResult, MemberOutputs> {
       calibrationOptions: this.calibrationOptions,
       ranges: this.#ranges,
       calibration: this.calibration,
+      ...(this.model ? { model: this.model } : {}),
     };
     return buildContainer(meta, members);
   }
@@ -332,14 +340,15 @@ export class Ensemble extends Scorer<EnsembleScoreResult, MemberOutputs> {
 
   protected async finish(o: MemberOutputs, frame: RawFrame, options: ScoreOptions): Promise<EnsembleScoreResult> {
     const fused = fuseWithRanges(o, this.#requireRanges());
-    const result = await finishResult({ ...fused, width: o.width, height: o.height }, frame, this.calibration, options);
+    const result = await finishResult({ ...fused, width: o.width, height: o.height }, frame, this.calibration, this.modelRef(), options);
     return { ...result, memberScores: [...o.scores] };
   }
 
   // The members' fit (or update) transactions in lockstep (../engine/transaction.ts): stage all,
   // calibrate on the pending models, commit all.
-  async #fit(images: Iterable<ImageInput> | AsyncIterable<ImageInput>, { signal, onProgress, maxStagedPatches = 0 }: EnsembleFitOptions, mode: 'fit' | 'update'): Promise<EnsembleFitSummary> {
+  async #fit(images: Iterable<ImageInput> | AsyncIterable<ImageInput>, { signal, onProgress, maxStagedPatches = 0, modelId }: EnsembleFitOptions, mode: 'fit' | 'update'): Promise<EnsembleFitSummary> {
     checkMaxStagedPatches(maxStagedPatches);
+    checkModelId(modelId);
     const started = performance.now();
     const natives = this.#members.map(nativeOf);
     const options = this.calibrationOptions;
@@ -365,6 +374,14 @@ export class Ensemble extends Scorer<EnsembleScoreResult, MemberOutputs> {
     this.#ranges = r.ranges;
     this.calibration = r.calibration;
     this.#fitted = true;
+    // The ensemble's identity (../engine/model_info.ts): its members' content hashes and normalisers.
+    const memberHashes = await Promise.all(natives.map((n) => n.contentHash()));
+    // Members keep no record of their own (as in a loaded file): only their hashes change.
+    for (const [i, m] of this.#members.entries()) setMemberHash(m, memberHashes[i]);
+    const hash = ensembleHash(memberHashes, r.ranges);
+    const sizes = mode === 'fit' ? r.staged.sizes : this.model ? mergeSizes(this.model.imageSizes, r.staged.sizes) : null;
+    this.model = newModelRecord(hash, this.model, modelId, sizes);
+    this.hash = hash;
     const seconds = (performance.now() - started) / 1000;
     const summaries: FitSummary[] = natives.map((n) => {
       const i = n.info();
@@ -374,6 +391,11 @@ export class Ensemble extends Scorer<EnsembleScoreResult, MemberOutputs> {
     warnings.push(...stagedBudgetWarning(maxStagedPatches, summaries[0].patches, summaries[0].images));
     return { images: r.staged.images, calibrationImages: r.calibration ? r.evidence : 0, calibration: r.calibration, warnings, members: summaries, seconds };
   }
+}
+
+/** An ensemble's content hash: over its members' (in order) and the normalisers that fuse them. */
+function ensembleHash(members: string[], ranges: MemberRange[] | null): string {
+  return createHash('sha256').update(`${members.join('\n')}\n${JSON.stringify(ranges)}`).digest('hex');
 }
 
 function invalidOption(message: string): ReconpatchError {

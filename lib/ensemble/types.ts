@@ -3,7 +3,7 @@
  * ensemble.ts holds the behaviour).
  */
 import type { Calibration } from '../calibration.js';
-import type { EngineInfo, FitSummary } from '../engine/engine.js';
+import type { EngineInfo, FitSummary, ModelInfo } from '../engine/engine.js';
 import type { ScoreResult } from '../engine/results.js';
 import type { StreamItem } from '../engine/scorer.js';
 import type { Progress } from '../engine/staged_fit.js';
@@ -62,6 +62,8 @@ export interface EnsembleFitOptions {
   onProgress?: (p: EnsembleProgress) => void;
   /** Bounds each member's staged patches, as {@link FitOptions.maxStagedPatches} does for one engine (0, or at least 512). */
   maxStagedPatches?: number;
+  /** The ensemble's id, as {@link FitOptions.modelId}. */
+  modelId?: string;
 }
 
 /**
@@ -134,6 +136,8 @@ export interface EnsembleInfo {
   members: (EngineInfo & { options: NativeOptions })[];
   /** Per-member normalisers from the held-out images, or null (not fitted, or fitted without calibration). */
   ranges: MemberRange[] | null;
+  /** The ensemble's identity and provenance, as {@link EngineInfo.model} (hash over the members' and the normalisers); null before a fit. */
+  model: ModelInfo | null;
   /** Threshold statistics of the fused held-out scores, or null. */
   calibration: Calibration | null;
 }

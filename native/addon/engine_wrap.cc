@@ -211,6 +211,18 @@ std::string stringArg(const Napi::CallbackInfo& info, size_t i, const char* what
   return info[i].As<Napi::String>().Utf8Value();
 }
 
+// The model's content hash (rp::Engine::contentHash): hashes the whole bank, so off the loop.
+class ContentHashWorker : public PromiseWorker {
+ public:
+  ContentHashWorker(Napi::Env env, EnginePtr engine) : PromiseWorker(env, "reconpatch:contentHash"), engine_(std::move(engine)) {}
+  void Run() override { hash_ = engine_->contentHash(); }
+  Napi::Value Result(Napi::Env env) override { return Napi::String::New(env, hash_); }
+
+ private:
+  EnginePtr engine_;
+  std::string hash_;
+};
+
 }  // namespace
 
 Napi::Function EngineWrap::Define(Napi::Env env) {
@@ -227,6 +239,7 @@ Napi::Function EngineWrap::Define(Napi::Env env) {
                       InstanceMethod<&EngineWrap::Validate>("validate"),
                       InstanceMethod<&EngineWrap::SetMetadata>("setMetadata"),
                       InstanceMethod<&EngineWrap::SetThreads>("setThreads"),
+                      InstanceMethod<&EngineWrap::ContentHash>("contentHash"),
                       InstanceMethod<&EngineWrap::Release>("release")});
 }
 
@@ -260,6 +273,8 @@ Napi::Value EngineWrap::Release(const Napi::CallbackInfo& info) {
   if (last) rp::releaseFreedMemory();
   return Napi::Boolean::New(info.Env(), last);
 }
+
+Napi::Value EngineWrap::ContentHash(const Napi::CallbackInfo& info) { return (new ContentHashWorker(info.Env(), live(info)))->Start(); }
 
 Napi::Value EngineWrap::Info(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();

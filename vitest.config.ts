@@ -8,8 +8,8 @@ import { defineConfig } from 'vitest/config';
 // the HTTP example, the TypeScript-only layers, the package test) run once, on Debian's libtorch;
 // .ci/run runs the full suite there and this subset on the two PyTorch builds (issue 26: CI time).
 export const NATIVE_TESTS = [
-  'batching', 'coreset', 'crash', 'device', 'engine', 'errors', 'gpu_paths', 'head', 'knn', 'knn_int8',
-  'model_file', 'model_limits', 'options', 'parity', 'scorer', 'terminate', 'torchvision', 'transaction',
+  'batching', 'coreset', 'crash', 'device', 'dispose', 'engine', 'errors', 'gpu_paths', 'head', 'knn', 'knn_int8',
+  'model_file', 'model_info', 'model_limits', 'options', 'parity', 'scorer', 'terminate', 'torchvision', 'transaction',
   'update', 'workers',
 ].map((name) => `test/${name}.test.ts`);
 const missing = NATIVE_TESTS.filter((f) => !existsSync(f));

@@ -137,6 +137,13 @@ export interface NativeEngine {
   validate(images: RawFrame[]): void;
   setMetadata(metadata: string): void;
   setThreads(threads: number): void;
+  /** Hex SHA-256 of the fitted model's scoring sections (not META): the same for every re-save and load of one model. */
+  contentHash(): Promise<string>;
+  /**
+   * Drops the engine now (its memory is freed unless a running call still holds it: true when this
+   * was the last reference). Every later call throws ERR_DISPOSED. Idempotent.
+   */
+  release(): boolean;
 }
 
 /** Single pipeline steps on small arrays, synchronous. For tests and tools, not for serving. */

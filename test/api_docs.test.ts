@@ -43,8 +43,17 @@ function publicApi(): { exports: Documented[]; members: Documented[]; fields: Do
       for (const prop of checker.getDeclaredTypeOfSymbol(symbol).getProperties()) fields.push(describeSymbol(`${e.name}.${prop.name}`, prop, checker));
     }
     if (symbol.flags & ts.SymbolFlags.Class) {
-      const decl = symbol.declarations!.find(ts.isClassDeclaration)!;
-      for (const m of decl.members) {
+      // The class's own members and those it inherits (Engine and Ensemble share a base class).
+      const decls: ts.ClassDeclaration[] = [];
+      for (let c: ts.Symbol | undefined = symbol; c; ) {
+        const decl: ts.ClassDeclaration | undefined = c.declarations?.find(ts.isClassDeclaration);
+        if (!decl || decl.getSourceFile().isDeclarationFile) break; // a built-in base (Error)
+        decls.push(decl);
+        const base: ts.ExpressionWithTypeArguments | undefined = decl.heritageClauses?.find((h: ts.HeritageClause) => h.token === ts.SyntaxKind.ExtendsKeyword)?.types[0];
+        const b: ts.Symbol | undefined = base && checker.getSymbolAtLocation(base.expression);
+        c = b && b.flags & ts.SymbolFlags.Alias ? checker.getAliasedSymbol(b) : b;
+      }
+      for (const m of decls.flatMap((d) => [...d.members])) {
         if (!m.name || ts.isPrivateIdentifier(m.name) || ts.isConstructorDeclaration(m)) continue;
         if (ts.getCombinedModifierFlags(m) & (ts.ModifierFlags.Private | ts.ModifierFlags.Protected)) continue;
         members.push(describeSymbol(`${e.name}.${m.name.getText()}`, checker.getSymbolAtLocation(m.name)!, checker));

@@ -154,8 +154,9 @@ export async function loadModel(file: string, values: Record<string, unknown>): 
 
 const INFO_HELP = `reconpatch info <model.rcp|ensemble.rcpe> [--json] [--evidence] [options]
 
-Shows what a saved model holds: backbone, memory bank, training images, the threshold and how it
-was set, preprocessing, head, device (for an ensemble: each member, and the fused threshold).
+Shows what a saved model holds: its id, version and provenance (when and with what it was fitted,
+on which image sizes), backbone, memory bank, training images, the threshold and how it was set,
+preprocessing, head, device (for an ensemble: each member, and the fused threshold).
   --json                      the full info as one JSON line (without the per-image calibration evidence)
   --evidence                  include the per-image calibration evidence (with --json: still one line)
 
@@ -174,10 +175,11 @@ export async function infoCommand(rest: string[]): Promise<number> {
     const info = model.info;
     if (values.json) {
       const members = info.members.map((m) => ({ ...m, calibration: strip(m.calibration) }));
-      process.stdout.write(`${JSON.stringify({ model: file, ensemble: true, ...info, members, calibration: strip(info.calibration) })}\n`);
+      const { model: modelInfo, ...rest } = info;
+      process.stdout.write(`${JSON.stringify({ model: file, ensemble: true, modelInfo, ...rest, members, calibration: strip(info.calibration) })}\n`);
       return 0;
     }
-    const lines = [`model         ${file} (ensemble of ${info.members.length})`, ...thresholdLines(info.calibration, 'fused scores; ')];
+    const lines = [`model         ${file} (ensemble of ${info.members.length})`, ...modelLines(info.model), ...thresholdLines(info.calibration, 'fused scores; ')];
     for (const [i, m] of info.members.entries()) lines.push(`member ${i}`, ...engineLines(m, m.options).map((l) => `  ${l}`));
     if (values.evidence) lines.push(...evidenceLines(info.calibration));
     process.stdout.write(`${lines.join('\n')}\n`);
@@ -185,16 +187,19 @@ export async function infoCommand(rest: string[]): Promise<number> {
   }
   const info = model.info;
   if (values.json) {
-    process.stdout.write(`${JSON.stringify({ model: file, ...info, calibration: strip(info.calibration), options: model.options })}\n`);
+    // `model` is the file, as it always was; the model's identity is `modelInfo`.
+    const { model: modelInfo, ...rest } = info;
+    process.stdout.write(`${JSON.stringify({ model: file, modelInfo, ...rest, calibration: strip(info.calibration), options: model.options })}\n`);
     return 0;
   }
-  const lines = [`model         ${file}`, ...engineLines(info, model.options), ...thresholdLines(info.calibration, '')];
+  const lines = [`model         ${file}`, ...modelLines(info.model), ...engineLines(info, model.options), ...thresholdLines(info.calibration, '')];
   if (values.evidence) lines.push(...evidenceLines(info.calibration));
   process.stdout.write(`${lines.join('\n')}\n`);
   return 0;
 }
 
 type InfoOf = Engine['info'];
+type ModelInfo = NonNullable<InfoOf['model']>;
 
 /** A member's or an engine's summary: backbone, bank, images, preprocessing, head, device (its threshold for a member too). */
 function engineLines(info: InfoOf, o: NativeOptions): string[] {
@@ -209,6 +214,19 @@ function engineLines(info: InfoOf, o: NativeOptions): string[] {
     `device        ${info.device}`,
   ];
   return lines;
+}
+
+/** The model's identity and provenance (older files: what can be derived). */
+function modelLines(m: ModelInfo | null): string[] {
+  if (!m) return [];
+  const s = m.trainingSet.sizes;
+  const range = (lo: number, hi: number) => (lo === hi ? `${lo}` : `${lo}-${hi}`);
+  return [
+    `id            ${m.id ?? '(none: written before models had ids)'}`,
+    `version       ${m.version} (hash ${m.hash.slice(0, 16)})`,
+    `created       ${m.created ?? 'unknown'}${m.packageVersion ? ` by reconpatch ${m.packageVersion}, libtorch ${m.libtorch}` : ''}`,
+    ...(s ? [`image sizes   ${range(s.minWidth, s.maxWidth)} x ${range(s.minHeight, s.maxHeight)} px`] : []),
+  ];
 }
 
 /** The threshold and how it was set. */

@@ -6,6 +6,7 @@ import { type Calibration, normalize } from '../calibration.js';
 import { ReconpatchError } from '../errors.js';
 import { heatmapPng } from '../heatmap.js';
 import type { RawFrame } from '../native.js';
+import type { ModelRef } from './model_info.js';
 
 /**
  * One image's result. `map` is the anomaly map, row-major `height` x `width`, at the input's size.
@@ -33,6 +34,10 @@ export interface ScoreResult {
   width: number;
   /** The input image's height in pixels. */
   height: number;
+  /** The id of the model that scored it (`info.model.id`; null for a model file written before models had ids). */
+  modelId: string | null;
+  /** The version of the model (with its thresholds) that scored it (`info.model.version`). */
+  modelVersion: string;
   /** PNG heatmap (lib/heatmap.ts: tint above the floor, contours, verdict banner and frame) when asked with `{ heatmap: 'png' }`. */
   heatmap?: Buffer;
 }
@@ -56,16 +61,19 @@ export function checkScoreOptions(options: ScoreOptions): void {
     throw new ReconpatchError('ERR_INVALID_OPTION', `heatmap must be 'png' or false, got ${JSON.stringify(heatmap)}`);
 }
 
-/** A raw score and map -> the public result, with `calibration` (or none) and the optional heatmap. */
+/** A raw score and map -> the public result, with `calibration` (or none), the model that scored it, and the optional heatmap. */
 export async function finishResult(
   raw: { score: number; map: Float32Array; width: number; height: number },
   frame: RawFrame,
   calibration: Calibration | null,
+  model: ModelRef,
   { heatmap }: ScoreOptions,
 ): Promise<ScoreResult> {
   const normalizedScore = calibration ? normalize(raw.score, calibration) : null;
   const isAnomaly = calibration ? raw.score >= calibration.threshold : null;
-  const result: ScoreResult = { score: raw.score, normalizedScore, isAnomaly, map: raw.map, width: raw.width, height: raw.height };
+  const result: ScoreResult = {
+    score: raw.score, normalizedScore, isAnomaly, map: raw.map, width: raw.width, height: raw.height, modelId: model.id, modelVersion: model.version,
+  };
   if (heatmap === 'png') result.heatmap = await heatmapPng(frame, raw.map, calibration, { score: raw.score, normalizedScore, isAnomaly });
   return result;
 }

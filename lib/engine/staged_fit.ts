@@ -13,6 +13,7 @@ import { ReconpatchError } from '../errors.js';
 import { type DecodePolicy, type ImageInput, describeInput, toRawFrame } from '../io/images.js';
 import type { NativeEngine, RawFrame } from '../native.js';
 import type { CalibrationOptions } from '../options.js';
+import type { ImageSizes } from './model_info.js';
 
 /**
  * A fit or scoring stage's progress. `total` is undefined when the input's length is unknown.
@@ -88,6 +89,8 @@ export interface StagedFit {
   calibrationFrames: RawFrame[];
   /** The good images held out for the head check (`headCheck`), decoded. */
   checkFrames: RawFrame[];
+  /** The range of the sizes of every image the fit saw (the model's training-set summary). */
+  sizes: ImageSizes;
 }
 
 /**
@@ -180,12 +183,19 @@ export async function stageFit(
   const calibrationFrames: RawFrame[] = [];
   const checkFrames: RawFrame[] = [];
   for (const e of engines) e.fitBegin(mode, maxStagedPatches);
+  const sizes: ImageSizes = { minWidth: Infinity, maxWidth: 0, minHeight: Infinity, maxHeight: 0 };
   let done = 0;
   let embedded = 0;
   let pending: ImageInput[] = [];
   const flush = async () => {
     const decoded: RawFrame[] = await Promise.all(pending.map((img, j) => toRawFrame(img, done + j, input)));
     control.check();
+    for (const { width, height } of decoded) {
+      sizes.minWidth = Math.min(sizes.minWidth, width);
+      sizes.maxWidth = Math.max(sizes.maxWidth, width);
+      sizes.minHeight = Math.min(sizes.minHeight, height);
+      sizes.maxHeight = Math.max(sizes.maxHeight, height);
+    }
     // Held-out nominal images are kept aside for calibration, not put in the banks.
     // Calibration's picks first; the head check takes its own from the rest.
     const role = decoded.map((_, j) => (heldOut(done + j) ? 'calibrate' : forCheck(done + j) ? 'check' : 'fit'));
@@ -244,7 +254,7 @@ export async function stageFit(
     }
     control.check();
   }
-  return { images: embedded, calibrationFrames, checkFrames };
+  return { images: embedded, calibrationFrames, checkFrames, sizes };
 }
 
 /**

@@ -9,6 +9,7 @@ import { createHash } from 'node:crypto';
 
 import type { Calibration } from '../calibration.js';
 import { ReconpatchError } from '../errors.js';
+import { type StoredModel, readStoredModel } from '../engine/model_info.js';
 import type { CalibrationOptions } from '../options.js';
 import type { MemberRange } from './fusion.js';
 
@@ -24,6 +25,8 @@ export interface EnsembleMeta {
   calibrationOptions: CalibrationOptions;
   ranges: MemberRange[] | null;
   calibration: Calibration | null;
+  /** The ensemble's identity (../engine/model_info.ts); absent in older files. */
+  model?: StoredModel | null;
 }
 
 /** Container layout: magic | u32 version | u32 sections | (4-byte tag, u64 length, bytes)* | sha256 of all before. */
@@ -86,6 +89,7 @@ export function parseContainer(bytes: Buffer, label: string): { meta: EnsembleMe
         // Today's calibrations and older ones (mean + 3 std) both carry these two.
         meta.calibration !== null && ['threshold', 'low'].every((k) => finite((meta.calibration as unknown as Record<string, unknown>)[k])));
   if (!ok) throw damaged('inconsistent META section');
+  meta.model = readStoredModel(meta.model, (why) => damaged(`META: ${why}`));
   return { meta, members };
 }
 

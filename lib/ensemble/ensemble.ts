@@ -14,153 +14,34 @@
  * commits them together: a failure or abort leaves every member as it was. One model file
  * (./container.ts) holds each member's model-file bytes.
  *
- * Longer than ~400 lines because it mirrors Engine's public API method for method; the fusion
- * maths, the container and the shared engine machinery live in their own files.
+ * What it shares with Engine (scoring, thresholds, save, the call queue, the fit transaction) is
+ * written once in ../engine/scorer.ts and ../engine/transaction.ts; the fusion maths and the
+ * container live in their own files.
  */
+import { createHash } from 'node:crypto';
+
 import { type Calibration, calibrateNominal, poolNominal, upgradeCalibration } from '../calibration.js';
-import { type CalibrateOptions, calibrationFromResults, checkThreshold, manualCalibration, missingCalibrationWarning } from '../engine/decisions.js';
-import { Engine, type EngineInfo, type FitSummary, type ScoreStreamOptions, type UpdateOptions, type UpdateSummary, nativeOf } from '../engine/engine.js';
-import { readModelFile, writeFileAtomically } from '../engine/model_file.js';
-import { orderedMap } from '../engine/ordered.js';
-import { CallQueue } from '../engine/queue.js';
-import { type ScoreOptions, type ScoreResult, checkScoreOptions, finishResult } from '../engine/results.js';
-import { FitControl, type Progress, abortFit, checkMaxStagedPatches, nominalEvidence, stageFit, stagedBudgetWarning } from '../engine/staged_fit.js';
+import { missingCalibrationWarning } from '../engine/decisions.js';
+import { Engine, type FitSummary, type UpdateOptions, type UpdateSummary, nativeOf, setMemberHash } from '../engine/engine.js';
+import { writeMetadata } from '../engine/metadata.js';
+import { readModelFile } from '../engine/model_file.js';
+import { checkModelId, mergeSizes, modelInfo, newModelRecord } from '../engine/model_info.js';
+import { type ScoreOptions, type ScoreResult, finishResult } from '../engine/results.js';
+import { Scorer } from '../engine/scorer.js';
+import { type Progress, checkMaxStagedPatches, stagedBudgetWarning } from '../engine/staged_fit.js';
+import { fitTransaction } from '../engine/transaction.js';
 import { ReconpatchError, rethrow } from '../errors.js';
 import { type DecodePolicy, type ImageInput, type InputOptions, resolveInput, toRawFrame } from '../io/images.js';
 import { openRegularFile } from '../io/regular_file.js';
-import type { NativeOptions, RawFrame } from '../native.js';
-import { type CalibrationOptions, type EngineOptions, headAuto, resolveCalibration, storedCalibrationOptions } from '../options.js';
+import type { RawFrame } from '../native.js';
+import { type CalibrationOptions, headAuto, resolveCalibration, storedCalibrationOptions } from '../options.js';
 import { MAGIC, MAX_MEMBERS, type EnsembleMeta, buildContainer, parseContainer } from './container.js';
 import { type MemberOutputs, type MemberRange, fuseEvidence, fuseWithRanges, memberRange } from './fusion.js';
+import type { EnsembleFitOptions, EnsembleFitSummary, EnsembleInfo, EnsembleLoadOptions, EnsembleOptions, EnsembleScoreResult } from './types.js';
 
 export { fuseTestMinMax, minMax } from './fusion.js';
 export type { MemberOutputs, MemberRange } from './fusion.js';
-
-/**
- * Options for {@link Ensemble.create}.
- * @example
- * const options: EnsembleOptions = {
- *   members: [{ backbone: 'random_cnn', seed: 1 }, { backbone: 'random_cnn', seed: 2 }],
- *   calibration: { holdout: 0.2 },
- * };
- * const ensemble = await Ensemble.create(options);
- */
-export interface EnsembleOptions {
-  /** One engine's options per member (each its own backbone, head, bank). Calibration is set on the ensemble, not here. */
-  members: Omit<EngineOptions, 'calibration'>[];
-  /**
-   * As {@link EngineOptions.calibration}: the nominal evidence (fit images scored leave-one-image-out
-   * by every member, or held-out images) that sets each member's min / max and the threshold. At
-   * least 2 images are needed for fused scores. `false`: only {@link Ensemble.scoreMembers} works
-   * (test-set evaluation).
-   */
-  calibration?: EngineOptions['calibration'];
-  /** What inputs are accepted, for every member (see {@link EngineOptions.input}); runtime only: pass it again to `Ensemble.load`. */
-  input?: InputOptions;
-}
-
-/**
- * Progress of {@link Ensemble.fit}: a member's fit stages (with `member`), then the ensemble's own
- * `'calibrate'` stage over the held-out images (without `member`).
- * @example
- * const ensemble = await Ensemble.create({ members: [{ backbone: 'random_cnn', seed: 1 }, { backbone: 'random_cnn', seed: 2 }] });
- * await ensemble.fit(goodImages, { onProgress: (p: EnsembleProgress) => console.log(p.member ?? 'ensemble', p.stage, p.done, p.total ?? '?') });
- */
-export interface EnsembleProgress extends Progress {
-  /** The member being fitted; absent for the ensemble's own calibration stage. */
-  member?: number;
-}
-
-/**
- * Options of {@link Ensemble.fit}.
- * @example
- * const ensemble = await Ensemble.create({ members: [{ backbone: 'random_cnn', seed: 1 }, { backbone: 'random_cnn', seed: 2 }] });
- * const controller = new AbortController();
- * setTimeout(() => controller.abort(), 120_000);
- * await ensemble.fit(goodImages, { signal: controller.signal, onProgress: (p) => console.log(p.member, p.stage, p.done) });
- */
-export interface EnsembleFitOptions {
-  /** Aborts the fit; the ensemble keeps its previous state. */
-  signal?: AbortSignal;
-  /** Called as each member's fit, then the ensemble's calibration, advances (synchronously; keep it cheap). */
-  onProgress?: (p: EnsembleProgress) => void;
-  /** Bounds each member's staged patches, as {@link FitOptions.maxStagedPatches} does for one engine (0, or at least 512). */
-  maxStagedPatches?: number;
-}
-
-/**
- * What {@link Ensemble.fit} did.
- * @example
- * const ensemble = await Ensemble.create({ members: [{ backbone: 'random_cnn', seed: 1 }, { backbone: 'random_cnn', seed: 2 }] });
- * const { images, calibrationImages, members, seconds } = await ensemble.fit(goodImages);
- * console.log(`${images} bank images, ${calibrationImages} held out, rows ${members.map((m) => m.bankRows).join('/')} in ${seconds.toFixed(1)} s`);
- */
-export interface EnsembleFitSummary {
-  /** Images in every member's bank. */
-  images: number;
-  /** Nominal images that set the normalisers and the threshold. */
-  calibrationImages: number;
-  /** The fused threshold this fit set (null: calibration off, or too few images). */
-  calibration: Calibration | null;
-  /** What deserves attention (thin calibration evidence, ...). Empty when none. */
-  warnings: string[];
-  /** Each member's own fit summary, in member order (members hold nothing out themselves; they fit in lockstep, so each `seconds` is the whole fit's). */
-  members: FitSummary[];
-  /** Wall-clock duration of the whole fit, every member and the calibration. */
-  seconds: number;
-}
-
-/**
- * A fused result: `score` and `map` are the averages of the members' normalised values;
- * `normalizedScore` and `isAnomaly` come from the threshold of the fused held-out scores.
- * @example
- * const ensemble = await Ensemble.load('part.rcpe');
- * const r: EnsembleScoreResult = await ensemble.score('frame.png');
- * console.log(r.score, r.isAnomaly, r.memberScores.join(', '));
- */
-export interface EnsembleScoreResult extends ScoreResult {
-  /** Each member's raw image score, in member order. */
-  memberScores: number[];
-}
-
-/**
- * One item of {@link Ensemble.scoreStream}: a result, or (with `onError: 'yield'`) an error, with the input's position.
- * @example
- * const ensemble = await Ensemble.load('part.rcpe');
- * for await (const item of ensemble.scoreStream(goodImages, { onError: 'yield' })) {
- *   if (item.error) console.error(item.index, item.error.code);
- *   else console.log(item.index, item.score, item.memberScores);
- * }
- */
-export type EnsembleStreamItem = (EnsembleScoreResult & { index: number; error?: undefined }) | { index: number; error: ReconpatchError };
-
-/**
- * Options of {@link Ensemble.load}: what every member is loaded with (as in Engine.load's `input` and `threads`).
- * @example
- * const ensemble = await Ensemble.load('part.rcpe', { threads: 2, input: { maxPixels: 4096 * 4096 } });
- */
-export interface EnsembleLoadOptions {
-  /** What inputs are accepted (pixel budget, damaged images). */
-  input?: InputOptions;
-  /** libtorch intra-op threads for each member on this machine (default: each member's saved `threads`). */
-  threads?: number;
-}
-
-/**
- * What an ensemble holds: its members, their normalisers and the fused threshold.
- * @example
- * const ensemble = await Ensemble.load('part.rcpe');
- * const { members, ranges, calibration } = ensemble.info;
- * console.log(members.map((m) => m.backbone), ranges !== null, calibration?.threshold);
- */
-export interface EnsembleInfo {
-  /** Each member's {@link EngineInfo} with its resolved options, in member order. */
-  members: (EngineInfo & { options: NativeOptions })[];
-  /** Per-member normalisers from the held-out images, or null (not fitted, or fitted without calibration). */
-  ranges: MemberRange[] | null;
-  /** Threshold statistics of the fused held-out scores, or null. */
-  calibration: Calibration | null;
-}
+export type { EnsembleFitOptions, EnsembleFitSummary, EnsembleInfo, EnsembleLoadOptions, EnsembleOptions, EnsembleProgress, EnsembleScoreResult, EnsembleStreamItem } from './types.js';
 
 /**
  * An ensemble of engines fused by per-member min-max normalisation (see the file comment).
@@ -170,23 +51,24 @@ export interface EnsembleInfo {
  * const { score, normalizedScore, isAnomaly, memberScores, map } = await ensemble.score('part.png');
  * await ensemble.save('part.rcpe');
  */
-export class Ensemble {
+export class Ensemble extends Scorer<EnsembleScoreResult, MemberOutputs> {
   readonly #members: Engine[];
-  readonly #calibrationOptions: CalibrationOptions;
   #fitted: boolean;
   #ranges: MemberRange[] | null;
-  #calibration: Calibration | null;
-  readonly #queue = new CallQueue();
   readonly #input: DecodePolicy;
+  protected readonly what = 'ensemble';
 
-  private constructor(members: Engine[], calibrationOptions: CalibrationOptions, input: InputOptions | undefined, state?: Pick<EnsembleMeta, 'ranges' | 'calibration'>) {
+  private constructor(members: Engine[], calibrationOptions: CalibrationOptions, input: InputOptions | undefined, state?: Pick<EnsembleMeta, 'ranges' | 'calibration' | 'model'>) {
+    super(calibrationOptions);
     this.#members = members;
     // Decoded once for every member: within the budget of each member's resize.
     this.#input = { ...resolveInput(input), resizes: members.map((m) => ({ resize: m.options.resize, resizeMode: m.options.resizeMode })) };
-    this.#calibrationOptions = calibrationOptions;
     this.#fitted = state !== undefined;
     this.#ranges = state?.ranges ?? null;
-    this.#calibration = upgradeCalibration(state?.calibration ?? null);
+    this.calibration = upgradeCalibration(state?.calibration ?? null);
+    this.model = state?.model ?? null;
+    // Loaded members know their hashes: an older file's ensemble hash is derived from them.
+    if (state) this.hash = state.model?.hash ?? ensembleHash(members.map((m) => m.info.model!.hash), this.#ranges);
   }
 
   /**
@@ -308,6 +190,7 @@ export class Ensemble {
    * console.log(`${ensemble.size} members`);
    */
   get size(): number {
+    this.checkAlive();
     return this.#members.length;
   }
 
@@ -318,10 +201,12 @@ export class Ensemble {
    * if (ensemble.info.ranges === null) console.warn('no normalisers: only scoreMembers works');
    */
   get info(): EnsembleInfo {
+    this.checkAlive();
     return {
       members: this.#members.map((m) => ({ ...m.info, options: m.options })),
       ranges: this.#ranges?.map((r) => ({ ...r })) ?? null,
-      calibration: this.#calibration && { ...this.#calibration },
+      model: this.hash ? modelInfo(this.model, this.hash, this.#members.map((m) => m.info.backbone).join('+'), this.#members[0].info.trainImages, this.calibration) : null,
+      calibration: this.calibration && { ...this.calibration },
     };
   }
 
@@ -339,7 +224,7 @@ export class Ensemble {
    */
   fit(images: Iterable<ImageInput> | AsyncIterable<ImageInput>, options: EnsembleFitOptions = {}): Promise<EnsembleFitSummary> {
     const stack = new Error();
-    return this.#queue.run(() => this.#fit(images, options, 'fit')).catch((err) => rethrow(err, stack));
+    return this.exclusive(() => this.#fit(images, options, 'fit')).catch((err) => rethrow(err, stack));
   }
 
   /**
@@ -353,108 +238,13 @@ export class Ensemble {
    */
   update(images: Iterable<ImageInput> | AsyncIterable<ImageInput>, options: UpdateOptions = {}): Promise<UpdateSummary> {
     const stack = new Error();
-    return this.#queue.run(async () => {
+    return this.exclusive(async () => {
       if (!this.#fitted) throw notFitted();
       const before = this.#members.reduce((s, m) => s + m.info.bankRows, 0);
       const { images: count, calibrationImages, calibration, warnings, seconds } = await this.#fit(images, options, 'update');
       const bankRows = this.#members.reduce((s, m) => s + m.info.bankRows, 0);
       return { images: count, calibrationImages, calibration, warnings, addedRows: bankRows - before, bankRows, seconds };
     }).catch((err) => rethrow(err, stack));
-  }
-
-  /**
-   * Scores one image: fused score and map, threshold decision, each member's raw score. The call
-   * takes its place among the ensemble's calls when it is made. Throws ERR_NOT_FITTED (also when
-   * fitted without normalisers), ERR_INVALID_IMAGE, ERR_INVALID_OPTION.
-   * @example
-   * const ensemble = await Ensemble.load('part.rcpe');
-   * const { score, normalizedScore, isAnomaly, memberScores, heatmap } = await ensemble.score('frame.png', { heatmap: 'png' });
-   */
-  score(image: ImageInput, options: ScoreOptions = {}): Promise<EnsembleScoreResult> {
-    const stack = new Error();
-    const frame = toRawFrame(image, undefined, this.#input);
-    frame.catch(() => undefined); // reported by the queued call below
-    return this.#queue.run(async () => {
-      checkScoreOptions(options);
-      this.#requireRanges();
-      const f = await frame;
-      return this.#fuse((await this.#scoreFrames([f]))[0], f, options);
-    }).catch((err) => rethrow(err, stack));
-  }
-
-  /**
-   * Sets the fused thresholds from images scored now, as {@link Engine.calibrate} does (labels: F1
-   * or a target recall; none: the nominal rule); kept with the ensemble. The normalisers stay.
-   * Throws ERR_NOT_FITTED, ERR_INVALID_OPTION, ERR_INVALID_IMAGE.
-   * @example
-   * const ensemble = await Ensemble.load('part.rcpe');
-   * await ensemble.calibrate(['val/good.png', 'val/crack.png'], { labels: [0, 1] });
-   */
-  calibrate(images: ImageInput[], options: CalibrateOptions = {}): Promise<Calibration> {
-    const stack = new Error();
-    return this.#queue.run(async () => {
-      const ranges = this.#requireRanges();
-      const fused: { score: number; map: Float32Array }[] = [];
-      for await (const { outputs } of this.#batches(images)) for (const o of outputs) fused.push(fuseWithRanges(o, ranges));
-      if (fused.length === 0) throw invalidOption('calibrate expects a non-empty array of images');
-      this.#calibration = calibrationFromResults(fused, options, this.#calibration, this.#calibrationOptions.falseAlarmRate);
-      return { ...this.#calibration };
-    }).catch((err) => rethrow(err, stack));
-  }
-
-  /**
-   * Sets the fused image threshold (and optionally the pixel threshold) by hand, in fused units
-   * (nominal parts about 0..1). Throws ERR_NOT_FITTED, ERR_INVALID_OPTION.
-   * @example
-   * const ensemble = await Ensemble.load('part.rcpe');
-   * await ensemble.setThreshold(1.2);
-   */
-  setThreshold(threshold: number, options: { pixelThreshold?: number } = {}): Promise<void> {
-    const stack = new Error();
-    return this.#queue.run(async () => {
-      checkThreshold(threshold, options);
-      this.#requireRanges();
-      this.#calibration = manualCalibration(this.#calibration, threshold, options.pixelThreshold);
-    }).catch((err) => rethrow(err, stack));
-  }
-
-  /**
-   * Scores several images (each member in native batches); results in input order. Throws
-   * ERR_NOT_FITTED, ERR_INVALID_IMAGE, ERR_INVALID_OPTION (not an array).
-   * @example
-   * const ensemble = await Ensemble.load('part.rcpe');
-   * const results = await ensemble.scoreMany(['a.png', 'b.png']);
-   * const flagged = results.filter((r) => r.isAnomaly).length;
-   */
-  scoreMany(images: ImageInput[], options: ScoreOptions = {}): Promise<EnsembleScoreResult[]> {
-    const stack = new Error();
-    return this.#queue.run(async () => {
-      checkScoreOptions(options);
-      this.#requireRanges();
-      const out: EnsembleScoreResult[] = [];
-      for await (const { frames, outputs } of this.#batches(images)) {
-        for (const [j, o] of outputs.entries()) out.push(await this.#fuse(o, frames[j], options));
-      }
-      return out;
-    }).catch((err) => rethrow(err, stack));
-  }
-
-  /**
-   * Scores any Iterable or AsyncIterable of images like {@link Engine.scoreStream}: results in
-   * input order, at most `concurrency` images in flight (decoding overlaps the members' work),
-   * per-item errors thrown (`'throw'`, default) or yielded as `{ index, error }` (`'yield'`).
-   * Throws ERR_INVALID_OPTION for bad options or input, ERR_ABORTED when `signal` aborts.
-   * @example
-   * const ensemble = await Ensemble.load('part.rcpe');
-   * for await (const r of ensemble.scoreStream(goodImages, { concurrency: 2, signal, onError: 'yield' })) {
-   *   if (r.error) console.error(r.index, r.error.code);
-   *   else if (r.isAnomaly) console.log('defect in image', r.index, r.memberScores);
-   * }
-   */
-  async *scoreStream(images: Iterable<ImageInput> | AsyncIterable<ImageInput>, options: ScoreStreamOptions = {}): AsyncGenerator<EnsembleStreamItem> {
-    const { concurrency = 2, signal, onError = 'throw', heatmap } = options;
-    const outcomes = orderedMap(images, (image) => this.score(image, { heatmap }), { concurrency, signal, onError, name: 'scoreStream', items: 'images' });
-    for await (const o of outcomes) yield 'error' in o ? { index: o.index, error: o.error } : { ...o.result, index: o.index };
   }
 
   /**
@@ -469,40 +259,13 @@ export class Ensemble {
    */
   scoreMembers(images: ImageInput[]): Promise<MemberOutputs[]> {
     const stack = new Error();
-    return this.#queue.run(async () => {
+    return this.exclusive(async () => {
+      if (!Array.isArray(images)) throw invalidOption('scoreMembers expects an array of images');
       if (!this.#fitted) throw notFitted();
       const out: MemberOutputs[] = [];
-      for await (const { outputs } of this.#batches(images)) out.push(...outputs);
+      for await (const { raws } of this.batches(images)) out.push(...raws);
       return out;
     }).catch((err) => rethrow(err, stack));
-  }
-
-  /**
-   * Saves the ensemble to one file (temporary file, fsync, rename: an existing file is never
-   * half-overwritten). Throws ERR_INVALID_OPTION, ERR_NOT_FITTED, ERR_IO.
-   * @example
-   * const ensemble = await Ensemble.create({ members: [{ backbone: 'random_cnn', seed: 1 }, { backbone: 'random_cnn', seed: 2 }] });
-   * await ensemble.fit(goodImages);
-   * await ensemble.save('part.rcpe');
-   */
-  save(file: string): Promise<void> {
-    const stack = new Error();
-    return this.#queue.run(async () => {
-      if (typeof file !== 'string' || file === '') throw invalidOption('save expects a file path');
-      await writeFileAtomically(file, await this.#encode(), 'ensemble model');
-    }).catch((err) => rethrow(err, stack));
-  }
-
-  /**
-   * The ensemble as the bytes of its model file, for storage elsewhere ({@link Ensemble.loadBytes}
-   * reads them). Throws ERR_NOT_FITTED.
-   * @example
-   * const ensemble = await Ensemble.load('part.rcpe');
-   * const bytes: Buffer = await ensemble.saveBytes();
-   */
-  saveBytes(): Promise<Buffer> {
-    const stack = new Error();
-    return this.#queue.run(() => this.#encode()).catch((err) => rethrow(err, stack));
   }
 
   /**
@@ -515,34 +278,40 @@ export class Ensemble {
    * const { score, map } = ensemble.fuse(raw);
    */
   fuse(o: MemberOutputs): { score: number; map: Float32Array } {
+    this.checkAlive();
     return fuseWithRanges(o, this.#requireRanges());
   }
 
-  async #encode(): Promise<Buffer> {
+  protected async encode(): Promise<Buffer> {
     if (!this.#fitted) throw notFitted();
     const members: Buffer[] = [];
     for (const m of this.#members) members.push(await m.saveBytes());
     const meta: EnsembleMeta = {
       format: 'reconpatch-ensemble',
       members: this.#members.map((m) => ({ backbone: m.info.backbone })),
-      calibrationOptions: this.#calibrationOptions,
+      calibrationOptions: this.calibrationOptions,
       ranges: this.#ranges,
-      calibration: this.#calibration,
+      calibration: this.calibration,
+      ...(this.model ? { model: this.model } : {}),
     };
     return buildContainer(meta, members);
   }
 
-  // Decodes once, then every member scores the same frames, one batch at a time.
-  async *#batches(images: ImageInput[]): AsyncGenerator<{ frames: RawFrame[]; outputs: MemberOutputs[] }> {
-    if (!Array.isArray(images)) throw invalidOption('expects an array of images');
-    const batchSize = this.#members[0].options.batchSize;
-    for (let i = 0; i < images.length; i += batchSize) {
-      const frames = await Promise.all(images.slice(i, i + batchSize).map((img, j) => toRawFrame(img, i + j, this.#input)));
-      yield { frames, outputs: await this.#scoreFrames(frames) };
-    }
+  protected async release(): Promise<void> {
+    await Promise.all(this.#members.map((m) => m.dispose()));
   }
 
-  async #scoreFrames(frames: RawFrame[]): Promise<MemberOutputs[]> {
+  protected batchSize(): number {
+    return this.#members[0].options.batchSize;
+  }
+
+  // Decoded once for every member.
+  protected decode(image: ImageInput, index?: number): Promise<RawFrame> {
+    return toRawFrame(image, index, this.#input);
+  }
+
+  // Every member scores the same frames.
+  protected async scoreFrames(frames: RawFrame[]): Promise<MemberOutputs[]> {
     const perMember: ScoreResult[][] = [];
     // Members run one after another: each already uses every core.
     for (const m of this.#members) perMember.push(await m.scoreMany(frames));
@@ -554,6 +323,14 @@ export class Ensemble {
     }));
   }
 
+  protected decisionValues(o: MemberOutputs): { score: number; map: Float32Array } {
+    return fuseWithRanges(o, this.#requireRanges());
+  }
+
+  protected requireFitted(): void {
+    this.#requireRanges();
+  }
+
   #requireRanges(): MemberRange[] {
     if (!this.#fitted) throw notFitted();
     if (!this.#ranges)
@@ -561,57 +338,64 @@ export class Ensemble {
     return this.#ranges;
   }
 
-  async #fuse(o: MemberOutputs, frame: RawFrame, options: ScoreOptions): Promise<EnsembleScoreResult> {
+  protected async finish(o: MemberOutputs, frame: RawFrame, options: ScoreOptions): Promise<EnsembleScoreResult> {
     const fused = fuseWithRanges(o, this.#requireRanges());
-    const result = await finishResult({ ...fused, width: o.width, height: o.height }, frame, this.#calibration, options);
+    const result = await finishResult({ ...fused, width: o.width, height: o.height }, frame, this.calibration, this.modelRef(), options);
     return { ...result, memberScores: [...o.scores] };
   }
 
-  // The members' fit (or update) transactions in lockstep: stage all, calibrate on the pending
-  // models, commit all.
-  async #fit(images: Iterable<ImageInput> | AsyncIterable<ImageInput>, { signal, onProgress, maxStagedPatches = 0 }: EnsembleFitOptions, mode: 'fit' | 'update'): Promise<EnsembleFitSummary> {
+  // The members' fit (or update) transactions in lockstep (../engine/transaction.ts): stage all,
+  // calibrate on the pending models, commit all.
+  async #fit(images: Iterable<ImageInput> | AsyncIterable<ImageInput>, { signal, onProgress, maxStagedPatches = 0, modelId }: EnsembleFitOptions, mode: 'fit' | 'update'): Promise<EnsembleFitSummary> {
     checkMaxStagedPatches(maxStagedPatches);
+    checkModelId(modelId);
     const started = performance.now();
     const natives = this.#members.map(nativeOf);
-    const control = new FitControl(natives, signal, 'ensemble', mode);
-    try {
-      const staged = await stageFit(natives, images, control, {
-        mode, maxStagedPatches, onProgress: onProgress && ((p: Progress, member) => onProgress(member === undefined ? p : { ...p, member })),
-        calibration: this.#calibrationOptions, batchSize: natives[0].options().batchSize, input: this.#input,
-      });
-      const evidence = await nominalEvidence(natives, staged, control, natives[0].options().batchSize, onProgress && ((p) => onProgress(p)));
-      const options = this.#calibrationOptions;
+    const options = this.calibrationOptions;
+    const r = await fitTransaction(natives, images, {
+      what: 'ensemble', mode, maxStagedPatches, signal, calibration: options, input: this.#input,
+      onProgress: onProgress && ((p: Progress, member) => onProgress(member === undefined ? p : { ...p, member })),
+    }, async (staged, evidence) => {
       let ranges: MemberRange[] | null = null;
       let calibration: Calibration | null = null;
       if (mode === 'update') {
         // An update keeps the fit's normalisers; its evidence, fused with them, pools with the stored one.
         ranges = this.#ranges;
-        calibration = this.#calibration;
+        calibration = this.calibration;
         if (options.enabled && ranges) calibration = poolNominal(calibration, fuseEvidence(evidence, ranges), options.falseAlarmRate);
       } else if (options.enabled && evidence[0].length >= 2) {
         ranges = evidence.map(memberRange);
         calibration = calibrateNominal(fuseEvidence(evidence, ranges), options.falseAlarmRate, staged.calibrationFrames.length ? 'holdout' : 'leave-one-out');
       }
-      const memberMeta = JSON.stringify({ calibration: null, calibrationOptions: resolveCalibration(false) });
-      for (const n of natives) n.fitCommit(memberMeta);
-      this.#ranges = ranges;
-      this.#calibration = calibration;
-      this.#fitted = true;
-      const seconds = (performance.now() - started) / 1000;
-      const summaries: FitSummary[] = natives.map((n) => {
-        const i = n.info();
-        return { images: i.trainImages, patches: i.trainPatches, bankRows: i.bankRows, calibrationImages: 0, calibration: null, warnings: [], seconds };
-      });
-      const warnings = calibration ? [...calibration.warnings] : this.#calibrationOptions.enabled ? [missingCalibrationWarning(evidence[0].length)] : [];
-      warnings.push(...stagedBudgetWarning(maxStagedPatches, summaries[0].patches, summaries[0].images));
-      return { images: staged.images, calibrationImages: calibration ? evidence[0].length : 0, calibration, warnings, members: summaries, seconds };
-    } catch (err) {
-      abortFit(natives);
-      throw control.explain(err);
-    } finally {
-      control.dispose();
-    }
+      // Members keep no calibration of their own: the ensemble's is in its container.
+      const metadata = writeMetadata({ calibration: null, calibrationOptions: resolveCalibration(false) });
+      return { commit: natives.map((engine) => ({ engine, metadata })), result: { staged, evidence: evidence[0].length, ranges, calibration } };
+    });
+    this.#ranges = r.ranges;
+    this.calibration = r.calibration;
+    this.#fitted = true;
+    // The ensemble's identity (../engine/model_info.ts): its members' content hashes and normalisers.
+    const memberHashes = await Promise.all(natives.map((n) => n.contentHash()));
+    // Members keep no record of their own (as in a loaded file): only their hashes change.
+    for (const [i, m] of this.#members.entries()) setMemberHash(m, memberHashes[i]);
+    const hash = ensembleHash(memberHashes, r.ranges);
+    const sizes = mode === 'fit' ? r.staged.sizes : this.model ? mergeSizes(this.model.imageSizes, r.staged.sizes) : null;
+    this.model = newModelRecord(hash, this.model, modelId, sizes);
+    this.hash = hash;
+    const seconds = (performance.now() - started) / 1000;
+    const summaries: FitSummary[] = natives.map((n) => {
+      const i = n.info();
+      return { images: i.trainImages, patches: i.trainPatches, bankRows: i.bankRows, calibrationImages: 0, calibration: null, warnings: [], seconds };
+    });
+    const warnings = r.calibration ? [...r.calibration.warnings] : options.enabled ? [missingCalibrationWarning(r.evidence)] : [];
+    warnings.push(...stagedBudgetWarning(maxStagedPatches, summaries[0].patches, summaries[0].images));
+    return { images: r.staged.images, calibrationImages: r.calibration ? r.evidence : 0, calibration: r.calibration, warnings, members: summaries, seconds };
   }
+}
+
+/** An ensemble's content hash: over its members' (in order) and the normalisers that fuse them. */
+function ensembleHash(members: string[], ranges: MemberRange[] | null): string {
+  return createHash('sha256').update(`${members.join('\n')}\n${JSON.stringify(ranges)}`).digest('hex');
 }
 
 function invalidOption(message: string): ReconpatchError {

@@ -3,6 +3,7 @@
 #include "addon/addon.h"
 #include "addon/convert.h"
 #include "addon/promise_worker.h"
+#include "core/memory.h"
 
 namespace rpn {
 
@@ -210,6 +211,18 @@ std::string stringArg(const Napi::CallbackInfo& info, size_t i, const char* what
   return info[i].As<Napi::String>().Utf8Value();
 }
 
+// The model's content hash (rp::Engine::contentHash): hashes the whole bank, so off the loop.
+class ContentHashWorker : public PromiseWorker {
+ public:
+  ContentHashWorker(Napi::Env env, EnginePtr engine) : PromiseWorker(env, "reconpatch:contentHash"), engine_(std::move(engine)) {}
+  void Run() override { hash_ = engine_->contentHash(); }
+  Napi::Value Result(Napi::Env env) override { return Napi::String::New(env, hash_); }
+
+ private:
+  EnginePtr engine_;
+  std::string hash_;
+};
+
 }  // namespace
 
 Napi::Function EngineWrap::Define(Napi::Env env) {
@@ -225,7 +238,9 @@ Napi::Function EngineWrap::Define(Napi::Env env) {
                       InstanceMethod<&EngineWrap::Metadata>("metadata"),
                       InstanceMethod<&EngineWrap::Validate>("validate"),
                       InstanceMethod<&EngineWrap::SetMetadata>("setMetadata"),
-                      InstanceMethod<&EngineWrap::SetThreads>("setThreads")});
+                      InstanceMethod<&EngineWrap::SetThreads>("setThreads"),
+                      InstanceMethod<&EngineWrap::ContentHash>("contentHash"),
+                      InstanceMethod<&EngineWrap::Release>("release")});
 }
 
 Napi::Object EngineWrap::Wrap(Napi::Env env, std::shared_ptr<rp::Engine> engine) {
@@ -237,12 +252,33 @@ Napi::Object EngineWrap::Wrap(Napi::Env env, std::shared_ptr<rp::Engine> engine)
 EngineWrap::EngineWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<EngineWrap>(info) {
   if (info.Length() < 1 || !info[0].IsExternal())
     throw Napi::TypeError::New(info.Env(), "NativeEngine is created by createEngine() or loadEngine()");
-  engine_ = *info[0].As<Napi::External<EnginePtr>>().Data();
+  // Moved out, not copied: the External lives until the GC collects it, and a copy there would
+  // keep the engine's memory alive after release().
+  engine_ = std::move(*info[0].As<Napi::External<EnginePtr>>().Data());
 }
+
+const EnginePtr& EngineWrap::live(const Napi::CallbackInfo& info) const {
+  if (!engine_) throw makeError(info.Env(), "ERR_DISPOSED", "this engine was disposed; create or load a new one");
+  return engine_;
+}
+
+// Drops this wrap's reference to the engine. The JS side calls it only when none of the engine's
+// calls is running (they hold references of their own), so the engine's memory is freed here, not
+// when the GC gets to the wrap; and handed back to the kernel, since the process keeps freed
+// blocks under 32 MiB for reuse (core/memory.h), which a bank of a few MiB is. Returns whether it
+// was the last reference; idempotent.
+Napi::Value EngineWrap::Release(const Napi::CallbackInfo& info) {
+  const bool last = engine_ != nullptr && engine_.use_count() == 1;
+  engine_.reset();
+  if (last) rp::releaseFreedMemory();
+  return Napi::Boolean::New(info.Env(), last);
+}
+
+Napi::Value EngineWrap::ContentHash(const Napi::CallbackInfo& info) { return (new ContentHashWorker(info.Env(), live(info)))->Start(); }
 
 Napi::Value EngineWrap::Info(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  rp::EngineInfo i = engine_->info();
+  rp::EngineInfo i = live(info)->info();
   Napi::Object o = Napi::Object::New(env);
   o.Set("backboneName", i.backboneName);
   o.Set("backboneSha256", i.backboneSha256);
@@ -257,20 +293,20 @@ Napi::Value EngineWrap::Info(const Napi::CallbackInfo& info) {
   return o;
 }
 
-Napi::Value EngineWrap::Options(const Napi::CallbackInfo& info) { return optionsToJs(info.Env(), engine_->options()); }
+Napi::Value EngineWrap::Options(const Napi::CallbackInfo& info) { return optionsToJs(info.Env(), live(info)->options()); }
 
 // fitBegin(mode?: 'fit' | 'update', maxStagedPatches?: number)
 Napi::Value EngineWrap::FitBegin(const Napi::CallbackInfo& info) {
   const bool update = info.Length() > 0 && info[0].IsString() && info[0].As<Napi::String>().Utf8Value() == "update";
   const int64_t budget = info.Length() > 1 && info[1].IsNumber() ? info[1].As<Napi::Number>().Int64Value() : 0;
   return callCore(info.Env(), [&] {
-    engine_->fitBegin(update ? rp::FitMode::Update : rp::FitMode::Fit, budget);
+    live(info)->fitBegin(update ? rp::FitMode::Update : rp::FitMode::Fit, budget);
     return info.Env().Undefined();
   });
 }
 
 Napi::Value EngineWrap::FitAdd(const Napi::CallbackInfo& info) {
-  return (new FitAddWorker(info.Env(), "reconpatch:fitAdd", engine_, arrayArg(info, 0)))->Start();
+  return (new FitAddWorker(info.Env(), "reconpatch:fitAdd", live(info), arrayArg(info, 0)))->Start();
 }
 
 Napi::Value EngineWrap::FitEnd(const Napi::CallbackInfo& info) {
@@ -279,12 +315,12 @@ Napi::Value EngineWrap::FitEnd(const Napi::CallbackInfo& info) {
     if (!info[1].IsNumber()) throw makeError(info.Env(), "ERR_INVALID_OPTION", "fitEnd: leaveOut must be a number");
     leaveOut = info[1].As<Napi::Number>().Int64Value();
   }
-  return (new FitEndWorker(info.Env(), engine_, info.Length() > 0 ? info[0] : info.Env().Undefined(), leaveOut))->Start();
+  return (new FitEndWorker(info.Env(), live(info), info.Length() > 0 ? info[0] : info.Env().Undefined(), leaveOut))->Start();
 }
 
 Napi::Value EngineWrap::LeaveOut(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  auto results = engine_->leaveOutResults();
+  auto results = live(info)->leaveOutResults();
   Napi::Array out = Napi::Array::New(env, results.size());
   for (size_t i = 0; i < results.size(); ++i) {
     const auto& r = results[i];
@@ -300,55 +336,55 @@ Napi::Value EngineWrap::LeaveOut(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value EngineWrap::FitAbort(const Napi::CallbackInfo& info) {
-  engine_->fitAbort();
+  live(info)->fitAbort();
   return info.Env().Undefined();
 }
 
 Napi::Value EngineWrap::Cancel(const Napi::CallbackInfo& info) {
-  engine_->requestCancel();
+  live(info)->requestCancel();
   return info.Env().Undefined();
 }
 
 Napi::Value EngineWrap::Score(const Napi::CallbackInfo& info) {
-  return (new ScoreWorker(info.Env(), "reconpatch:score", engine_, arrayArg(info, 0), false))->Start();
+  return (new ScoreWorker(info.Env(), "reconpatch:score", live(info), arrayArg(info, 0), false))->Start();
 }
 
 Napi::Value EngineWrap::ScorePending(const Napi::CallbackInfo& info) {
-  return (new ScoreWorker(info.Env(), "reconpatch:scorePending", engine_, arrayArg(info, 0), true))->Start();
+  return (new ScoreWorker(info.Env(), "reconpatch:scorePending", live(info), arrayArg(info, 0), true))->Start();
 }
 
 Napi::Value EngineWrap::FitCommit(const Napi::CallbackInfo& info) {
   auto metadata = stringArg(info, 0, "metadata");
   return callCore(info.Env(), [&] {
-    engine_->fitCommit(metadata);
+    live(info)->fitCommit(metadata);
     return info.Env().Undefined();
   });
 }
 
-Napi::Value EngineWrap::Encode(const Napi::CallbackInfo& info) { return (new EncodeWorker(info.Env(), engine_))->Start(); }
+Napi::Value EngineWrap::Encode(const Napi::CallbackInfo& info) { return (new EncodeWorker(info.Env(), live(info)))->Start(); }
 
 Napi::Value EngineWrap::Embed(const Napi::CallbackInfo& info) {
-  return (new EmbedWorker(info.Env(), "reconpatch:embed", engine_, arrayArg(info, 0)))->Start();
+  return (new EmbedWorker(info.Env(), "reconpatch:embed", live(info), arrayArg(info, 0)))->Start();
 }
 
-Napi::Value EngineWrap::Metadata(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), engine_->metadata()); }
+Napi::Value EngineWrap::Metadata(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), live(info)->metadata()); }
 
 Napi::Value EngineWrap::Validate(const Napi::CallbackInfo& info) {
   auto images = imagesFromJs(arrayArg(info, 0));
   return callCore(info.Env(), [&] {
-    engine_->validate(images);
+    live(info)->validate(images);
     return info.Env().Undefined();
   });
 }
 
 Napi::Value EngineWrap::SetMetadata(const Napi::CallbackInfo& info) {
-  engine_->setMetadata(stringArg(info, 0, "metadata"));
+  live(info)->setMetadata(stringArg(info, 0, "metadata"));
   return info.Env().Undefined();
 }
 
 Napi::Value EngineWrap::SetThreads(const Napi::CallbackInfo& info) {
   if (info.Length() < 1 || !info[0].IsNumber()) throw makeError(info.Env(), "ERR_INVALID_OPTION", "setThreads expects a number");
-  engine_->setThreads(info[0].As<Napi::Number>().Int32Value());
+  live(info)->setThreads(info[0].As<Napi::Number>().Int32Value());
   return info.Env().Undefined();
 }
 

@@ -34,6 +34,10 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
   Napi::Value Validate(const Napi::CallbackInfo& info);
   Napi::Value SetMetadata(const Napi::CallbackInfo& info);
   Napi::Value SetThreads(const Napi::CallbackInfo& info);
+  Napi::Value ContentHash(const Napi::CallbackInfo& info);
+  Napi::Value Release(const Napi::CallbackInfo& info);
+  // The engine, or a JS error ERR_DISPOSED after release().
+  const std::shared_ptr<rp::Engine>& live(const Napi::CallbackInfo& info) const;
 
   std::shared_ptr<rp::Engine> engine_;
 };

@@ -265,13 +265,14 @@ struct Engine::Impl {
     }
   }
 
-  ModelContents contents() const {
+  // withBlob false: without the backbone's bytes (a content hash does not read them).
+  ModelContents contents(bool withBlob = true) const {
     ModelContents m;
     m.options = opts;
     m.backboneName = backbone->info().name;
     m.backboneSha256 = backbone->info().sha256;
     m.backboneKind = backbone->kind();
-    m.backboneBlob = backbone->blob();
+    if (withBlob) m.backboneBlob = backbone->blob();
     m.bank = live->bank->rows();
     if (live->head) {
       m.headWeight = live->head->fWeight();
@@ -658,6 +659,16 @@ std::string Engine::encode() const {
     calls::Scope call(impl_->id, "encode", impl_->label.c_str());
     RP_CHECK(impl_->live != nullptr, NotFitted, "cannot save an engine that is not fitted; call fit() first");
     return encodeModel(impl_->contents());
+  });
+}
+
+std::string Engine::contentHash() const {
+  return guarded([&] {
+    std::lock_guard<std::mutex> lock(impl_->mutex);
+    auto onStream = impl_->stream.enter();
+    calls::Scope call(impl_->id, "contentHash", impl_->label.c_str());
+    RP_CHECK(impl_->live != nullptr, NotFitted, "the engine is not fitted; call fit() first");
+    return rp::contentHash(impl_->contents(false));
   });
 }
 

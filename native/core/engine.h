@@ -119,6 +119,9 @@ class Engine {
 
   // The fitted model as model-file bytes (io/model_file.h).
   std::string encode() const;
+  // Hex SHA-256 of the fitted model's scoring sections (io/model_file.h contentHash): the same
+  // after every re-save and load of one model. Throws NotFitted.
+  std::string contentHash() const;
 
   // Patch features of one image, [rows, dim] row-major (tests and tools).
   std::vector<float> embed(const RawImageView& image, int64_t* rows, int64_t* dim);

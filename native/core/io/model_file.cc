@@ -22,6 +22,19 @@ void putSection(std::string& out, const char tag[5], std::string_view payload) {
   out.append(payload);
 }
 
+// A tensor's encoding (encodeTensor) fed to a hash without copying its data.
+void hashTensor(Sha256& h, const torch::Tensor& t) {
+  auto c = t.to(torch::kCPU).to(torch::kFloat32).contiguous();
+  std::string head;
+  head.push_back(0);
+  head.push_back(static_cast<char>(c.dim()));
+  for (int64_t d : c.sizes()) putU64(head, static_cast<uint64_t>(d));
+  uint64_t length = head.size() + c.nbytes();
+  h.update(&length, 8);
+  h.update(head.data(), head.size());
+  h.update(c.data_ptr(), c.nbytes());
+}
+
 std::string encodeTensor(const torch::Tensor& t) {
   auto c = t.to(torch::kCPU).to(torch::kFloat32).contiguous();
   std::string s;
@@ -82,19 +95,47 @@ torch::Tensor decodeTensor(const std::string& payload, const std::string& what) 
   return torch::from_blob(const_cast<char*>(data), dims, torch::kFloat32).clone();
 }
 
+std::string statText(const ModelContents& m) {
+  std::ostringstream stats;
+  stats.precision(17);
+  stats << "trainImages=" << m.trainImages << "\ntrainPatches=" << m.trainPatches << "\ncoresetRadius=" << m.coresetRadius
+        << "\nupdates=" << m.updates << "\nupdateRows=" << m.updateRows << "\n";
+  return stats.str();
+}
+
 }  // namespace
+
+std::string contentHash(const ModelContents& m) {
+  Sha256 h;
+  auto section = [&](const char* tag, std::string_view payload) {
+    uint64_t length = payload.size();
+    h.update(tag, 4);
+    h.update(&length, 8);
+    h.update(payload.data(), payload.size());
+  };
+  section("OPTS", toText(m.options));
+  section("BKNM", m.backboneName);
+  section("BKSH", m.backboneSha256);
+  h.update("BANK", 4);
+  hashTensor(h, m.bank);
+  section("STAT", statText(m));
+  if (m.headWeight.defined()) {
+    h.update("HDFW", 4);
+    hashTensor(h, m.headWeight);
+    h.update("HDFB", 4);
+    hashTensor(h, m.headBias);
+  }
+  auto digest = h.digest();
+  return toHex(digest.data(), digest.size());
+}
 
 std::string encodeModel(const ModelContents& m) {
   std::string out;
   out.append(kMagic, 8);
   const bool torchvision = m.backboneKind == BackboneKind::Torchvision;
   putU32(out, kModelFormatVersion);
-  std::ostringstream stats;
-  stats.precision(17);
-  stats << "trainImages=" << m.trainImages << "\ntrainPatches=" << m.trainPatches << "\ncoresetRadius=" << m.coresetRadius
-        << "\nupdates=" << m.updates << "\nupdateRows=" << m.updateRows << "\n";
   std::vector<std::pair<const char*, std::string_view>> sections;
-  const std::string opts = toText(m.options), bank = encodeTensor(m.bank), stat = stats.str();
+  const std::string opts = toText(m.options), bank = encodeTensor(m.bank), stat = statText(m);
   sections = {{"OPTS", opts}, {"BKNM", m.backboneName}, {"BKSH", m.backboneSha256}, {"BANK", bank}, {"STAT", stat}, {"META", m.metadata}};
   if (m.backboneKind == BackboneKind::TorchScript) sections.push_back({"BKTS", m.backboneBlob});
   if (torchvision) sections.push_back({"BKSD", m.backboneBlob});

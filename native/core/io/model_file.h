@@ -48,4 +48,10 @@ std::string encodeModel(const ModelContents& model);
 // the source in messages ("model file 'part.rcp'").
 ModelContents decodeModel(std::string_view bytes, const std::string& what);
 
+// The model's identity as hex SHA-256 over the sections that decide its scores, as encodeModel
+// writes them (OPTS, BKNM, BKSH, BANK, STAT, HDFW, HDFB): not META (the caller's, rewritten on
+// every save) and not the backbone blob (BKSH is its SHA-256). So it is the same for every
+// re-save of one model and for the model a file loads into. `backboneBlob` is not read.
+std::string contentHash(const ModelContents& model);
+
 }  // namespace rp

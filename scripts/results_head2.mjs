@@ -55,6 +55,12 @@ export const PAIRS = {
   'magnetic_tile@1': { category: 'magnetic_tile', coreset: 0.01 },
 };
 const BACKBONES = ['mobilenet_v1_imagenet', 'darknet_tiny_imagenet'];
+// The pairs each stage of the design judges on (the summary table: worst pair, mean over pairs).
+const STAGES = {
+  screen: ['metal_plate@10', 'magnetic_tile192@1'],
+  ratio: ['metal_plate@1', 'magnetic_tile192@10'],
+  confirm: ['metal_plate@10', 'magnetic_tile@1'],
+};
 
 if (isMain && args[0] === '--one') {
   const { config, pair, backbone, seed } = JSON.parse(args[1]);
@@ -144,14 +150,18 @@ function render() {
         lines.push(`| ${config} | ${pair} | ${short(backbone)} | ${rs.map((r) => r.seed).join(',')} | ${mean(a).toFixed(4)} (${Math.min(...a).toFixed(4)}–${Math.max(...a).toFixed(4)}) | ` +
           `${config === 'patchcore' || g.length === 0 ? '' : `${Math.min(...g).toFixed(4)} / ${mean(g).toFixed(4)} / ${Math.max(...g).toFixed(4)}`} | ` +
           `${mean(rs.map((r) => r.pixel_auroc)).toFixed(4)} | ${rs[0].head_iterations || ''} | ${rs[0].head_options ? mean(rs.map((r) => r.head_seconds)).toFixed(0) : ''} |`);
-        if (config !== 'patchcore' && g.length) {
-          const stage = pair.includes('192') || pair === 'metal_plate@1' ? 'screen' : 'full';
-          const key = `${config}|${stage}`;
-          if (!summary.has(key)) summary.set(key, []);
-          summary.get(key).push({ pair: `${pair} / ${short(backbone)}`, mean: mean(g), n: g.length });
-        }
+        if (config !== 'patchcore' && g.length)
+          for (const [stage, pairs] of Object.entries(STAGES)) {
+            if (!pairs.includes(pair)) continue;
+            // The screen is seed 0 only; the confirmation every seed.
+            const gs = stage === 'screen' ? rs.filter((r) => r.seed === 0 && pc.has(`${pair}|${backbone}|0`)).map((r) => r.image_auroc - pc.get(`${pair}|${backbone}|0`).image_auroc) : g;
+            if (gs.length === 0 || (stage === 'confirm' && rs.length < 3)) continue;
+            const key = `${config}|${stage}`;
+            if (!summary.has(key)) summary.set(key, []);
+            summary.get(key).push({ pair: `${pair} / ${short(backbone)}`, mean: mean(gs), n: gs.length });
+          }
       }
-  const sumLines = ['| config | data | pairs | seeds per pair | worst pair: mean gain | mean gain over pairs |', '|---|---|---|---|---|---|'];
+  const sumLines = ['| config | stage | pairs | seeds per pair | worst pair: mean gain | mean gain over pairs |', '|---|---|---|---|---|---|'];
   for (const [key, gains] of summary) {
     const [config, stage] = key.split('|');
     const worst = gains.reduce((a, b) => (b.mean < a.mean ? b : a));

@@ -14,6 +14,9 @@
  * commits them together: a failure or abort leaves every member as it was. One model file
  * (./container.ts) holds each member's model-file bytes.
  *
+ * A little over ~400 lines: create/load/fit/update, the lockstep calibration and fusion of the
+ * members' results, info and dispose each stay short; scoring is shared with Engine (../engine/scorer.ts).
+ *
  * What it shares with Engine (scoring, thresholds, save, the call queue, the fit transaction) is
  * written once in ../engine/scorer.ts and ../engine/transaction.ts; the fusion maths and the
  * container live in their own files.

@@ -230,6 +230,18 @@ describe('reconpatch CLI', () => {
     expect(version.stdout.trim()).toBe(`reconpatch ${JSON.parse(readFileSync(path.join(repoRoot, 'package.json'), 'utf8')).version}`);
   });
 
+  it('fits with --head-auto and reports the head check in fit and info', async () => {
+    const model = path.join(dir, 'auto.rcp');
+    const train = path.join(data.root, data.category, 'train/good');
+    const fit = await reconpatch('fit', train, '-o', model, '--backbone', 'random_cnn', '--resize', 'none', '--head-auto', '--head-iterations', '10', '--json');
+    expect(fit.code).toBe(0);
+    // 24 images: 2 held out for the check, 18 synthetic defects on each.
+    expect(JSON.parse(fit.stdout)).toMatchObject({ images: 22, headCheck: expect.stringMatching(/^kept (head|patchcore): synthetic-defect AUROC/) });
+    const info = await reconpatch('info', model, '--json');
+    expect(JSON.parse(info.stdout).headCheck).toMatchObject({ heldOutImages: 2, defectImages: 36 });
+    expect((await reconpatch('info', model)).stdout).toMatch(/^head check {4}kept (head|patchcore): /m);
+  });
+
   it('fits only with a backbone named, and echoes numbers as typed', async () => {
     const train = path.join(data.root, data.category, 'train/good');
     const none = await reconpatch('fit', train, '-o', path.join(dir, 'x.rcp'));

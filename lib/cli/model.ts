@@ -59,6 +59,7 @@ export async function fitCommand(rest: string[]): Promise<number> {
     model: values.output, ...flat,
     threshold: calibrationInfo?.threshold ?? null, thresholdMethod: calibrationInfo?.method ?? null,
     falseAlarmRate: calibrationInfo?.falseAlarmRate ?? null,
+    ...('headCheck' in model.info && model.info.headCheck ? { headCheck: `kept ${model.info.headCheck.decision}: ${model.info.headCheck.reason}` } : {}),
     ...(skipped.length ? { skipped: skipped.map((s) => ({ path: s.path, ...errorRecord(s.error) })) } : {}),
   }, values.json);
   return 0;

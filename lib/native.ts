@@ -2,6 +2,9 @@
  * Loads the native addon that matches a libtorch on this machine (lib/libtorch.ts finds them) and
  * types its surface. When none matches, ERR_NATIVE_LOAD names what exists on both sides and the
  * command for each way out.
+ *
+ * Over ~400 lines because most of it is the typed surface of the addon (every native method and
+ * struct, documented once here); the loading logic itself is short.
  */
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';

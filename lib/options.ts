@@ -1,6 +1,9 @@
 /**
  * Engine options: the public shape, defaults, and validation. JS validates; the addon receives a
  * complete plain object ({@link NativeOptions}) and trusts it.
+ *
+ * A little over ~400 lines: the public option types with their documentation (the API reference)
+ * and their validation stay together, one concept per block.
  */
 import { existsSync, statSync } from 'node:fs';
 import path from 'node:path';

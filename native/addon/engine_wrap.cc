@@ -1,3 +1,5 @@
+// The NativeEngine ObjectWrap: one AsyncWorker per native call. A little over ~400 lines because
+// each of the engine's methods needs its own worker (options copied into a plain struct first).
 #include "addon/engine_wrap.h"
 
 #include "addon/addon.h"

@@ -50,8 +50,8 @@ export interface EngineOptions {
    * checks at every fit whether the head helps on your own images: a share of the good images
    * (10%, 2 to 8) is held out of the bank, 18 synthetic defects are painted on each, and the model
    * with the higher AUROC on them is kept (the head only when it gains more than 0.005). The
-   * evidence is in `info.headCheck` and the model file. It costs a second pending model (about
-   * twice the fit's time and staged memory).
+   * evidence is in `info.headCheck` and the model file. It costs a PatchCore fit and a head fit
+   * plus the check's scoring, and twice the staged memory.
    */
   head?: boolean | 'auto' | HeadOptions;
   /** Greedy coreset: `ratio` of patches kept (default 0.1), random `projection` size (128), random `starts` (10). */

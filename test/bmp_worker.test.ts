@@ -1,6 +1,7 @@
 // Large BMPs are decoded off the event loop (issue 26): a 4000 x 2500 24-bit BMP (30 MB) decoded
 // inline blocked the loop for 0.2-1.8 s (by machine); timers must keep running while it decodes
-// (a gap under 100 ms: 20-40 ms measured here, against 200-235 ms inline).
+// (20-40 ms gaps measured here, against 200-235 ms inline). The bound is relative to the inline
+// decode measured in the same run, so a loaded machine slows both sides alike.
 import { rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 
@@ -53,9 +54,12 @@ describe('BMP decoding off the event loop', () => {
     const big = bmp24(4000, 2500);
     expect(big.length).toBeGreaterThan(BMP_WORKER_BYTES);
     const { gap, result } = await maxLoopGap(() => toRawFrame(big, 0, { maxPixels: 20_000_000 }));
-    console.info(`[bmp] 4000x2500 BMP (${(big.length / 1e6).toFixed(1)} MB): longest event-loop gap ${gap.toFixed(0)} ms`);
-    expect(gap).toBeLessThan(100);
+    const t0 = performance.now();
     const inline = decodeBmp(big);
+    const inlineMs = performance.now() - t0;
+    const bound = Math.max(100, inlineMs / 2);
+    console.info(`[bmp] 4000x2500 BMP (${(big.length / 1e6).toFixed(1)} MB): longest event-loop gap ${gap.toFixed(0)} ms, inline decode ${inlineMs.toFixed(0)} ms`);
+    expect(gap).toBeLessThan(bound);
     expect([result.width, result.height, result.channels]).toEqual([4000, 2500, 3]);
     expect(Buffer.from(result.data).equals(Buffer.from(inline.data))).toBe(true);
     expect(big.subarray(0, 2).toString('latin1')).toBe('BM'); // the caller's bytes are left whole
@@ -65,7 +69,7 @@ describe('BMP decoding off the event loop', () => {
     const fromFile = await maxLoopGap(() => toRawFrame(file, 0, { maxPixels: 20_000_000 }));
     console.info(`[bmp] the same from a file: longest event-loop gap ${fromFile.gap.toFixed(0)} ms`);
     rmSync(path.dirname(file), { recursive: true, force: true });
-    expect(fromFile.gap).toBeLessThan(100);
+    expect(fromFile.gap).toBeLessThan(bound);
     expect(Buffer.from(fromFile.result.data).equals(Buffer.from(inline.data))).toBe(true);
   });
 

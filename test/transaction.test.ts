@@ -108,7 +108,7 @@ describe('fit transaction', () => {
     expect((await ensemble.score(probe)).score).toBe(before.score);
   });
 
-  it('reading info during a fit never waits for it (each read < 50 ms) and shows the model still in use', async () => {
+  it('reading info during a fit never waits for it and shows the model still in use', async () => {
     // One intra-op thread: on a 2-core machine the other core stays free for the event loop.
     const e = await fitted({ ...base, head: { iterations: 20 }, threads: 1 });
     const histogram = monitorEventLoopDelay({ resolution: 5 });
@@ -133,10 +133,11 @@ describe('fit transaction', () => {
     expect(seconds, 'the fit ran long enough to matter').toBeGreaterThan(0.5);
     expect(reads).toBeGreaterThan(20);
     expect(changed, 'info described the old model until the commit').toBe(false);
-    // A read that waited for the fit would take seconds. The event loop's own delay on a quiet
-    // machine stays under 50 ms (9 ms measured); on a loaded one it waits for a core now and then,
-    // so only a delay on the scale of the fit itself is counted as blocking.
-    expect(slowest).toBeLessThan(50);
+    // A read that waited for the fit would take about as long as the fit. On a quiet machine each
+    // read takes well under a millisecond and the loop's delay stays near 9 ms, but on a loaded one
+    // (CI ran 60 ms once) the thread waits for a core now and then, so only a delay on the scale of
+    // the fit itself is counted as blocking; times belong in benchmarks, not assertions.
+    expect(slowest).toBeLessThan((seconds * 1000) / 4);
     expect(maxMs).toBeLessThan((seconds * 1000) / 4);
   });
 });

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Installs the system packages reconpatch builds and runs against (Debian bookworm):
 #   libtorch-dev (libtorch 1.13, CPU) and libopenblas0-pthread (a fast BLAS; the default
-#   reference BLAS is ~36x slower). With --test also python3-torchvision, which the torchvision
-#   parity tests run at test time (CI uses it); with --dev also the Python tools that regenerate
+#   reference BLAS is ~36x slower). With --test also what the tests start or drive: 
+#   python3-torchvision (the torchvision parity tests), redis-server (the fleet's queue) and
+#   chromium (the review page's browser tests); CI uses it; with --dev also the Python tools that regenerate
 #   the committed fixtures (python3-torch, python3-torchvision, python3-scipy, python3-sklearn,
 #   python3-skimage). Idempotent: does nothing when all are present.
 set -euo pipefail
 pkgs=(libtorch-dev libopenblas0-pthread cmake ninja-build g++)
-if [ "${1:-}" = "--test" ]; then pkgs+=(python3-torchvision); fi
+if [ "${1:-}" = "--test" ]; then pkgs+=(python3-torchvision redis-server chromium); fi
 if [ "${1:-}" = "--dev" ]; then pkgs+=(python3-torch python3-torchvision python3-scipy python3-sklearn python3-skimage); fi
 
 missing=()

@@ -10,6 +10,7 @@ import { ReconpatchError } from '../errors.js';
 import { demoCommand, evalCommand } from './eval.js';
 import { libtorchCommand } from './libtorch.js';
 import { fitCommand, infoCommand, scoreCommand } from './model.js';
+import { modelsCommand } from './models.js';
 import { errorRecord, help } from './output.js';
 import { updateCommand } from './update.js';
 import { weightsCommand } from './weights.js';
@@ -27,6 +28,7 @@ Commands:
   score <model.rcp> <dir|glob|image>...        score images with a saved model or ensemble
                                                [--heatmaps <dir>] [--format text|jsonl|csv] [--continue-on-error]
   info <model.rcp> [--json] [--evidence]       a model's backbone, bank and threshold (per member for an ensemble)
+  models publish|list|rollback --store <dir>   a model store: versions by id, the current one, rollback
   weights pull <name> [--from <url|file>]      download torchvision's official weights into the cache
   weights list                                 the known weights and whether they are cached
   libtorch --variant cpu|cuda [--download]     assemble a libtorch from PyTorch wheels into the cache and check it
@@ -55,6 +57,8 @@ async function main(argv: string[]): Promise<number> {
       return infoCommand(rest);
     case 'update':
       return updateCommand(rest);
+    case 'models':
+      return modelsCommand(rest);
     case 'weights':
       return weightsCommand(rest);
     case 'libtorch':

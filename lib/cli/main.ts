@@ -8,6 +8,7 @@ import { readFileSync } from 'node:fs';
 
 import { ReconpatchError } from '../errors.js';
 import { demoCommand, evalCommand } from './eval.js';
+import { submitCommand, workerCommand } from './fleet.js';
 import { libtorchCommand } from './libtorch.js';
 import { fitCommand, infoCommand, scoreCommand } from './model.js';
 import { modelsCommand } from './models.js';
@@ -29,6 +30,9 @@ Commands:
                                                [--heatmaps <dir>] [--format text|jsonl|csv] [--continue-on-error]
   info <model.rcp> [--json] [--evidence]       a model's backbone, bank and threshold (per member for an ensemble)
   models publish|list|rollback --store <dir>   a model store: versions by id, the current one, rollback
+  worker --redis <url> --store <dir>           a scoring worker: takes score jobs from Redis, models from the store
+  submit --redis <url> --model <id> <dir|glob|image>...
+                                               score frames on the workers; one row per frame as verdicts arrive
   weights pull <name> [--from <url|file>]      download torchvision's official weights into the cache
   weights list                                 the known weights and whether they are cached
   libtorch --variant cpu|cuda [--download]     assemble a libtorch from PyTorch wheels into the cache and check it
@@ -59,6 +63,10 @@ async function main(argv: string[]): Promise<number> {
       return updateCommand(rest);
     case 'models':
       return modelsCommand(rest);
+    case 'worker':
+      return workerCommand(rest);
+    case 'submit':
+      return submitCommand(rest);
     case 'weights':
       return weightsCommand(rest);
     case 'libtorch':

@@ -13,9 +13,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { Engine } from '../lib/engine/engine.js';
 import { FleetClient } from '../lib/fleet/client.js';
-import type { ScoredVerdict, Verdict } from '../lib/fleet/protocol.js';
+import { INLINE_FRAME_MAX_BYTES, type ScoredVerdict, type Verdict } from '../lib/fleet/protocol.js';
 import { DirectoryModelStore } from '../lib/fleet/store.js';
-import { type RedisHandle, redisServer, startRedis } from './support/redis.js';
+import { type RedisHandle, freePort, redisServer, startRedis } from './support/redis.js';
 import { repoRoot, syntheticDataset, tempDir } from './support/data.js';
 
 const run = promisify(execFile);
@@ -146,6 +146,9 @@ describe.skipIf(!redisServer)('fleet: workers on Redis', () => {
       expect(bad.map((v) => v.error!.code)).toEqual(['ERR_INVALID_IMAGE', 'ERR_INVALID_IMAGE']);
       expect(bad.every((v) => v.worker !== null)).toBe(true); // answered by a worker, not failed in the queue
       expectLocalScores(verdicts.filter((v) => !v.error));
+      // Over the inline bound: refused at the client, with what to do instead, before it reaches Redis.
+      const big = await client.score(new Uint8Array(INLINE_FRAME_MAX_BYTES + 1), { model: 'part' });
+      expect(big).toMatchObject({ worker: null, error: { code: 'ERR_INVALID_OPTION', message: expect.stringContaining('storage the workers share') } });
       const unknown = await client.score(frames[0], { model: 'no-such-model' });
       expect(unknown.error?.code).toBe('ERR_MODEL_NOT_FOUND');
       for (const w of workers) expect(w.child.exitCode).toBeNull();
@@ -211,6 +214,15 @@ describe.skipIf(!redisServer)('fleet: workers on Redis', () => {
       await events.close();
       await client.close();
     }
+  });
+
+  it('Redis unreachable: ERR_QUEUE naming the URL after connectTimeoutMs, not a hang', async () => {
+    const url = `redis://127.0.0.1:${await freePort()}`;
+    const client = new FleetClient({ redis: url, connectTimeoutMs: 500 });
+    const started = Date.now();
+    await expect(client.score(frames[0], { model: 'part' })).rejects.toMatchObject({ code: 'ERR_QUEUE', message: expect.stringContaining(url) });
+    expect(Date.now() - started).toBeLessThan(5000);
+    await client.close();
   });
 
   it('SIGTERM: the worker finishes, frees its models and exits 0', async () => {

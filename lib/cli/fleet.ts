@@ -50,7 +50,13 @@ export async function workerCommand(rest: string[]): Promise<number> {
     process.once('SIGTERM', () => resolve('SIGTERM'));
     process.once('SIGINT', () => resolve('SIGINT'));
   });
-  process.stderr.write(`reconpatch worker: ${signal}: finishing the jobs in flight\n`);
+  process.stderr.write(`reconpatch worker: ${signal}: finishing the jobs in flight (a second signal stops at once)\n`);
+  const now = () => {
+    process.stderr.write('reconpatch worker: stopped at once; jobs in flight go back to the queue when their locks expire\n');
+    process.exit(1);
+  };
+  process.once('SIGTERM', now);
+  process.once('SIGINT', now);
   await worker.close();
   process.stderr.write('reconpatch worker: stopped\n');
   return 0;

@@ -17,7 +17,7 @@ import { type Job, Queue, QueueEvents } from 'bullmq';
 
 import { ReconpatchError } from '../errors.js';
 import type { RawImage } from '../io/images.js';
-import { DEFAULT_QUEUE, INLINE_FRAME_MAX_BYTES, JOB_ATTEMPTS, KEEP_RESULTS, type JobFrame, type ScoreJobData, type Verdict, checkJobId, checkQueueName, inlineFrame } from './protocol.js';
+import { CONNECT_TIMEOUT_MS, DEFAULT_QUEUE, INLINE_FRAME_MAX_BYTES, JOB_ATTEMPTS, KEEP_RESULTS, type JobFrame, type ScoreJobData, type Verdict, checkJobId, checkQueueName, inlineFrame, readyWithin } from './protocol.js';
 
 /** Options of {@link FleetClient}. */
 export interface FleetClientOptions {
@@ -27,6 +27,8 @@ export interface FleetClientOptions {
   queue?: string;
   /** Jobs of one `submit` in the queue and not yet answered (default 64): the bound on memory and on this client's share of the queue. */
   maxInFlight?: number;
+  /** Give up with ERR_QUEUE when Redis does not answer this soon at the first call (ms; default CONNECT_TIMEOUT_MS = 10 s). */
+  connectTimeoutMs?: number;
   /** Give up waiting for a verdict after this long (ms; default 0 = wait as long as it takes; the job stays queued). */
   timeoutMs?: number;
 }
@@ -70,10 +72,13 @@ export class FleetClient {
   readonly #maxInFlight: number;
   readonly #timeoutMs: number;
   readonly #redis: string;
+  readonly #connectTimeoutMs: number;
   #ready: Promise<void> | null = null;
+  #tried = false;
+  #connected = false;
 
   constructor(options: FleetClientOptions) {
-    const { redis, maxInFlight = 64, timeoutMs = 0 } = options;
+    const { redis, maxInFlight = 64, timeoutMs = 0, connectTimeoutMs = CONNECT_TIMEOUT_MS } = options;
     if (typeof redis !== 'string' || redis === '') throw new ReconpatchError('ERR_INVALID_OPTION', 'FleetClient needs a redis URL, e.g. redis://127.0.0.1:6379');
     if (!Number.isInteger(maxInFlight) || maxInFlight < 1) throw new ReconpatchError('ERR_INVALID_OPTION', `maxInFlight must be an integer of at least 1, got ${maxInFlight}`);
     if (!Number.isFinite(timeoutMs) || timeoutMs < 0) throw new ReconpatchError('ERR_INVALID_OPTION', `timeoutMs must be 0 or more, got ${timeoutMs}`);
@@ -81,6 +86,7 @@ export class FleetClient {
     this.#redis = redis;
     this.#maxInFlight = maxInFlight;
     this.#timeoutMs = timeoutMs;
+    this.#connectTimeoutMs = connectTimeoutMs;
     const connection = { url: redis, maxRetriesPerRequest: null };
     this.#queue = new Queue<ScoreJobData, Verdict>(queue, { connection });
     this.#events = new QueueEvents(queue, { connection });
@@ -146,16 +152,26 @@ export class FleetClient {
 
   /** Closes the connections (jobs already submitted stay in the queue and are scored). */
   async close(): Promise<void> {
-    await Promise.all([this.#events.close(), this.#queue.close()]);
+    if (this.#ready) await this.#ready.catch(() => {});
+    if (this.#connected || !this.#tried) {
+      await Promise.all([this.#events.close(), this.#queue.close()]);
+      return;
+    }
+    // Never connected (Redis down): BullMQ's close waits for a connection that may never come, so
+    // it is started, not awaited; its sockets may go on retrying until the process exits.
+    void this.#events.close().catch(() => {});
+    void this.#queue.close().catch(() => {});
   }
 
   #connect(): Promise<void> {
     this.#ready ??= (async () => {
       try {
-        await Promise.all([this.#queue.waitUntilReady(), this.#events.waitUntilReady()]);
+        this.#tried = true;
+        await readyWithin(Promise.all([this.#queue.waitUntilReady(), this.#events.waitUntilReady()]), this.#connectTimeoutMs, this.#redis);
+        this.#connected = true;
       } catch (err) {
         this.#ready = null;
-        throw new ReconpatchError('ERR_QUEUE', `cannot reach Redis at ${this.#redis}: ${(err as Error).message}; check the --redis URL and that redis-server runs`, { cause: err });
+        throw err;
       }
     })();
     return this.#ready;

@@ -145,3 +145,23 @@ export function frameInput(frame: JobFrame, sharedRoot: string | undefined): str
   if (frame.kind === 'raw') return { data: bytes, width: frame.width, height: frame.height, channels: frame.channels };
   throw bad(`kind ${JSON.stringify((frame as { kind: unknown }).kind)} is unknown`);
 }
+
+/** How long a client or worker waits for Redis when it starts before giving up with ERR_QUEUE (ms). */
+export const CONNECT_TIMEOUT_MS = 10_000;
+
+/**
+ * Waits for `ready` (a BullMQ connection), at most `ms`: ERR_QUEUE naming the URL when Redis does
+ * not answer (ioredis would otherwise retry forever, and a command would hang without a word).
+ */
+export async function readyWithin(ready: Promise<unknown>, ms: number, redis: string): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const fail = (why: string, cause?: unknown) => new ReconpatchError('ERR_QUEUE', `cannot reach Redis at ${redis}: ${why}; check the URL and that redis-server runs there`, { cause });
+  try {
+    await Promise.race([
+      ready.catch((err: unknown) => { throw fail((err as Error)?.message ?? String(err), err); }),
+      new Promise((_, reject) => { timer = setTimeout(() => reject(fail(`no answer in ${ms} ms`)), ms); }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}

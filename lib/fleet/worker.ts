@@ -16,7 +16,7 @@ import { type Job, Worker } from 'bullmq';
 
 import { ReconpatchError } from '../errors.js';
 import { ModelCache } from './model_cache.js';
-import { DEFAULT_QUEUE, STALLED_DEFAULTS, type ScoreJobData, type Verdict, type VerdictError, checkQueueName, frameInput } from './protocol.js';
+import { CONNECT_TIMEOUT_MS, DEFAULT_QUEUE, STALLED_DEFAULTS, type ScoreJobData, type Verdict, type VerdictError, checkQueueName, frameInput, readyWithin } from './protocol.js';
 import { DirectoryModelStore, type ModelStore } from './store.js';
 
 /** Options of {@link FleetWorker.start}. */
@@ -39,6 +39,8 @@ export interface FleetWorkerOptions {
   maxStalledCount?: number;
   /** When set, frames by reference must lie below this directory. */
   sharedRoot?: string;
+  /** Give up with ERR_QUEUE when Redis does not answer this soon at start (ms; default CONNECT_TIMEOUT_MS = 10 s). Later outages are waited out. */
+  connectTimeoutMs?: number;
   /** One line per event worth a log (a model loaded or failing, a job failing, Redis errors); default: stderr. */
   log?: (line: string) => void;
 }
@@ -95,7 +97,16 @@ export class FleetWorker {
     });
     // Without a listener an ioredis error (Redis restarting) would be an unhandled 'error' event;
     // the connection reconnects by itself and the worker resumes.
-    this.#worker.on('error', (err) => this.#log(`queue error: ${err.message}`));
+    // Logged once per outage, not once per reconnect attempt.
+    let lastError = '';
+    this.#worker.on('error', (err) => {
+      if (err.message !== lastError) this.#log(`queue error (retrying): ${err.message}`);
+      lastError = err.message;
+    });
+    this.#worker.on('ready', () => {
+      if (lastError) this.#log('queue connection back');
+      lastError = '';
+    });
     this.#worker.on('failed', (job, err) => this.#log(`job ${job?.id} failed (attempt ${job?.attemptsMade}): ${err.message}`));
   }
 
@@ -103,10 +114,10 @@ export class FleetWorker {
   static async start(options: FleetWorkerOptions): Promise<FleetWorker> {
     const w = new FleetWorker(options);
     try {
-      await w.#worker.waitUntilReady();
+      await readyWithin(w.#worker.waitUntilReady(), options.connectTimeoutMs ?? CONNECT_TIMEOUT_MS, options.redis);
     } catch (err) {
-      await w.#worker.close(true).catch(() => {});
-      throw new ReconpatchError('ERR_QUEUE', `cannot reach Redis at ${options.redis}: ${(err as Error).message}; start redis-server or pass the right --redis URL`, { cause: err });
+      void w.#worker.close(true).catch(() => {}); // BullMQ's close waits for a connection: not awaited
+      throw err;
     }
     void w.#worker.run().catch((err: Error) => w.#log(`worker stopped: ${err.message}`));
     return w;

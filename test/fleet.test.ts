@@ -8,7 +8,7 @@ import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
 
-import { QueueEvents } from 'bullmq';
+import { Job, Queue, QueueEvents } from 'bullmq';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { Engine } from '../lib/engine/engine.js';
@@ -129,6 +129,19 @@ describe.skipIf(!redisServer)('fleet: workers on Redis', () => {
       const { index: _index, ...first } = verdicts.find((v) => v.jobId === 'api-path-0')!;
       const again = await client.score({ image: frames[0], jobId: 'api-path-0' }, { model: 'part' });
       expect(again).toEqual({ ...first, index: 0 });
+      // Finished jobs keep their verdict but not their frame (Redis memory): the inline bytes are dropped.
+      const queue = new Queue(QUEUE, { connection: { url: redis.url } });
+      try {
+        let kind: string | undefined;
+        for (let i = 0; i < 40 && kind !== 'dropped'; i++) {
+          kind = (await Job.fromId(queue, 'api-bytes-0'))?.data.frame.kind;
+          if (kind !== 'dropped') await new Promise((r) => setTimeout(r, 50));
+        }
+        expect(kind).toBe('dropped');
+        expect((await Job.fromId(queue, 'api-bytes-0'))?.returnvalue).toMatchObject({ jobId: 'api-bytes-0', modelVersion: v1 });
+      } finally {
+        await queue.close();
+      }
     } finally {
       await client.close();
     }

@@ -39,7 +39,9 @@ export const STALLED_DEFAULTS = { lockDuration: 30_000, stalledInterval: 15_000,
 export type JobFrame =
   | { kind: 'encoded'; data: string }
   | { kind: 'raw'; data: string; width: number; height: number; channels: 1 | 2 | 3 | 4 }
-  | { kind: 'path'; path: string };
+  | { kind: 'path'; path: string }
+  /** What a finished job keeps: the frame is dropped once its verdict is stored. */
+  | { kind: 'dropped' };
 
 /** A score job's data (`v` versions the layout: a worker refuses layouts it does not know). */
 export interface ScoreJobData {
@@ -138,7 +140,7 @@ export function frameInput(frame: JobFrame, sharedRoot: string | undefined): str
     }
     return frame.path;
   }
-  if (typeof frame.data !== 'string') throw bad('has no data');
+  if (frame.kind === 'dropped' || typeof frame.data !== 'string') throw bad('has no data');
   const bytes = Buffer.from(frame.data, 'base64');
   if (bytes.byteLength > INLINE_FRAME_MAX_BYTES) throw bad(`is over ${INLINE_FRAME_MAX_BYTES} bytes inline`);
   if (frame.kind === 'encoded') return bytes;

@@ -108,6 +108,12 @@ export class FleetWorker {
       lastError = '';
     });
     this.#worker.on('failed', (job, err) => this.#log(`job ${job?.id} failed (attempt ${job?.attemptsMade}): ${err.message}`));
+    // A finished job stays in Redis for KEEP_RESULTS (its verdict answers a repeated job id), but its
+    // frame is not needed any more: dropped once the verdict is stored (before that, a worker that
+    // dies would leave a job with no frame to score again).
+    this.#worker.on('completed', (job) => {
+      if (job.data?.frame?.kind !== 'path') void job.updateData({ ...job.data, frame: { kind: 'dropped' } }).catch(() => {});
+    });
   }
 
   /** Connects and starts taking jobs. Throws ERR_INVALID_OPTION for bad options, ERR_QUEUE when Redis cannot be reached. */

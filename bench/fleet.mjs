@@ -85,7 +85,8 @@ try {
   const ls = (d) => readdirSync(d).sort().map((f) => path.join(d, f));
   const train = ls(path.join(dataset, 'train/good'));
   const test = [...ls(path.join(dataset, 'test/good')), ...ls(path.join(dataset, 'test/defect'))];
-  const frames = Array.from({ length: N }, (_, i) => readFileSync(test[(i * 7) % test.length]));
+  const framePaths = Array.from({ length: N }, (_, i) => test[(i * 7) % test.length]);
+  const frames = framePaths.map((f) => readFileSync(f));
   log(`fit: ${train.length} images`);
   const engine = await Engine.create({
     backbone: path.join(shared, 'backbones/mobilenet_v1_imagenet.pt'), resizeMode: 'squash', resize: 256, crop: 224, coreset: { ratio: 0.1 }, seed: 1,
@@ -116,6 +117,9 @@ try {
     const cold = performance.now() - tCold;
     const one = await pool(frames, 1, (f) => client.score(f, { model: 'metal_plate' }));
     const overhead = one.ms.map((ms, i) => ms - one.extra[i].scoreMs);
+    // The same frames by reference (a path the worker reads): what the inline payload costs.
+    const ref = await pool(framePaths, 1, (f) => client.score(f, { model: 'metal_plate', files: 'reference' }));
+    const overheadRef = ref.ms.map((ms, i) => ms - ref.extra[i].scoreMs);
     // The queue alone: a 16-byte frame that is not an image comes back at once with ERR_INVALID_IMAGE.
     const junk = Array.from({ length: 24 }, () => Buffer.from('not an image, 16'));
     const empty = await pool(junk, 1, (f) => client.score(f, { model: 'metal_plate' }));
@@ -125,9 +129,10 @@ try {
       one: summary(one.ms, one.wall), concurrent: summary(many.ms, many.wall),
       scoreMsP50: +pct(one.extra.map((v) => v.scoreMs), 50).toFixed(1),
       queueOverheadMs: { p50: +pct(overhead, 50).toFixed(2), p95: +pct(overhead, 95).toFixed(2) },
+      byReference: { ...summary(ref.ms, ref.wall), overheadP50: +pct(overheadRef, 50).toFixed(2) },
       emptyRoundTripMs: { p50: +pct(empty.ms, 50).toFixed(2), p95: +pct(empty.ms, 95).toFixed(2) },
       workersUsed: new Set(many.extra.map((v) => v.worker)).size,
-      errors: [...one.extra, ...many.extra].filter((v) => v.error).length + empty.extra.filter((v) => v.error?.code !== 'ERR_INVALID_IMAGE').length,
+      errors: [...one.extra, ...ref.extra, ...many.extra].filter((v) => v.error).length + empty.extra.filter((v) => v.error?.code !== 'ERR_INVALID_IMAGE').length,
     };
     if (workers === 1) {
       // A model switch: publish a new version (a new threshold) and time the next frames.

@@ -107,6 +107,25 @@ describe.skipIf(!redisServer)('fleet: workers on Redis', () => {
     expectLocalScores(rows);
   });
 
+  it('reconpatch submit --run-id: a second run with the same id answers from the stored verdicts (csv rows, the score columns), scoring nothing again', async () => {
+    const args = [cli, 'submit', '--redis', redis.url, '--queue', QUEUE, '--model', 'part', '--format', 'csv', '--run-id', 'rerun', ...frames.slice(0, 3)];
+    const first = await run(process.execPath, args);
+    const lines = first.stdout.trim().split('\n');
+    expect(lines[0]).toBe('path,score,normalizedScore,isAnomaly,width,height,heatmap,error');
+    expect(lines).toHaveLength(4);
+    const queue = new Queue(QUEUE, { connection: { url: redis.url } });
+    try {
+      const processedOn = async () => Promise.all([0, 1, 2].map(async (i) => (await Job.fromId(queue, `rerun.${i}`))?.processedOn));
+      const before = await processedOn();
+      expect(before.every((t) => typeof t === 'number')).toBe(true);
+      const second = await run(process.execPath, args);
+      expect(new Set(second.stdout.trim().split('\n'))).toEqual(new Set(lines));
+      expect(await processedOn()).toEqual(before);
+    } finally {
+      await queue.close();
+    }
+  });
+
   it('FleetClient: frames inline (bytes) and by reference, exactly one verdict each, spread over both workers; a repeated job id returns the same verdict', async () => {
     const client = new FleetClient({ redis: redis.url, queue: QUEUE, maxInFlight: 4 });
     try {

@@ -166,6 +166,28 @@ describe.skipIf(!redisServer)('fleet: workers on Redis', () => {
     }
   });
 
+  it('a slow source (a camera) does not hold back the verdicts of frames already submitted', async () => {
+    const client = new FleetClient({ redis: redis.url, queue: QUEUE });
+    try {
+      async function* camera() {
+        yield frames[0];
+        await new Promise((r) => setTimeout(r, 3000));
+        yield frames[1];
+      }
+      const started = Date.now();
+      const at: number[] = [];
+      for await (const v of client.submit(camera(), { model: 'part' })) {
+        scored(v);
+        at.push(Date.now() - started);
+      }
+      expect(at).toHaveLength(2);
+      expect(at[0]).toBeLessThan(2500);
+      expect(at[1]).toBeGreaterThanOrEqual(3000);
+    } finally {
+      await client.close();
+    }
+  });
+
   it('a poison frame completes with ERR_INVALID_IMAGE in its verdict (not retried), and the workers go on', async () => {
     const poison = path.join(dir, 'poison.png');
     writeFileSync(poison, Buffer.from('this is not a png at all, just bytes'));

@@ -115,32 +115,40 @@ export class FleetClient {
     const source = Symbol.asyncIterator in frames ? frames[Symbol.asyncIterator]() : frames[Symbol.iterator]();
     const done: (Verdict & { index: number })[] = [];
     let wake: (() => void) | null = null;
+    const woken = () => new Promise<'wake'>((resolve) => (wake = () => resolve('wake')));
     let inFlight = 0;
     let exhausted = false;
     let index = 0;
+    // The next input, asked for once and kept while verdicts are yielded: a slow source (a camera)
+    // does not hold back the verdicts of frames already submitted.
+    let next: Promise<IteratorResult<FrameInput | FrameItem>> | null = null;
     while (true) {
-      while (!exhausted && inFlight < this.#maxInFlight) {
-        const next = await source.next();
-        if (next.done) {
-          exhausted = true;
-          break;
-        }
-        const i = index++;
-        inFlight++;
-        void this.#run(next.value, i, options.model, files).then((v) => {
-          inFlight--;
-          done.push({ ...v, index: i });
-          wake?.();
-        });
-      }
       const v = done.shift();
       if (v) {
         yield v;
         continue;
       }
       if (exhausted && inFlight === 0) return;
-      await new Promise<void>((resolve) => (wake = resolve));
+      if (exhausted || inFlight >= this.#maxInFlight) {
+        await woken();
+        continue;
+      }
+      next ??= Promise.resolve(source.next());
+      const r = await Promise.race([next, woken()]);
       wake = null;
+      if (r === 'wake') continue;
+      next = null;
+      if (r.done) {
+        exhausted = true;
+        continue;
+      }
+      const i = index++;
+      inFlight++;
+      void this.#run(r.value, i, options.model, files).then((verdict) => {
+        inFlight--;
+        done.push({ ...verdict, index: i });
+        wake?.();
+      });
     }
   }
 

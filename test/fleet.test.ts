@@ -270,13 +270,16 @@ describe.skipIf(!redisServer)('fleet: workers on Redis', () => {
     }
   });
 
-  it('Redis unreachable: ERR_QUEUE naming the URL after connectTimeoutMs, not a hang', async () => {
+  it('Redis unreachable: ERR_QUEUE naming the URL after connectTimeoutMs, not a hang; a missing store: the worker does not start', async () => {
     const url = `redis://127.0.0.1:${await freePort()}`;
     const client = new FleetClient({ redis: url, connectTimeoutMs: 500 });
     const started = Date.now();
     await expect(client.score(frames[0], { model: 'part' })).rejects.toMatchObject({ code: 'ERR_QUEUE', message: expect.stringContaining(url) });
     expect(Date.now() - started).toBeLessThan(5000);
     await client.close();
+    // A worker whose store is not there (a share not mounted) refuses to start: exit 2, saying why.
+    const missing = await run(process.execPath, [cli, 'worker', '--redis', redis.url, '--store', path.join(dir, 'not-mounted')]).catch((e: { code: number; stderr: string }) => e);
+    expect(missing).toMatchObject({ code: 2, stderr: expect.stringContaining('no model store at') });
   });
 
   it('SIGTERM: the worker finishes, frees its models and exits 0', async () => {

@@ -9,6 +9,7 @@
  * BullMQ retries the job (JOB_ATTEMPTS, with backoff). A worker that dies mid-job loses its lock;
  * another worker's stalled check puts the job back in the queue (STALLED_DEFAULTS).
  */
+import { statSync } from 'node:fs';
 import os from 'node:os';
 import { performance } from 'node:perf_hooks';
 
@@ -82,6 +83,9 @@ export class FleetWorker {
     this.concurrency = positive('concurrency', options.concurrency) ?? 1;
     this.threads = threadsFor(this.concurrency, positive('threads', options.threads));
     const queue = checkQueueName(options.queue ?? DEFAULT_QUEUE);
+    // A store directory that is not there (a share not mounted yet) fails the start, not every job.
+    if (typeof options.store === 'string' && !statSync(options.store, { throwIfNoEntry: false })?.isDirectory())
+      throw new ReconpatchError('ERR_INVALID_OPTION', `no model store at ${options.store}: give the directory 'reconpatch models publish --store' wrote (mounted on this machine)`);
     const store = typeof options.store === 'string' ? new DirectoryModelStore(options.store) : options.store;
     this.#log = options.log ?? ((line) => process.stderr.write(`reconpatch worker: ${line}\n`));
     this.#sharedRoot = options.sharedRoot;

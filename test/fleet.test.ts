@@ -105,6 +105,7 @@ describe.skipIf(!redisServer)('fleet: workers on Redis', () => {
     expect(new Set(rows.map((r) => r.path))).toEqual(new Set(frames));
     for (const r of rows) expect(Object.keys(r).sort()).toEqual(['height', 'isAnomaly', 'modelId', 'modelVersion', 'normalizedScore', 'path', 'score', 'width']);
     expectLocalScores(rows);
+    expect(workers.some((w) => w.stderr().includes(`model part@${v1} loaded in `))).toBe(true);
   });
 
   it('reconpatch submit --run-id: a second run with the same id answers from the stored verdicts (csv rows, the score columns), scoring nothing again', async () => {
@@ -203,6 +204,8 @@ describe.skipIf(!redisServer)('fleet: workers on Redis', () => {
       // Over the inline bound: refused at the client, with what to do instead, before it reaches Redis.
       const big = await client.score(new Uint8Array(INLINE_FRAME_MAX_BYTES + 1), { model: 'part' });
       expect(big).toMatchObject({ worker: null, error: { code: 'ERR_INVALID_OPTION', message: expect.stringContaining('storage the workers share') } });
+      const absent = await client.score(path.join(dir, 'absent.png'), { model: 'part' });
+      expect(absent).toMatchObject({ worker: null, error: { code: 'ERR_IO' } });
       const unknown = await client.score(frames[0], { model: 'no-such-model' });
       expect(unknown.error?.code).toBe('ERR_MODEL_NOT_FOUND');
       for (const w of workers) expect(w.child.exitCode).toBeNull();

@@ -223,14 +223,19 @@ async function jobFrame(image: FrameInput, label: string, files: 'auto' | 'inlin
   if (size > INLINE_FRAME_MAX_BYTES && files === 'auto') return { kind: 'path', path: file };
   if (size > INLINE_FRAME_MAX_BYTES) throw new ReconpatchError('ERR_INVALID_OPTION', `${image}: ${size} bytes is over the ${INLINE_FRAME_MAX_BYTES} bytes a frame may take inline; use files: 'auto' or 'reference' with storage the workers share`);
   // Read at most the bound (the file may grow between stat and read).
-  const handle = await open(file, 'r');
+  let buf: Buffer;
   try {
-    const buf = Buffer.alloc(size);
-    const { bytesRead } = await handle.read(buf, 0, size, 0);
-    return inlineFrame(buf.subarray(0, bytesRead), label);
-  } finally {
-    await handle.close();
+    const handle = await open(file, 'r');
+    try {
+      buf = Buffer.alloc(size);
+      buf = buf.subarray(0, (await handle.read(buf, 0, size, 0)).bytesRead);
+    } finally {
+      await handle.close();
+    }
+  } catch (err) {
+    throw new ReconpatchError('ERR_IO', `cannot read ${image}: ${(err as Error).message}`, { cause: err });
   }
+  return inlineFrame(buf, label);
 }
 
 /** A failure outside the worker (Redis, the job failed after its attempts, a timeout) as a verdict error: the code a worker gave (`[ERR_IO] ...`), else ERR_QUEUE. */

@@ -110,7 +110,12 @@ export class ModelCache {
       this.#slots.set(key, slot);
     } else {
       this.#loads++;
-      const model = this.#store.read(entry.id, entry.version).then(({ bytes }) => loadStoredModel(bytes, this.#options.load));
+      const started = Date.now();
+      const model = this.#store.read(entry.id, entry.version).then(async ({ bytes }) => {
+        const m = await loadStoredModel(bytes, this.#options.load);
+        this.#options.log(`model ${key} loaded in ${Date.now() - started} ms`);
+        return m;
+      });
       slot = { key, entry, model, users: 0, evicted: false };
       this.#slots.set(key, slot);
       this.#trim();

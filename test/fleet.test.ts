@@ -285,6 +285,20 @@ describe.skipIf(!redisServer)('fleet: workers on Redis', () => {
     expect(missing).toMatchObject({ code: 2, stderr: expect.stringContaining('no model store at') });
   });
 
+  it('Redis killed and restarted: the worker and a connected client reconnect and go on', async () => {
+    const client = new FleetClient({ redis: redis.url, queue: QUEUE });
+    try {
+      expectLocalScores([await client.score(frames[0], { model: 'part' })]);
+      await redis.restart(1000); // down long enough for the reconnect attempts to fail first
+      const v = await client.score(frames[1], { model: 'part' });
+      expectLocalScores([v]);
+      expect(v.worker).toMatch(new RegExp(`:${workers[1].child.pid}$`));
+      expect(workers[1].stderr()).toMatch(/queue error \(retrying\)[^]*queue connection back/);
+    } finally {
+      await client.close();
+    }
+  });
+
   it('SIGTERM: the worker finishes, frees its models and exits 0', async () => {
     const w = workers[1];
     const exited = new Promise<number | null>((r) => w.child.once('exit', (code) => r(code)));

@@ -107,15 +107,17 @@ export class FleetWorker {
       if (err.message !== lastError) this.#log(`queue error (retrying): ${err.message}`);
       lastError = err.message;
     });
-    this.#worker.on('ready', () => {
+    const back = () => {
       if (lastError) this.#log('queue connection back');
       lastError = '';
-    });
+    };
+    this.#worker.on('ready', back);
     this.#worker.on('failed', (job, err) => this.#log(`job ${job?.id} failed (attempt ${job?.attemptsMade}): ${err.message}`));
     // A finished job stays in Redis for KEEP_RESULTS (its verdict answers a repeated job id), but its
     // frame is not needed any more: dropped once the verdict is stored (before that, a worker that
     // dies would leave a job with no frame to score again).
     this.#worker.on('completed', (job) => {
+      back(); // BullMQ's worker does not say 'ready' again after a reconnect; a finished job shows it
       if (job.data?.frame?.kind !== 'path') void job.updateData({ ...job.data, frame: { kind: 'dropped' } }).catch(() => {});
     });
   }

@@ -36,15 +36,14 @@ export interface RedisHandle {
   url: string;
   port: number;
   process: ChildProcess;
+  /** Kills redis-server, waits `downMs`, starts it again on the same port (empty). */
+  restart(downMs?: number): Promise<void>;
   stop(): Promise<void>;
 }
 
-/** Starts redis-server and resolves once it accepts connections. */
-export async function startRedis(): Promise<RedisHandle> {
-  if (!redisServer) throw new Error(REDIS_ABSENT);
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'reconpatch-redis-'));
-  const port = await freePort();
-  const child = spawn(redisServer, ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir], { stdio: ['ignore', 'pipe', 'pipe'] });
+/** redis-server on `port` with `dir`, resolved once it accepts connections. */
+async function spawnRedis(port: number, dir: string): Promise<ChildProcess> {
+  const child = spawn(redisServer!, ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir], { stdio: ['ignore', 'pipe', 'pipe'] });
   let log = '';
   await new Promise<void>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`redis-server did not start in 10 s:\n${log}`)), 10_000);
@@ -60,15 +59,33 @@ export async function startRedis(): Promise<RedisHandle> {
       reject(new Error(`redis-server exited with ${code}:\n${log}`));
     });
   });
-  return {
-    url: `redis://127.0.0.1:${port}`, port, process: child,
+  return child;
+}
+
+async function stopProcess(child: ChildProcess, signal: NodeJS.Signals): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise((r) => child.once('exit', r));
+  child.kill(signal);
+  await exited;
+}
+
+/** Starts redis-server and resolves once it accepts connections. */
+export async function startRedis(): Promise<RedisHandle> {
+  if (!redisServer) throw new Error(REDIS_ABSENT);
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'reconpatch-redis-'));
+  const port = await freePort();
+  const handle: RedisHandle = {
+    url: `redis://127.0.0.1:${port}`, port, process: await spawnRedis(port, dir),
+    // Killed without a word and started again, empty (no persistence), on the same port.
+    restart: async (downMs = 0) => {
+      await stopProcess(handle.process, 'SIGKILL');
+      await new Promise((r) => setTimeout(r, downMs));
+      handle.process = await spawnRedis(port, dir);
+    },
     stop: async () => {
-      if (child.exitCode === null) {
-        const exited = new Promise((r) => child.once('exit', r));
-        child.kill('SIGTERM');
-        await exited;
-      }
+      await stopProcess(handle.process, 'SIGTERM');
       rmSync(dir, { recursive: true, force: true });
     },
   };
+  return handle;
 }

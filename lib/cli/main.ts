@@ -11,6 +11,7 @@ import { demoCommand, evalCommand } from './eval.js';
 import { libtorchCommand } from './libtorch.js';
 import { fitCommand, infoCommand, scoreCommand } from './model.js';
 import { errorRecord, help } from './output.js';
+import { serveCommand } from './serve.js';
 import { updateCommand } from './update.js';
 import { weightsCommand } from './weights.js';
 
@@ -27,6 +28,8 @@ Commands:
   score <model.rcp> <dir|glob|image>...        score images with a saved model or ensemble
                                                [--heatmaps <dir>] [--format text|jsonl|csv] [--continue-on-error]
   info <model.rcp> [--json] [--evidence]       a model's backbone, bank and threshold (per member for an ensemble)
+  serve --store <dir> --token <t> [--port <p>] the inspection service: score by model id, metrics, health,
+                                               verdicts, labels, updates, and the review page for operators
   weights pull <name> [--from <url|file>]      download torchvision's official weights into the cache
   weights list                                 the known weights and whether they are cached
   libtorch --variant cpu|cuda [--download]     assemble a libtorch from PyTorch wheels into the cache and check it
@@ -55,6 +58,8 @@ async function main(argv: string[]): Promise<number> {
       return infoCommand(rest);
     case 'update':
       return updateCommand(rest);
+    case 'serve':
+      return serveCommand(rest);
     case 'weights':
       return weightsCommand(rest);
     case 'libtorch':

@@ -1,0 +1,119 @@
+/**
+ * The models a service holds, by id, with hot reload: before each score the store's current
+ * version is checked (cheap); a newly published version is loaded once and takes the next
+ * requests, while requests already running finish on the version they started with. The old
+ * model is disposed when its last request has finished.
+ */
+import type { FastifyBaseLogger } from 'fastify';
+
+import type { LoadOptions } from '../engine/types.js';
+import { type ServeStore, type ServeStoredVersion, type ServedModel, loadModelBytes } from './store.js';
+
+/** One loaded version, with the count of requests using it. */
+interface Loaded {
+  entry: ServeStoredVersion;
+  model: ServedModel;
+  users: number;
+  retired: boolean;
+}
+
+/** A model lent to one request: call `release()` when done with it (exactly once). */
+export interface Lease {
+  entry: ServeStoredVersion;
+  model: ServedModel;
+  release(): void;
+}
+
+export class ModelPool {
+  readonly #store: ServeStore;
+  readonly #load: LoadOptions;
+  readonly #log: FastifyBaseLogger;
+  readonly #live = new Map<string, Loaded>();
+  // One load per id and version at a time: a burst of requests after a publish loads it once.
+  readonly #loading = new Map<string, Promise<Loaded>>();
+  #closed = false;
+  /** Called when the set of loaded versions changes (metrics). */
+  onChange: (loaded: { id: string; version: string }[]) => void = () => {};
+
+  constructor(store: ServeStore, load: LoadOptions, log: FastifyBaseLogger) {
+    this.#store = store;
+    this.#load = load;
+    this.#log = log;
+  }
+
+  /** The loaded versions (id, version), for metrics and readiness. */
+  get loaded(): { id: string; version: string }[] {
+    return [...this.#live.values()].map((l) => ({ id: l.entry.id, version: l.entry.version }));
+  }
+
+  /** The model now current in the store for `id`, loaded if needed. Throws the store's ERR_MODEL_NOT_FOUND. */
+  async acquire(id: string): Promise<Lease> {
+    const entry = await this.#store.current(id);
+    let loaded = this.#live.get(id);
+    if (!loaded || loaded.entry.version !== entry.version) loaded = await this.#swap(id, entry);
+    loaded.users++;
+    let released = false;
+    return {
+      entry: loaded.entry, model: loaded.model,
+      release: () => {
+        if (released) return;
+        released = true;
+        loaded.users--;
+        if (loaded.retired && loaded.users === 0) this.#dispose(loaded);
+      },
+    };
+  }
+
+  /** Loads every model in the store (at start, so that the first request does not wait and readiness is true). */
+  async preload(): Promise<void> {
+    for (const m of await this.#store.list()) {
+      try {
+        (await this.acquire(m.id)).release();
+      } catch (err) {
+        this.#log.error({ err, model: m.id }, 'model failed to load');
+      }
+    }
+  }
+
+  /** Disposes every model once its requests have finished. */
+  async close(): Promise<void> {
+    this.#closed = true;
+    const all = [...this.#live.values()];
+    this.#live.clear();
+    for (const l of all) {
+      l.retired = true;
+      if (l.users === 0) await this.#dispose(l);
+    }
+  }
+
+  #swap(id: string, entry: ServeStoredVersion): Promise<Loaded> {
+    const key = `${id}@${entry.version}`;
+    let p = this.#loading.get(key);
+    if (!p) {
+      p = (async () => {
+        const { entry: read, bytes } = await this.#store.read(id, entry.version);
+        const model = await loadModelBytes(read.kind, bytes, this.#load);
+        const next: Loaded = { entry: read, model, users: 0, retired: false };
+        const old = this.#live.get(id);
+        if (this.#closed) {
+          next.retired = true;
+          return next;
+        }
+        this.#live.set(id, next);
+        this.#log.info({ model: id, version: read.version, previous: old?.entry.version ?? null }, 'model loaded');
+        if (old) {
+          old.retired = true;
+          if (old.users === 0) void this.#dispose(old);
+        }
+        this.onChange(this.loaded);
+        return next;
+      })().finally(() => this.#loading.delete(key));
+      this.#loading.set(key, p);
+    }
+    return p;
+  }
+
+  #dispose(l: Loaded): Promise<void> {
+    return l.model.dispose().catch((err: unknown) => this.#log.warn({ err, model: l.entry.id }, 'dispose failed'));
+  }
+}

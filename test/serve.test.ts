@@ -149,7 +149,9 @@ describe.skipIf(!hasShared)('reconpatch service (in process)', () => {
   });
 
   it('hot-reloads a version published behind its back, without a restart', async () => {
-    const published = await store.publish(modelBytes, { id: 'plate' });
+    const serving = (await store.current('plate')).version;
+    const published = await store.publish(modelBytes, { id: 'plate' }); // the version before the update, made current again
+    expect(published.version).not.toBe(serving);
     const v = (await (await score(good[1])).json()) as VerdictBody;
     expect(v.version).toBe(published.version);
   });

@@ -5,6 +5,7 @@ import path from 'node:path';
 
 import { ReconpatchError } from '../errors.js';
 import { PIXEL_EVAL_SIDE, evaluate, evaluateEnsemble } from '../eval/evaluate.js';
+import { GOOD_ONLY_HOLDOUT, evaluateGoodOnly } from '../eval/good_only.js';
 import { makeSyntheticDataset } from '../eval/synthetic.js';
 import type { EngineOptions } from '../options.js';
 import { ENGINE_FLAGS, ENGINE_HELP, engineOptions, ensembleMembers, numberFlag, parseCommandArgs } from './args.js';
@@ -57,9 +58,10 @@ export async function evalCommand(rest: string[]): Promise<number> {
     args: rest,
     options: {
       ...ENGINE_FLAGS, data: { type: 'string' }, category: { type: 'string' }, 'train-limit': { type: 'string' },
-      'scores-out': { type: 'string' }, protocol: { type: 'string' }, 'save-images': { type: 'string' },
+      'scores-out': { type: 'string' }, protocol: { type: 'string' }, 'save-images': { type: 'string' }, good: { type: 'string' },
     },
   });
+  if (values.good !== undefined && !values.help) return goodOnly(values.good, values);
   if (values.help || !values.data || !values.category)
     return help(
       `reconpatch eval --data <root> --category <name> --backbone <name|file.pt> [--protocol patchcore] [--train-limit <n>]\n` +
@@ -73,7 +75,12 @@ export async function evalCommand(rest: string[]): Promise<number> {
         `--save-images: writes <dir>/<defect>/<name>.png per test image: the image | its heatmap | the ground truth.\n` +
         `Several backbones: an ensemble; with --protocol patchcore each member is normalised by its min / max over the test set\n` +
         `(paper-comparable), otherwise by the training images scored leave-one-image-out (deployment). Reports fused and\n` +
-        `per-member metrics.\n\n${ENGINE_HELP}`,
+        `per-member metrics.\n\n` +
+        `reconpatch eval --good <dir> --backbone <name|file.pt> [engine options]\n` +
+        `A folder of good images only (no defects yet): holds out ${GOOD_ONLY_HOLDOUT.share * 100}% of them (${GOOD_ONLY_HOLDOUT.min} to ${GOOD_ONLY_HOLDOUT.max}), fits and\n` +
+        `calibrates on the rest, and reports at the deployed threshold the false alarms on the held-out images and the\n` +
+        `recall on synthetic defects painted on them (scratches, stains, noise, blur, pasted pieces, holes; 3 sizes), by\n` +
+        `kind and size. Synthetic recall is an estimate: docs/results.md says how far it predicts real recall.\n\n${ENGINE_HELP}`,
       !values.help,
     );
   const limit = numberFlag('train-limit', values['train-limit']);
@@ -90,5 +97,20 @@ export async function evalCommand(rest: string[]): Promise<number> {
     ? await evaluateEnsemble(values.data, values.category, members, values.protocol === 'patchcore' ? 'test-minmax' : 'nominal-minmax', run)
     : await evaluate(values.data, values.category, engineOptions(values, protocol), run);
   reportEvaluation(result, values.json);
+  return 0;
+}
+
+async function goodOnly(dir: string, values: Record<string, unknown>): Promise<number> {
+  for (const flag of ['data', 'category', 'protocol', 'train-limit', 'scores-out', 'save-images'])
+    if (values[flag] !== undefined) throw new ReconpatchError('ERR_INVALID_OPTION', `--good evaluates a folder of good images; --${flag} does not apply`);
+  if (ensembleMembers(values)) throw new ReconpatchError('ERR_INVALID_OPTION', '--good evaluates one backbone at a time');
+  const progress = progressLogger();
+  const row = await evaluateGoodOnly(dir, engineOptions(values), { onProgress: progress, onScored: (done, total) => progress({ stage: 'score', done, total }) });
+  if (values.json) report(row, true);
+  else {
+    const { recall_by_kind, recall_by_size, warnings, ...rest } = row;
+    const shares = (m: Record<string, number>) => Object.entries(m).map(([k, v]) => `${k} ${v.toFixed(3)}`).join(', ');
+    report({ ...rest, recall_by_kind: shares(recall_by_kind), recall_by_size: shares(recall_by_size), ...(warnings.length ? { warnings: warnings.join('; ') } : {}) }, false);
+  }
   return 0;
 }

@@ -10,6 +10,7 @@ import { ReconpatchError } from '../errors.js';
 import { demoCommand, evalCommand } from './eval.js';
 import { libtorchCommand } from './libtorch.js';
 import { fitCommand, infoCommand, scoreCommand } from './model.js';
+import { modelsCommand } from './models.js';
 import { errorRecord, help } from './output.js';
 import { serveCommand } from './serve.js';
 import { updateCommand } from './update.js';
@@ -28,6 +29,7 @@ Commands:
   score <model.rcp> <dir|glob|image>...        score images with a saved model or ensemble
                                                [--heatmaps <dir>] [--format text|jsonl|csv] [--continue-on-error]
   info <model.rcp> [--json] [--evidence]       a model's backbone, bank and threshold (per member for an ensemble)
+  models publish|list|rollback --store <dir>   a model store: versions by id, the current one, rollback
   serve --store <dir> --token <t> [--port <p>] the inspection service: score by model id, metrics, health,
                                                verdicts, labels, updates, and the review page for operators
   weights pull <name> [--from <url|file>]      download torchvision's official weights into the cache
@@ -58,6 +60,8 @@ async function main(argv: string[]): Promise<number> {
       return infoCommand(rest);
     case 'update':
       return updateCommand(rest);
+    case 'models':
+      return modelsCommand(rest);
     case 'serve':
       return serveCommand(rest);
     case 'weights':

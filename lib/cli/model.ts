@@ -26,6 +26,8 @@ bank without its own patches, and the threshold is set so that about 1% of good 
   --continue-on-error         skip images that cannot be read (each reported on stderr) instead of stopping
   --max-staged-patches <n>    bound the features held during the fit (merge and reduce), for very many images;
                               at least 512
+  --model-id <id>             the model's name (letters, digits, '.', '_', '-'), named by every verdict and
+                              used by model stores; default: a new UUID
 
 ${ENGINE_HELP}`;
 
@@ -34,7 +36,7 @@ export async function fitCommand(rest: string[]): Promise<number> {
     args: rest, allowPositionals: true,
     options: {
       ...ENGINE_FLAGS, output: { type: 'string', short: 'o' }, 'false-alarm-rate': { type: 'string' }, threshold: { type: 'string' },
-      'continue-on-error': { type: 'boolean' }, 'max-staged-patches': { type: 'string' },
+      'continue-on-error': { type: 'boolean' }, 'max-staged-patches': { type: 'string' }, 'model-id': { type: 'string' },
     },
   });
   if (values.help || positionals.length === 0 || !values.output) return help(FIT_HELP, !values.help);
@@ -49,6 +51,7 @@ export async function fitCommand(rest: string[]): Promise<number> {
   const skipped: { path: string; error: ReconpatchError }[] = [];
   const summary = await model.fit(values['continue-on-error'] ? readable(images, skipped, inputOptions(values)) : images.map((i) => i.path), {
     onProgress: progressLogger(), ...(maxStagedPatches === undefined ? {} : { maxStagedPatches }),
+    ...(values['model-id'] === undefined ? {} : { modelId: values['model-id'] }),
   });
   if (threshold !== undefined) await model.setThreshold(threshold);
   await model.save(values.output);

@@ -2,8 +2,8 @@
 import { realpathSync } from 'node:fs';
 
 import { ReconpatchError } from '../errors.js';
+import { DirectoryModelStore } from '../fleet/store.js';
 import { isLoopback } from '../serve/http_errors.js';
-import { RcpDirectoryStore } from '../serve/rcp_dir_store.js';
 import { buildServer, drainOnSignals } from '../serve/server.js';
 import { numberFlag, parseCommandArgs } from './args.js';
 import { help } from './output.js';
@@ -57,7 +57,7 @@ export async function serveCommand(rest: string[]): Promise<number> {
       .filter(([, v]) => v !== undefined),
   );
   const app = await buildServer({
-    store: new RcpDirectoryStore(storeDir), token, allowNoTokenOnLoopback: !token, limits, hidePaths: [storeDir, values.store],
+    store: new DirectoryModelStore(storeDir), token, allowNoTokenOnLoopback: !token, limits, hidePaths: [storeDir, values.store],
     threads: numberFlag('threads', values.threads), logger: { level: values['log-level'] ?? 'info' },
   });
   drainOnSignals(app, numberFlag('drain-timeout', values['drain-timeout']) ?? 30_000);

@@ -7,6 +7,8 @@
  */
 export { PIXEL_EVAL_SIDE, evaluate, evaluateEnsemble, measureEngine } from './evaluate.js';
 export type { EvaluateOptions } from './evaluate.js';
+export { GOOD_ONLY_HOLDOUT, GOOD_ONLY_MIN_IMAGES, evaluateGoodOnly } from './good_only.js';
+export type { GoodOnlyOptions } from './good_only.js';
 export { auroc, f1Max, pixelAuroc, pro } from './metrics.js';
 export { IMAGE_EXTENSIONS, listImages, readMask, readMvtecDataset } from './dataset.js';
 export type { Dataset, DatasetItem } from './dataset.js';

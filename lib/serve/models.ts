@@ -7,11 +7,15 @@
 import type { FastifyBaseLogger } from 'fastify';
 
 import type { LoadOptions } from '../engine/types.js';
-import { type ServeStore, type ServeStoredVersion, type ServedModel, loadModelBytes } from './store.js';
+import type { Engine } from '../engine/engine.js';
+import type { Ensemble } from '../ensemble/ensemble.js';
+import { type ModelStore, type StoredVersion, loadStoredModel } from '../fleet/store.js';
+
+export type ServedModel = Engine | Ensemble;
 
 /** One loaded version, with the count of requests using it. */
 interface Loaded {
-  entry: ServeStoredVersion;
+  entry: StoredVersion;
   model: ServedModel;
   users: number;
   retired: boolean;
@@ -19,13 +23,13 @@ interface Loaded {
 
 /** A model lent to one request: call `release()` when done with it (exactly once). */
 export interface Lease {
-  entry: ServeStoredVersion;
+  entry: StoredVersion;
   model: ServedModel;
   release(): void;
 }
 
 export class ModelPool {
-  readonly #store: ServeStore;
+  readonly #store: ModelStore;
   readonly #load: LoadOptions;
   readonly #log: FastifyBaseLogger;
   readonly #live = new Map<string, Loaded>();
@@ -35,7 +39,7 @@ export class ModelPool {
   /** Called when the set of loaded versions changes (metrics). */
   onChange: (loaded: { id: string; version: string }[]) => void = () => {};
 
-  constructor(store: ServeStore, load: LoadOptions, log: FastifyBaseLogger) {
+  constructor(store: ModelStore, load: LoadOptions, log: FastifyBaseLogger) {
     this.#store = store;
     this.#load = load;
     this.#log = log;
@@ -86,13 +90,13 @@ export class ModelPool {
     }
   }
 
-  #swap(id: string, entry: ServeStoredVersion): Promise<Loaded> {
+  #swap(id: string, entry: StoredVersion): Promise<Loaded> {
     const key = `${id}@${entry.version}`;
     let p = this.#loading.get(key);
     if (!p) {
       p = (async () => {
         const { entry: read, bytes } = await this.#store.read(id, entry.version);
-        const model = await loadModelBytes(read.kind, bytes, this.#load);
+        const model = await loadStoredModel(bytes, this.#load);
         const next: Loaded = { entry: read, model, users: 0, retired: false };
         const old = this.#live.get(id);
         if (this.#closed) {

@@ -21,7 +21,7 @@ import { ServeError, isLoopback, toHttpError, tokenMatches } from './http_errors
 import { ServeMetrics } from './metrics.js';
 import { ModelPool } from './models.js';
 import { registerReview } from './review.js';
-import type { ServeStore } from './store.js';
+import type { ModelStore } from '../fleet/store.js';
 import { Updates } from './updates.js';
 import { type Label, type VerdictFilter, VerdictLog } from './verdicts.js';
 
@@ -45,7 +45,7 @@ export const SERVE_LIMITS: Readonly<ServeLimits> = Object.freeze({
 
 export interface ReconpatchPluginOptions {
   /** Where the models come from, by id (lib/fleet/store.ts's DirectoryModelStore, or anything of its shape). */
-  store: ServeStore;
+  store: ModelStore;
   /** The bearer token (at least 16 characters). Null only with `allowNoTokenOnLoopback`, and then loopback clients only. */
   token: string | null;
   allowNoTokenOnLoopback?: boolean;

@@ -11,7 +11,7 @@ import type { FastifyBaseLogger } from 'fastify';
 import type { LoadOptions } from '../engine/types.js';
 import { ServeError, toHttpError } from './http_errors.js';
 import type { ServeMetrics } from './metrics.js';
-import { type ServeStore, loadModelBytes } from './store.js';
+import { type ModelStore, loadStoredModel } from '../fleet/store.js';
 import type { VerdictLog } from './verdicts.js';
 
 export interface UpdateJob {
@@ -38,7 +38,7 @@ export class Updates {
   readonly #running = new Set<string>();
 
   constructor(
-    private readonly store: ServeStore,
+    private readonly store: ModelStore,
     private readonly verdicts: VerdictLog,
     private readonly load: LoadOptions,
     private readonly metrics: ServeMetrics,
@@ -71,8 +71,8 @@ export class Updates {
   async #run(job: UpdateJob, images: Buffer[]): Promise<void> {
     const log = this.log.child({ update: job.id, model: job.model });
     try {
-      const { entry, bytes } = await this.store.read(job.model, job.fromVersion);
-      const model = await loadModelBytes(entry.kind, bytes, this.load);
+      const { bytes } = await this.store.read(job.model, job.fromVersion);
+      const model = await loadStoredModel(bytes, this.load);
       try {
         const summary = await model.update(images, {
           onProgress: (p) => Object.assign(job, { stage: p.stage, done: p.done, total: p.total ?? null }),

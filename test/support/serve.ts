@@ -5,7 +5,7 @@ import { readdirSync } from 'node:fs';
 import path from 'node:path';
 
 import { Engine } from '../../lib/engine/engine.js';
-import { RcpDirectoryStore } from '../../lib/serve/rcp_dir_store.js';
+import { DirectoryModelStore } from '../../lib/fleet/store.js';
 import { sharedDatasets, tempDir } from './data.js';
 
 export const TOKEN = 'serve-test-token-0123456789';
@@ -26,9 +26,9 @@ export async function plateModel(n = 16, options: { backbone?: string; resize?: 
 }
 
 /** A fresh store directory holding `models` (id -> bytes). */
-export async function storeWith(name: string, models: Record<string, Buffer>): Promise<{ dir: string; store: RcpDirectoryStore }> {
+export async function storeWith(name: string, models: Record<string, Buffer>): Promise<{ dir: string; store: DirectoryModelStore }> {
   const dir = tempDir(name);
-  const store = new RcpDirectoryStore(dir);
+  const store = new DirectoryModelStore(dir);
   for (const [id, bytes] of Object.entries(models)) await store.publish(bytes, { id });
   return { dir, store };
 }

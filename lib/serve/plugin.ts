@@ -34,13 +34,15 @@ export interface ServeLimits {
   scoreTimeoutMs: number;
   /** Images being scored at once; more get 503 ERR_BUSY. */
   maxConcurrentScores: number;
+  /** Score bodies being received at once (at most this x maxImageBytes buffered); more get 503 ERR_BUSY. */
+  maxBodiesInFlight: number;
   /** Verdicts kept in memory, and how many of the newest keep their image and heatmap. */
   recentVerdicts: number;
   recentImages: number;
 }
 
 export const SERVE_LIMITS: Readonly<ServeLimits> = Object.freeze({
-  maxImageBytes: 32 * 1024 * 1024, maxPixels: 40_000_000, scoreTimeoutMs: 60_000, maxConcurrentScores: 32, recentVerdicts: 2000, recentImages: 200,
+  maxImageBytes: 32 * 1024 * 1024, maxPixels: 40_000_000, scoreTimeoutMs: 60_000, maxConcurrentScores: 32, maxBodiesInFlight: 64, recentVerdicts: 2000, recentImages: 200,
 });
 
 export interface ReconpatchPluginOptions {
@@ -80,6 +82,10 @@ export const reconpatchPlugin: FastifyPluginAsync<ReconpatchPluginOptions> = asy
   const verdicts = new VerdictLog(L.recentVerdicts, L.recentImages);
   const updates = new Updates(opts.store, verdicts, load, metrics, app.log, hide);
   let scoring = 0;
+  let receiving = 0;
+  // Each score body being received holds one of maxBodiesInFlight until it is whole (or its client is gone).
+  const uploads = new WeakMap<FastifyRequest, () => void>();
+  const busy = (what: string) => new ServeError(503, 'ERR_BUSY', `too many ${what}; retry shortly`, { 'retry-after': '1' });
 
   app.addHook('onClose', async () => pool.close());
   if (opts.preload ?? true) await pool.preload();
@@ -130,12 +136,29 @@ export const reconpatchPlugin: FastifyPluginAsync<ReconpatchPluginOptions> = asy
 
   app.post('/score', {
     bodyLimit: L.maxImageBytes,
+    preParsing: async (req) => {
+      if (receiving >= L.maxBodiesInFlight) throw busy('uploads in progress');
+      receiving++;
+      let held = true;
+      const giveBack = () => {
+        if (held) receiving--;
+        held = false;
+      };
+      uploads.set(req, giveBack);
+      req.raw.once('close', giveBack);
+    },
     schema: {
       querystring: { type: 'object', properties: { model: MODEL_ID, tag: { type: 'string', maxLength: 64 } }, required: ['model'], additionalProperties: false },
     },
   }, async (req: FastifyRequest<{ Querystring: { model: string; tag?: string } }>, reply: FastifyReply) => {
-    const image = await imageOf(req);
-    if (scoring >= L.maxConcurrentScores) throw new ServeError(503, 'ERR_BUSY', 'too many images being scored; retry shortly', { 'retry-after': '1' });
+    let image: Buffer;
+    try {
+      image = await imageOf(req);
+    } finally {
+      uploads.get(req)?.();
+    }
+    // A scoring slot is taken only once the body is whole: slow uploads never hold one.
+    if (scoring >= L.maxConcurrentScores) throw busy('images being scored');
     const { model, tag } = req.query;
     scoring++;
     const started = process.hrtime.bigint();

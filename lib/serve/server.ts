@@ -12,14 +12,18 @@ export interface ServerOptions extends ReconpatchPluginOptions {
   logger?: boolean | { level?: string };
   /** Whole-request deadline (head and body), ms: slow uploads are cut (408). */
   requestTimeoutMs?: number;
+  /** The request head must arrive within this, ms (408). */
+  headersTimeoutMs?: number;
 }
 
 /** Builds the app (not listening yet). */
 export async function buildServer(options: ServerOptions): Promise<FastifyInstance> {
-  const { logger = { level: 'info' }, requestTimeoutMs = 60_000, ...plugin } = options;
+  const { logger = { level: 'info' }, requestTimeoutMs = 60_000, headersTimeoutMs = Math.min(10_000, requestTimeoutMs), ...plugin } = options;
   const app = Fastify({
     logger,
     requestTimeout: requestTimeoutMs,
+    // node checks both deadlines every connectionsCheckingInterval (default 30 s: too coarse for them).
+    http: { headersTimeout: headersTimeoutMs, connectionsCheckingInterval: Math.min(1_000, headersTimeoutMs) },
     connectionTimeout: requestTimeoutMs + 5_000,
     // The plugin's routes set their own (larger) limits for image bodies; JSON bodies are small.
     bodyLimit: 64 * 1024,

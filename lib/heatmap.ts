@@ -9,7 +9,9 @@
  * - a banner on top and a frame around the image carry the verdict: red with "ANOMALY" for a
  *   flagged image (so it is marked even when no region passes the pixel threshold), dark green
  *   with "OK", grey without a threshold; the score is written beside it (normalised: 0.50 is the
- *   threshold).
+ *   threshold). A score within {@link BORDERLINE_BAND} of the threshold (normalised 0.40-0.60)
+ *   turns the banner amber and says "BORDERLINE OK" or "BORDERLINE ANOMALY", the frame keeping the
+ *   verdict's colour: a near miss is not shown as a plain OK.
  * The PNG is therefore larger than the image by the banner and the frame ({@link heatmapLayout}).
  */
 import sharp from 'sharp';
@@ -30,6 +32,15 @@ type Rgb = [number, number, number];
 const RED: Rgb = [200, 16, 16];
 const GREEN: Rgb = [24, 110, 48];
 const GREY: Rgb = [90, 90, 90];
+const AMBER: Rgb = [196, 118, 0];
+
+/** Half-width of the borderline band around the threshold, on the normalised scale (0.5 = threshold). */
+export const BORDERLINE_BAND = 0.1;
+
+/** Whether a normalised score lies within `band` of the threshold (0.5). */
+export function isBorderline(normalizedScore: number | null, band = BORDERLINE_BAND): boolean {
+  return normalizedScore !== null && Math.abs(normalizedScore - 0.5) <= band;
+}
 
 /** Where the image sits in the heatmap: `frame` px around it, a banner of `banner` px above. */
 export function heatmapLayout(width: number, height: number): { scale: number; frame: number; banner: number; width: number; height: number } {
@@ -68,6 +79,7 @@ export function heatmapRgb(image: RawFrame, map: Float32Array, calibration: Cali
   const out = new Uint8Array(L.width * L.height * 3);
   const frameColour = verdict.isAnomaly === null ? GREY : verdict.isAnomaly ? RED : GREEN;
   for (let p = 0; p < L.width * L.height; p++) out.set(frameColour, p * 3);
+  if (isBorderline(verdict.normalizedScore)) for (let p = 0; p < L.width * L.banner; p++) out.set(AMBER, p * 3);
   const { floor, red, contour } = levels(map, calibration);
   const span = red > floor ? red - floor : 1;
   const above = new Uint8Array(w * h);
@@ -127,7 +139,8 @@ function boundary(mask: Uint8Array, w: number, h: number, r: number): Uint8Array
 }
 
 function writeBanner(out: Uint8Array, L: ReturnType<typeof heatmapLayout>, v: Verdict, hatched: boolean): void {
-  const word = v.isAnomaly === null ? 'NO THRESHOLD' : v.isAnomaly ? 'ANOMALY' : 'OK';
+  const verdict = v.isAnomaly === null ? 'NO THRESHOLD' : v.isAnomaly ? 'ANOMALY' : 'OK';
+  const word = v.isAnomaly !== null && isBorderline(v.normalizedScore) ? `BORDERLINE ${verdict}` : verdict;
   const score = v.normalizedScore === null ? `SCORE ${fmt(v.score)}` : `SCORE ${v.normalizedScore.toFixed(2)} ${v.isAnomaly ? '>=' : '<'} 0.50`;
   const candidates = [
     `${word}  ${score}${hatched ? '  HATCHED: NOT INSPECTED' : ''}`,

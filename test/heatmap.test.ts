@@ -50,10 +50,23 @@ describe('heatmap drawing', () => {
     const one = heatmapRgb(image, mapWith(2, 30, 30, 1, 9), calibration, { score: 12, normalizedScore: 0.6, isAnomaly: true });
     expect(pixel(one.data, 30, 30)).toEqual([255, 255, 255]);
     expect(pixel(one.data, 31, 30)).toEqual([0, 0, 0]);
-    const none = heatmapRgb(image, mapWith(2, 0, 0, 0, 0), calibration, { score: 11, normalizedScore: 0.55, isAnomaly: true });
+    const none = heatmapRgb(image, mapWith(2, 0, 0, 0, 0), calibration, { score: 11, normalizedScore: 0.65, isAnomaly: true });
     expect(Array.from(none.data.subarray(0, 3))).toEqual([200, 16, 16]);
     const ok = heatmapRgb(image, mapWith(2, 0, 0, 0, 0), calibration, { score: 3, normalizedScore: 0.2, isAnomaly: false });
     expect(Array.from(ok.data.subarray(0, 3))).toEqual([24, 110, 48]);
+  });
+
+  it('marks a score near the threshold as borderline: an amber banner over the verdict-coloured frame', () => {
+    const last = (rgb: Uint8Array) => Array.from(rgb.subarray(rgb.length - 3));
+    for (const [normalizedScore, isAnomaly, frame] of [[0.55, true, [200, 16, 16]], [0.45, false, [24, 110, 48]], [0.6, true, [200, 16, 16]]] as const) {
+      const { data } = heatmapRgb(image, mapWith(2, 0, 0, 0, 0), calibration, { score: 10, normalizedScore, isAnomaly });
+      expect(Array.from(data.subarray(0, 3)), String(normalizedScore)).toEqual([196, 118, 0]);
+      expect(last(data), String(normalizedScore)).toEqual(frame);
+    }
+    for (const normalizedScore of [0.39, 0.61]) {
+      const { data } = heatmapRgb(image, mapWith(2, 0, 0, 0, 0), calibration, { score: 10, normalizedScore, isAnomaly: normalizedScore > 0.5 });
+      expect(Array.from(data.subarray(0, 3))).toEqual(normalizedScore > 0.5 ? [200, 16, 16] : [24, 110, 48]);
+    }
   });
 
   it('hatches pixels that were not inspected (NaN)', () => {

@@ -1,7 +1,7 @@
 // The review page in a real browser (Debian's chromium, driven headless by playwright-core): the
 // service on a real model store (mobilenet_v1 on metal_plate), real images scored over HTTP, the
 // verdict rows, "good part" on a false alarm, "update model", and the new version on the next
-// verdict. Screenshots of the page go to docs/screenshots/ (quantised PNGs, for the README).
+// verdict. Screenshots of the page (quantised PNGs): docs/screenshots/ with RECONPATCH_SCREENSHOTS=1.
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 
@@ -23,7 +23,9 @@ if (!hasChromium) {
 }
 if (!hasShared) console.warn(`[serve_browser] ${SHARED_ABSENT}`);
 const backbone = path.join(sharedBackbones, 'mobilenet_v1_imagenet.pt');
-const shots = path.join(repoRoot, 'docs/screenshots');
+// The README's screenshots are rewritten only when asked (RECONPATCH_SCREENSHOTS=1), so that a test
+// run leaves the checkout as it was; otherwise they go to a temporary folder.
+const shots = process.env.RECONPATCH_SCREENSHOTS === '1' ? path.join(repoRoot, 'docs/screenshots') : tempDir('serve-browser-shots');
 
 interface VerdictBody { id: string; score: number; normalizedScore: number; isAnomaly: boolean; borderline: boolean; version: string }
 

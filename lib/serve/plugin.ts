@@ -16,6 +16,7 @@ import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest 
 import multipart from '@fastify/multipart';
 
 import { ReconpatchError } from '../errors.js';
+import { BORDERLINE_BAND } from '../heatmap.js';
 import { runtimeInfo } from '../native.js';
 import { ServeError, isLoopback, toHttpError, tokenMatches } from './http_errors.js';
 import { ServeMetrics } from './metrics.js';
@@ -54,7 +55,7 @@ export interface ReconpatchPluginOptions {
   limits?: Partial<ServeLimits>;
   /** libtorch threads per loaded model. */
   threads?: number;
-  /** A verdict is borderline when its normalizedScore is within this of 0.5 (the threshold). Default 0.1. */
+  /** A verdict is borderline when its normalizedScore is within this of 0.5 (the threshold). Default 0.1 (BORDERLINE_BAND, as heatmap banners). */
   borderlineBand?: number;
   /** Server paths never to show in error messages (the store's directory). */
   hidePaths?: string[];
@@ -73,7 +74,7 @@ export const reconpatchPlugin: FastifyPluginAsync<ReconpatchPluginOptions> = asy
     if (!opts.allowNoTokenOnLoopback) throw new ReconpatchError('ERR_INVALID_OPTION', 'reconpatch serve: a token is required (or token: null with allowNoTokenOnLoopback: true, which serves loopback clients only)');
   } else if (typeof token !== 'string' || token.length < 16) throw new ReconpatchError('ERR_INVALID_OPTION', 'reconpatch serve: the token must be a string of at least 16 characters');
   const L: ServeLimits = { ...SERVE_LIMITS, ...opts.limits };
-  const band = opts.borderlineBand ?? 0.1;
+  const band = opts.borderlineBand ?? BORDERLINE_BAND; // the heatmap banner's band too
   const hide = opts.hidePaths ?? [];
   const load = { input: { maxPixels: L.maxPixels }, ...(opts.threads ? { threads: opts.threads } : {}) };
   const metrics = new ServeMetrics(opts.defaultMetrics ?? true);

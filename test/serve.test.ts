@@ -156,6 +156,23 @@ describe.skipIf(!hasShared)('reconpatch service (in process)', () => {
     expect(v.version).toBe(published.version);
   });
 
+  it('refuses images over the pixel limit (400) and answers a score over its time limit 503 ERR_TIMEOUT', async () => {
+    const strict = await buildServer({ store, token: TOKEN, logger: false, defaultMetrics: false, limits: { maxPixels: 100_000 } });
+    const hasty = await buildServer({ store, token: TOKEN, logger: false, defaultMetrics: false, limits: { scoreTimeoutMs: 1 } });
+    try {
+      const post = async (app: FastifyInstance) =>
+        fetch(`${await app.listen({ port: 0, host: '127.0.0.1' })}/score?model=plate`, { method: 'POST', body: readFileSync(good[0]), headers: { 'content-type': 'image/png', ...auth } });
+      const big = await post(strict); // 512 x 512 = 262144 pixels
+      const body = (await big.json()) as { error: { code: string; message: string } };
+      expect([big.status, body.error.code]).toEqual([400, 'ERR_INVALID_IMAGE']);
+      expect(body.error.message).toMatch(/pixel/i);
+      expect(await errorOf(await post(hasty))).toEqual([503, 'ERR_TIMEOUT']);
+    } finally {
+      await strict.close();
+      await hasty.close();
+    }
+  });
+
   it('is not ready with an empty store, and runs without a token only when asked (loopback clients)', async () => {
     const { store: empty } = await storeWith('serve-empty', {});
     await expect(buildServer({ store: empty, token: null, logger: false })).rejects.toMatchObject({ code: 'ERR_INVALID_OPTION' });
@@ -205,18 +222,25 @@ describe.skipIf(!hasShared)('reconpatch serve (the command)', () => {
         onLine(line);
       }
     });
-    const waitFor = (pred: (l: Record<string, unknown>) => boolean) =>
-      new Promise<Record<string, unknown>>((resolve) => {
+    const exited = new Promise<number | null>((resolve) => child!.on('exit', (c) => resolve(c)));
+    // A line the service logs; fails (with what it logged) if the process ends or 60 s pass first.
+    const waitFor = (pred: (l: Record<string, unknown>) => boolean, what: string) =>
+      new Promise<Record<string, unknown>>((resolve, reject) => {
         const hit = lines.find(pred);
         if (hit) return resolve(hit);
+        const fail = (why: string) => reject(new Error(`waiting for ${what}: ${why}\nstdout: ${lines.slice(-10).map((l) => JSON.stringify(l)).join('\n')}\nstderr: ${log.slice(-2000)}`));
+        const timer = setTimeout(() => fail('60 s passed'), 60_000);
+        void exited.then((code) => fail(`the process exited (${code})`));
         const prev = onLine;
         onLine = (l) => {
           prev(l);
-          if (pred(l)) resolve(l);
+          if (pred(l)) {
+            clearTimeout(timer);
+            resolve(l);
+          }
         };
       });
-    const exited = new Promise<number | null>((resolve) => child!.on('exit', (c) => resolve(c)));
-    const listening = await waitFor((l) => l.msg === 'reconpatch serve listening');
+    const listening = await waitFor((l) => l.msg === 'reconpatch serve listening', 'the service to listen');
     const base = String(listening.address);
     expect(lines.some((l) => typeof l.reqId === 'string' || l.msg === 'model loaded')).toBe(true);
     // Four scores at once; SIGTERM as soon as all four have arrived (a request arriving after it is
@@ -224,7 +248,7 @@ describe.skipIf(!hasShared)('reconpatch serve (the command)', () => {
     const images = plateImages('test/defect', 4);
     const answers = images.map((f) => fetch(`${base}/score?model=plate`, { method: 'POST', body: readFileSync(f), headers: { 'content-type': 'image/png', ...auth } }));
     const arrived = () => lines.filter((l) => l.msg === 'incoming request' && String((l.req as { url?: string })?.url).startsWith('/score')).length;
-    await waitFor(() => arrived() === 4);
+    await waitFor(() => arrived() === 4, 'the four requests to arrive');
     expect(lines.filter((l) => l.msg === 'scored')).toHaveLength(0); // still in flight
     child.kill('SIGTERM');
     const results = await Promise.all(answers);
@@ -235,5 +259,5 @@ describe.skipIf(!hasShared)('reconpatch serve (the command)', () => {
     // Every request line carries its request id (pino, fastify's logger).
     expect(lines.filter((l) => l.msg === 'scored').every((l) => typeof l.reqId === 'string')).toBe(true);
     await expect(fetch(`${base}/health/live`)).rejects.toThrow();
-  });
+  }, 150_000);
 });

@@ -35,6 +35,9 @@ export class ModelPool {
   readonly #live = new Map<string, Loaded>();
   // One load per id and version at a time: a burst of requests after a publish loads it once.
   readonly #loading = new Map<string, Promise<Loaded>>();
+  // Loads are numbered per id, so that a slow load of an older version never replaces a newer one.
+  readonly #started = new Map<string, number>();
+  readonly #installed = new Map<string, number>();
   #closed = false;
   /** Called when the set of loaded versions changes (metrics). */
   onChange: (loaded: { id: string; version: string }[]) => void = () => {};
@@ -94,15 +97,19 @@ export class ModelPool {
     const key = `${id}@${entry.version}`;
     let p = this.#loading.get(key);
     if (!p) {
+      const seq = (this.#started.get(id) ?? 0) + 1;
+      this.#started.set(id, seq);
       p = (async () => {
         const { entry: read, bytes } = await this.#store.read(id, entry.version);
         const model = await loadStoredModel(bytes, this.#load);
         const next: Loaded = { entry: read, model, users: 0, retired: false };
         const old = this.#live.get(id);
-        if (this.#closed) {
+        // Closed, or overtaken by a newer version: serve the requests that waited for it, then dispose.
+        if (this.#closed || (this.#installed.get(id) ?? 0) > seq) {
           next.retired = true;
           return next;
         }
+        this.#installed.set(id, seq);
         this.#live.set(id, next);
         this.#log.info({ model: id, version: read.version, previous: old?.entry.version ?? null }, 'model loaded');
         if (old) {

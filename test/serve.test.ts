@@ -140,12 +140,16 @@ describe.skipIf(!hasShared)('reconpatch service (in process)', () => {
     const v = (await (await score(good[2])).json()) as VerdictBody;
     expect(v.version).toBe(job.version);
     const models = (await (await fetch(`${base}/models`, { headers: auth })).json()) as { models: { id: string; version: string; loadedVersion: string }[] };
-    expect(models.models).toEqual([expect.objectContaining({ id: 'plate', version: job.version, loadedVersion: job.version })]);
+    expect(models.models).toEqual([expect.objectContaining({ id: 'plate', version: job.version, loadedVersion: job.version, goodLabelled: 0 })]);
     const calib = (await (await fetch(`${base}/models/plate/calibration`, { headers: auth })).json()) as { calibration: { threshold: number }; nominalScores: number[]; labelled: unknown[] };
     expect(calib.calibration.threshold).toBeGreaterThan(0);
     expect(calib.nominalScores.length).toBeGreaterThanOrEqual(16);
     expect(calib.labelled).toHaveLength(1);
     expect(await errorOf(await fetch(`${base}/models/nope/update`, { method: 'POST', headers: auth }))).toEqual([404, 'ERR_MODEL_NOT_FOUND']);
+    // The batch was learned: the verdict says by which version, and a second update has nothing to take.
+    const learned = ((await (await fetch(`${base}/verdicts`, { headers: auth })).json()) as { verdicts: (VerdictBody & { learnedIn: string | null })[] }).verdicts;
+    expect(learned.filter((x) => x.label === 'good').map((x) => x.learnedIn)).toEqual([job.version]);
+    expect(await errorOf(await fetch(`${base}/models/plate/update`, { method: 'POST', headers: auth }))).toEqual([400, 'ERR_NO_GOOD_IMAGES']);
   });
 
   it('hot-reloads a version published behind its back, without a restart', async () => {

@@ -123,7 +123,7 @@ describe.skipIf(!hasChromium || !hasShared)('review page (chromium)', () => {
     await page.click('#label-defect');
     await expect.poll(() => page.locator('#th-plot .labelled').count(), { timeout: 5_000 }).toBe(2);
     await expect.poll(() => page.isEnabled('#update-model')).toBe(true);
-    expect(await page.textContent('#batch-text')).toContain("1 part of 'plate' labelled good");
+    expect(await page.textContent('#batch-text')).toContain("1 part of 'plate' labelled good, not yet learned");
     await page.locator('#side').evaluate((side) => side.scrollTo(0, side.scrollHeight));
     await shot('review-threshold');
     await page.click('#update-model');
@@ -131,6 +131,10 @@ describe.skipIf(!hasChromium || !hasShared)('review page (chromium)', () => {
     const newVersion = await page.locator('#update-status').getAttribute('data-version');
     expect(newVersion).toBeTruthy();
     expect(newVersion).not.toBe(falseAlarm.version);
+    // The batch is empty again; the false alarm's card says it was learned.
+    await expect.poll(() => page.textContent('#batch-text')).toContain("0 parts of 'plate'");
+    expect(await page.isEnabled('#update-model')).toBe(false);
+    expect(await page.textContent(`[data-verdict-id="${falseAlarm.id}"] .label`)).toBe('good · learned');
 
     // The next verdict comes from the new version, and the page shows it.
     const next = await score('test/good/train_00023.png', 'line1');

@@ -64,11 +64,12 @@ export class Updates {
     };
     this.#jobs.set(job.id, job);
     this.#running.add(model);
-    void this.#run(job, good.map((g) => g.image)).finally(() => this.#running.delete(model));
+    void this.#run(job, good).finally(() => this.#running.delete(model));
     return { ...job };
   }
 
-  async #run(job: UpdateJob, images: Buffer[]): Promise<void> {
+  async #run(job: UpdateJob, good: { id: string; image: Buffer }[]): Promise<void> {
+    const images = good.map((g) => g.image);
     const log = this.log.child({ update: job.id, model: job.model });
     try {
       const { bytes } = await this.store.read(job.model, job.fromVersion);
@@ -79,6 +80,7 @@ export class Updates {
         });
         job.stage = 'publish';
         const published = await this.store.publish(await model.saveBytes(), { id: job.model });
+        this.verdicts.learned(good.map((g) => g.id), published.version);
         Object.assign(job, { version: published.version, addedRows: summary.addedRows, threshold: summary.calibration?.threshold ?? null, state: 'done' });
         log.info({ version: published.version, images: images.length, addedRows: summary.addedRows }, 'model updated and published');
         this.metrics.updates.inc({ model: job.model, outcome: 'done' });

@@ -21,6 +21,8 @@ export interface Verdict {
   time: string;
   tag: string | null;
   label: Label | null;
+  /** The model version an update published from this verdict's image (labelled good), once it did. */
+  learnedIn: string | null;
   hasImage: boolean;
 }
 
@@ -43,9 +45,9 @@ export class VerdictLog {
     this.#keepImages = keepImages;
   }
 
-  add(v: Omit<Verdict, 'id' | 'label' | 'hasImage'>, image: Buffer, heatmap: Buffer | null): Verdict {
+  add(v: Omit<Verdict, 'id' | 'label' | 'learnedIn' | 'hasImage'>, image: Buffer, heatmap: Buffer | null): Verdict {
     const keep = this.#keepImages > 0;
-    const entry: Entry = { ...v, id: randomUUID(), label: null, hasImage: keep, image: keep ? image : null, heatmap: keep ? heatmap : null };
+    const entry: Entry = { ...v, id: randomUUID(), label: null, learnedIn: null, hasImage: keep, image: keep ? image : null, heatmap: keep ? heatmap : null };
     this.#entries.push(entry);
     this.#byId.set(entry.id, entry);
     if (keep) this.#withImages++;
@@ -92,9 +94,20 @@ export class VerdictLog {
     return out;
   }
 
-  /** The images of `model`'s verdicts an operator labelled good (false alarms and good parts), with their ids. */
+  /**
+   * The update batch of `model`: images of its verdicts an operator labelled good (false alarms and
+   * good parts) that no update has learned yet, with their ids.
+   */
   goodImages(model: string): { id: string; image: Buffer }[] {
-    return this.#entries.filter((e) => e.model === model && e.label === 'good' && e.image).map((e) => ({ id: e.id, image: e.image! }));
+    return this.#entries.filter((e) => e.model === model && e.label === 'good' && !e.learnedIn && e.image).map((e) => ({ id: e.id, image: e.image! }));
+  }
+
+  /** Marks verdicts as learned by the update that published `version` (so the next update does not take them again). */
+  learned(ids: string[], version: string): void {
+    for (const id of ids) {
+      const e = this.#byId.get(id);
+      if (e) e.learnedIn = version;
+    }
   }
 
   /** Labelled verdicts of `model` (for the threshold view). */

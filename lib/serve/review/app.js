@@ -63,7 +63,7 @@ function card(v) {
   c.className = `card ${kindOf(v)}${state.selected === v.id ? ' sel' : ''}`;
   c.querySelector('.top').replaceChildren(el('span', { class: `badge ${kindOf(v)}` }, badgeText(v)), el('span', {}, num(v.normalizedScore)));
   c.querySelector('.mid').replaceChildren(el('span', { class: 'version' }, `${v.model} · ${v.version.slice(0, 8)}`));
-  c.querySelector('.bottom').replaceChildren(el('span', { class: 'muted' }, `${time(v.time)}${v.tag ? ` · ${v.tag}` : ''}`), el('span', { class: 'label' }, v.label ? (v.label === 'good' ? 'good part' : 'defect') : ''));
+  c.querySelector('.bottom').replaceChildren(el('span', { class: 'muted' }, `${time(v.time)}${v.tag ? ` · ${v.tag}` : ''}`), el('span', { class: 'label' }, v.label ? (v.label === 'good' ? (v.learnedIn ? 'good · learned' : 'good part') : 'defect') : ''));
   return c;
 }
 
@@ -110,7 +110,7 @@ function showDetail(v) {
   d.textContent = v.borderline ? `Borderline: ${v.isAnomaly ? 'anomaly' : 'OK'}, close to the threshold` : v.isAnomaly ? 'Anomaly' : v.isAnomaly === false ? 'OK' : 'No threshold';
   // 0.5 (the threshold) sits in the middle; 1.0 and above at the right end.
   $('d-gauge').querySelector('.bar').style.left = `calc(${Math.min(1, Math.max(0, v.normalizedScore ?? 0)) * 100}% - 3px)`;
-  const facts = [['score', `${num(v.score, 3)} (threshold ${num(v.threshold, 3)})`], ['normalised', `${num(v.normalizedScore, 3)} (0.5 = threshold)`], ['model', v.model], ['version', v.version], ['time', new Date(v.time).toLocaleString()], ['tag', v.tag ?? '–'], ['label', v.label ?? 'none']];
+  const facts = [['score', `${num(v.score, 3)} (threshold ${num(v.threshold, 3)})`], ['normalised', `${num(v.normalizedScore, 3)} (0.5 = threshold)`], ['model', v.model], ['version', v.version], ['time', new Date(v.time).toLocaleString()], ['tag', v.tag ?? '–'], ['label', v.label ?? 'none'], ...(v.learnedIn ? [['learned in', v.learnedIn]] : [])];
   $('d-facts').replaceChildren(...facts.flatMap(([k, val]) => [el('dt', {}, k), el('dd', { 'data-fact': k }, val)]));
   $('label-good').classList.toggle('on', v.label === 'good');
   $('label-defect').classList.toggle('on', v.label === 'defect');
@@ -132,7 +132,7 @@ function batchModel() {
 let updating = false;
 function showBatch() {
   const m = batchModel();
-  $('batch-text').textContent = m ? `${m.goodLabelled} part${m.goodLabelled === 1 ? '' : 's'} of '${m.id}' labelled good (version ${m.version.slice(0, 8)}).` : 'No models in the store.';
+  $('batch-text').textContent = m ? `${m.goodLabelled} part${m.goodLabelled === 1 ? '' : 's'} of '${m.id}' labelled good, not yet learned (version ${m.version.slice(0, 8)}).` : 'No models in the store.';
   $('update-model').disabled = updating || !m || m.goodLabelled === 0;
   $('update-model').dataset.model = m?.id ?? '';
 }

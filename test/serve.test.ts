@@ -187,6 +187,10 @@ describe.skipIf(!hasShared)('reconpatch service (in process)', () => {
       expect((await fetch(`${at}/health/live`)).status).toBe(200);
       expect((await fetch(`${at}/health/ready`)).status).toBe(503);
       expect((await fetch(`${at}/verdicts`)).status).toBe(200);
+      // A model published after the start makes it ready, without a score first.
+      await empty.publish(modelBytes, { id: 'late' });
+      const ready = await fetch(`${at}/health/ready`);
+      expect([ready.status, ((await ready.json()) as { models: { id: string }[] }).models.map((m) => m.id)]).toEqual([200, ['late']]);
     } finally {
       await open.close();
     }

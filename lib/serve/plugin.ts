@@ -129,6 +129,8 @@ export const reconpatchPlugin: FastifyPluginAsync<ReconpatchPluginOptions> = asy
     } catch {
       why.push('the native addon does not load');
     }
+    // A store that was empty at start may have a model now: load it, so readiness does not wait for a score that a not-ready service never gets.
+    if (pool.loaded.length === 0) await pool.preload().catch((err: unknown) => app.log.warn({ err }, 'readiness: loading the store failed'));
     if (pool.loaded.length === 0) why.push('no model is loaded (publish one to the store)');
     return reply.code(why.length ? 503 : 200).send({ ready: why.length === 0, models: pool.loaded, ...(why.length ? { why } : {}) });
   });

@@ -160,6 +160,21 @@ describe.skipIf(!hasShared)('reconpatch service (in process)', () => {
     expect(v.version).toBe(published.version);
   });
 
+  it('swaps versions under load without failing a request: the requests in flight finish on theirs', async () => {
+    const serving = (await store.current('plate')).version;
+    const other = (await store.list())[0].versions.find((x) => x.version !== serving)!;
+    const { bytes } = await store.read('plate', other.version);
+    const first = Array.from({ length: 4 }, () => score(good[0]));
+    await new Promise((r) => setTimeout(r, 30)); // the first ones arrive and start
+    await store.publish(bytes, { id: 'plate' });
+    const second = Array.from({ length: 4 }, () => score(good[0]));
+    const answers = await Promise.all([...first, ...second]);
+    expect(answers.map((r) => r.status)).toEqual(new Array(8).fill(200));
+    const versions = (await Promise.all(answers.map((r) => r.json() as Promise<VerdictBody>))).map((v) => v.version);
+    for (const v of versions.slice(0, 4)) expect([serving, other.version]).toContain(v);
+    expect(versions.slice(4)).toEqual(new Array(4).fill(other.version));
+  });
+
   it('refuses images over the pixel limit (400) and answers a score over its time limit 503 ERR_TIMEOUT', async () => {
     const strict = await buildServer({ store, token: TOKEN, logger: false, defaultMetrics: false, limits: { maxPixels: 100_000 } });
     const hasty = await buildServer({ store, token: TOKEN, logger: false, defaultMetrics: false, limits: { scoreTimeoutMs: 1 } });

@@ -173,6 +173,8 @@ export const reconpatchPlugin: FastifyPluginAsync<ReconpatchPluginOptions> = asy
       throw err;
     }
     const { entry } = lease;
+    // Read now: once the lease is given back, a model replaced by a newer version may be disposed.
+    const threshold = lease.model.info.calibration?.threshold ?? null;
     // The lease is given back when the score really ends, even after a timeout answered the client.
     const work = lease.model.score(image, { heatmap: L.recentImages > 0 ? 'png' : false }).finally(() => {
       scoring--;
@@ -184,7 +186,6 @@ export const reconpatchPlugin: FastifyPluginAsync<ReconpatchPluginOptions> = asy
     });
     const r = await Promise.race([work, timeout]).finally(() => clearTimeout(timer));
     const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-    const threshold = lease.model.info.calibration?.threshold ?? null;
     const borderline = r.normalizedScore !== null && Math.abs(r.normalizedScore - 0.5) <= band;
     const v = verdicts.add({
       score: r.score, normalizedScore: r.normalizedScore, isAnomaly: r.isAnomaly, borderline, threshold,

@@ -104,10 +104,15 @@ export class ModelPool {
         const model = await loadStoredModel(bytes, this.#load);
         const next: Loaded = { entry: read, model, users: 0, retired: false };
         const old = this.#live.get(id);
-        // Closed, or overtaken by a newer version: serve the requests that waited for it, then dispose.
-        if (this.#closed || (this.#installed.get(id) ?? 0) > seq) {
-          next.retired = true;
+        if (this.#closed) {
+          next.retired = true; // disposed when the requests that waited for it are done
           return next;
+        }
+        // Overtaken by a newer version while loading: the requests that waited get the newer one.
+        const newer = this.#live.get(id);
+        if (newer && (this.#installed.get(id) ?? 0) > seq) {
+          void this.#dispose(next);
+          return newer;
         }
         this.#installed.set(id, seq);
         this.#live.set(id, next);

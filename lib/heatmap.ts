@@ -9,8 +9,12 @@
  * - a banner on top and a frame around the image carry the verdict: red with "ANOMALY" for a
  *   flagged image (so it is marked even when no region passes the pixel threshold), dark green
  *   with "OK", grey without a threshold; the score is written beside it (normalised: 0.50 is the
- *   threshold).
- * The PNG is therefore larger than the image by the banner and the frame ({@link heatmapLayout}).
+ *   threshold). A score within {@link BORDERLINE_BAND} of the threshold (normalised 0.40-0.60)
+ *   turns the banner amber and says "BORDERLINE OK" or "BORDERLINE ANOMALY", the frame keeping the
+ *   verdict's colour: a near miss is not shown as a plain OK.
+ * - a legend below the image: the tint's scale from the floor to the pixel threshold (white tick:
+ *   regions above it are contoured) and beyond, and the model's id and version when known.
+ * The PNG is therefore larger than the image by the banner, the frame and the legend ({@link heatmapLayout}).
  */
 import sharp from 'sharp';
 
@@ -23,6 +27,8 @@ export interface Verdict {
   score: number;
   normalizedScore: number | null;
   isAnomaly: boolean | null;
+  /** The model that scored it, written in the legend when there is room. */
+  model?: { id: string | null; version: string };
 }
 
 type Rgb = [number, number, number];
@@ -30,13 +36,24 @@ type Rgb = [number, number, number];
 const RED: Rgb = [200, 16, 16];
 const GREEN: Rgb = [24, 110, 48];
 const GREY: Rgb = [90, 90, 90];
+const AMBER: Rgb = [196, 118, 0];
+const FOOTER: Rgb = [40, 40, 40];
 
-/** Where the image sits in the heatmap: `frame` px around it, a banner of `banner` px above. */
-export function heatmapLayout(width: number, height: number): { scale: number; frame: number; banner: number; width: number; height: number } {
+/** Half-width of the borderline band around the threshold, on the normalised scale (0.5 = threshold). */
+export const BORDERLINE_BAND = 0.1;
+
+/** Whether a normalised score lies within `band` of the threshold (0.5). */
+export function isBorderline(normalizedScore: number | null, band = BORDERLINE_BAND): boolean {
+  return normalizedScore !== null && Math.abs(normalizedScore - 0.5) <= band;
+}
+
+/** Where the image sits in the heatmap: `frame` px around it, a banner of `banner` px above, a legend of `legend` px below the frame. */
+export function heatmapLayout(width: number, height: number): { scale: number; frame: number; banner: number; legend: number; width: number; height: number } {
   const scale = Math.max(1, Math.min(4, Math.floor(Math.max(width, height) / 256) + 1));
   const frame = 2 * scale + 1;
   const banner = (GLYPH_H + 6) * scale;
-  return { scale, frame, banner, width: width + 2 * frame, height: height + banner + frame };
+  const legend = (GLYPH_H + 4) * scale;
+  return { scale, frame, banner, legend, width: width + 2 * frame, height: height + banner + frame + legend };
 }
 
 /** The tint's colour and opacity for t = position between the floor (0) and the pixel threshold (1). */
@@ -68,6 +85,7 @@ export function heatmapRgb(image: RawFrame, map: Float32Array, calibration: Cali
   const out = new Uint8Array(L.width * L.height * 3);
   const frameColour = verdict.isAnomaly === null ? GREY : verdict.isAnomaly ? RED : GREEN;
   for (let p = 0; p < L.width * L.height; p++) out.set(frameColour, p * 3);
+  if (isBorderline(verdict.normalizedScore)) for (let p = 0; p < L.width * L.banner; p++) out.set(AMBER, p * 3);
   const { floor, red, contour } = levels(map, calibration);
   const span = red > floor ? red - floor : 1;
   const above = new Uint8Array(w * h);
@@ -97,6 +115,7 @@ export function heatmapRgb(image: RawFrame, map: Float32Array, calibration: Cali
       for (let c = 0; c < 3; c++) out[o + c] = Math.round((1 - alpha) * base[c] + alpha * colour[c]);
     }
   writeBanner(out, L, verdict, uninspected > 0);
+  writeLegend(out, L, verdict);
   return { data: out, width: L.width, height: L.height };
 }
 
@@ -127,7 +146,8 @@ function boundary(mask: Uint8Array, w: number, h: number, r: number): Uint8Array
 }
 
 function writeBanner(out: Uint8Array, L: ReturnType<typeof heatmapLayout>, v: Verdict, hatched: boolean): void {
-  const word = v.isAnomaly === null ? 'NO THRESHOLD' : v.isAnomaly ? 'ANOMALY' : 'OK';
+  const verdict = v.isAnomaly === null ? 'NO THRESHOLD' : v.isAnomaly ? 'ANOMALY' : 'OK';
+  const word = v.isAnomaly !== null && isBorderline(v.normalizedScore) ? `BORDERLINE ${verdict}` : verdict;
   const score = v.normalizedScore === null ? `SCORE ${fmt(v.score)}` : `SCORE ${v.normalizedScore.toFixed(2)} ${v.isAnomaly ? '>=' : '<'} 0.50`;
   const candidates = [
     `${word}  ${score}${hatched ? '  HATCHED: NOT INSPECTED' : ''}`,
@@ -138,6 +158,37 @@ function writeBanner(out: Uint8Array, L: ReturnType<typeof heatmapLayout>, v: Ve
   const room = L.width - 2 * L.scale;
   const text = candidates.find((t) => textWidth(t, L.scale) <= room) ?? word;
   drawText(out, L.width, L.height, 2 * L.scale, 3 * L.scale, text, L.scale, [255, 255, 255]);
+}
+
+/**
+ * The legend, right-aligned below the frame: "FLOOR", the tint over mid-grey from the floor to
+ * 1.5 x the way to the pixel threshold (a white tick at the threshold: contoured from there),
+ * "REGION"; on its left the model's id and version when they fit.
+ */
+function writeLegend(out: Uint8Array, L: ReturnType<typeof heatmapLayout>, v: Verdict): void {
+  const s = L.scale;
+  // A neutral footer: the strip's reds must not melt into a red frame.
+  for (let p = (L.height - L.legend) * L.width; p < L.height * L.width; p++) out.set(FOOTER, p * 3);
+  const y0 = L.height - L.legend + s;
+  const stripW = 30 * s;
+  const right = textWidth('REGION', s);
+  const left = textWidth('FLOOR', s);
+  const x0 = L.width - 2 * s - right - 2 * s - stripW - 2 * s - left;
+  if (x0 < s) return; // too narrow for a legend
+  const white: Rgb = [255, 255, 255];
+  drawText(out, L.width, L.height, x0, y0 + s, 'FLOOR', s, white);
+  const sx = x0 + left + 2 * s;
+  const tick = Math.round((stripW - 1) / 1.5); // t = 1: the pixel threshold
+  for (let i = 0; i < stripW; i++) {
+    const { colour, alpha } = tint((1.5 * i) / (stripW - 1));
+    const px: Rgb = i >= tick && i < tick + s ? white : (colour.map((c) => Math.round((1 - alpha) * 128 + alpha * c)) as Rgb);
+    for (let y = y0; y < y0 + (GLYPH_H + 2) * s; y++) out.set(px, (y * L.width + sx + i) * 3);
+  }
+  drawText(out, L.width, L.height, sx + stripW + 2 * s, y0 + s, 'REGION', s, white);
+  if (v.model) {
+    const text = [`MODEL ${v.model.id ?? '-'} ${v.model.version.slice(0, 8)}`, `${v.model.id ?? '-'}`].find((t) => textWidth(t, s) <= x0 - 4 * s);
+    if (text) drawText(out, L.width, L.height, 2 * s, y0 + s, text, s, white);
+  }
 }
 
 function fmt(x: number): string {

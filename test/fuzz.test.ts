@@ -3,7 +3,7 @@
 // special files; model files random, truncated, flipped and crafted with a valid checksum (bad
 // options, bank shapes, metadata, sections, versions); torch wheels for `reconpatch libtorch`
 // (random, truncated, flipped, and crafted: traversal, links, bombs; nothing may land outside the
-// cache); requests to the example server. Run in a
+// cache); requests to the service (examples/embed-fastify). Run in a
 // child process (test/support/fuzz_child.mjs) so that a crash fails this test instead of killing
 // the runner: every outcome must be a typed error (or, for damaged-but-decodable inputs, a
 // result), and afterwards the engine and the server still give the same score as before.
@@ -18,7 +18,7 @@ import { repoRoot, syntheticDataset, tempDir } from './support/data.js';
 
 const dist = path.join(repoRoot, 'dist/index.js');
 const child = path.join(repoRoot, 'test/support/fuzz_child.mjs');
-const serverModule = path.join(repoRoot, 'examples/inspection-server/server.mjs');
+const serverModule = path.join(repoRoot, 'examples/embed-fastify/server.mjs');
 
 interface Case { kind: string; name: string; outcome: string; stack?: string }
 
@@ -34,7 +34,8 @@ const ALLOWED: Record<string, RegExp> = {
   'wheel-valid': /^ok$/,
   'wheel-unsafe': /^ERR_LIBTORCH$/,
   'wheel-confined': /^ok$/,
-  server: /^(HTTP (400|401|403|404|405|409|413|415)|HTTP\/1\.1 400|closed)$/,
+  // 414: a path parameter over fastify's maxParamLength.
+  server: /^(HTTP (400|401|403|404|405|409|413|414|415)|HTTP\/1\.1 400|closed)$/,
 };
 
 describe.skipIf(!existsSync(dist))('fuzz: bad inputs through score, load and the server', () => {

@@ -43,17 +43,47 @@ describe('heatmap drawing', () => {
     expect(inside[0]).toBeGreaterThan(inside[1] + 60);
     // Flagged: a red frame and banner.
     expect(Array.from(data.subarray(0, 3))).toEqual([200, 16, 16]);
-    expect(Array.from(data.subarray(((L.height - 1) * L.width + L.width - 1) * 3, ((L.height - 1) * L.width + L.width) * 3))).toEqual([200, 16, 16]);
+    const bottomFrame = (L.height - L.legend - 1) * L.width + L.width - 1;
+    expect(Array.from(data.subarray(bottomFrame * 3, bottomFrame * 3 + 3))).toEqual([200, 16, 16]);
   });
 
   it('outlines even a single pixel above the threshold, and marks a flagged image that has no such region', () => {
     const one = heatmapRgb(image, mapWith(2, 30, 30, 1, 9), calibration, { score: 12, normalizedScore: 0.6, isAnomaly: true });
     expect(pixel(one.data, 30, 30)).toEqual([255, 255, 255]);
     expect(pixel(one.data, 31, 30)).toEqual([0, 0, 0]);
-    const none = heatmapRgb(image, mapWith(2, 0, 0, 0, 0), calibration, { score: 11, normalizedScore: 0.55, isAnomaly: true });
+    const none = heatmapRgb(image, mapWith(2, 0, 0, 0, 0), calibration, { score: 11, normalizedScore: 0.65, isAnomaly: true });
     expect(Array.from(none.data.subarray(0, 3))).toEqual([200, 16, 16]);
     const ok = heatmapRgb(image, mapWith(2, 0, 0, 0, 0), calibration, { score: 3, normalizedScore: 0.2, isAnomaly: false });
     expect(Array.from(ok.data.subarray(0, 3))).toEqual([24, 110, 48]);
+  });
+
+  it('marks a score near the threshold as borderline: an amber banner over the verdict-coloured frame', () => {
+    const last = (rgb: Uint8Array) => Array.from(rgb.subarray(((L.height - L.legend) * L.width - 1) * 3, (L.height - L.legend) * L.width * 3)); // the frame's last pixel
+    for (const [normalizedScore, isAnomaly, frame] of [[0.55, true, [200, 16, 16]], [0.45, false, [24, 110, 48]], [0.6, true, [200, 16, 16]]] as const) {
+      const { data } = heatmapRgb(image, mapWith(2, 0, 0, 0, 0), calibration, { score: 10, normalizedScore, isAnomaly });
+      expect(Array.from(data.subarray(0, 3)), String(normalizedScore)).toEqual([196, 118, 0]);
+      expect(last(data), String(normalizedScore)).toEqual(frame);
+    }
+    for (const normalizedScore of [0.39, 0.61]) {
+      const { data } = heatmapRgb(image, mapWith(2, 0, 0, 0, 0), calibration, { score: 10, normalizedScore, isAnomaly: normalizedScore > 0.5 });
+      expect(Array.from(data.subarray(0, 3))).toEqual(normalizedScore > 0.5 ? [200, 16, 16] : [24, 110, 48]);
+    }
+  });
+
+  it('draws a legend below the frame: the tint from the floor up to a white tick at the pixel threshold, and the model when there is room', () => {
+    const wide: RawFrame = { data: new Uint8Array(200 * 60 * 3).fill(100), width: 200, height: 60, channels: 3 };
+    const WL = heatmapLayout(200, 60);
+    const { data } = heatmapRgb(wide, new Float32Array(200 * 60).fill(2), calibration, { score: 3, normalizedScore: 0.2, isAnomaly: false, model: { id: 'plate', version: '0123456789abcdef' } });
+    const row = WL.height - WL.legend + 2 * WL.scale;
+    const at = (x: number) => Array.from(data.subarray((row * WL.width + x) * 3, (row * WL.width + x) * 3 + 3));
+    const strip = Array.from({ length: WL.width }, (_, x) => at(x)).filter(([r, g, b]) => r > 60 && r !== g); // tinted pixels: not grey, not white
+    expect(strip.length).toBeGreaterThanOrEqual(20);
+    expect(strip[0][1]).toBeGreaterThan(strip[strip.length - 1][1]); // from yellowish to red
+    expect(Array.from({ length: WL.width }, (_, x) => at(x)).filter(([r, g, b]) => r === 255 && g === 255 && b === 255).length).toBeGreaterThan(0);
+    // "MODEL PLATE 01234567" on the left: white text pixels in the first third.
+    let text = 0;
+    for (let y = WL.height - WL.legend; y < WL.height; y++) for (let x = 0; x < WL.width / 3; x++) if (data[(y * WL.width + x) * 3] === 255) text++;
+    expect(text).toBeGreaterThan(20);
   });
 
   it('hatches pixels that were not inspected (NaN)', () => {

@@ -13,6 +13,7 @@ import { libtorchCommand } from './libtorch.js';
 import { fitCommand, infoCommand, scoreCommand } from './model.js';
 import { modelsCommand } from './models.js';
 import { errorRecord, help } from './output.js';
+import { serveCommand } from './serve.js';
 import { updateCommand } from './update.js';
 import { weightsCommand } from './weights.js';
 
@@ -33,6 +34,8 @@ Commands:
   worker --redis <url> --store <dir>           a scoring worker: takes score jobs from Redis, models from the store
   submit --redis <url> --model <id> <dir|glob|image>...
                                                score frames on the workers; one row per frame as verdicts arrive
+  serve --store <dir> --token <t> [--port <p>] the inspection service: score by model id, metrics, health,
+                                               verdicts, labels, updates, and the review page for operators
   weights pull <name> [--from <url|file>]      download torchvision's official weights into the cache
   weights list                                 the known weights and whether they are cached
   libtorch --variant cpu|cuda [--download]     assemble a libtorch from PyTorch wheels into the cache and check it
@@ -67,6 +70,8 @@ async function main(argv: string[]): Promise<number> {
       return workerCommand(rest);
     case 'submit':
       return submitCommand(rest);
+    case 'serve':
+      return serveCommand(rest);
     case 'weights':
       return weightsCommand(rest);
     case 'libtorch':

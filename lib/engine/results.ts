@@ -74,6 +74,6 @@ export async function finishResult(
   const result: ScoreResult = {
     score: raw.score, normalizedScore, isAnomaly, map: raw.map, width: raw.width, height: raw.height, modelId: model.id, modelVersion: model.version,
   };
-  if (heatmap === 'png') result.heatmap = await heatmapPng(frame, raw.map, calibration, { score: raw.score, normalizedScore, isAnomaly });
+  if (heatmap === 'png') result.heatmap = await heatmapPng(frame, raw.map, calibration, { score: raw.score, normalizedScore, isAnomaly, model });
   return result;
 }

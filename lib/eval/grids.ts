@@ -1,7 +1,7 @@
 /**
  * `eval --save-images DIR`: one picture per test image, three panels side by side: the image, its
  * heatmap (as `score(..., { heatmap: 'png' })` draws it) and the ground truth (the defect mask
- * outlined and tinted green on the image). Written as DIR/<defect type>/<image name>.png.
+ * outlined and tinted blue on the image: green would read as OK). Written as DIR/<defect type>/<image name>.png.
  */
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
@@ -40,7 +40,7 @@ export async function saveGrid(
   return file;
 }
 
-/** The image in a heatmap-sized panel with a title; with a mask, the defect tinted and outlined in green. */
+/** The image in a heatmap-sized panel with a title; with a mask, the defect tinted and outlined in blue (green reads as OK). */
 function panel(frame: RawFrame, L: ReturnType<typeof heatmapLayout>, mask: Uint8Array | null, title: string): Uint8Array {
   const { width: w, height: h, channels, data } = frame;
   const out = new Uint8Array(L.width * L.height * 3).fill(70);
@@ -52,7 +52,7 @@ function panel(frame: RawFrame, L: ReturnType<typeof heatmapLayout>, mask: Uint8
       const edge = mask && inside && ((x > 0 && !mask[p - 1]) || (x < w - 1 && !mask[p + 1]) || (y > 0 && !mask[p - w]) || (y < h - 1 && !mask[p + w]));
       for (let c = 0; c < 3; c++) {
         const base = data[p * channels + (channels === 3 ? c : 0)];
-        out[o + c] = edge ? [0, 255, 0][c] : inside ? Math.round(0.6 * base + 0.4 * [0, 200, 0][c]) : base;
+        out[o + c] = edge ? [40, 140, 255][c] : inside ? Math.round(0.6 * base + 0.4 * [0, 90, 255][c]) : base;
       }
     }
   drawText(out, L.width, L.height, 2 * L.scale, 3 * L.scale, title, L.scale, [255, 255, 255]);

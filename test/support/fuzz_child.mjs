@@ -1,7 +1,7 @@
 // Run as a child process by test/fuzz.test.ts (a crash must fail the test, not kill the runner):
 // a few hundred generated bad inputs, from a fixed seed, through score / scoreMany, Engine.load /
-// Engine.loadBytes / Ensemble.loadBytes, reconpatch libtorch's wheel assembly and the example
-// server. Prints one JSON line:
+// Engine.loadBytes / Ensemble.loadBytes, reconpatch libtorch's wheel assembly and the service
+// (examples/embed-fastify). Prints one JSON line:
 // { cases: [{ kind, name, outcome }], live: {...} } where outcome is 'ok' or an error code
 // ('THROWN:<name>' for anything that is not a ReconpatchError, 'HTTP <status>' for the server).
 //   node fuzz_child.mjs '<json: { dist, serverModule, model, probe, trainRoot, dir, seed }>'
@@ -332,16 +332,20 @@ for (const [i, [name, bytes, kind, limits]] of wheelCases.entries()) {
   cases.push({ kind: 'wheel-confined', name: 'nothing outside the cache, no temporary directories', outcome: problems.length ? `ESCAPED: ${problems.join('; ')}` : 'ok' });
 }
 
-// ---- the example server ------------------------------------------------------------------------
-const { createServer } = await import(serverModule);
+// ---- the service, as examples/embed-fastify registers it ----------------------------------------
+const { DirectoryModelStore } = await import(path.join(path.dirname(dist), 'fleet/store.js'));
+const storeDir = path.join(dir, 'store');
+mkdirSync(storeDir, { recursive: true });
+await new DirectoryModelStore(storeDir).publish(model, { id: 'm' });
+const { createApp } = await import(serverModule);
 const token = 'fuzz-token-0123456789abcdef';
-const server = await createServer({ modelPath: model, token, trainRoot, engineOptions: { resize: null, crop: null } });
-await new Promise((r) => server.listen(0, '127.0.0.1', r));
-const baseUrl = `http://127.0.0.1:${server.address().port}`;
+const app = await createApp({ storeDir, token, logger: false });
+const port = Number(new URL(await app.listen({ port: 0, host: '127.0.0.1' })).port);
+const baseUrl = `http://127.0.0.1:${port}`;
 const auth = { authorization: `Bearer ${token}` };
 async function request(name, route, init) {
   try {
-    const r = await fetch(`${baseUrl}${route}`, init);
+    const r = await fetch(`${baseUrl}${route}`, { redirect: 'manual', ...init });
     await r.arrayBuffer();
     cases.push({ kind: 'server', name, outcome: `HTTP ${r.status}` });
   } catch (err) {
@@ -350,42 +354,44 @@ async function request(name, route, init) {
 }
 for (let i = 0; i < 10; i++) {
   const method = pick(['GET', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS']);
-  const route = pick(['/', '/fit', '/score', '/health', '/score?heatmap=png', '/%00', '/../etc/passwd', `/${randomBytes(8).toString('hex')}`]);
+  const route = pick(['/', '/inspect/score', '/inspect/score?model=m', '/inspect/models/m/update', '/inspect/verdicts/x/label', '/%00', '/../etc/passwd',
+    '/inspect/review/..%2f..%2fpackage.json', `/inspect/${randomBytes(8).toString('hex')}`]);
   await request(`${method} ${route}`, route, { method, headers: auth, ...(method === 'GET' || method === 'OPTIONS' ? {} : { body: randomBytes(int(200)) }) });
 }
 for (let i = 0; i < 20; i++) {
   const input = pick(imageCases.filter((c) => Buffer.isBuffer(c[1]) && !c[2]))[1];
-  await request(`score body ${i}`, pick(['/score', '/score?heatmap=png']), { method: 'POST', body: input, headers: { ...auth, 'content-type': pick(['image/png', 'image/jpeg', 'application/octet-stream', 'text/plain', '']) } });
+  await request(`score body ${i}`, pick(['/inspect/score?model=m', '/inspect/score?model=m&tag=x', '/inspect/score?model=..%2fm']), { method: 'POST', body: input, headers: { ...auth, 'content-type': pick(['image/png', 'image/jpeg', 'application/octet-stream', 'text/plain', '']) } });
 }
-const dirs = ['..', '../..', '/', '/etc', 'synthetic/../..', 'synthetic/train/good/../../../..', '.', '', 'synthetic/test', '\0', 'a'.repeat(5000), 'synthetic/train/good/000.png'];
+// The JSON route (a verdict's label): a verdict that exists, bodies of every shape.
+const scoredOnce = await (await fetch(`${baseUrl}/inspect/score?model=m`, { method: 'POST', body: await readFile(probe), headers: { ...auth, 'content-type': 'image/png' } })).json();
 for (let i = 0; i < 15; i++) {
   const body = pick([
-    () => JSON.stringify({ dir: pick(dirs) }),
-    () => JSON.stringify({ dir: int(100) }),
-    () => JSON.stringify({ dir: { nested: [1, 2] } }),
-    () => JSON.stringify([pick(dirs)]),
+    () => JSON.stringify({ label: pick(['bad', '', 'GOOD', 'good ', null, 1]) }),
+    () => JSON.stringify({ label: { nested: [1, 2] } }),
+    () => JSON.stringify(['good']),
     () => randomBytes(int(300)).toString('latin1'),
-    () => JSON.stringify({ dir: 'x'.repeat(6000) }),
+    () => JSON.stringify({ label: 'x'.repeat(70000) }),
+    () => JSON.stringify({ labels: 'good' }),
   ])();
-  await request(`fit body ${i}`, '/fit', { method: 'POST', body, headers: { ...auth, 'content-type': 'application/json' } });
+  await request(`label body ${i}`, `/inspect/verdicts/${pick([scoredOnce.id, 'nope', '%00', 'x'.repeat(300)])}/label`, { method: 'POST', body, headers: { ...auth, 'content-type': 'application/json' } });
 }
 for (const [i, header] of ['', 'Bearer', 'Bearer ', `Bearer  ${token}`, `bearer ${token}`, `Bearer ${token.slice(1)}`, `Basic ${token}`, 'Bearer \u00ff', `Bearer ${'x'.repeat(10000)}`, `Bearer ${token}${token}`].entries())
-  await request(`auth ${i}`, '/score', { method: 'POST', body: samples.png, headers: { 'content-type': 'image/png', authorization: header } });
+  await request(`auth ${i}`, '/inspect/score?model=m', { method: 'POST', body: samples.png, headers: { 'content-type': 'image/png', authorization: header } });
 // Garbage on a raw socket: node's parser answers 400 and closes.
 for (let i = 0; i < 5; i++) {
   const got = await new Promise((resolve) => {
     let text = '';
-    const socket = net.connect(server.address().port, '127.0.0.1', () => socket.end(randomBytes(50 + int(500))));
+    const socket = net.connect(port, '127.0.0.1', () => socket.end(randomBytes(50 + int(500))));
     socket.on('data', (d) => (text += d.toString('latin1')));
     socket.on('close', () => resolve(text));
     socket.on('error', () => resolve(text));
   });
   cases.push({ kind: 'server', name: `raw garbage ${i}`, outcome: /^HTTP\/1\.1 (\d+)/.exec(got)?.[0] ?? 'closed' });
 }
-const health = await fetch(`${baseUrl}/health`);
-const scored = await fetch(`${baseUrl}/score`, { method: 'POST', body: await readFile(probe), headers: { ...auth, 'content-type': 'image/png' } });
+const health = await fetch(`${baseUrl}/inspect/health/live`);
+const scored = await fetch(`${baseUrl}/inspect/score?model=m`, { method: 'POST', body: await readFile(probe), headers: { ...auth, 'content-type': 'image/png' } });
 const serverScore = scored.status === 200 ? (await scored.json()).score : null;
-await new Promise((r) => server.close(r));
+await app.close();
 
 const after = (await engine.score(probe)).score;
 console.log(JSON.stringify({ cases, live: { before, after, health: health.status, serverScore } }));

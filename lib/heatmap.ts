@@ -19,7 +19,7 @@
 import sharp from 'sharp';
 
 import type { Calibration } from './calibration.js';
-import { GLYPH_H, drawText, textWidth } from './font.js';
+import { GLYPH_H, GLYPH_W, drawText, textWidth } from './font.js';
 import type { RawFrame } from './native.js';
 
 /** What the banner says about the image. */
@@ -29,6 +29,8 @@ export interface Verdict {
   isAnomaly: boolean | null;
   /** The model that scored it, written in the legend when there is room. */
   model?: { id: string | null; version: string };
+  /** The image's name (a file name), written at the banner's right end when there is room (cut from the left if long). */
+  source?: string;
 }
 
 type Rgb = [number, number, number];
@@ -149,15 +151,26 @@ function writeBanner(out: Uint8Array, L: ReturnType<typeof heatmapLayout>, v: Ve
   const verdict = v.isAnomaly === null ? 'NO THRESHOLD' : v.isAnomaly ? 'ANOMALY' : 'OK';
   const word = v.isAnomaly !== null && isBorderline(v.normalizedScore) ? `BORDERLINE ${verdict}` : verdict;
   const score = v.normalizedScore === null ? `SCORE ${fmt(v.score)}` : `SCORE ${v.normalizedScore.toFixed(2)} ${v.isAnomaly ? '>=' : '<'} 0.50`;
-  const candidates = [
-    `${word}  ${score}${hatched ? '  HATCHED: NOT INSPECTED' : ''}`,
-    `${word}  ${score}`,
-    `${word} ${v.normalizedScore === null ? fmt(v.score) : v.normalizedScore.toFixed(2)}`,
-    word,
-  ];
-  const room = L.width - 2 * L.scale;
-  const text = candidates.find((t) => textWidth(t, L.scale) <= room) ?? word;
-  drawText(out, L.width, L.height, 2 * L.scale, 3 * L.scale, text, L.scale, [255, 255, 255]);
+  const short = `${word} ${v.normalizedScore === null ? fmt(v.score) : v.normalizedScore.toFixed(2)}`;
+  const mark = hatched ? '  HATCHED: NOT INSPECTED' : '';
+  const candidates = [`${word}  ${score}${mark}`, `${word}  ${score}`, short, word];
+  const s = L.scale;
+  const room = L.width - 2 * s;
+  // Glyphs left for the image's name right of `t` (a gap of two glyphs).
+  const nameRoom = (t: string) => Math.floor(((room - textWidth(t, s) - 2 * GLYPH_W * s) / s + 1) / GLYPH_W);
+  let text = candidates.find((t) => textWidth(t, s) <= room) ?? word;
+  // With a name, the score may take its short form to leave the name up to 12 glyphs (never dropping the hatch mark).
+  if (v.source && nameRoom(text) < Math.min(12, v.source.length)) {
+    const roomier = `${short}${mark}`;
+    if (textWidth(roomier, s) <= room && nameRoom(roomier) > nameRoom(text)) text = roomier;
+  }
+  drawText(out, L.width, L.height, 2 * s, 3 * s, text, s, [255, 255, 255]);
+  if (!v.source) return;
+  // The name right-aligned after the verdict; cut from the left when long ('..' marks the cut).
+  const glyphs = nameRoom(text);
+  if (glyphs < 5) return;
+  const name = v.source.length <= glyphs ? v.source : `..${v.source.slice(v.source.length - (glyphs - 2))}`;
+  drawText(out, L.width, L.height, L.width - 2 * s - textWidth(name, s), 3 * s, name, s, [255, 255, 255]);
 }
 
 /**

@@ -1,5 +1,8 @@
 // Heatmaps an operator reads at a glance: untinted below the floor, contours around every region
 // above the pixel threshold, uninspected pixels hatched, the verdict on a banner and frame.
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+
 import sharp from 'sharp';
 import { beforeAll, describe, expect, it } from 'vitest';
 
@@ -8,7 +11,7 @@ import { readMask } from '../lib/eval/dataset.js';
 import { heatmapLayout, heatmapRgb } from '../lib/heatmap.js';
 import { Engine } from '../lib/index.js';
 import type { RawFrame } from '../lib/native.js';
-import { syntheticDataset } from './support/data.js';
+import { syntheticDataset, tempDir } from './support/data.js';
 
 const W = 64;
 const H = 48;
@@ -86,6 +89,27 @@ describe('heatmap drawing', () => {
     expect(text).toBeGreaterThan(20);
   });
 
+  it('writes the image\'s name at the banner\'s right end (the score shortened to make room), cut from the left when long', () => {
+    const wide: RawFrame = { data: new Uint8Array(300 * 60 * 3).fill(100), width: 300, height: 60, channels: 3 };
+    const WL = heatmapLayout(300, 60);
+    const white = (rgb: Uint8Array, x0: number, x1: number) => {
+      let n = 0;
+      for (let y = 0; y < WL.banner; y++) for (let x = x0; x < x1; x++) if (rgb[(y * WL.width + x) * 3] === 255 && rgb[(y * WL.width + x) * 3 + 1] === 255) n++;
+      return n;
+    };
+    const verdict = { score: 3, normalizedScore: 0.2, isAnomaly: false };
+    const plain = heatmapRgb(wide, new Float32Array(300 * 60).fill(2), calibration, verdict).data;
+    const named = heatmapRgb(wide, new Float32Array(300 * 60).fill(2), calibration, { ...verdict, source: 'part_0042.png' }).data;
+    const right = [Math.round(WL.width * 0.75), WL.width] as const;
+    const left = [0, 2 * WL.scale + 12 * WL.scale] as const; // the verdict's word, 'OK'
+    expect(white(named, ...right)).toBeGreaterThan(white(plain, ...right) + 40);
+    expect(white(named, ...left)).toBe(white(plain, ...left)); // the verdict stays first
+    // A name too long for the room keeps its end and stays inside the banner, after the verdict.
+    const long = heatmapRgb(wide, new Float32Array(300 * 60).fill(2), calibration, { ...verdict, source: `${'x'.repeat(300)}.png` }).data;
+    expect(white(long, ...right)).toBeGreaterThan(white(plain, ...right) + 40);
+    expect(white(long, ...left)).toBe(white(plain, ...left));
+  });
+
   it('hatches pixels that were not inspected (NaN)', () => {
     const map = mapWith(2, 0, 0, 0, 0);
     for (let y = 0; y < H; y++) for (let x = 0; x < 10; x++) map[y * W + x] = Number.NaN;
@@ -108,6 +132,20 @@ describe('heatmaps of a calibrated engine', () => {
     data = await syntheticDataset();
     engine = await Engine.create({ backbone: 'random_cnn', resize: null, coreset: { ratio: 0.25 } });
     await engine.fit(data.train);
+  });
+
+  it('names a file given as a path in the banner; bytes get the name from the label option', async () => {
+    // A wide frame: a 96 px image's banner has no room beside the verdict.
+    const file = path.join(tempDir('heatmap'), 'wide_part.png');
+    await sharp(data.test[0].path).resize(400, 96, { fit: 'fill' }).png().toFile(file);
+    const bytes = readFileSync(file);
+    const fromPath = (await engine.score(file, { heatmap: 'png' })).heatmap!;
+    const unnamed = (await engine.score(bytes, { heatmap: 'png' })).heatmap!;
+    const labelled = (await engine.score(bytes, { heatmap: 'png', label: 'wide_part.png' })).heatmap!;
+    expect(labelled.equals(fromPath)).toBe(true);
+    expect(unnamed.equals(fromPath)).toBe(false);
+    expect((await engine.scoreMany([file], { heatmap: 'png' }))[0].heatmap!.equals(fromPath)).toBe(true);
+    await expect(engine.score(bytes, { label: 'x'.repeat(201) })).rejects.toMatchObject({ code: 'ERR_INVALID_OPTION' });
   });
 
   it('is hottest on the defect and leaves a good part mostly untouched', async () => {

@@ -2,6 +2,8 @@
  * Post-processing of one raw result (a score and a map, from one engine or fused from an
  * ensemble's members): the calibrated score, the verdict and, when asked, the heatmap PNG.
  */
+import path from 'node:path';
+
 import { type Calibration, normalize } from '../calibration.js';
 import { ReconpatchError } from '../errors.js';
 import { heatmapPng } from '../heatmap.js';
@@ -51,14 +53,23 @@ export interface ScoreResult {
 export interface ScoreOptions {
   /** `'png'`: also return a coloured overlay PNG of the map over the image. */
   heatmap?: 'png' | false;
+  /** The image's name, written in the heatmap's banner (default: the file name when the image is given as a path; up to 200 characters). */
+  label?: string;
 }
 
 /** Throws ERR_INVALID_OPTION for bad score options (before any work is queued). */
 export function checkScoreOptions(options: ScoreOptions): void {
   if (options === null || typeof options !== 'object') throw new ReconpatchError('ERR_INVALID_OPTION', 'score options must be an object');
-  const { heatmap } = options;
+  const { heatmap, label } = options;
   if (heatmap !== undefined && heatmap !== false && heatmap !== 'png')
     throw new ReconpatchError('ERR_INVALID_OPTION', `heatmap must be 'png' or false, got ${JSON.stringify(heatmap)}`);
+  if (label !== undefined && (typeof label !== 'string' || label.length > 200))
+    throw new ReconpatchError('ERR_INVALID_OPTION', `label must be a string of up to 200 characters, got ${JSON.stringify(label)?.slice(0, 60)}`);
+}
+
+/** The options of one image's score: `label` defaults to the file name of an image given as a path. */
+export function withLabel(options: ScoreOptions, image: unknown): ScoreOptions {
+  return options.label === undefined && typeof image === 'string' ? { ...options, label: path.basename(image) } : options;
 }
 
 /** A raw score and map -> the public result, with `calibration` (or none), the model that scored it, and the optional heatmap. */
@@ -67,13 +78,13 @@ export async function finishResult(
   frame: RawFrame,
   calibration: Calibration | null,
   model: ModelRef,
-  { heatmap }: ScoreOptions,
+  { heatmap, label }: ScoreOptions,
 ): Promise<ScoreResult> {
   const normalizedScore = calibration ? normalize(raw.score, calibration) : null;
   const isAnomaly = calibration ? raw.score >= calibration.threshold : null;
   const result: ScoreResult = {
     score: raw.score, normalizedScore, isAnomaly, map: raw.map, width: raw.width, height: raw.height, modelId: model.id, modelVersion: model.version,
   };
-  if (heatmap === 'png') result.heatmap = await heatmapPng(frame, raw.map, calibration, { score: raw.score, normalizedScore, isAnomaly, model });
+  if (heatmap === 'png') result.heatmap = await heatmapPng(frame, raw.map, calibration, { score: raw.score, normalizedScore, isAnomaly, model, ...(label ? { source: label } : {}) });
   return result;
 }

@@ -17,7 +17,7 @@ import { type ModelRef, type StoredModel, modelVersion } from './model_info.js';
 import { writeFileAtomically } from './model_file.js';
 import { orderedMap } from './ordered.js';
 import { CallQueue } from './queue.js';
-import { type ScoreOptions, type ScoreResult, checkScoreOptions } from './results.js';
+import { type ScoreOptions, type ScoreResult, checkScoreOptions, withLabel } from './results.js';
 
 /**
  * Options of {@link Engine.scoreStream} and {@link Engine.createScoreStream}.
@@ -144,7 +144,7 @@ export abstract class Scorer<Result extends ScoreResult, Raw> {
     const frame = this.decode(image);
     frame.catch(() => undefined); // reported by the queued call, to this call only
     return this.scoreQueued(frame)
-      .then(async (raw) => this.finish(raw, await frame, options))
+      .then(async (raw) => this.finish(raw, await frame, withLabel(options, image)))
       .catch((err) => rethrow(err, stack));
   }
 
@@ -170,7 +170,7 @@ export abstract class Scorer<Result extends ScoreResult, Raw> {
       checkScoreOptions(options);
       this.requireFitted();
       const out: Result[] = [];
-      for await (const { frames, raws } of this.batches(images)) for (const [j, r] of raws.entries()) out.push(await this.finish(r, frames[j], options));
+      for await (const { frames, raws } of this.batches(images)) for (const [j, r] of raws.entries()) out.push(await this.finish(r, frames[j], withLabel(options, images[out.length])));
       return out;
     }).catch((err) => rethrow(err, stack));
   }

@@ -23,7 +23,7 @@ export async function saveGrid(
 ): Promise<string> {
   const frame = await toRawFrame(item.path);
   const L = heatmapLayout(frame.width, frame.height);
-  const heat = heatmapRgb(frame, map, calibration, verdict);
+  const heat = heatmapRgb(frame, map, calibration, { ...verdict, source: path.basename(item.path) });
   const mask = item.maskPath ? await readMask(item.maskPath, frame.width, frame.height) : null;
   const panels = [
     panel(frame, L, null, 'IMAGE'),

@@ -69,9 +69,10 @@ describe.skipIf(!hasShared)('reconpatch service (in process)', () => {
     const local = await Engine.loadBytes(modelBytes);
     try {
       for (const file of [good[0], defect[0]]) {
-        const r = await score(file, 'model=plate&tag=line1');
+        const r = await score(file, `model=plate&tag=line1&name=${path.basename(file)}`);
         expect(r.status).toBe(200);
-        const v = (await r.json()) as VerdictBody;
+        const v = (await r.json()) as VerdictBody & { name: string | null };
+        expect(v.name).toBe(path.basename(file)); // kept with the verdict, and written in its heatmap's banner
         const want = await local.score(file);
         expect(v.score).toBeCloseTo(want.score, 4);
         expect(v.normalizedScore).toBeCloseTo(want.normalizedScore!, 4);

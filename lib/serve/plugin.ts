@@ -3,7 +3,7 @@
  * or run it with `reconpatch serve`. Routes (all but /health/* and the review page's files need
  * `Authorization: Bearer <token>`):
  *
- *   POST /score?model=<id>[&tag=<line/camera>]  image body (image/*, application/octet-stream) or multipart -> verdict
+ *   POST /score?model=<id>[&tag=<line/camera>][&name=<file name>]  image body (image/*, application/octet-stream) or multipart -> verdict
  *   GET  /verdicts?filter=anomalies|borderline|all&tag=&model=&limit=                        recent, newest first
  *   GET  /verdicts/:id/image, /verdicts/:id/heatmap                                           the kept bytes (PNG heatmap)
  *   POST /verdicts/:id/label {label: 'good'|'defect'}
@@ -151,9 +151,9 @@ export const reconpatchPlugin: FastifyPluginAsync<ReconpatchPluginOptions> = asy
       req.raw.once('close', giveBack);
     },
     schema: {
-      querystring: { type: 'object', properties: { model: MODEL_ID, tag: { type: 'string', maxLength: 64 } }, required: ['model'], additionalProperties: false },
+      querystring: { type: 'object', properties: { model: MODEL_ID, tag: { type: 'string', maxLength: 64 }, name: { type: 'string', maxLength: 200 } }, required: ['model'], additionalProperties: false },
     },
-  }, async (req: FastifyRequest<{ Querystring: { model: string; tag?: string } }>, reply: FastifyReply) => {
+  }, async (req: FastifyRequest<{ Querystring: { model: string; tag?: string; name?: string } }>, reply: FastifyReply) => {
     let image: Buffer;
     try {
       image = await imageOf(req);
@@ -162,7 +162,7 @@ export const reconpatchPlugin: FastifyPluginAsync<ReconpatchPluginOptions> = asy
     }
     // A scoring slot is taken only once the body is whole: slow uploads never hold one.
     if (scoring >= L.maxConcurrentScores) throw busy('images being scored');
-    const { model, tag } = req.query;
+    const { model, tag, name } = req.query;
     scoring++;
     const started = process.hrtime.bigint();
     let lease;
@@ -176,7 +176,7 @@ export const reconpatchPlugin: FastifyPluginAsync<ReconpatchPluginOptions> = asy
     // Read now: once the lease is given back, a model replaced by a newer version may be disposed.
     const threshold = lease.model.info.calibration?.threshold ?? null;
     // The lease is given back when the score really ends, even after a timeout answered the client.
-    const work = lease.model.score(image, { heatmap: L.recentImages > 0 ? 'png' : false }).finally(() => {
+    const work = lease.model.score(image, { heatmap: L.recentImages > 0 ? 'png' : false, ...(name ? { label: name } : {}) }).finally(() => {
       scoring--;
       lease.release();
     });
@@ -189,7 +189,7 @@ export const reconpatchPlugin: FastifyPluginAsync<ReconpatchPluginOptions> = asy
     const borderline = r.normalizedScore !== null && Math.abs(r.normalizedScore - 0.5) <= band;
     const v = verdicts.add({
       score: r.score, normalizedScore: r.normalizedScore, isAnomaly: r.isAnomaly, borderline, threshold,
-      model, version: entry.version, time: new Date().toISOString(), tag: tag ?? null,
+      model, version: entry.version, time: new Date().toISOString(), tag: tag ?? null, name: name ?? null,
     }, image, r.heatmap ?? null);
     metrics.scoreSeconds.observe({ model }, seconds);
     metrics.verdicts.inc({ model, result: r.isAnomaly === null ? 'uncalibrated' : r.isAnomaly ? 'anomaly' : 'ok', borderline: String(borderline) });

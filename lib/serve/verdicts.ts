@@ -20,6 +20,8 @@ export interface Verdict {
   version: string;
   time: string;
   tag: string | null;
+  /** The image's name as the client gave it (`?name=`), written in its heatmap's banner. */
+  name: string | null;
   label: Label | null;
   /** The model version an update published from this verdict's image (labelled good), once it did. */
   learnedIn: string | null;

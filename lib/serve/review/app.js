@@ -110,7 +110,7 @@ function showDetail(v) {
   d.textContent = v.borderline ? `Borderline: ${v.isAnomaly ? 'anomaly' : 'OK'}, close to the threshold` : v.isAnomaly ? 'Anomaly' : v.isAnomaly === false ? 'OK' : 'No threshold';
   // 0.5 (the threshold) sits in the middle; 1.0 and above at the right end.
   $('d-gauge').querySelector('.bar').style.left = `calc(${Math.min(1, Math.max(0, v.normalizedScore ?? 0)) * 100}% - 3px)`;
-  const facts = [['score', `${num(v.score, 3)} (threshold ${num(v.threshold, 3)})`], ['normalised', `${num(v.normalizedScore, 3)} (0.5 = threshold)`], ['model', v.model], ['version', v.version], ['time', new Date(v.time).toLocaleString()], ['tag', v.tag ?? '–'], ['label', v.label ?? 'none'], ...(v.learnedIn ? [['learned in', v.learnedIn]] : [])];
+  const facts = [['score', `${num(v.score, 3)} (threshold ${num(v.threshold, 3)})`], ['normalised', `${num(v.normalizedScore, 3)} (0.5 = threshold)`], ['model', v.model], ['version', v.version], ['time', new Date(v.time).toLocaleString()], ['tag', v.tag ?? '–'], ['name', v.name ?? '–'], ['label', v.label ?? 'none'], ...(v.learnedIn ? [['learned in', v.learnedIn]] : [])];
   $('d-facts').replaceChildren(...facts.flatMap(([k, val]) => [el('dt', {}, k), el('dd', { 'data-fact': k }, val)]));
   $('label-good').classList.toggle('on', v.label === 'good');
   $('label-defect').classList.toggle('on', v.label === 'defect');

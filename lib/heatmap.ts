@@ -2,7 +2,8 @@
  * Heatmaps an operator reads at a glance, over the image itself:
  * - normal areas are left untinted: colour appears only where the map rises above the floor
  *   (`calibration.pixelFloor`, what a typical good part reaches at its worst pixel), fading in
- *   from yellow and turning red at the pixel threshold;
+ *   from yellow and turning red at the pixel threshold, more opaque over parts whose own colour is
+ *   close to the tint's (rust, orange) so that it shows as plainly as on a grey part;
  * - every region above the pixel threshold is outlined by a contour (white inside, black outside,
  *   visible on any background; 2 px for images up to 255 px, wider on larger ones), however small;
  * - pixels that were not inspected (outside a crop; NaN in the map) are greyed and hatched;
@@ -66,6 +67,18 @@ function tint(t: number): { colour: Rgb; alpha: number } {
 }
 
 /**
+ * The tint's opacity over `base`, raised where the part's own colour is close to the tint's (rust,
+ * orange, red parts) so that the tint moves the pixel as far as it would move a neutral grey of
+ * the same brightness: a warm part shows its tint as plainly as a grey one (at most 0.9 opaque).
+ */
+function visibleAlpha(base: Rgb, colour: Rgb, alpha: number): number {
+  const lum = 0.299 * base[0] + 0.587 * base[1] + 0.114 * base[2];
+  const far = Math.hypot(colour[0] - base[0], colour[1] - base[1], colour[2] - base[2]);
+  const neutral = Math.hypot(colour[0] - lum, colour[1] - lum, colour[2] - lum);
+  return far > 0 && neutral > far ? Math.min(0.9, (alpha * neutral) / far) : alpha;
+}
+
+/**
  * The floor and the level the colours reach red at, and the contour level: the calibration's
  * floor and pixel threshold; without one, the top quarter of the map's own values is tinted and
  * no contour is drawn.
@@ -113,8 +126,13 @@ export function heatmapRgb(image: RawFrame, map: Float32Array, calibration: Cali
         continue;
       }
       const t = (v - floor) / span;
-      const { colour, alpha } = t > 0 ? tint(t) : { colour: base, alpha: 0 };
-      for (let c = 0; c < 3; c++) out[o + c] = Math.round((1 - alpha) * base[c] + alpha * colour[c]);
+      if (t <= 0) {
+        out.set(base, o);
+        continue;
+      }
+      const { colour, alpha } = tint(t);
+      const a = visibleAlpha(base, colour, alpha);
+      for (let c = 0; c < 3; c++) out[o + c] = Math.round((1 - a) * base[c] + a * colour[c]);
     }
   writeBanner(out, L, verdict, uninspected > 0);
   writeLegend(out, L, verdict);

@@ -110,6 +110,29 @@ describe('heatmap drawing', () => {
     expect(white(long, ...left)).toBe(white(plain, ...left));
   });
 
+  it('shows the tint as plainly on a rust-coloured part as on a grey one of the same brightness', () => {
+    const flat = (rgb: [number, number, number]): RawFrame => {
+      const data = new Uint8Array(W * H * 3);
+      for (let p = 0; p < W * H; p++) data.set(rgb, p * 3);
+      return { data, width: W, height: H, channels: 3 };
+    };
+    const rust: [number, number, number] = [150, 70, 30];
+    const lum = Math.round(0.299 * rust[0] + 0.587 * rust[1] + 0.114 * rust[2]);
+    const map = mapWith(2, 10, 10, 20, 7); // between the floor (4) and the pixel threshold (8): tinted, no contour
+    const verdict = { score: 3, normalizedScore: 0.2, isAnomaly: false };
+    const moved = (base: [number, number, number]) => {
+      const { data } = heatmapRgb(flat(base), map, calibration, verdict);
+      expect(pixel(data, 40, 40)).toEqual(base); // untinted outside
+      const px = pixel(data, 20, 20);
+      return Math.hypot(px[0] - base[0], px[1] - base[1], px[2] - base[2]);
+    };
+    const onGrey = moved([lum, lum, lum]);
+    const onRust = moved(rust);
+    expect(onGrey).toBeGreaterThan(40);
+    // With a fixed opacity the rust pixel moved 0.61 x as far as the grey one (48 vs 78 RGB units, before this rule).
+    expect(onRust).toBeGreaterThan(0.95 * onGrey);
+  });
+
   it('hatches pixels that were not inspected (NaN)', () => {
     const map = mapWith(2, 0, 0, 0, 0);
     for (let y = 0; y < H; y++) for (let x = 0; x < 10; x++) map[y * W + x] = Number.NaN;

@@ -98,8 +98,10 @@ if (args[0] === 'run') {
   const within = rows.filter((r) => Math.abs(r.synthetic_recall - r.real_recall) <= TOLERANCE).length;
   const rho = rows.length > 2 ? spearman(rows.map((r) => r.synthetic_recall), rows.map((r) => r.real_recall)) : NaN;
   const met = rows.length > 2 && within >= rows.length - 1 && rho >= MIN_RHO;
-  const summary = `Within ${TOLERANCE} of real recall on ${within} of ${rows.length} pairs; Spearman rho ${rho.toFixed(2)} over the pairs. ` +
-    `The rule (within ${TOLERANCE} on all pairs but at most one, and rho >= ${MIN_RHO}) is ${met ? '**met**' : '**not met**'}.`;
+  const summary = rows.length < 3
+    ? `${rows.length} of the design's ${3 * BACKBONES.length} pairs measured so far: too few to apply the rule (it needs at least 3).`
+    : `Within ${TOLERANCE} of real recall on ${within} of ${rows.length} pairs; Spearman rho ${rho.toFixed(2)} over the pairs. ` +
+      `The rule (within ${TOLERANCE} on all pairs but at most one, and rho >= ${MIN_RHO}) is ${met ? '**met**' : '**not met**'}.`;
   const table = `${lines.join('\n')}\n\n${summary}`;
   const text = readFileSync(doc, 'utf8');
   const start = '<!-- synthetic-eval:start -->', end = '<!-- synthetic-eval:end -->';

@@ -102,8 +102,9 @@ if (args[0] === 'run') {
     lines.push(`| ${r.head} | ${r.pair} | ${r.backbone.replace('_imagenet', '')} | ${r.seed} | ${r.patchcore.synthetic.toFixed(4)} → ${r.with_head.synthetic.toFixed(4)} (${f(r.synthetic_gain)}) | ` +
       `${r.patchcore.real.toFixed(4)} → ${r.with_head.real.toFixed(4)} (${f(r.real_gain)}) | ${r.check_decision} | ${r.label_decision} | ${r.agree ? 'yes' : '**no**'} | ` +
       `${r.patchcore.fitSeconds.toFixed(0)} / ${r.with_head.fitSeconds.toFixed(0)} | ${(r.patchcore.checkSeconds + r.with_head.checkSeconds).toFixed(0)} |`);
-  const agree = rows.filter((r) => r.agree).length;
-  const table = `${lines.join('\n')}\n\nAgreement: ${agree} of ${rows.length} runs.`;
+  const heads = [...new Set(rows.map((r) => r.head))];
+  const agreement = heads.map((h) => { const rs = rows.filter((r) => r.head === h); return `${h} ${rs.filter((r) => r.agree).length} of ${rs.length} runs`; });
+  const table = `${lines.join('\n')}\n\nAgreement by head configuration: ${agreement.join('; ')}.`;
   const text = readFileSync(doc, 'utf8');
   const start = '<!-- head-check:start -->', end = '<!-- head-check:end -->';
   if (!text.includes(start)) { console.log(table); process.exit(0); }

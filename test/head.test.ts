@@ -243,7 +243,7 @@ describe('ReConPatch head pieces', () => {
 describe('ReConPatch head in the engine', () => {
   const dir = tempDir('head');
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
-  const base = { backbone: 'random_cnn', resize: null, crop: null, coreset: { ratio: 0.25 }, seed: 5 } as const;
+  const base = { head: false, backbone: 'random_cnn', resize: null, crop: null, coreset: { ratio: 0.25 }, seed: 5 } as const;
 
   it('with zero iterations and identity init reproduces PatchCore exactly', async () => {
     const data = await syntheticDataset();
@@ -299,7 +299,7 @@ describe('ReConPatch head across processes (issue 19)', () => {
     const data = await syntheticDataset();
     const train = path.dirname(data.train[0]);
     const fit = (out: string) =>
-      promisify(execFile)(process.execPath, [cli, 'fit', train, '-o', out, '--backbone', 'random_cnn', '--resize', 'none', '--coreset', '0.25',
+      promisify(execFile)(process.execPath, [cli, 'fit', train, '-o', out, '--backbone', 'random_cnn', '--no-head', '--resize', 'none', '--coreset', '0.25',
         '--head', '--head-iterations', '25', '--head-batch', '256', '--head-sigma-rule', 'knn', '--seed', '7']);
     const [a, b] = [path.join(dir, 'a.rcp'), path.join(dir, 'b.rcp')];
     await Promise.all([fit(a), fit(b)]);

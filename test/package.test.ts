@@ -215,6 +215,9 @@ describe.skipIf(!!process.env.RECONPATCH_LIBTORCH)('npm package', () => {
     const libs = readdirSync(path.join(repoRoot, 'lib'), { recursive: true, withFileTypes: true })
       .filter((e) => e.isFile() && e.name.endsWith('.ts'))
       .map((e) => path.relative(path.join(repoRoot, 'lib'), path.join(e.parentPath, e.name)).slice(0, -3));
+    // The review page's static files (lib/serve/review), copied into dist by the build.
+    const assets = readdirSync(path.join(repoRoot, 'lib/serve/review')).filter((f) => !f.endsWith('.ts')).map((f) => `dist/serve/review/${f}`);
+    expect(assets.length).toBeGreaterThanOrEqual(3);
     const native = (
       readdirSync(path.join(repoRoot, 'native'), { recursive: true, withFileTypes: true })
         .filter((e) => e.isFile())
@@ -225,6 +228,7 @@ describe.skipIf(!!process.env.RECONPATCH_LIBTORCH)('npm package', () => {
       ...[DEBIAN_TAG, ...WHEEL_TAGS].flatMap((t) => [prebuild(t), `${PREBUILDS}/${t}/reconpatch.json`]),
       ...native,
       ...libs.flatMap((l) => [`dist/${l}.js`, `dist/${l}.d.ts`]),
+      ...assets,
     ].sort();
     expect(packed).toEqual(expected);
     for (const bad of ['test/', 'bench/', 'docs/', 'build/', 'node_modules/', 'examples/', '.ci/']) {

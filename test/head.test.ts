@@ -299,7 +299,7 @@ describe('ReConPatch head across processes (issue 19)', () => {
     const data = await syntheticDataset();
     const train = path.dirname(data.train[0]);
     const fit = (out: string) =>
-      promisify(execFile)(process.execPath, [cli, 'fit', train, '-o', out, '--backbone', 'random_cnn', '--no-head', '--resize', 'none', '--coreset', '0.25',
+      promisify(execFile)(process.execPath, [cli, 'fit', train, '-o', out, '--backbone', 'random_cnn', '--resize', 'none', '--coreset', '0.25',
         '--head', '--head-iterations', '25', '--head-batch', '256', '--head-sigma-rule', 'knn', '--seed', '7']);
     const [a, b] = [path.join(dir, 'a.rcp'), path.join(dir, 'b.rcp')];
     await Promise.all([fit(a), fit(b)]);

@@ -45,8 +45,9 @@ export interface EngineOptions {
    */
   layers?: string[];
   /**
-   * The ReConPatch head: `false` (default) uses PatchCore features as they are; `true` or an
-   * object trains a linear representation f on the nominal patches and scores f(p). `'auto'`
+   * The ReConPatch head: `true` (default) or an object trains a linear representation f on the
+   * nominal patches and scores f(p) ({@link HEAD_DEFAULTS}: 256 steps, a bounded cost); `false`
+   * uses PatchCore features as they are. `'auto'`
    * checks at every fit whether the head helps on your own images: a share of the good images
    * (10%, 2 to 8) is held out of the bank, 18 synthetic defects are painted on each, and the model
    * with the higher AUROC on them is kept (the head only when it gains more than 0.005). The
@@ -198,7 +199,7 @@ export function storedCalibrationOptions(stored: unknown): CalibrationOptions {
  * const engine = await Engine.create({ backbone: 'random_cnn', head: { iterations: 100, batch: 512, lr: 5e-4 } });
  */
 export interface HeadOptions {
-  /** Optimiser steps; a maximum when `plateau` > 0 (the default). */
+  /** Optimiser steps (default 256); a maximum when `plateau` > 0. */
   iterations?: number;
   /**
    * Patches sampled per step (N). On the CPU the loss and its gradient cost ~N² · D per step (the
@@ -242,25 +243,25 @@ export interface HeadOptions {
    */
   auto?: boolean;
   /**
-   * Adaptive budget: 0 trains `iterations` steps; above 0, `iterations` is a maximum and training
-   * stops after a window of 32 steps whose mean loss is not below the previous window's by this
-   * fraction (0.01: stop once a window gains less than 1%).
+   * Adaptive budget: 0 (the default) trains `iterations` steps; above 0, `iterations` is a maximum
+   * and training stops after a window of 32 steps whose mean loss is not below the previous
+   * window's by this fraction (0.01: stop once a window gains less than 1%).
    */
   plateau?: number;
 }
 
 /**
- * Head defaults: the paper's form where it is known (RECONPATCH.md §2), with the bandwidth rule and
- * the adaptive budget the head study chose (docs/results.md, "Head study").
+ * Head defaults: the configuration head study v2 chose (docs/results.md, "Head study v2"): the
+ * public ports' regime, 4 epochs of 64 steps of N = 1024 patches (a pool of 65,536 whatever the
+ * training set's size, so the cost is bounded), lr 1e-4 with the cosine schedule over all steps,
+ * EMA 0.97, margin 0.1, a fixed bandwidth of 1 on raw distances. A model file keeps the values it
+ * was fitted with; these are what a new fit trains.
  * @example
- * const fixedBudget = await Engine.create({ backbone: 'random_cnn', head: { ...HEAD_DEFAULTS, plateau: 0, iterations: 300 } });
+ * const longer = await Engine.create({ backbone: 'random_cnn', head: { ...HEAD_DEFAULTS, iterations: 1024 } });
  */
 export const HEAD_DEFAULTS: Required<HeadOptions> = {
-  iterations: optionDefault('headIterations'), batch: optionDefault('headBatch'), projectionDim: optionDefault('headProjectionDim'),
-  lr: optionDefault('headLr'), weightDecay: optionDefault('headWeightDecay'), ema: optionDefault('headEma'), k: optionDefault('headK'),
-  sigma: optionDefault('headSigma'), sigmaRule: optionDefault('headSigmaRule'), alpha: optionDefault('headAlpha'), margin: optionDefault('headMargin'),
-  normalize: optionDefault('headNormalize'), initIdentity: optionDefault('headInitIdentity'), plateau: optionDefault('headPlateau'),
-  auto: false,
+  iterations: 256, batch: 1024, projectionDim: 0, lr: 1e-4, weightDecay: 1e-2, ema: 0.97, k: 5, sigma: 1, sigmaRule: 'fixed',
+  alpha: 0.5, margin: 0.1, normalize: false, initIdentity: true, plateau: 0, auto: false,
 };
 
 /** Whether `head` asks for the head check at fit time (`'auto'` or `{ auto: true }`). */
@@ -284,8 +285,8 @@ function checked<K extends OptionKey>(key: K, value: unknown, name: string): Nat
 function resolveHead(value: unknown) {
   if (value !== undefined && typeof value !== 'boolean' && value !== 'auto' && (value === null || typeof value !== 'object' || Array.isArray(value)))
     fail(`head must be true, false, 'auto' or an object of head options, got ${JSON.stringify(value)}`);
-  // 'auto' trains the head too: the check at fit time may then drop it.
-  const on = value === true || value === 'auto' || (typeof value === 'object' && value !== null);
+  // On unless turned off ('auto' trains it too: the check at fit time may then drop it).
+  const on = value !== false;
   const h = { ...HEAD_DEFAULTS, ...(typeof value === 'object' && value !== null ? (value as HeadOptions) : {}) };
   for (const key of Object.keys(h)) if (!(key in HEAD_DEFAULTS)) fail(`unknown head option '${key}'`);
   if (typeof h.auto !== 'boolean') fail(`head.auto must be a boolean, got ${JSON.stringify(h.auto)}`);

@@ -8,7 +8,7 @@ import path from 'node:path';
 import { Engine, ReconpatchError, type ScoreResult } from '../lib/index.js';
 import { syntheticDataset, tempDir } from './support/data.js';
 
-const base = { backbone: 'random_cnn', resize: 64, crop: 64, coreset: { ratio: 0.2 }, calibration: false } as const;
+const base = { head: false, backbone: 'random_cnn', resize: 64, crop: 64, coreset: { ratio: 0.2 }, calibration: false } as const;
 
 describe('batched scoring', () => {
   const dir = tempDir('batching');

@@ -104,7 +104,7 @@ describe('leave-one-image-out scores', () => {
   it.each([false, true])('reweight %s: equal a fit without the image, at coreset 100 percent', async (reweight) => {
     const data = await syntheticDataset();
     const images = data.train.slice(0, 6);
-    const options: EngineOptions = { backbone: 'random_cnn', resize: null, coreset: { ratio: 1 }, scoring: { reweight }, calibration: false };
+    const options: EngineOptions = { head: false, backbone: 'random_cnn', resize: null, coreset: { ratio: 1 }, scoring: { reweight }, calibration: false };
     const e = await Engine.create(options);
     const n = nativeOf(e);
     n.fitBegin();
@@ -139,7 +139,7 @@ describe('leave-one-image-out scores', () => {
   it('in an update: equal a fit on all the other images, at coreset 100 percent', async () => {
     const data = await syntheticDataset();
     const images = data.train.slice(0, 6);
-    const options: EngineOptions = { backbone: 'random_cnn', resize: null, coreset: { ratio: 1 }, calibration: false };
+    const options: EngineOptions = { head: false, backbone: 'random_cnn', resize: null, coreset: { ratio: 1 }, calibration: false };
     const e = await Engine.create(options);
     await e.fit(images.slice(0, 3));
     const n = nativeOf(e);
@@ -166,7 +166,7 @@ describe('calibrated engine', () => {
   let data: Awaited<ReturnType<typeof syntheticDataset>>;
   beforeAll(async () => {
     data = await syntheticDataset();
-    engine = await Engine.create({ backbone: 'random_cnn', resize: null, coreset: { ratio: 0.25 } });
+    engine = await Engine.create({ head: false, backbone: 'random_cnn', resize: null, coreset: { ratio: 0.25 } });
     await engine.fit(data.train);
   });
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -226,7 +226,7 @@ describe('calibrated engine', () => {
     expect((await Engine.loadBytes(await copy.saveBytes())).info.calibration?.threshold).toBe(before.score * 0.9);
     await expect(copy.setThreshold(Number.NaN)).rejects.toMatchObject({ code: 'ERR_INVALID_OPTION' });
     await expect(copy.setThreshold(1, { pixel: 2 } as never)).rejects.toMatchObject({ code: 'ERR_INVALID_OPTION' });
-    const unfitted = await Engine.create({ backbone: 'random_cnn' });
+    const unfitted = await Engine.create({ head: false, backbone: 'random_cnn' });
     await expect(unfitted.setThreshold(1)).rejects.toMatchObject({ code: 'ERR_NOT_FITTED' });
   });
 
@@ -286,7 +286,7 @@ describe('calibrated engine', () => {
   });
 
   it('inspects every pixel by default, whatever the image\'s shape', async () => {
-    const e = await Engine.create({ backbone: 'random_cnn', coreset: { ratio: 0.25 }, calibration: false });
+    const e = await Engine.create({ head: false, backbone: 'random_cnn', coreset: { ratio: 0.25 }, calibration: false });
     const frame = (width: number, height: number) => ({ data: new Uint8Array(width * height).map((_, i) => (i * 7) % 251), width, height, channels: 1 as const });
     await e.fit([frame(121, 289), frame(120, 290), frame(300, 101)]);
     for (const [w, h] of [[121, 289], [301, 99], [97, 97]]) {
@@ -301,19 +301,19 @@ describe('calibrated engine', () => {
   });
 
   it('has no calibration when disabled, and says why when there is too little to calibrate on', async () => {
-    const e = await Engine.create({ backbone: 'random_cnn', resize: null, calibration: false });
+    const e = await Engine.create({ head: false, backbone: 'random_cnn', resize: null, calibration: false });
     const fit = await e.fit(data.train.slice(0, 4));
     expect(fit.warnings).toEqual([]);
     const r = await e.score(data.test[0].path);
     expect([r.normalizedScore, r.isAnomaly, e.info.calibration]).toEqual([null, null, null]);
-    const one = await Engine.create({ backbone: 'random_cnn', resize: null });
+    const one = await Engine.create({ head: false, backbone: 'random_cnn', resize: null });
     const lone = await one.fit(data.train.slice(0, 1));
     expect(lone.calibration).toBeNull();
     expect(lone.warnings.join()).toMatch(/needs at least 2 nominal images/);
   });
 
   it('rejects a bad held-out image before anything changes (calibration.holdout)', async () => {
-    const held = await Engine.create({ backbone: 'random_cnn', resize: null, coreset: { ratio: 0.25 }, calibration: { holdout: 0.1 } });
+    const held = await Engine.create({ head: false, backbone: 'random_cnn', resize: null, coreset: { ratio: 0.25 }, calibration: { holdout: 0.1 } });
     const fit = await held.fit(data.train);
     expect(fit).toMatchObject({ images: 21, calibrationImages: 3 });
     expect(held.info.calibration?.method).toBe('holdout');

@@ -40,7 +40,7 @@ describe('reconpatch CLI', () => {
 
   it('evaluates a dataset and prints one JSON line', async () => {
     const grids = path.join(dir, 'grids');
-    const r = await reconpatch('eval', '--data', data.root, '--category', data.category, '--backbone', 'random_cnn', '--resize', 'none',
+    const r = await reconpatch('eval', '--data', data.root, '--category', data.category, '--backbone', 'random_cnn', '--no-head', '--resize', 'none',
       '--coreset', '0.25', '--save-images', grids, '--json');
     expect(r.code).toBe(0);
     const out = JSON.parse(r.stdout.trim());
@@ -60,7 +60,7 @@ describe('reconpatch CLI', () => {
   });
 
   it('runs the README demo: generate, fit, evaluate', async () => {
-    const r = await reconpatch('demo', '--dir', path.join(dir, 'demo'), '--backbone', 'random_cnn', '--json');
+    const r = await reconpatch('demo', '--dir', path.join(dir, 'demo'), '--backbone', 'random_cnn', '--no-head', '--json');
     expect(r.code).toBe(0);
     const out = JSON.parse(r.stdout.trim());
     expect(out).toMatchObject({ category: 'synthetic', n_train: 24, n_test: 20 });
@@ -69,7 +69,7 @@ describe('reconpatch CLI', () => {
 
   it('fits to a model file and scores images with it', async () => {
     const model = path.join(dir, 'm.rcp');
-    const fit = await reconpatch('fit', path.join(data.root, data.category, 'train/good'), '-o', model, '--backbone', 'random_cnn', '--resize', 'none', '--json');
+    const fit = await reconpatch('fit', path.join(data.root, data.category, 'train/good'), '-o', model, '--backbone', 'random_cnn', '--no-head', '--resize', 'none', '--json');
     expect(fit.code).toBe(0);
     expect(existsSync(model)).toBe(true);
     expect(JSON.parse(fit.stdout)).toMatchObject({ images: 24, calibrationImages: 24, thresholdMethod: 'leave-one-out', falseAlarmRate: 0.01 });
@@ -94,11 +94,11 @@ describe('reconpatch CLI', () => {
     const image = data.test[0].path;
     const train = path.join(data.root, data.category, 'train/good');
     const commands: Record<string, string[][]> = {
-      fit: [[train, '-o', path.join(dir, 'usage.rcp'), '--backbone', 'random_cnn', '--bogus'], [train, '-o', path.join(dir, 'usage.rcp'), '--backbone', 'random_cnn', '--coreset', 'abc']],
+      fit: [[train, '-o', path.join(dir, 'usage.rcp'), '--backbone', 'random_cnn', '--no-head', '--bogus'], [train, '-o', path.join(dir, 'usage.rcp'), '--backbone', 'random_cnn', '--no-head', '--coreset', 'abc']],
       score: [[model, image, '--bogus'], [model, image, '--threads', 'abc']],
       update: [[model, image, '-o', path.join(dir, 'usage.rcp'), '--bogus'], [model, image, '-o', path.join(dir, 'usage.rcp'), '--max-pixels', 'lots']],
       info: [[model, '--bogus'], [model, '--threads', 'two']],
-      eval: [['--data', data.root, '--category', data.category, '--backbone', 'random_cnn', '--bogus'], ['--data', data.root, '--category', data.category, '--backbone', 'random_cnn', '--seed', 'x']],
+      eval: [['--data', data.root, '--category', data.category, '--backbone', 'random_cnn', '--no-head', '--bogus'], ['--data', data.root, '--category', data.category, '--backbone', 'random_cnn', '--no-head', '--seed', 'x']],
     };
     for (const [command, cases] of Object.entries(commands)) {
       for (const args of cases) {
@@ -137,9 +137,9 @@ describe('reconpatch CLI', () => {
   it('takes the input options as flags: --max-pixels refuses larger images, --fail-on is checked', async () => {
     const model = path.join(dir, 'limits.rcp');
     const train = path.join(data.root, data.category, 'train/good');
-    const fit = await reconpatch('fit', train, '-o', model, '--backbone', 'random_cnn', '--resize', 'none', '--max-pixels', '100000', '--json');
+    const fit = await reconpatch('fit', train, '-o', model, '--backbone', 'random_cnn', '--no-head', '--resize', 'none', '--max-pixels', '100000', '--json');
     expect(fit.code).toBe(0);
-    const small = await reconpatch('fit', train, '-o', path.join(dir, 'none.rcp'), '--backbone', 'random_cnn', '--resize', 'none', '--max-pixels', '1000');
+    const small = await reconpatch('fit', train, '-o', path.join(dir, 'none.rcp'), '--backbone', 'random_cnn', '--no-head', '--resize', 'none', '--max-pixels', '1000');
     expect(small.code).toBe(1);
     expect(small.stderr).toMatch(/ERR_INVALID_IMAGE.*over the input limit of 1000 pixels/s);
     const image = data.test[0].path;
@@ -160,7 +160,7 @@ describe('reconpatch CLI', () => {
   it('writes heatmaps, a scores CSV, and shows model info', async () => {
     const model = path.join(dir, 'cal.rcp');
     const glob = path.join(data.root, data.category, 'train/good', '0*.png');
-    const fit = await reconpatch('fit', glob, '-o', model, '--backbone', 'random_cnn', '--resize', 'none', '--json');
+    const fit = await reconpatch('fit', glob, '-o', model, '--backbone', 'random_cnn', '--no-head', '--resize', 'none', '--json');
     expect(fit.code).toBe(0);
     expect(JSON.parse(fit.stdout)).toMatchObject({ images: 24, calibrationImages: 24 }); // the glob matched all 24
     const heatmaps = path.join(dir, 'heatmaps');
@@ -182,7 +182,7 @@ describe('reconpatch CLI', () => {
     expect(info.options.backbone).toBe('random_cnn');
 
     const csv = path.join(dir, 'scores.csv');
-    const e = await reconpatch('eval', '--data', data.root, '--category', data.category, '--backbone', 'random_cnn', '--protocol', 'patchcore', '--scores-out', csv, '--json');
+    const e = await reconpatch('eval', '--data', data.root, '--category', data.category, '--backbone', 'random_cnn', '--no-head', '--protocol', 'patchcore', '--scores-out', csv, '--json');
     expect(e.code).toBe(0);
     const lines = readFileSync(csv, 'utf8').trim().split('\n');
     expect(lines[0]).toBe('path,label,score');
@@ -195,7 +195,7 @@ describe('reconpatch CLI', () => {
 
   it.skipIf(!hasShared)(`evaluates real data with a pretrained backbone (${hasShared ? 'metal_plate' : SHARED_ABSENT})`, async () => {
     const r = await reconpatch('eval', '--data', sharedDatasets, '--category', 'metal_plate', '--protocol', 'patchcore',
-      '--backbone', path.join(sharedBackbones, 'mobilenet_v1_imagenet.pt'), '--train-limit', '16', '--coreset', '0.02', '--json');
+      '--backbone', path.join(sharedBackbones, '--no-head', 'mobilenet_v1_imagenet.pt'), '--train-limit', '16', '--coreset', '0.02', '--json');
     expect(r.code).toBe(0);
     const out = JSON.parse(r.stdout);
     expect(out).toMatchObject({ category: 'metal_plate', backbone: 'mobilenet_v1_imagenet', n_train: 16, n_test: 97, missing_masks: 0 });
@@ -248,13 +248,13 @@ describe('reconpatch CLI', () => {
     expect(none.code).toBe(2); // a usage error
     expect(none.stderr).toMatch(/no --backbone given.*random_cnn/);
     expect(existsSync(path.join(dir, 'x.rcp'))).toBe(false);
-    const abc = await reconpatch('fit', train, '-o', path.join(dir, 'x.rcp'), '--backbone', 'random_cnn', '--coreset', 'abc', '--json');
+    const abc = await reconpatch('fit', train, '-o', path.join(dir, 'x.rcp'), '--backbone', 'random_cnn', '--no-head', '--coreset', 'abc', '--json');
     expect(JSON.parse(abc.stdout).error.message).toMatch(/--coreset must be a number, got 'abc'/);
   });
 
   it('scores folders and globs, mirrors the input tree in heatmaps, reports per-image errors, writes CSV', async () => {
     const model = path.join(dir, 'folders.rcp');
-    expect((await reconpatch('fit', path.join(data.root, data.category, 'train/good'), '-o', model, '--backbone', 'random_cnn', '--resize', 'none')).code).toBe(0);
+    expect((await reconpatch('fit', path.join(data.root, data.category, 'train/good'), '-o', model, '--backbone', 'random_cnn', '--no-head', '--resize', 'none')).code).toBe(0);
     // Two folders holding a file of the same name, and a file that is not an image.
     const tree = path.join(dir, 'tree');
     for (const [sub, i] of [['a', 0], ['b', 19], ['b/deeper', 10]] as const) {
@@ -304,7 +304,7 @@ describe('reconpatch CLI', () => {
     expect(full.stdout.trim().split('\n')).toHaveLength(1);
     expect(JSON.parse(full.stdout).calibration.evidence).toHaveLength(24);
     const ensemble = path.join(dir, 'e.rcpe');
-    const fit = await reconpatch('fit', path.join(data.root, data.category, 'train/good'), '-o', ensemble, '--backbone', 'random_cnn,random_cnn', '--resize', 'none', '--json');
+    const fit = await reconpatch('fit', path.join(data.root, data.category, 'train/good'), '-o', ensemble, '--backbone', 'random_cnn,random_cnn', '--no-head', '--resize', 'none', '--json');
     expect(fit.code).toBe(0);
     const members = await reconpatch('info', ensemble, '--threads', '1');
     expect(members.code).toBe(0);

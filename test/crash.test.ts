@@ -56,7 +56,7 @@ describe.skipIf(!existsSync(path.join(dist, 'native.js')) || handlerOff)('crash 
       const { Engine } = await import(${JSON.stringify(path.join(dist, 'index.js'))});
       let s = 1;
       const frame = () => ({ data: Uint8Array.from({ length: 32 * 32 * 3 }, () => (s = (s * 1103515245 + 12345) % 2 ** 31) & 255), width: 32, height: 32, channels: 3 });
-      const engine = await Engine.create({ backbone: 'random_cnn', resize: null, crop: null, coreset: { ratio: 0.5 }, calibration: false, seed: 3 });
+      const engine = await Engine.create({ head: false, backbone: 'random_cnn', resize: null, crop: null, coreset: { ratio: 0.5 }, calibration: false, seed: 3 });
       await engine.fit([frame(), frame(), frame(), frame()]);
       native().probes.crashAtStage('knn', 'segv');
       await engine.scoreMany([frame(), frame(), frame()]);

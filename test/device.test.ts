@@ -7,7 +7,7 @@ import { describe, expect, it } from 'vitest';
 import { Engine, ReconpatchError, runtimeInfo } from '../lib/index.js';
 import { syntheticDataset } from './support/data.js';
 
-const base = { backbone: 'random_cnn', resize: null, crop: null, coreset: { ratio: 0.25 }, calibration: false } as const;
+const base = { head: false, backbone: 'random_cnn', resize: null, crop: null, coreset: { ratio: 0.25 }, calibration: false } as const;
 
 describe('device selection without a GPU', () => {
   it('runtimeInfo says which libtorch and addon are in use, and that no CUDA device is visible', () => {

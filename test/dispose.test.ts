@@ -25,7 +25,7 @@ function nativeCode(call: () => unknown): Promise<string | undefined> {
 describe('dispose', () => {
   it('finishes the calls made before it, then refuses every call with ERR_DISPOSED; idempotent', async () => {
     const data = await syntheticDataset();
-    const engine = await Engine.create({ backbone: 'random_cnn', seed: 1 });
+    const engine = await Engine.create({ head: false, backbone: 'random_cnn', seed: 1 });
     await engine.fit(data.train.slice(0, 6));
     const image = data.test[0].path;
     const alone = await engine.score(image);
@@ -59,7 +59,7 @@ describe('dispose', () => {
 
   it('an ensemble disposes every member', async () => {
     const data = await syntheticDataset();
-    const ensemble = await Ensemble.create({ members: [{ backbone: 'random_cnn', seed: 1 }, { backbone: 'random_cnn', seed: 2 }] });
+    const ensemble = await Ensemble.create({ members: [{ head: false, backbone: 'random_cnn', seed: 1 }, { head: false, backbone: 'random_cnn', seed: 2 }] });
     await ensemble.fit(data.train.slice(0, 6));
     const pending = ensemble.score(data.test[0].path);
     await ensemble.dispose();
@@ -70,7 +70,7 @@ describe('dispose', () => {
 
   it('native release(): frees at once when idle; a running call keeps its engine until it ends', async () => {
     const data = await syntheticDataset();
-    const proto = await Engine.create({ backbone: 'random_cnn' });
+    const proto = await Engine.create({ head: false, backbone: 'random_cnn' });
     const options = proto.options;
     await proto.dispose();
     const n = await native().createEngine(options);

@@ -7,7 +7,7 @@ import { Engine } from '../lib/index.js';
 import { auroc, pixelAuroc } from '../lib/eval/metrics.js';
 import { syntheticDataset } from './support/data.js';
 
-const base = { backbone: 'random_cnn', resize: null, crop: null, coreset: { ratio: 0.25 } } as const;
+const base = { head: false, backbone: 'random_cnn', resize: null, crop: null, coreset: { ratio: 0.25 } } as const;
 
 describe('engine on synthetic defects (random_cnn)', () => {
   let engine: Engine;
@@ -60,8 +60,8 @@ describe('engine on synthetic defects (random_cnn)', () => {
   });
 
   it("fitPrecision 'float16' halves the staged features and keeps the scores within 1%", async () => {
-    const half = await Engine.create({ backbone: 'random_cnn', resize: 64, crop: 64, coreset: { ratio: 0.2 }, calibration: false, fitPrecision: 'float16' });
-    const full = await Engine.create({ backbone: 'random_cnn', resize: 64, crop: 64, coreset: { ratio: 0.2 }, calibration: false });
+    const half = await Engine.create({ head: false, backbone: 'random_cnn', resize: 64, crop: 64, coreset: { ratio: 0.2 }, calibration: false, fitPrecision: 'float16' });
+    const full = await Engine.create({ head: false, backbone: 'random_cnn', resize: 64, crop: 64, coreset: { ratio: 0.2 }, calibration: false });
     const train = data.train.slice(0, 8);
     const [a, b] = [await half.fit(train), await full.fit(train)];
     expect(a.bankRows).toBe(b.bankRows);
@@ -90,7 +90,7 @@ describe('engine on synthetic defects (random_cnn)', () => {
 describe('engine on other image shapes', () => {
   it('handles greyscale, non-square images with squash resize and crop', async () => {
     const data = await syntheticDataset({ channels: 1, width: 120, height: 80, nTrain: 12, nGood: 4, nDefect: 6 });
-    const engine = await Engine.create({ backbone: 'random_cnn', resizeMode: 'squash', resize: 112, crop: 96, coreset: { ratio: 0.5 } });
+    const engine = await Engine.create({ head: false, backbone: 'random_cnn', resizeMode: 'squash', resize: 112, crop: 96, coreset: { ratio: 0.5 } });
     await engine.fit(data.train);
     const results = await engine.scoreMany(data.test.map((t) => t.path));
     for (const r of results) expect([r.width, r.height, r.map.length]).toEqual([120, 80, 120 * 80]);

@@ -53,7 +53,7 @@ describe('fuseTestMinMax', () => {
 describe('Ensemble on generated data', () => {
   const dir = tempDir('ensemble');
   const modelPath = path.join(dir, 'part.rcpe');
-  const common: EngineOptions = { backbone: 'random_cnn', resize: null, crop: null, coreset: { ratio: 0.2 } };
+  const common: EngineOptions = { head: false, backbone: 'random_cnn', resize: null, crop: null, coreset: { ratio: 0.2 } };
   const memberOptions = [{ ...common, seed: 1 }, { ...common, seed: 2, scoring: { blurSigma: 2 } }];
   let ensemble: Ensemble;
   let train: string[];
@@ -212,11 +212,11 @@ describe('Ensemble on generated data', () => {
 
   it('validates options and calls', async () => {
     expect((await errorOf(Ensemble.create({ members: [] }))).code).toBe('ERR_INVALID_OPTION');
-    const e = await errorOf(Ensemble.create({ members: [{ backbone: 'random_cnn', calibration: false } as EngineOptions] }));
+    const e = await errorOf(Ensemble.create({ members: [{ head: false, backbone: 'random_cnn', calibration: false } as EngineOptions] }));
     expect(e.message).toMatch(/set calibration on the ensemble/);
-    const bad = await errorOf(Ensemble.create({ members: [{ backbone: 'random_cnn' }, { backbone: 'nope.pt' }] }));
+    const bad = await errorOf(Ensemble.create({ members: [{ head: false, backbone: 'random_cnn' }, { head: false, backbone: 'nope.pt' }] }));
     expect([bad.code, bad.message.startsWith('members[1]')]).toEqual(['ERR_INVALID_OPTION', true]);
-    const unfitted = await Ensemble.create({ members: [{ backbone: 'random_cnn' }] });
+    const unfitted = await Ensemble.create({ members: [{ head: false, backbone: 'random_cnn' }] });
     expect((await errorOf(unfitted.score(probes[0]))).code).toBe('ERR_NOT_FITTED');
     expect((await errorOf(unfitted.fit([]))).code).toBe('ERR_EMPTY_TRAINING_SET');
   });
@@ -247,7 +247,7 @@ describe('reconpatch CLI with several backbones', () => {
 
   it('evaluates an ensemble: fused metrics (test-set min-max) and each member alone', async () => {
     const data = await syntheticDataset();
-    const out = JSON.parse(await reconpatch('eval', '--data', data.root, '--category', data.category, '--backbone', 'random_cnn,random_cnn',
+    const out = JSON.parse(await reconpatch('eval', '--data', data.root, '--category', data.category, '--backbone', 'random_cnn,random_cnn', '--no-head',
       '--protocol', 'patchcore', '--resize', 'none', '--crop', 'none', '--coreset', '0.25', '--json'));
     expect(out).toMatchObject({ backbone: 'random_cnn+random_cnn', ensemble: true, fusion: 'test-minmax', n_train: 24, n_fit: 24, n_test: 20 });
     expect(out.members).toHaveLength(2);
@@ -259,8 +259,8 @@ describe('reconpatch CLI with several backbones', () => {
     expect(out.decision).toBeNull(); // test-set normalisation has no deployed threshold
     // Without --protocol patchcore: the deployment path, normalisers and threshold from the 24
     // training images scored leave-one-image-out; the decision at that threshold is reported.
-    const deployed = JSON.parse(await reconpatch('eval', '--data', data.root, '--category', data.category, '--backbone', 'random_cnn',
-      '--backbone', 'random_cnn', '--resize', 'none', '--crop', 'none', '--coreset', '0.25', '--json'));
+    const deployed = JSON.parse(await reconpatch('eval', '--data', data.root, '--category', data.category, '--backbone', 'random_cnn', '--no-head',
+      '--backbone', 'random_cnn', '--no-head', '--resize', 'none', '--crop', 'none', '--coreset', '0.25', '--json'));
     expect(deployed).toMatchObject({ fusion: 'nominal-minmax', n_train: 24, n_fit: 24 });
     expect(deployed.image_auroc).toBeGreaterThanOrEqual(0.9);
     expect(deployed.decision).toMatchObject({ method: 'leave-one-out', calibration_images: 24, defects: 12, good: 8 });
@@ -270,7 +270,7 @@ describe('reconpatch CLI with several backbones', () => {
     const data = await syntheticDataset();
     const model = path.join(dir, 'e.rcpe');
     const fit = JSON.parse(await reconpatch('fit', path.join(data.root, data.category, 'train/good'), '-o', model,
-      '--backbone', 'random_cnn', '--backbone', 'random_cnn', '--resize', 'none', '--crop', 'none', '--json'));
+      '--backbone', 'random_cnn', '--no-head', '--backbone', 'random_cnn', '--no-head', '--resize', 'none', '--crop', 'none', '--json'));
     expect(fit).toMatchObject({ model, images: 24, calibrationImages: 24, thresholdMethod: 'leave-one-out' });
     const lines = (await reconpatch('score', model, data.test[0].path, '--json')).trim().split('\n').map((l) => JSON.parse(l));
     expect(lines).toHaveLength(1);
@@ -288,7 +288,7 @@ describe.skipIf(!hasShared)(`real data: metal_plate, ensemble of mobilenet_v1 an
     const data = await readMvtecDataset(sharedDatasets, 'metal_plate');
     const protocol = { resizeMode: 'squash', resize: 256, crop: 224, coreset: { ratio: 0.1 } } as const;
     const ensemble = await Ensemble.create({
-      members: ['mobilenet_v1_imagenet', 'darknet_tiny_imagenet'].map((b) => ({ backbone: path.join(sharedBackbones, `${b}.pt`), ...protocol })),
+      members: ['mobilenet_v1_imagenet', 'darknet_tiny_imagenet'].map((b) => ({ head: false, backbone: path.join(sharedBackbones, `${b}.pt`), ...protocol })),
     });
     expect(existsSync(path.join(sharedBackbones, 'darknet_tiny_imagenet.pt'))).toBe(true);
     const fit = await ensemble.fit(data.train); // all 64 images in the banks, and scored leave-one-out to set the normalisers

@@ -51,7 +51,7 @@ describe('errors and recovery', () => {
     const data = await syntheticDataset();
     train = data.train.slice(0, 8);
     probe = data.test[data.test.length - 1].path;
-    engine = await Engine.create({ backbone: 'random_cnn', resize: null, crop: null, coreset: { ratio: 0.2 }, batchSize: 2, calibration: false });
+    engine = await Engine.create({ head: false, backbone: 'random_cnn', resize: null, crop: null, coreset: { ratio: 0.2 }, batchSize: 2, calibration: false });
     await engine.fit(train);
     probeScore = (await engine.score(probe)).score;
     corrupt = path.join(dir, 'corrupt.png');
@@ -97,13 +97,13 @@ describe('errors and recovery', () => {
     // tiny_backbone.pt with its last convolution's bias (data/7, 32 floats) set to NaN.
     const file = path.join(dir, 'nan_backbone.pt');
     writeFileSync(file, withNanTensor(path.join(fixtures, 'golden/tiny_backbone.pt'), 'tiny_backbone/data/7'));
-    const nan = await Engine.create({ backbone: file, resize: null, crop: null, coreset: { ratio: 0.2 }, calibration: false });
+    const nan = await Engine.create({ head: false, backbone: file, resize: null, crop: null, coreset: { ratio: 0.2 }, calibration: false });
     const e = await errorOf(nan.fit(train.slice(0, 4)));
     expect(e.code).toBe('ERR_BACKBONE');
     expect(e.message).toMatch(/backbone 'tiny_test' produced NaN or Inf values/);
     expect(nan.info.fitted).toBe(false);
     // The same file unpatched fits.
-    const good = await Engine.create({ backbone: path.join(fixtures, 'golden/tiny_backbone.pt'), resize: null, crop: null, coreset: { ratio: 0.2 }, calibration: false });
+    const good = await Engine.create({ head: false, backbone: path.join(fixtures, 'golden/tiny_backbone.pt'), resize: null, crop: null, coreset: { ratio: 0.2 }, calibration: false });
     await good.fit(train.slice(0, 4));
     expect(Number.isFinite((await good.score(probe)).score)).toBe(true);
   });
@@ -116,7 +116,7 @@ describe('errors and recovery', () => {
   });
 
   it('scores nothing before fit', async () => {
-    const fresh = await Engine.create({ backbone: 'random_cnn' });
+    const fresh = await Engine.create({ head: false, backbone: 'random_cnn' });
     const e = await errorOf(fresh.score(probe));
     expect(e.code).toBe('ERR_NOT_FITTED');
     expect(e.message).toMatch(/fit\(\)/);
@@ -132,7 +132,7 @@ describe('errors and recovery', () => {
     expect(e1.code).toBe('ERR_ABORTED');
 
     const duringCoreset = new AbortController();
-    const big = await Engine.create({ backbone: 'random_cnn', resize: null, crop: null, coreset: { ratio: 0.9 } });
+    const big = await Engine.create({ head: false, backbone: 'random_cnn', resize: null, crop: null, coreset: { ratio: 0.9 } });
     const e2 = await errorOf(big.fit(train, { signal: duringCoreset.signal, onProgress: (p) => p.stage === 'coreset' && duringCoreset.abort() }));
     expect(e2.code).toBe('ERR_ABORTED');
     expect(big.info.fitted).toBe(false);
@@ -153,7 +153,7 @@ describe('errors and recovery', () => {
   });
 
   it('queues a score behind a running fit instead of racing it', async () => {
-    const other = await Engine.create({ backbone: 'random_cnn', resize: null, crop: null, coreset: { ratio: 0.2 } });
+    const other = await Engine.create({ head: false, backbone: 'random_cnn', resize: null, crop: null, coreset: { ratio: 0.2 } });
     const fit = other.fit(train);
     const score = other.score(probe); // queued: runs after the fit, so the engine is fitted
     await fit;

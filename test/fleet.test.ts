@@ -67,7 +67,7 @@ describe.skipIf(!redisServer)('fleet: workers on Redis', () => {
   beforeAll(async () => {
     if (!existsSync(path.join(repoRoot, 'dist/fleet/worker.js'))) await run('npm', ['run', 'build:ts'], { cwd: repoRoot });
     const data = await syntheticDataset();
-    const engine = await Engine.create({ backbone: 'random_cnn', resize: null, coreset: { ratio: 0.25 }, seed: 1 });
+    const engine = await Engine.create({ head: false, backbone: 'random_cnn', resize: null, coreset: { ratio: 0.25 }, seed: 1 });
     await engine.fit(data.train, { modelId: 'part' });
     await engine.save(modelFile);
     await engine.dispose();

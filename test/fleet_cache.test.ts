@@ -30,7 +30,7 @@ describe('fleet model cache', () => {
 
   beforeAll(async () => {
     const data = await syntheticDataset();
-    const engine = await Engine.create({ backbone: 'random_cnn', resize: null, coreset: { ratio: 0.25 }, seed: 1 });
+    const engine = await Engine.create({ head: false, backbone: 'random_cnn', resize: null, coreset: { ratio: 0.25 }, seed: 1 });
     await engine.fit(data.train.slice(0, 8), { modelId: 'part' });
     bytes = await engine.saveBytes();
     await engine.dispose();

@@ -243,7 +243,7 @@ describe('ReConPatch head pieces', () => {
 describe('ReConPatch head in the engine', () => {
   const dir = tempDir('head');
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
-  const base = { backbone: 'random_cnn', resize: null, crop: null, coreset: { ratio: 0.25 }, seed: 5 } as const;
+  const base = { head: false, backbone: 'random_cnn', resize: null, crop: null, coreset: { ratio: 0.25 }, seed: 5 } as const;
 
   it('with zero iterations and identity init reproduces PatchCore exactly', async () => {
     const data = await syntheticDataset();

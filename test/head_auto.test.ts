@@ -16,7 +16,7 @@ import { SHARED_ABSENT, hasShared, sharedBackbones, sharedDatasets, syntheticDat
 import { readMvtecDataset } from '../lib/eval/dataset.js';
 
 // threads: 1 makes the head's rounding, and so the decision, the same on every machine with this libtorch.
-const base: EngineOptions = { backbone: 'random_cnn', seed: 0, threads: 1, calibration: false };
+const base: EngineOptions = { head: false, backbone: 'random_cnn', seed: 0, threads: 1, calibration: false };
 const WRECKED = { lr: 10, iterations: 30, plateau: 0, auto: true };
 
 async function failure(p: Promise<unknown>): Promise<ReconpatchError> {

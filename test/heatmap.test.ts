@@ -153,7 +153,7 @@ describe('heatmaps of a calibrated engine', () => {
   let data: Awaited<ReturnType<typeof syntheticDataset>>;
   beforeAll(async () => {
     data = await syntheticDataset();
-    engine = await Engine.create({ backbone: 'random_cnn', resize: null, coreset: { ratio: 0.25 } });
+    engine = await Engine.create({ head: false, backbone: 'random_cnn', resize: null, coreset: { ratio: 0.25 } });
     await engine.fit(data.train);
   });
 

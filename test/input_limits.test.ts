@@ -44,7 +44,7 @@ describe('input limits', () => {
     // Shorter side to 256, crop 224 (the default before issue 16): long strips resize to billions of
     // pixels, which the resized-size limit must refuse. The default 'area' mode resizes any shape
     // to about 256^2 pixels (tested below).
-    const engine = await Engine.create({ backbone: 'random_cnn', resizeMode: 'shorter', resize: 256, crop: 224, coreset: { ratio: 0.25 }, calibration: false });
+    const engine = await Engine.create({ head: false, backbone: 'random_cnn', resizeMode: 'shorter', resize: 256, crop: 224, coreset: { ratio: 0.25 }, calibration: false });
     await engine.fit(data.train.slice(0, 4));
     await engine.save(model);
   });
@@ -94,13 +94,13 @@ describe('input limits', () => {
     const s = await fail(engine.score(strip));
     expect([s?.code, s?.message]).toEqual(['ERR_INVALID_IMAGE', expect.stringContaining('would be resized to 640000x256')]);
     // The default 'area' mode resizes it to about 256^2 pixels (aspect kept) and scores every pixel.
-    const area = await Engine.create({ backbone: 'random_cnn', coreset: { ratio: 0.25 }, calibration: false });
+    const area = await Engine.create({ head: false, backbone: 'random_cnn', coreset: { ratio: 0.25 }, calibration: false });
     await area.fit(data.train.slice(0, 2));
     const whole = await area.score(strip);
     expect([whole.width, whole.height, whole.map.every((v) => Number.isFinite(v))]).toEqual([20000, 8, true]);
     // fit and scoreMany decode within the same limits.
     expect((await fail(strict.scoreMany([raw])))?.code).toBe('ERR_INVALID_IMAGE');
-    const fresh = await Engine.create({ backbone: 'random_cnn', calibration: false, input: { maxPixels: 5000 } });
+    const fresh = await Engine.create({ head: false, backbone: 'random_cnn', calibration: false, input: { maxPixels: 5000 } });
     expect((await fail(fresh.fit(data.train.slice(0, 2))))?.code).toBe('ERR_INVALID_IMAGE');
     // toRawFrame on its own: the defaults.
     expect(INPUT_DEFAULTS).toEqual({ maxPixels: 8192 * 8192, maxResizedPixels: 2048 * 2048, failOn: 'warning' });
@@ -127,7 +127,7 @@ describe('input limits', () => {
     expect((await lenient.score(jpeg)).width).toBe(96);
     for (const input of [{ failOn: 'sometimes' }, { maxPixels: 10 }, { maxPixels: 1.5 }, { limit: 1 }, 'x']) {
       expect((await fail(Engine.load(model, { input: input as never })))?.code).toBe('ERR_INVALID_OPTION');
-      expect((await fail(Engine.create({ backbone: 'random_cnn', input: input as never })))?.code).toBe('ERR_INVALID_OPTION');
+      expect((await fail(Engine.create({ head: false, backbone: 'random_cnn', input: input as never })))?.code).toBe('ERR_INVALID_OPTION');
     }
   });
 

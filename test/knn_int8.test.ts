@@ -193,7 +193,7 @@ describe.skipIf(!supported)(`int8 k-NN with float32 re-scoring (${supported ? 'V
   it('scores images as the float32 path does (engine, Eq. 7 reweighting included)', async () => {
     const data = await syntheticDataset();
     for (const reweight of [false, true]) {
-      const engine = await Engine.create({ backbone: 'random_cnn', resize: null, crop: null, coreset: { ratio: 0.25 }, seed: 3, scoring: { reweight } });
+      const engine = await Engine.create({ head: false, backbone: 'random_cnn', resize: null, crop: null, coreset: { ratio: 0.25 }, seed: 3, scoring: { reweight } });
       await engine.fit(data.train.slice(0, 8));
       const images = data.test.slice(0, 6).map((t) => t.path);
       const int8 = await engine.scoreMany(images);
@@ -214,7 +214,7 @@ describe.skipIf(!supported || !hasShared)(`int8 k-NN on real features (${!hasSha
   it.each(['metal_plate', 'magnetic_tile'])('finds the float32 rows for real %s patch features, re-scoring a small share', async (category) => {
     const { readMvtecDataset } = await import('../lib/eval/dataset.js');
     const data = await readMvtecDataset(sharedDatasets, category);
-    const engine = await Engine.create({ backbone: `${sharedBackbones}/mobilenet_v1_imagenet.pt`, resizeMode: 'squash', resize: 256, crop: 224 });
+    const engine = await Engine.create({ head: false, backbone: `${sharedBackbones}/mobilenet_v1_imagenet.pt`, resizeMode: 'squash', resize: 256, crop: 224 });
     const embed = async (paths: string[]): Promise<Arr> => {
       const parts = [];
       for (const p of paths) parts.push((await engine.embed(p)).data);

@@ -25,7 +25,7 @@ describe('model file', () => {
   beforeAll(async () => {
     const data = await syntheticDataset();
     probes = [data.test[0].path, data.test[data.test.length - 1].path];
-    engine = await Engine.create({ backbone: 'random_cnn', resize: null, crop: null, coreset: { ratio: 0.2 }, seed: 3 });
+    engine = await Engine.create({ head: false, backbone: 'random_cnn', resize: null, crop: null, coreset: { ratio: 0.2 }, seed: 3 });
     await engine.fit(data.train.slice(0, 8));
     await engine.save(modelPath);
   });
@@ -74,7 +74,7 @@ describe('model file', () => {
   });
 
   it('refuses to save an unfitted engine', async () => {
-    const fresh = await Engine.create({ backbone: 'random_cnn' });
+    const fresh = await Engine.create({ head: false, backbone: 'random_cnn' });
     expect(await codeOf(fresh.save(path.join(dir, 'unfitted.rcp')))).toBe('ERR_NOT_FITTED');
   });
 
@@ -89,7 +89,7 @@ describe('model file', () => {
   it('embeds a TorchScript backbone so the model works without the .pt file', async () => {
     const pt = path.join(dir, 'tiny.pt');
     copyFileSync(path.join(fixtures, 'golden/tiny_backbone.pt'), pt);
-    const e = await Engine.create({ backbone: pt, resize: 64, crop: 48, features: { pretrainDim: 64, targetDim: 48 } });
+    const e = await Engine.create({ head: false, backbone: pt, resize: 64, crop: 48, features: { pretrainDim: 64, targetDim: 48 } });
     const data = await syntheticDataset();
     await e.fit(data.train.slice(0, 4));
     const p = path.join(dir, 'tiny.rcp');

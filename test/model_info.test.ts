@@ -17,7 +17,7 @@ async function errorOf(p: Promise<unknown>): Promise<ReconpatchError> {
 describe('model identity', () => {
   it('a fit records id, hash, version, provenance and training set; they survive save and load; results name them', async () => {
     const data = await syntheticDataset();
-    const engine = await Engine.create({ backbone: 'random_cnn', seed: 3 });
+    const engine = await Engine.create({ head: false, backbone: 'random_cnn', seed: 3 });
     expect(engine.info.model).toBeNull();
     await engine.fit(data.train.slice(0, 8), { modelId: 'line3-cam2' });
     const m = engine.info.model!;
@@ -59,7 +59,7 @@ describe('model identity', () => {
     // A refit without modelId keeps the id; a fresh engine gets a UUID.
     await again.fit(data.train.slice(0, 4));
     expect(again.info.model!.id).toBe('line3-cam2');
-    const fresh = await Engine.create({ backbone: 'random_cnn' });
+    const fresh = await Engine.create({ head: false, backbone: 'random_cnn' });
     await fresh.fit(data.train.slice(0, 4));
     expect(fresh.info.model!.id).toMatch(/^[0-9a-f-]{36}$/);
     expect((await errorOf(fresh.fit(data.train.slice(0, 4), { modelId: '../etc' }))).code).toBe('ERR_INVALID_OPTION');
@@ -67,7 +67,7 @@ describe('model identity', () => {
 
   it('older files without a record still load (id null, hash derived), and a damaged record is ERR_MODEL_FILE', async () => {
     const data = await syntheticDataset();
-    const engine = await Engine.create({ backbone: 'random_cnn', seed: 4 });
+    const engine = await Engine.create({ head: false, backbone: 'random_cnn', seed: 4 });
     await engine.fit(data.train.slice(0, 6));
     const m = engine.info.model!;
     const meta = JSON.parse(nativeOf(engine).metadata()) as Record<string, unknown>;
@@ -92,7 +92,7 @@ describe('model identity', () => {
 
   it('an ensemble has its own identity, kept in its file and named by its results', async () => {
     const data = await syntheticDataset();
-    const ensemble = await Ensemble.create({ members: [{ backbone: 'random_cnn', seed: 1 }, { backbone: 'random_cnn', seed: 2 }] });
+    const ensemble = await Ensemble.create({ members: [{ head: false, backbone: 'random_cnn', seed: 1 }, { head: false, backbone: 'random_cnn', seed: 2 }] });
     await ensemble.fit(data.train.slice(0, 8), { modelId: 'pair' });
     const m = ensemble.info.model!;
     expect(m.id).toBe('pair');

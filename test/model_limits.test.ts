@@ -49,10 +49,10 @@ describe('model files and images within bounds', () => {
 
   beforeAll(async () => {
     data = await syntheticDataset();
-    const engine = await Engine.create({ backbone: 'random_cnn', resize: 64, coreset: { ratio: 0.25 }, calibration: false });
+    const engine = await Engine.create({ head: false, backbone: 'random_cnn', resize: 64, coreset: { ratio: 0.25 }, calibration: false });
     await engine.fit(data.train.slice(0, 3));
     plain = await engine.saveBytes();
-    shorter = await Engine.create({ backbone: 'random_cnn', resizeMode: 'shorter', resize: 256, crop: 224, coreset: { ratio: 0.25 }, calibration: false });
+    shorter = await Engine.create({ head: false, backbone: 'random_cnn', resizeMode: 'shorter', resize: 256, crop: 224, coreset: { ratio: 0.25 }, calibration: false });
     await shorter.fit(data.train.slice(0, 3));
   });
   afterAll(() => import('node:fs').then((fs) => fs.rmSync(dir, { recursive: true, force: true })));

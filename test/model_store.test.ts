@@ -32,7 +32,7 @@ describe('model store', () => {
 
   beforeAll(async () => {
     data = await syntheticDataset();
-    const engine = await Engine.create({ backbone: 'random_cnn', seed: 3 });
+    const engine = await Engine.create({ head: false, backbone: 'random_cnn', seed: 3 });
     await engine.fit(data.train.slice(0, 6), { modelId: 'line3-cam2' });
     v1 = await engine.saveBytes();
     version1 = engine.info.model!.version;
@@ -81,7 +81,7 @@ describe('model store', () => {
     const store = new DirectoryModelStore(tempDir('store'));
     const renamed = await store.publish(v1, { id: 'press-7' });
     expect([renamed.id, renamed.version]).toEqual(['press-7', version1]);
-    const ensemble = await Ensemble.create({ members: [{ backbone: 'random_cnn', seed: 1 }, { backbone: 'random_cnn', seed: 2 }] });
+    const ensemble = await Ensemble.create({ members: [{ head: false, backbone: 'random_cnn', seed: 1 }, { head: false, backbone: 'random_cnn', seed: 2 }] });
     await ensemble.fit(data.train.slice(0, 6), { modelId: 'pair' });
     const bytes = await ensemble.saveBytes();
     const version = ensemble.info.model!.version;

@@ -29,6 +29,13 @@ describe('options', () => {
       blurSigma: 4, device: 'auto', seed: 0, batchSize: 4,
     });
     expect(o.threads).toBe(0); // all cores of whichever machine runs (or loads) the engine
+    // The head is on by default, with head study v2's configuration (docs/results.md).
+    expect(o).toMatchObject({
+      head: true, headIterations: 256, headBatch: 1024, headLr: 1e-4, headWeightDecay: 1e-2, headEma: 0.97, headK: 5,
+      headSigma: 1, headSigmaRule: 'fixed', headAlpha: 0.5, headMargin: 0.1, headNormalize: false, headInitIdentity: true, headPlateau: 0,
+    });
+    expect(resolveOptions({ backbone: 'random_cnn', head: true })).toEqual(o);
+    expect(resolveOptions({ backbone: 'random_cnn', head: false }).head).toBe(false);
   });
 
   it('maps null resize/crop to "keep size" / "no crop"', () => {

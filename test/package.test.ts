@@ -63,7 +63,7 @@ import { readFileSync } from 'node:fs';
 import { Engine, runtimeInfo } from 'reconpatch';
 
 const data = JSON.parse(readFileSync(process.argv[2], 'utf8'));
-const engine = await Engine.create({ backbone: 'random_cnn', resize: null, crop: null, coreset: { ratio: 0.25 } });
+const engine = await Engine.create({ head: false, backbone: 'random_cnn', resize: null, crop: null, coreset: { ratio: 0.25 } });
 await engine.fit(data.train);
 const results = await engine.scoreMany(data.test);
 const loaded = readFileSync('/proc/self/maps', 'utf8').split('\\n')
@@ -77,7 +77,7 @@ console.log(JSON.stringify({ scores: results.map((r) => r.score), device: engine
 /** Type-checks against the installed package's .d.ts (resolved through package.json "exports"). */
 const CONSUMER_TYPES = `
 import { Engine, ReconpatchError, type EngineOptions, type ScoreResult } from 'reconpatch';
-const options: EngineOptions = { backbone: 'random_cnn', device: 'auto', coreset: { ratio: 0.1 } };
+const options: EngineOptions = { head: false, backbone: 'random_cnn', device: 'auto', coreset: { ratio: 0.1 } };
 const engine: Engine = await Engine.create(options);
 const result: ScoreResult = await engine.score('frame.png');
 const code: string = new ReconpatchError('ERR_IO', 'x').code;
@@ -305,7 +305,7 @@ describe.skipIf(!!process.env.RECONPATCH_LIBTORCH)('npm package', () => {
     const probe = `
       import { Engine } from 'reconpatch';
       for (let i = 0; i < 2; i++) {
-        try { await Engine.create({ backbone: 'random_cnn' }); console.log(JSON.stringify({ loaded: true })); }
+        try { await Engine.create({ head: false, backbone: 'random_cnn' }); console.log(JSON.stringify({ loaded: true })); }
         catch (e) { console.log(JSON.stringify({ name: e.name, code: e.code, message: e.message })); }
       }`;
     const attempt = async (env: Record<string, string | undefined>) => {

@@ -60,18 +60,18 @@ describe('parity with the PyTorch reference', () => {
   });
 
   it('embeds an image end to end through a TorchScript backbone (squash + crop, and shorter side)', async () => {
-    const squash = await Engine.create({ backbone: tiny, resizeMode: 'squash', resize: 64, crop: 48, features: { pretrainDim: 64, targetDim: 48 } });
+    const squash = await Engine.create({ head: false, backbone: tiny, resizeMode: 'squash', resize: 64, crop: 48, features: { pretrainDim: 64, targetDim: 48 } });
     const a = await squash.embed(image);
     expect([a.rows, a.dim]).toEqual([36, 48]);
     expect(relError(a.data, f32('patch_features.f32').data)).toBeLessThan(1e-4);
-    const shorter = await Engine.create({ backbone: tiny, resizeMode: 'shorter', resize: 56, crop: null, features: { pretrainDim: 64, targetDim: 48 } });
+    const shorter = await Engine.create({ head: false, backbone: tiny, resizeMode: 'shorter', resize: 56, crop: null, features: { pretrainDim: 64, targetDim: 48 } });
     const b = await shorter.embed(image);
     expect([b.rows, b.dim]).toEqual([63, 48]);
     expect(relError(b.data, f32('shorter_patch_features.f32').data)).toBeLessThan(1e-4);
   });
 
   it('rejects a TorchScript backbone whose declared channels do not match its output', async () => {
-    const err = await Engine.create({ backbone: path.join(goldenDir, 'bad_backbone_strides.pt') }).catch((e) => e);
+    const err = await Engine.create({ head: false, backbone: path.join(goldenDir, 'bad_backbone_strides.pt') }).catch((e) => e);
     expect(err.code).toBe('ERR_BACKBONE');
     expect(err.message).toMatch(/channels/);
   });

@@ -11,7 +11,7 @@ describe.skipIf(!hasShared)(`real data: metal_plate with mobilenet_v1 (${hasShar
   it.each(['float32', 'float16'] as const)('reaches the reference image AUROC within 0.01 (>= 0.948) and localises defects (fit in %s)', async (fitPrecision) => {
     const data = await readMvtecDataset(sharedDatasets, 'metal_plate');
     const engine = await Engine.create({
-      backbone: `${sharedBackbones}/mobilenet_v1_imagenet.pt`, resizeMode: 'squash', resize: 256, crop: 224, coreset: { ratio: 0.1 },
+      head: false, backbone: `${sharedBackbones}/mobilenet_v1_imagenet.pt`, resizeMode: 'squash', resize: 256, crop: 224, coreset: { ratio: 0.1 },
       calibration: false, // all 64 images in the bank, as the reference fits them
       fitPrecision,
     });
@@ -40,7 +40,7 @@ describe.skipIf(!hasShared)(`real data: metal_plate with mobilenet_v1 (${hasShar
     // a 1% target): measured 2026-11-30 recall 73/81, 1 of 16 good parts flagged, image AUROC
     // 0.9545 (docs/results.md). The test labels are used here only to check the decision.
     const data = await readMvtecDataset(sharedDatasets, 'metal_plate');
-    const engine = await Engine.create({ backbone: `${sharedBackbones}/mobilenet_v1_imagenet.pt` });
+    const engine = await Engine.create({ head: false, backbone: `${sharedBackbones}/mobilenet_v1_imagenet.pt` });
     const fit = await engine.fit(data.train);
     expect(fit).toMatchObject({ images: 64, calibrationImages: 64, warnings: [] });
     expect(fit.calibration).toMatchObject({ method: 'leave-one-out', falseAlarmRate: 0.01 });

@@ -12,7 +12,7 @@ import { Engine, Ensemble, type ReconpatchError } from '../lib/index.js';
 import { repoRoot, syntheticDataset, tempDir } from './support/data.js';
 import { type Section, buildModel, parseModel } from './support/model_file.mjs';
 
-const base = { backbone: 'random_cnn', resize: null, crop: null, coreset: { ratio: 0.25 } } as const;
+const base = { head: false, backbone: 'random_cnn', resize: null, crop: null, coreset: { ratio: 0.25 } } as const;
 
 describe('errors from the caller’s iterable in scoreStream', () => {
   let engine: Engine;
@@ -93,7 +93,7 @@ describe('reconpatch fit -o', () => {
     expect(readOnly.stderr).toMatch(/\[ERR_IO\].*does not take new files/);
     // A writable output: the fit starts (and fails on the broken image), leaving no probe behind.
     // (fit needs a backbone named since issue 16)
-    const ok = await reconpatch('fit', train, '-o', path.join(dir, 'm.rcp'), '--backbone', 'random_cnn');
+    const ok = await reconpatch('fit', train, '-o', path.join(dir, 'm.rcp'), '--backbone', 'random_cnn', '--no-head');
     expect(ok.stderr).toContain('[ERR_INVALID_IMAGE]');
     expect(existsSync(path.join(dir, 'm.rcp'))).toBe(false);
     expect(readdirSync(dir).filter((n) => n.includes('.tmp-'))).toEqual([]);

@@ -14,7 +14,7 @@ describe('scoreStream', () => {
 
   beforeAll(async () => {
     const data = await syntheticDataset();
-    engine = await Engine.create({ backbone: 'random_cnn', resize: null, crop: null, coreset: { ratio: 0.25 }, calibration: false });
+    engine = await Engine.create({ head: false, backbone: 'random_cnn', resize: null, crop: null, coreset: { ratio: 0.25 }, calibration: false });
     await engine.fit(data.train.slice(0, 8));
     paths = data.test.map((t) => t.path);
     expected = [];
@@ -71,7 +71,7 @@ describe('scoreStream', () => {
   });
 
   it('streams 1,000 generated frames with flat memory', async () => {
-    const e = await Engine.create({ backbone: 'random_cnn', resize: null, crop: null, coreset: { ratio: 0.25 }, calibration: false, batchSize: 2 });
+    const e = await Engine.create({ head: false, backbone: 'random_cnn', resize: null, crop: null, coreset: { ratio: 0.25 }, calibration: false, batchSize: 2 });
     const frame = (i: number) => {
       const data = new Uint8Array(64 * 64 * 3);
       for (let p = 0; p < data.length; p++) data[p] = (p * 7 + i * 13) & 255;

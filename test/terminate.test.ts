@@ -32,14 +32,14 @@ describe.skipIf(!existsSync(dist))('worker.terminate() during a fit', () => {
   });
 
   it('survives terminations while scores are in flight', async () => {
-    const r = await terminations('score', { backbone: 'random_cnn', resize: null, crop: null, coreset: { ratio: 0.25 }, calibration: false, threads: 2 }, 5);
+    const r = await terminations('score', { head: false, backbone: 'random_cnn', resize: null, crop: null, coreset: { ratio: 0.25 }, calibration: false, threads: 2 }, 5);
     expect(r.stderr).not.toContain('terminate called');
     expect([r.status, r.signal]).toEqual([0, null]);
     expect(r.result).toMatchObject({ hits: 5, misses: [] });
   });
 
   it('survives terminations in the coreset stage', async () => {
-    const r = await terminations('coreset', { backbone: 'random_cnn', coreset: { ratio: 0.5 }, threads: 2 }, 6);
+    const r = await terminations('coreset', { head: false, backbone: 'random_cnn', coreset: { ratio: 0.5 }, threads: 2 }, 6);
     expect(r.stderr).not.toContain('terminate called');
     expect([r.status, r.signal]).toEqual([0, null]);
     expect(r.result).toMatchObject({ hits: 6, misses: [] });

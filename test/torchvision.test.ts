@@ -103,12 +103,12 @@ describe.skipIf(!hasTorchvision)('torchvision backbones in libtorch', () => {
     });
 
     it('without cached weights fails with ERR_WEIGHTS_MISSING and the command to run', async () => {
-      const e = await Engine.create({ backbone: 'wide_resnet50_2' }).catch((err) => err);
+      const e = await Engine.create({ head: false, backbone: 'wide_resnet50_2' }).catch((err) => err);
       expect(e.code).toBe('ERR_WEIGHTS_MISSING');
       expect(e.message).toContain('npx reconpatch weights pull wide_resnet50_2');
-      const bad = await Engine.create({ backbone: 'resnet18', layers: ['layer5'], weights: golden.file('resnet18.pth') }).catch((err) => err);
+      const bad = await Engine.create({ head: false, backbone: 'resnet18', layers: ['layer5'], weights: golden.file('resnet18.pth') }).catch((err) => err);
       expect(bad.code).toBe('ERR_INVALID_OPTION');
-      const ts = await Engine.create({ backbone: 'random_cnn', layers: ['layer2'] }).catch((err) => err);
+      const ts = await Engine.create({ head: false, backbone: 'random_cnn', layers: ['layer2'] }).catch((err) => err);
       expect(ts.code).toBe('ERR_INVALID_OPTION');
     });
 
@@ -116,7 +116,7 @@ describe.skipIf(!hasTorchvision)('torchvision backbones in libtorch', () => {
       mkdirSync(cache, { recursive: true });
       copyFileSync(golden.file('resnet18.pth'), path.join(cache, 'resnet18-f37072fd.pth')); // what `weights pull` leaves
       const data = await syntheticDataset();
-      const engine = await Engine.create({ backbone: 'resnet18', resize: null, crop: null, coreset: { ratio: 0.25 }, calibration: false });
+      const engine = await Engine.create({ head: false, backbone: 'resnet18', resize: null, crop: null, coreset: { ratio: 0.25 }, calibration: false });
       expect(engine.options.layers).toBe('layer2,layer3');
       expect(engine.info.backbone).toBe('resnet18');
       await engine.fit(data.train);
@@ -140,7 +140,7 @@ describe.skipIf(!hasTorchvision)('torchvision backbones in libtorch', () => {
     it('fits from the command line with --weights and --layers', async () => {
       const data = await syntheticDataset();
       const model = path.join(dir, 'cli.rcp');
-      const args = ['fit', path.join(data.root, data.category, 'train/good'), '-o', model, '--backbone', 'resnet18',
+      const args = ['fit', path.join(data.root, data.category, 'train/good'), '-o', model, '--backbone', 'resnet18', '--no-head',
         '--weights', golden.file('resnet18.pth'), '--layers', 'layer1,layer2', '--resize', 'none', '--crop', 'none', '--json'];
       await run(process.execPath, [cli, ...args], { env: { ...process.env, CI: '1' } });
       const { stdout } = await run(process.execPath, [cli, 'info', model, '--json']);

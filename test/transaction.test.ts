@@ -9,7 +9,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { Engine, type EngineOptions, Ensemble, type Progress, ReconpatchError } from '../lib/index.js';
 import { syntheticDataset } from './support/data.js';
 
-const base: EngineOptions = { backbone: 'random_cnn', resize: null, crop: null, coreset: { ratio: 0.25 }, seed: 2 };
+const base: EngineOptions = { head: false, backbone: 'random_cnn', resize: null, crop: null, coreset: { ratio: 0.25 }, seed: 2 };
 
 describe('fit transaction', () => {
   let first: string[];

@@ -15,7 +15,7 @@ import { repoRoot, syntheticDataset, tempDir } from './support/data.js';
 import { buildModel, parseModel } from './support/model_file.mjs';
 
 const execFileAsync = promisify(execFile);
-const base: EngineOptions = { backbone: 'random_cnn', resize: null, crop: null, coreset: { ratio: 0.1 }, seed: 4 };
+const base: EngineOptions = { head: false, backbone: 'random_cnn', resize: null, crop: null, coreset: { ratio: 0.1 }, seed: 4 };
 
 describe('the staged-patch budget rule', () => {
   it('takes 0 or at least MIN_STAGED_PATCHES; warns when the budget is under two images\' patches', () => {

@@ -13,7 +13,7 @@ const dist = path.join(repoRoot, 'dist/index.js');
 const workerSource = `
 const { parentPort, workerData } = require('node:worker_threads');
 import(workerData.dist).then(async ({ Engine }) => {
-  const engine = await Engine.create({ backbone: 'random_cnn', resize: null, crop: null, coreset: { ratio: 0.25 }, calibration: false, threads: 1 });
+  const engine = await Engine.create({ head: false, backbone: 'random_cnn', resize: null, crop: null, coreset: { ratio: 0.25 }, calibration: false, threads: 1 });
   await engine.fit(workerData.train);
   const r = await engine.score(workerData.probe);
   parentPort.postMessage({ score: r.score, size: r.map.length });
@@ -40,7 +40,7 @@ describe.skipIf(!existsSync(dist))('worker threads', () => {
     expect(a.score).toBe(b.score);
     expect(a.size).toBe(96 * 96);
     const { Engine } = await import('../lib/index.js');
-    const main = await Engine.create({ backbone: 'random_cnn', resize: null, crop: null, coreset: { ratio: 0.25 }, calibration: false, threads: 1 });
+    const main = await Engine.create({ head: false, backbone: 'random_cnn', resize: null, crop: null, coreset: { ratio: 0.25 }, calibration: false, threads: 1 });
     await main.fit(train);
     expect((await main.score(probe)).score).toBe(a.score);
   });

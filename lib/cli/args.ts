@@ -79,6 +79,7 @@ export const ENGINE_FLAGS = {
   threads: { type: 'string' },
   device: { type: 'string' },
   head: { type: 'boolean' },
+  'no-head': { type: 'boolean' },
   'head-auto': { type: 'boolean' },
   'head-iterations': { type: 'string' },
   'head-lr': { type: 'string' },
@@ -108,8 +109,8 @@ export const ENGINE_HELP = `Engine options:
   --crop <px|none>            center crop (default none: every pixel inspected; outside a crop is not)
   --resize-mode area|shorter|squash   area (default): aspect ratio kept, about resize^2 pixels
   --coreset <ratio>           coreset ratio (default 0.1)
-  --head                      train the ReConPatch head (default off: PatchCore)
-  --head-auto                 train it, check on held-out good images with synthetic defects, keep it only if it helps
+  --no-head                   no ReConPatch head: PatchCore features as they are (the head is trained by default)
+  --head-auto                 train the head, check on held-out good images with synthetic defects, keep it only if it helps
   --head-iterations <n>  --head-lr <x>  --head-batch <n>  --head-k <n>  --head-alpha <x>  --head-ema <x>
   --head-sigma <x>  --head-sigma-rule fixed|knn  --head-normalize  --head-plateau <x>
   --seed <n>  --threads <n>  --device cpu|cuda|auto
@@ -161,7 +162,10 @@ export function engineOptions(v: Record<string, unknown>, defaults: Partial<Engi
   if (v['head-plateau'] !== undefined) head.plateau = num('head-plateau');
   if (v['head-normalize']) head.normalize = true;
   if (v['head-auto']) head.auto = true;
-  if (v.head || Object.keys(head).length > 0) o.head = head;
+  if (v['no-head']) {
+    if (v.head || Object.keys(head).length > 0) throw new ReconpatchError('ERR_INVALID_OPTION', '--no-head turns the head off: it takes no --head or --head-* flag');
+    o.head = false;
+  } else if (v.head || Object.keys(head).length > 0) o.head = head;
   const input = inputOptions(v);
   if (input) o.input = input;
   return o;

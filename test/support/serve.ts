@@ -16,7 +16,7 @@ export const plateImages = (sub: string, n: number, from = 0): string[] =>
 
 /** A model of metal_plate fitted on `n` good images, as saved bytes. */
 export async function plateModel(n = 16, options: { backbone?: string; resize?: number } = {}): Promise<Buffer> {
-  const engine = await Engine.create({ backbone: options.backbone ?? 'random_cnn', resize: options.resize ?? 128, coreset: { ratio: 0.25 } });
+  const engine = await Engine.create({ head: false, backbone: options.backbone ?? 'random_cnn', resize: options.resize ?? 128, coreset: { ratio: 0.25 } });
   try {
     await engine.fit(plateImages('train/good', n), { modelId: 'plate' });
     return await engine.saveBytes();

@@ -19,7 +19,7 @@ if (child) {
   const dir = path.resolve(root, '../shared/datasets', dataset, 'train/good');
   const train = readdirSync(dir).sort().map((f) => path.join(dir, f));
   const engine = await Engine.create({
-    backbone: path.resolve(root, '../shared/backbones/mobilenet_v1_imagenet.pt'), coreset: { ratio: Number(ratio) },
+    head: false, backbone: path.resolve(root, '../shared/backbones/mobilenet_v1_imagenet.pt'), coreset: { ratio: Number(ratio) },
     ...(child === 'off' ? { calibration: false } : {}),
   });
   let calibrateStart = 0;

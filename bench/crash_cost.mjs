@@ -25,7 +25,7 @@ if (process.argv[2] === '--child') {
   const train = ls(path.join(base, 'train/good'));
   const test = [...ls(path.join(base, 'test/good')), ...ls(path.join(base, 'test/defect'))].slice(0, 25);
   const threads = process.env.OMP_NUM_THREADS === '1' ? 1 : 0;
-  const engine = await Engine.create({ backbone: path.join(shared, 'backbones/mobilenet_v1_imagenet.pt'), resizeMode: 'squash', resize: 256, crop: 224, coreset: { ratio: 0.1 }, calibration: false, threads });
+  const engine = await Engine.create({ head: false, backbone: path.join(shared, 'backbones/mobilenet_v1_imagenet.pt'), resizeMode: 'squash', resize: 256, crop: 224, coreset: { ratio: 0.1 }, calibration: false, threads });
   const cpu = () => {
     const u = process.cpuUsage();
     return (u.user + u.system) / 1e6;

@@ -27,7 +27,7 @@ const file = path.join(dir, 'metal_plate.rcp');
 
 const out = { gc: typeof globalThis.gc === 'function', rssStart: mib() };
 const fitted = await Engine.create({
-  backbone: path.resolve(root, '../shared/backbones/mobilenet_v1_imagenet.pt'), resizeMode: 'squash', resize: 256, crop: 224,
+  head: false, backbone: path.resolve(root, '../shared/backbones/mobilenet_v1_imagenet.pt'), resizeMode: 'squash', resize: 256, crop: 224,
   coreset: { ratio: 0.1 }, calibration: false,
 });
 await fitted.fit(train);

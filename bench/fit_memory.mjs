@@ -17,7 +17,7 @@ const train = ls(path.join(base, 'train/good'));
 const test = readdirSync(path.join(base, 'test')).sort().flatMap((d) => ls(path.join(base, 'test', d)).map((p) => ({ p, label: d === 'good' ? 0 : 1 })));
 
 const engine = await Engine.create({
-  backbone: path.resolve(root, '../shared/backbones/mobilenet_v1_imagenet.pt'), resizeMode: 'squash', resize: 256, crop: 224,
+  head: false, backbone: path.resolve(root, '../shared/backbones/mobilenet_v1_imagenet.pt'), resizeMode: 'squash', resize: 256, crop: 224,
   coreset: { ratio: Number(ratio) }, calibration: false, fitPrecision, seed: Number(seed),
 });
 const rssBefore = process.memoryUsage().rss;

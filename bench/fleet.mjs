@@ -89,7 +89,7 @@ try {
   const frames = framePaths.map((f) => readFileSync(f));
   log(`fit: ${train.length} images`);
   const engine = await Engine.create({
-    backbone: path.join(shared, 'backbones/mobilenet_v1_imagenet.pt'), resizeMode: 'squash', resize: 256, crop: 224, coreset: { ratio: 0.1 }, seed: 1,
+    head: false, backbone: path.join(shared, 'backbones/mobilenet_v1_imagenet.pt'), resizeMode: 'squash', resize: 256, crop: 224, coreset: { ratio: 0.1 }, seed: 1,
   });
   await engine.fit(train, { modelId: 'metal_plate' });
   const modelFile = path.join(dir, 'metal_plate.rcp');

@@ -118,7 +118,7 @@ if (!hasShared) {
   log(`../shared is absent (${shared}): real-feature, scoring, reference and head-fit figures skipped`);
   out.skipped = '../shared absent';
 } else {
-  const engineOf = (ratio) => Engine.create({ backbone: mobilenet, resizeMode: 'squash', resize: 256, crop: 224, coreset: { ratio }, calibration: false });
+  const engineOf = (ratio) => Engine.create({ head: false, backbone: mobilenet, resizeMode: 'squash', resize: 256, crop: 224, coreset: { ratio }, calibration: false });
   const fits = {};
   const fitModel = async (category, ratio) => {
     const key = `${category}@${ratio}`;
@@ -169,7 +169,7 @@ if (!hasShared) {
     // The PatchCore reference (../shared/peer) on metal_plate at 10%, in a child process, now.
     const script = path.join(shared, 'peer/run_patchcore.py');
     const py = spawnSync('/usr/bin/python3', [script, '--root', path.join(shared, 'datasets'), '--category', 'metal_plate',
-      '--backbone', 'mobilenet_v1_imagenet', '--coreset', '0.1', '--threads', String(cores)], { encoding: 'utf8', maxBuffer: 1 << 24 });
+      '--backbone', 'mobilenet_v1_imagenet', '--no-head', '--coreset', '0.1', '--threads', String(cores)], { encoding: 'utf8', maxBuffer: 1 << 24 });
     const line = py.stdout?.trim().split('\n').filter((l) => l.startsWith('{')).at(-1);
     if (py.status !== 0 || !line) {
       out.reference = { error: `the reference did not run: ${(py.stderr || py.error?.message || '').trim().split('\n').at(-1)}` };

@@ -54,7 +54,7 @@ for (const [format, size] of [['png', 1024], ['jpeg', 1024], ['png', 256], ['jpe
 const dir = mkdtempSync(path.join(os.tmpdir(), 'reconpatch-bench-robust-'));
 try {
   const { Engine } = await import(dist);
-  const engine = await Engine.create({ backbone: 'random_cnn', coreset: { ratio: 0.25 }, calibration: false });
+  const engine = await Engine.create({ head: false, backbone: 'random_cnn', coreset: { ratio: 0.25 }, calibration: false });
   const small = zeroPng(256, 256, { level: 1 });
   await engine.fit([small, small, small, small]);
   const model = path.join(dir, 'm.rcp');

@@ -99,7 +99,7 @@ if (!hasShared) {
     // from JS, the initial distances, the blocks) is timed by a call that selects one point and
     // reported apart from the loop's rate.
     const images = trainOf('magnetic_tile').slice(0, full ? 762 : 209);
-    const engine = await Engine.create({ backbone: mobilenet, resizeMode: 'squash', resize: 256, crop: 224, calibration: false });
+    const engine = await Engine.create({ head: false, backbone: mobilenet, resizeMode: 'squash', resize: 256, crop: 224, calibration: false });
     const parts = [];
     let t = performance.now();
     for (const f of images) {
@@ -153,7 +153,7 @@ if (!hasShared) {
   if (want('metal_plate') || want('throughput') || want('threads')) {
     const train = trainOf('metal_plate');
     const test = testOf('metal_plate');
-    const engine = await Engine.create({ backbone: mobilenet, resizeMode: 'squash', resize: 256, crop: 224, coreset: { ratio: 0.1 }, calibration: false });
+    const engine = await Engine.create({ head: false, backbone: mobilenet, resizeMode: 'squash', resize: 256, crop: 224, coreset: { ratio: 0.1 }, calibration: false });
     const stages = {};
     let t = performance.now();
     let last = t;
@@ -183,7 +183,7 @@ if (!hasShared) {
       // ReConPatch head training cost at the default batch (N = HEAD_DEFAULTS.batch).
       const { HEAD_DEFAULTS } = await import(path.join(root, 'dist/index.js'));
       const iterations = 50;
-      const withHead = await Engine.create({ backbone: mobilenet, resizeMode: 'squash', resize: 256, crop: 224, coreset: { ratio: 0.1 }, head: { iterations, plateau: 0 }, calibration: false });
+      const withHead = await Engine.create({ head: false, backbone: mobilenet, resizeMode: 'squash', resize: 256, crop: 224, coreset: { ratio: 0.1 }, head: { iterations, plateau: 0 }, calibration: false });
       const headStages = {};
       last = performance.now();
       await withHead.fit(train, {

@@ -21,7 +21,7 @@ const DATASETS = [
   { category: 'metal_plate', args: ['--coreset', '0.1'], seeds: [0, 1] },
   { category: 'magnetic_tile', args: ['--coreset', '0.01', '--train-limit', '200'], seeds: [0] },
 ];
-const MODES = [{ name: 'PatchCore', args: [] }, { name: 'ReConPatch', args: ['--head'] }];
+const MODES = [{ name: 'PatchCore', args: ['--no-head'] }, { name: 'ReConPatch', args: ['--head'] }];
 const render = process.argv.includes('--render');
 
 if (process.argv.includes('--ensemble')) {

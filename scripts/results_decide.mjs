@@ -37,8 +37,8 @@ if (args[0] === '--run') {
   const backbone = path.join(shared, 'backbones/mobilenet_v1_imagenet.pt');
   const old = { resizeMode: 'shorter', resize: 256, crop: 224 };
   const options = config === 'before'
-    ? { backbone, ...old, seed, calibration: { holdout: 0.1, minImages: 3 } }
-    : config === 'crop' ? { backbone, ...old, seed } : { backbone, seed };
+    ? { head: false, backbone, ...old, seed, calibration: { holdout: 0.1, minImages: 3 } }
+    : config === 'crop' ? { head: false, backbone, ...old, seed } : { head: false, backbone, seed };
   const engine = await Engine.create(options);
   const fit = await engine.fit(train);
   const c = fit.calibration;

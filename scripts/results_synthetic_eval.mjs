@@ -28,7 +28,8 @@ const MIN_RHO = 0.6;
 if (args[0] === '--one') {
   const { dataset, backbone, seed } = JSON.parse(args[1]);
   const { evaluate, evaluateGoodOnly } = await import(pathToFileURL(path.join(root, 'dist/eval/index.js')).href);
-  const options = { backbone: path.join(shared, 'backbones', `${backbone}.pt`), seed };
+  // PatchCore (head off): the product's default when the study was designed and its first row ran.
+  const options = { head: false, backbone: path.join(shared, 'backbones', `${backbone}.pt`), seed };
   const quiet = { log: () => {}, onScored: () => {} };
   const synthetic = await evaluateGoodOnly(path.join(shared, 'datasets', dataset, 'train', 'good'), options, {});
   const real = await evaluate(path.join(shared, 'datasets'), dataset, options, quiet);

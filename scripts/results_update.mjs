@@ -25,7 +25,7 @@ if (args[0] === '--run') {
   const { readMvtecDataset, measureEngine } = await import(pathToFileURL(path.join(root, 'dist/eval/index.js')).href);
   const data = await readMvtecDataset(path.join(shared, 'datasets'), category);
   const options = {
-    backbone: path.join(shared, 'backbones/mobilenet_v1_imagenet.pt'), resizeMode: 'squash', resize: 256, crop: 224,
+    head: false, backbone: path.join(shared, 'backbones/mobilenet_v1_imagenet.pt'), resizeMode: 'squash', resize: 256, crop: 224,
     coreset: { ratio: coreset }, seed, calibration: false,
   };
   const engine = await Engine.create(options);

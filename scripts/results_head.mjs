@@ -53,7 +53,7 @@ if (args[0] === '--one') {
   const head = CONFIGS[config];
   const options = {
     backbone: path.join(shared, 'backbones', `${backbone}.pt`), coreset: { ratio: coreset }, seed, calibration: false,
-    ...(head ? { head } : {}),
+    head: head ?? false, // null: PatchCore (the head is on by default since head study v2)
   };
   let headStart = 0, headSeconds = 0, lastLoss = null, firstLoss = null, headIterations = 0;
   const onProgress = (p) => {

@@ -69,7 +69,7 @@ if (isMain && args[0] === '--one') {
   const p = PAIRS[pair];
   const options = {
     backbone: path.join(shared, 'backbones', `${backbone}.pt`), coreset: { ratio: p.coreset }, seed, calibration: false,
-    ...(head ? { head } : {}), ...(reweight ? { scoring: { reweight: true } } : {}),
+    head: head ?? false, ...(reweight ? { scoring: { reweight: true } } : {}),
   };
   let headStart = 0, headSeconds = 0, lastLoss = null, firstLoss = null, headIterations = 0;
   const onProgress = (pr) => {

@@ -195,7 +195,7 @@ describe('reconpatch CLI', () => {
 
   it.skipIf(!hasShared)(`evaluates real data with a pretrained backbone (${hasShared ? 'metal_plate' : SHARED_ABSENT})`, async () => {
     const r = await reconpatch('eval', '--data', sharedDatasets, '--category', 'metal_plate', '--protocol', 'patchcore',
-      '--backbone', path.join(sharedBackbones, '--no-head', 'mobilenet_v1_imagenet.pt'), '--train-limit', '16', '--coreset', '0.02', '--json');
+      '--backbone', path.join(sharedBackbones, 'mobilenet_v1_imagenet.pt'), '--no-head', '--train-limit', '16', '--coreset', '0.02', '--json');
     expect(r.code).toBe(0);
     const out = JSON.parse(r.stdout);
     expect(out).toMatchObject({ category: 'metal_plate', backbone: 'mobilenet_v1_imagenet', n_train: 16, n_test: 97, missing_masks: 0 });

@@ -125,15 +125,17 @@ describe('model file', () => {
   });
 
   it('reads a file written before head.sigmaRule and head.plateau existed as the fixed sigma and budget it trained with (issue 19)', async () => {
-    const { version, sections } = parseModel(readFileSync(modelPath));
+    // A file whose head options are not the legacy ones (knn, 0.01: study v1's defaults), so the test tells them apart.
+    const base = withOption(withOption(readFileSync(modelPath), 'headSigmaRule', 'knn'), 'headPlateau', '0.01');
+    const { version, sections } = parseModel(base);
     const drop = (p: Buffer) => Buffer.from(p.toString('utf8').replace(/^headSigmaRule=.*\n/m, '').replace(/^headPlateau=.*\n/m, ''));
     const older = buildModel(sections.map(([t, p]) => [t, t === 'OPTS' ? drop(p) : p]), { version });
     expect(older.toString('latin1')).not.toContain('headSigmaRule=');
     expect(older.toString('latin1')).not.toContain('headPlateau=');
     const loaded = await Engine.loadBytes(older);
     expect([loaded.options.headSigmaRule, loaded.options.headPlateau]).toEqual(['fixed', 0]);
-    // Today's defaults are the other values, so the test tells the two apart.
-    expect([engine.options.headSigmaRule, engine.options.headPlateau]).toEqual(['knn', 0.01]);
+    const stated = await Engine.loadBytes(base);
+    expect([stated.options.headSigmaRule, stated.options.headPlateau]).toEqual(['knn', 0.01]);
     expect((await Engine.loadBytes(withOption(readFileSync(modelPath), 'headSigmaRule', 'knn'))).options.headSigmaRule).toBe('knn');
   });
 

@@ -16,6 +16,7 @@
 #include "probes/bench_kernels.h"
 #include "probes/crash_probe.h"
 #include "probes/internals.h"
+#include "probes/stage_timer.h"
 #endif
 
 namespace rpn {
@@ -232,6 +233,23 @@ Napi::Object makeInternals(Napi::Env env) {
             out.Set("channels", toJsArray(info.Env(), channels));
             return out;
           });
+        }));
+  o.Set("startStageTimer", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
+          probes::startStageTimer();
+          return info.Env().Undefined();
+        }));
+  o.Set("readStageTimes", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
+          auto times = probes::readStageTimes();
+          Napi::Array list = Napi::Array::New(info.Env(), times.size());
+          for (size_t i = 0; i < times.size(); ++i) {
+            Napi::Object t = Napi::Object::New(info.Env());
+            t.Set("operation", times[i].operation);
+            t.Set("stage", times[i].stage);
+            t.Set("ms", times[i].ms);
+            t.Set("spans", static_cast<double>(times[i].spans));
+            list.Set(static_cast<uint32_t>(i), t);
+          }
+          return list;
         }));
   o.Set("reweightedScore", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
           return callCore(info.Env(), [&]() -> Napi::Value {

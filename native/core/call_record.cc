@@ -36,12 +36,15 @@ Scope::Scope(uint64_t engine, const char* operation, const char* label) : slot_(
     s.state.store(2, std::memory_order_release);  // publishes the fields above
     slot_ = &s;
     current = &s;
+    if (StageHook hook = stageHook.load(std::memory_order_relaxed)) hook(engine, operation, "");
     return;
   }
 }
 
 Scope::~Scope() {
   if (!slot_) return;
+  if (StageHook hook = stageHook.load(std::memory_order_relaxed))
+    hook(slot_->engine.load(std::memory_order_relaxed), slot_->operation.load(std::memory_order_relaxed), nullptr);
   current = outer_;
   slot_->state.store(0, std::memory_order_release);
 }

@@ -50,7 +50,8 @@ void progress(int64_t done, int64_t total);
 void item(int64_t i, int64_t n);
 
 // Test probes only (native/probes/): called on every stage() with the call's engine, operation
-// and the new stage. Null by default; one relaxed load per stage when unset.
+// and the new stage, and with stage "" when a recorded call starts and nullptr when it ends.
+// Null by default; one relaxed load per stage when unset.
 using StageHook = void (*)(uint64_t engine, const char* operation, const char* stage);
 void setStageHook(StageHook hook);
 

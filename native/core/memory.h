@@ -5,6 +5,7 @@
 // page; figures in bench/NOTES.md). Scoring allocates the same few-MiB tensors for every image, so
 // it paid that again and again.
 #pragma once
+#include <cstddef>
 
 namespace rp {
 
@@ -16,5 +17,13 @@ bool keepFreedMemory();
 // Returns free memory of every arena to the kernel (malloc_trim), e.g. after a fit released its
 // staged features.
 void releaseFreedMemory();
+
+// An anonymous zero-filled mapping of at least `bytes`, aligned to 2 MiB and marked for
+// transparent huge pages (madvise; the kernel's "madvise" mode, as on Debian, honours it): its
+// first touch costs one fault per 2 MiB instead of one per 4 KiB, which on these VMs was ~7 us
+// each (bench/NOTES.md, "Fresh pages"). nullptr where that is not available (then allocate as
+// usual). Release with unmapHugePages(p, bytes).
+void* mapHugePages(size_t bytes);
+void unmapHugePages(void* p, size_t bytes);
 
 }  // namespace rp

@@ -1,8 +1,21 @@
 #include "core/pipeline/feature_staging.h"
 
 #include "core/error.h"
+#include "core/memory.h"
 
 namespace rp {
+
+torch::Tensor FeatureStaging::newSlab(int64_t capacity, int64_t d) const {
+  const auto options = torch::TensorOptions().dtype(dtype_).device(device_);
+  if (device_.is_cpu()) {
+    // On huge pages: staging writes every page of its slabs once, and on 4 KiB pages those first
+    // touches were most of the "stage features" step (bench/NOTES.md).
+    const size_t bytes = static_cast<size_t>(capacity * d) * c10::elementSize(dtype_);
+    if (void* p = mapHugePages(bytes))
+      return torch::from_blob(p, {capacity, d}, [bytes](void* q) { unmapHugePages(q, bytes); }, options);
+  }
+  return torch::empty({capacity, d}, options);
+}
 
 void FeatureStaging::append(const torch::Tensor& features) {
   // features: [n, D]
@@ -13,7 +26,7 @@ void FeatureStaging::append(const torch::Tensor& features) {
     if (!slab_.defined() || used_ == slab_.size(0)) {
       const int64_t elementBytes = static_cast<int64_t>(c10::elementSize(dtype_));
       const int64_t capacity = std::max<int64_t>(1, (kSlabBytes + d * elementBytes - 1) / (d * elementBytes));
-      slab_ = torch::empty({capacity, d}, torch::TensorOptions().dtype(dtype_).device(device_));
+      slab_ = newSlab(capacity, d);
       used_ = 0;
       chunks_.emplace_back();
     }

@@ -31,6 +31,7 @@ class FeatureStaging {
 
  private:
   static constexpr int64_t kSlabBytes = int64_t{64} << 20;
+  torch::Tensor newSlab(int64_t capacity, int64_t d) const;  // [capacity, D], uninitialised
   torch::ScalarType dtype_;
   torch::Device device_;
   torch::Tensor slab_;  // [capacity, D], the slab being filled

@@ -25,6 +25,58 @@ torch::Tensor bilinearMatrix(int64_t inSize, int64_t outSize, const torch::Tenso
   return r.to(options.device());
 }
 
+// The two source cells and weights of each output cell along one axis: the nonzero entries of
+// bilinearMatrix's rows, in the same order.
+struct BilinearTap {
+  int64_t i0, i1;
+  float w0, w1;
+};
+std::vector<BilinearTap> bilinearTaps(int64_t inSize, int64_t outSize) {
+  std::vector<BilinearTap> taps(outSize);
+  const float scale = static_cast<float>(inSize) / static_cast<float>(outSize);
+  for (int64_t o = 0; o < outSize; ++o) {
+    float src = std::max(0.0f, scale * (o + 0.5f) - 0.5f);
+    int64_t i0 = std::min(static_cast<int64_t>(src), inSize - 1);
+    int64_t i1 = std::min(i0 + 1, inSize - 1);
+    float lambda = src - static_cast<float>(i0);
+    taps[o] = {i0, i1, 1.0f - lambda, lambda};
+  }
+  return taps;
+}
+
+// [B, h, w, P] -> [B, H, W, P] on CPU, bilinear as bilinearMatrix's two products (columns, then
+// rows), two taps per axis, parallel over output rows on ATen's threads. The GEMM form ran on
+// OpenBLAS's threads, whose workers then spin for ~0.1 s while the next backbone pass runs on
+// OpenMP's: on two cores that made the score's backbone and patch features ~1.5-2x slower
+// (bench/NOTES.md, "Where a score's time goes").
+torch::Tensor resizeBilinearCpu(const torch::Tensor& p, int64_t H, int64_t W) {
+  const int64_t B = p.size(0), h = p.size(1), w = p.size(2), P = p.size(3);
+  auto in = p.contiguous();
+  auto out = torch::empty({B, H, W, P}, torch::kFloat32);
+  const float* src = in.data_ptr<float>();
+  float* dst = out.data_ptr<float>();
+  const auto xs = bilinearTaps(w, W), ys = bilinearTaps(h, H);
+  at::parallel_for(0, B * H, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t row = begin; row < end; ++row) {
+      const int64_t b = row / H;
+      const BilinearTap& ty = ys[row % H];
+      const float* r0 = src + (b * h + ty.i0) * w * P;
+      const float* r1 = src + (b * h + ty.i1) * w * P;
+      float* o = dst + row * W * P;
+      for (int64_t x = 0; x < W; ++x, o += P) {
+        const BilinearTap& tx = xs[x];
+        const float *a = r0 + tx.i0 * P, *c = r0 + tx.i1 * P, *d = r1 + tx.i0 * P, *e = r1 + tx.i1 * P;
+        for (int64_t j = 0; j < P; ++j) {
+          const float top = tx.w0 * a[j] + tx.w1 * c[j];     // row y0 resized along x
+          const float bottom = tx.w0 * d[j] + tx.w1 * e[j];  // row y1
+          o[j] = ty.w0 * top + ty.w1 * bottom;
+        }
+      }
+    }
+  });
+  return out;
+}
+
 // Adaptive average pooling windows of F values into P outputs, as PyTorch's: [floor(j F / P),
 // ceil((j + 1) F / P)).
 struct Window {
@@ -119,7 +171,9 @@ torch::Tensor patchFeatures(const std::vector<torch::Tensor>& taps, int64_t patc
     auto p = cpuKernel ? neighbourhoodPoolCpu(tap, patchSize, pretrainDim)
                        : neighbourhoodPoolTensor(tap, patchSize, pretrainDim);  // [B, h, w, P]
     const int64_t P = pretrainDim;
-    if (h != H || w != W) {
+    if ((h != H || w != W) && cpuKernel) {
+      p = resizeBilinearCpu(p, H, W);  // [B, H, W, P]
+    } else if (h != H || w != W) {
       // Bilinear resizing is separable: two plain 2-D GEMMs (tensordot) on this layout, columns
       // (w -> W) then rows (h -> H), staying [B, rows, cols, P] with P contiguous.
       auto rx = bilinearMatrix(w, W, tap.options());                                  // [W, w]

@@ -1,0 +1,22 @@
+// Benchmarks only: wall time per stage of engine calls, from the stage names the engine already
+// records for the crash handler (core/call_record.h), so a breakdown costs nothing in the product.
+#pragma once
+#include <string>
+#include <vector>
+
+namespace rpn::probes {
+
+struct StageTime {
+  std::string operation;  // "score", "fitEnd", ...
+  std::string stage;      // as named by stage(); "(entry)" before the call's first stage
+  double ms = 0;          // summed over every call since the last read
+  int64_t spans = 0;      // how many times the stage was entered
+};
+
+// Starts timing (replaces any stage hook, e.g. an armed crash): from now on each stage of each
+// engine call is timed from its entry to the next stage or the end of the call.
+void startStageTimer();
+// The times summed since the last read (or the start), and resets them.
+std::vector<StageTime> readStageTimes();
+
+}  // namespace rpn::probes

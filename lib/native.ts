@@ -189,6 +189,12 @@ export interface NativeInternals {
   readGBs(bytes: number, reps: number, threads: number): number;
   /** Best-of-reps ms of one k-NN search (random data). Benchmarks only. */
   knnMilliseconds(bankRows: number, queries: number, dim: number, reps: number, threads: number): number;
+  /** Times every stage of every engine call from now on (replaces an armed crash probe). Benchmarks and tests only. */
+  startStageTimer(): void;
+  /** Wall ms per (operation, stage) summed since the last read; resets them. */
+  readStageTimes(): { operation: string; stage: string; ms: number; spans: number }[];
+  /** Which thread (numbered in order of first use) ran each engine's calls, per operation, since startStageTimer(); engine 0: model decoding. */
+  readCallThreads(): { engine: number; operation: string; thread: number }[];
 }
 
 /** A model file decoded natively, before an engine is built from it. */

@@ -251,6 +251,18 @@ Napi::Object makeInternals(Napi::Env env) {
           }
           return list;
         }));
+  o.Set("readCallThreads", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
+          auto rows = probes::readCallThreads();
+          Napi::Array list = Napi::Array::New(info.Env(), rows.size());
+          for (size_t i = 0; i < rows.size(); ++i) {
+            Napi::Object r = Napi::Object::New(info.Env());
+            r.Set("engine", static_cast<double>(rows[i].engine));
+            r.Set("operation", rows[i].operation);
+            r.Set("thread", static_cast<double>(rows[i].thread));
+            list.Set(static_cast<uint32_t>(i), r);
+          }
+          return list;
+        }));
   o.Set("reweightedScore", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
           return callCore(info.Env(), [&]() -> Napi::Value {
             return Napi::Number::New(info.Env(), rp::internals::reweightedScore(floatArrayFromJs(info[0]),

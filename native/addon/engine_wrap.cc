@@ -15,10 +15,11 @@ using EnginePtr = std::shared_ptr<rp::Engine>;
 
 class CreateWorker : public PromiseWorker {
  public:
-  CreateWorker(Napi::Env env, rp::EngineOptions options)
-      : PromiseWorker(env, "reconpatch:create"), options_(std::move(options)) {}
+  // The new engine's lane is made by the caller and the engine is built on it.
+  CreateWorker(Napi::Env env, rp::EngineOptions options, LanePtr lane)
+      : PromiseWorker(env, "reconpatch:create", std::move(lane)), options_(std::move(options)) {}
   void Run() override { engine_ = std::make_shared<rp::Engine>(options_); }
-  Napi::Value Result(Napi::Env env) override { return EngineWrap::Wrap(env, engine_); }
+  Napi::Value Result(Napi::Env env) override { return EngineWrap::Wrap(env, engine_, lane()); }
 
  private:
   rp::EngineOptions options_;
@@ -26,18 +27,23 @@ class CreateWorker : public PromiseWorker {
 };
 
 using ModelPtr = std::shared_ptr<rp::DecodedModel>;
+// A decoded model and the lane it was decoded on, which the engine loaded from it keeps.
+struct DecodedHandle {
+  ModelPtr model;
+  LanePtr lane;
+};
 
 // Decodes model-file bytes in place (the JS buffer is kept alive, not copied).
 class DecodeWorker : public PromiseWorker {
  public:
-  DecodeWorker(Napi::Env env, const Napi::Buffer<char>& bytes, std::string label)
-      : PromiseWorker(env, "reconpatch:decode"), bytes_(bytes.Data(), bytes.Length()), label_(std::move(label)),
+  DecodeWorker(Napi::Env env, const Napi::Buffer<char>& bytes, std::string label, LanePtr lane)
+      : PromiseWorker(env, "reconpatch:decode", std::move(lane)), bytes_(bytes.Data(), bytes.Length()), label_(std::move(label)),
         keepAlive_(Napi::Persistent(bytes.As<Napi::Object>())) {}
   void Run() override { model_ = std::make_shared<rp::DecodedModel>(bytes_, label_); }
   Napi::Value Result(Napi::Env env) override {
     Napi::Object o = Napi::Object::New(env);
     o.Set("options", optionsToJs(env, model_->options()));
-    o.Set("model", Napi::External<ModelPtr>::New(env, new ModelPtr(model_), [](Napi::Env, ModelPtr* p) { delete p; }));
+    o.Set("model", Napi::External<DecodedHandle>::New(env, new DecodedHandle{model_, lane()}, [](Napi::Env, DecodedHandle* p) { delete p; }));
     return o;
   }
 
@@ -50,9 +56,10 @@ class DecodeWorker : public PromiseWorker {
 
 class LoadWorker : public PromiseWorker {
  public:
-  LoadWorker(Napi::Env env, ModelPtr model) : PromiseWorker(env, "reconpatch:load"), model_(std::move(model)) {}
+  LoadWorker(Napi::Env env, const DecodedHandle& decoded)
+      : PromiseWorker(env, "reconpatch:load", decoded.lane), model_(decoded.model) {}
   void Run() override { engine_ = rp::Engine::fromModel(*model_); }
-  Napi::Value Result(Napi::Env env) override { return EngineWrap::Wrap(env, engine_); }
+  Napi::Value Result(Napi::Env env) override { return EngineWrap::Wrap(env, engine_, lane()); }
 
  private:
   ModelPtr model_;
@@ -62,8 +69,8 @@ class LoadWorker : public PromiseWorker {
 // Base for work on raw frames: keeps the JS array (and so its buffers) alive until settled.
 class ImagesWorker : public PromiseWorker {
  public:
-  ImagesWorker(Napi::Env env, const char* name, EnginePtr engine, const Napi::Array& images)
-      : PromiseWorker(env, name), engine_(std::move(engine)), images_(imagesFromJs(images)),
+  ImagesWorker(Napi::Env env, const char* name, EnginePtr engine, LanePtr lane, const Napi::Array& images)
+      : PromiseWorker(env, name, std::move(lane)), engine_(std::move(engine)), images_(imagesFromJs(images)),
         keepAlive_(Napi::Persistent(images.As<Napi::Object>())) {}
 
  protected:
@@ -83,8 +90,8 @@ class FitAddWorker : public ImagesWorker {
 class ScoreWorker : public ImagesWorker {
  public:
   // pending: against the model a fit has built but not committed (calibration).
-  ScoreWorker(Napi::Env env, const char* name, EnginePtr engine, const Napi::Array& images, bool pending)
-      : ImagesWorker(env, name, std::move(engine), images), pending_(pending) {}
+  ScoreWorker(Napi::Env env, const char* name, EnginePtr engine, LanePtr lane, const Napi::Array& images, bool pending)
+      : ImagesWorker(env, name, std::move(engine), std::move(lane), images), pending_(pending) {}
   void Run() override { results_ = pending_ ? engine_->scorePending(images_) : engine_->score(images_); }
   Napi::Value Result(Napi::Env env) override {
     Napi::Array out = Napi::Array::New(env, results_.size());
@@ -147,8 +154,8 @@ void deliverProgress(Napi::Env env, Napi::Function cb, const StageProgress& p, c
 // fitEnd: progress events cross to JS through a thread-safe function.
 class FitEndWorker : public PromiseWorker {
  public:
-  FitEndWorker(Napi::Env env, EnginePtr engine, Napi::Value onProgress, int64_t leaveOut)
-      : PromiseWorker(env, "reconpatch:fitEnd"), engine_(std::move(engine)), leaveOut_(leaveOut) {
+  FitEndWorker(Napi::Env env, EnginePtr engine, LanePtr lane, Napi::Value onProgress, int64_t leaveOut)
+      : PromiseWorker(env, "reconpatch:fitEnd", std::move(lane)), engine_(std::move(engine)), leaveOut_(leaveOut) {
     if (onProgress.IsFunction()) {
       tsfn_ = Napi::ThreadSafeFunction::New(env, onProgress.As<Napi::Function>(), "reconpatch:progress", 0, 1);
       hasProgress_ = true;
@@ -190,7 +197,8 @@ class FitEndWorker : public PromiseWorker {
 // The model as model-file bytes, handed to JS without a copy.
 class EncodeWorker : public PromiseWorker {
  public:
-  EncodeWorker(Napi::Env env, EnginePtr engine) : PromiseWorker(env, "reconpatch:encode"), engine_(std::move(engine)) {}
+  EncodeWorker(Napi::Env env, EnginePtr engine, LanePtr lane)
+      : PromiseWorker(env, "reconpatch:encode", std::move(lane)), engine_(std::move(engine)) {}
   void Run() override { bytes_ = std::make_unique<std::string>(engine_->encode()); }
   Napi::Value Result(Napi::Env env) override {
     auto* owned = bytes_.release();
@@ -216,7 +224,8 @@ std::string stringArg(const Napi::CallbackInfo& info, size_t i, const char* what
 // The model's content hash (rp::Engine::contentHash): hashes the whole bank, so off the loop.
 class ContentHashWorker : public PromiseWorker {
  public:
-  ContentHashWorker(Napi::Env env, EnginePtr engine) : PromiseWorker(env, "reconpatch:contentHash"), engine_(std::move(engine)) {}
+  ContentHashWorker(Napi::Env env, EnginePtr engine, LanePtr lane)
+      : PromiseWorker(env, "reconpatch:contentHash", std::move(lane)), engine_(std::move(engine)) {}
   void Run() override { hash_ = engine_->contentHash(); }
   Napi::Value Result(Napi::Env env) override { return Napi::String::New(env, hash_); }
 
@@ -245,9 +254,16 @@ Napi::Function EngineWrap::Define(Napi::Env env) {
                       InstanceMethod<&EngineWrap::Release>("release")});
 }
 
-Napi::Object EngineWrap::Wrap(Napi::Env env, std::shared_ptr<rp::Engine> engine) {
-  auto* holder = new EnginePtr(std::move(engine));
-  auto external = Napi::External<EnginePtr>::New(env, holder, [](Napi::Env, EnginePtr* p) { delete p; });
+namespace {
+struct EngineHandle {
+  EnginePtr engine;
+  LanePtr lane;
+};
+}  // namespace
+
+Napi::Object EngineWrap::Wrap(Napi::Env env, std::shared_ptr<rp::Engine> engine, LanePtr lane) {
+  auto* holder = new EngineHandle{std::move(engine), std::move(lane)};
+  auto external = Napi::External<EngineHandle>::New(env, holder, [](Napi::Env, EngineHandle* p) { delete p; });
   return env.GetInstanceData<Addon>()->engineConstructor.New({external});
 }
 
@@ -255,8 +271,10 @@ EngineWrap::EngineWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Engine
   if (info.Length() < 1 || !info[0].IsExternal())
     throw Napi::TypeError::New(info.Env(), "NativeEngine is created by createEngine() or loadEngine()");
   // Moved out, not copied: the External lives until the GC collects it, and a copy there would
-  // keep the engine's memory alive after release().
-  engine_ = std::move(*info[0].As<Napi::External<EnginePtr>>().Data());
+  // keep the engine's memory (and its thread) alive after release().
+  auto* handle = info[0].As<Napi::External<EngineHandle>>().Data();
+  engine_ = std::move(handle->engine);
+  lane_ = std::move(handle->lane);
 }
 
 const EnginePtr& EngineWrap::live(const Napi::CallbackInfo& info) const {
@@ -272,11 +290,12 @@ const EnginePtr& EngineWrap::live(const Napi::CallbackInfo& info) const {
 Napi::Value EngineWrap::Release(const Napi::CallbackInfo& info) {
   const bool last = engine_ != nullptr && engine_.use_count() == 1;
   engine_.reset();
+  lane_.reset();  // its thread ends once no running call holds it
   if (last) rp::releaseFreedMemory();
   return Napi::Boolean::New(info.Env(), last);
 }
 
-Napi::Value EngineWrap::ContentHash(const Napi::CallbackInfo& info) { return (new ContentHashWorker(info.Env(), live(info)))->Start(); }
+Napi::Value EngineWrap::ContentHash(const Napi::CallbackInfo& info) { return (new ContentHashWorker(info.Env(), live(info), lane_))->Start(); }
 
 Napi::Value EngineWrap::Info(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -308,7 +327,7 @@ Napi::Value EngineWrap::FitBegin(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value EngineWrap::FitAdd(const Napi::CallbackInfo& info) {
-  return (new FitAddWorker(info.Env(), "reconpatch:fitAdd", live(info), arrayArg(info, 0)))->Start();
+  return (new FitAddWorker(info.Env(), "reconpatch:fitAdd", live(info), lane_, arrayArg(info, 0)))->Start();
 }
 
 Napi::Value EngineWrap::FitEnd(const Napi::CallbackInfo& info) {
@@ -317,7 +336,7 @@ Napi::Value EngineWrap::FitEnd(const Napi::CallbackInfo& info) {
     if (!info[1].IsNumber()) throw makeError(info.Env(), "ERR_INVALID_OPTION", "fitEnd: leaveOut must be a number");
     leaveOut = info[1].As<Napi::Number>().Int64Value();
   }
-  return (new FitEndWorker(info.Env(), live(info), info.Length() > 0 ? info[0] : info.Env().Undefined(), leaveOut))->Start();
+  return (new FitEndWorker(info.Env(), live(info), lane_, info.Length() > 0 ? info[0] : info.Env().Undefined(), leaveOut))->Start();
 }
 
 Napi::Value EngineWrap::LeaveOut(const Napi::CallbackInfo& info) {
@@ -348,11 +367,11 @@ Napi::Value EngineWrap::Cancel(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value EngineWrap::Score(const Napi::CallbackInfo& info) {
-  return (new ScoreWorker(info.Env(), "reconpatch:score", live(info), arrayArg(info, 0), false))->Start();
+  return (new ScoreWorker(info.Env(), "reconpatch:score", live(info), lane_, arrayArg(info, 0), false))->Start();
 }
 
 Napi::Value EngineWrap::ScorePending(const Napi::CallbackInfo& info) {
-  return (new ScoreWorker(info.Env(), "reconpatch:scorePending", live(info), arrayArg(info, 0), true))->Start();
+  return (new ScoreWorker(info.Env(), "reconpatch:scorePending", live(info), lane_, arrayArg(info, 0), true))->Start();
 }
 
 Napi::Value EngineWrap::FitCommit(const Napi::CallbackInfo& info) {
@@ -363,10 +382,10 @@ Napi::Value EngineWrap::FitCommit(const Napi::CallbackInfo& info) {
   });
 }
 
-Napi::Value EngineWrap::Encode(const Napi::CallbackInfo& info) { return (new EncodeWorker(info.Env(), live(info)))->Start(); }
+Napi::Value EngineWrap::Encode(const Napi::CallbackInfo& info) { return (new EncodeWorker(info.Env(), live(info), lane_))->Start(); }
 
 Napi::Value EngineWrap::Embed(const Napi::CallbackInfo& info) {
-  return (new EmbedWorker(info.Env(), "reconpatch:embed", live(info), arrayArg(info, 0)))->Start();
+  return (new EmbedWorker(info.Env(), "reconpatch:embed", live(info), lane_, arrayArg(info, 0)))->Start();
 }
 
 Napi::Value EngineWrap::Metadata(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), live(info)->metadata()); }
@@ -393,17 +412,17 @@ Napi::Value EngineWrap::SetThreads(const Napi::CallbackInfo& info) {
 Napi::Value CreateEngine(const Napi::CallbackInfo& info) {
   if (info.Length() < 1 || !info[0].IsObject())
     throw makeError(info.Env(), "ERR_INVALID_OPTION", "createEngine expects an options object");
-  return (new CreateWorker(info.Env(), optionsFromJs(info[0].As<Napi::Object>())))->Start();
+  return (new CreateWorker(info.Env(), optionsFromJs(info[0].As<Napi::Object>()), std::make_shared<ComputeLane>()))->Start();
 }
 
 Napi::Value DecodeModel(const Napi::CallbackInfo& info) {
   if (info.Length() < 1 || !info[0].IsBuffer()) throw makeError(info.Env(), "ERR_INVALID_OPTION", "decodeModel expects a Buffer");
-  return (new DecodeWorker(info.Env(), info[0].As<Napi::Buffer<char>>(), stringArg(info, 1, "label")))->Start();
+  return (new DecodeWorker(info.Env(), info[0].As<Napi::Buffer<char>>(), stringArg(info, 1, "label"), std::make_shared<ComputeLane>()))->Start();
 }
 
 Napi::Value LoadEngine(const Napi::CallbackInfo& info) {
   if (info.Length() < 1 || !info[0].IsExternal()) throw makeError(info.Env(), "ERR_INVALID_OPTION", "loadEngine expects a decoded model");
-  return (new LoadWorker(info.Env(), *info[0].As<Napi::External<ModelPtr>>().Data()))->Start();
+  return (new LoadWorker(info.Env(), *info[0].As<Napi::External<DecodedHandle>>().Data()))->Start();
 }
 
 }  // namespace rpn

@@ -5,6 +5,7 @@
 
 #include <memory>
 
+#include "addon/compute_lane.h"
 #include "core/engine.h"
 
 namespace rpn {
@@ -12,8 +13,9 @@ namespace rpn {
 class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
  public:
   static Napi::Function Define(Napi::Env env);
-  // Wraps an engine built off-thread (create/load) in a new JS object.
-  static Napi::Object Wrap(Napi::Env env, std::shared_ptr<rp::Engine> engine);
+  // Wraps an engine built off-thread (create/load) in a new JS object, with the lane it was built
+  // on, where all its work runs (addon/compute_lane.h).
+  static Napi::Object Wrap(Napi::Env env, std::shared_ptr<rp::Engine> engine, LanePtr lane);
   explicit EngineWrap(const Napi::CallbackInfo& info);
 
  private:
@@ -40,6 +42,7 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
   const std::shared_ptr<rp::Engine>& live(const Napi::CallbackInfo& info) const;
 
   std::shared_ptr<rp::Engine> engine_;
+  LanePtr lane_;
 };
 
 // Module-level functions.

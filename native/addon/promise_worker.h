@@ -10,6 +10,7 @@
 
 #include <string>
 
+#include "addon/compute_lane.h"
 #include "addon/convert.h"
 #include "addon/crash_handler.h"
 #include "core/error.h"
@@ -18,7 +19,8 @@ namespace rpn {
 
 class PromiseWorker : public Napi::AsyncWorker {
  public:
-  explicit PromiseWorker(Napi::Env env, const char* name) : Napi::AsyncWorker(env, name) {
+  // lane: the engine's thread, where Run() executes while this pool thread waits; none: here.
+  PromiseWorker(Napi::Env env, const char* name, LanePtr lane) : Napi::AsyncWorker(env, name), lane_(std::move(lane)) {
     NAPI_THROW_IF_FAILED_VOID(env, napi_create_promise(env, &deferred_, &promise_));
   }
 
@@ -31,12 +33,14 @@ class PromiseWorker : public Napi::AsyncWorker {
  protected:
   virtual void Run() = 0;  // worker thread: no N-API calls here
   virtual Napi::Value Result(Napi::Env env) { return env.Undefined(); }
+  const LanePtr& lane() const { return lane_; }
 
  private:
   void Execute() override {
     ensureAltSignalStack();  // a crash report even for a stack overflow on this pool thread
     try {
-      Run();
+      if (lane_) lane_->run([this] { Run(); });
+      else Run();
       return;
     } catch (const rp::Error& e) {
       code_ = rp::errorCodeName(e.code());
@@ -75,6 +79,7 @@ class PromiseWorker : public Napi::AsyncWorker {
     (void)s;
   }
 
+  LanePtr lane_;
   napi_deferred deferred_ = nullptr;
   napi_value promise_ = nullptr;
   std::string code_ = "ERR_INTERNAL";

@@ -3,6 +3,9 @@
 #include <chrono>
 #include <map>
 #include <mutex>
+#include <set>
+#include <thread>
+#include <tuple>
 #include <utility>
 
 #include "core/call_record.h"
@@ -15,6 +18,8 @@ using Clock = std::chrono::steady_clock;
 
 std::mutex timesMutex;
 std::map<std::pair<std::string, std::string>, StageTime> totals;  // (operation, stage)
+std::map<std::thread::id, int64_t> threadNumbers;                  // 1, 2, ... in order of first call
+std::set<std::tuple<uint64_t, std::string, int64_t>> callThreads;  // (engine, operation, thread number)
 
 // The span open on this thread: the call's operation and stage, since when.
 struct Open {
@@ -37,9 +42,14 @@ void closeSpan(Clock::time_point now) {
 }
 
 // core/call_record.cc calls this with stage "" when a call starts and nullptr when it ends.
-void timeStage(uint64_t, const char* operation, const char* stage) {
+void timeStage(uint64_t engine, const char* operation, const char* stage) {
   const auto now = Clock::now();
   closeSpan(now);
+  if (stage && !*stage) {  // a call starts
+    std::lock_guard<std::mutex> lock(timesMutex);
+    auto number = threadNumbers.emplace(std::this_thread::get_id(), static_cast<int64_t>(threadNumbers.size()) + 1).first->second;
+    callThreads.emplace(engine, operation ? operation : "", number);
+  }
   if (!stage || !operation) return;
   openSpan.operation = operation;
   openSpan.stage = *stage ? stage : "(entry)";
@@ -52,6 +62,8 @@ void startStageTimer() {
   {
     std::lock_guard<std::mutex> lock(timesMutex);
     totals.clear();
+    threadNumbers.clear();
+    callThreads.clear();
   }
   rp::calls::setStageHook(timeStage);
 }
@@ -61,6 +73,13 @@ std::vector<StageTime> readStageTimes() {
   std::vector<StageTime> out;
   for (auto& [key, t] : totals) out.push_back(t);
   totals.clear();
+  return out;
+}
+
+std::vector<CallThread> readCallThreads() {
+  std::lock_guard<std::mutex> lock(timesMutex);
+  std::vector<CallThread> out;
+  for (const auto& [engine, operation, thread] : callThreads) out.push_back({engine, operation, thread});
   return out;
 }
 

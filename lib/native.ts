@@ -173,6 +173,10 @@ export interface NativeInternals {
   };
   gaussianBlur(map: FloatArray, sigma: number): FloatArray;
   anomalyMap(grid: FloatArray, outH: number, outW: number, sigma: number): FloatArray;
+  /** tensorForm: the tensor operations other devices run, instead of the CPU loops. */
+  gaussianBlurForm(map: FloatArray, sigma: number, tensorForm: boolean): FloatArray;
+  /** A [cropH, cropW] map back to the original size; geometry [origH, origW, resizedH, resizedW, top, left]. */
+  mapToOriginal(map: FloatArray, geometry: number[], tensorForm: boolean): FloatArray;
   reweightedScore(bank: FloatArray, queries: FloatArray, neighbours: number): number;
   /** A torchvision backbone built from a .pth file, run on an already normalised input [B, 3, H, W]. */
   torchvisionTaps(arch: string, weightsPath: string, layers: string, input: FloatArray): { taps: FloatArray[]; strides: number[]; channels: number[] };

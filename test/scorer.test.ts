@@ -20,6 +20,59 @@ describe('anomaly map', () => {
   });
 });
 
+describe('the CPU loops and the tensor form other devices run', () => {
+  let seed = 11;
+  const rand = (h: number, w: number) => {
+    const data = new Float32Array(h * w);
+    for (let i = 0; i < data.length; i++) data[i] = 1 + (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
+    return { data, shape: [h, w] };
+  };
+  /** Same NaN pixels, and the others within `tol` relative. */
+  const expectSame = (a: { data: Float32Array; shape: number[] }, b: { data: Float32Array; shape: number[] }, tol: number) => {
+    expect(a.shape).toEqual(b.shape);
+    let nans = 0;
+    let nanMismatches = 0;
+    let worst = 0;
+    for (let i = 0; i < a.data.length; i++) {
+      if (Number.isNaN(a.data[i]) !== Number.isNaN(b.data[i])) nanMismatches++;
+      else if (Number.isNaN(a.data[i])) nans++;
+      else worst = Math.max(worst, Math.abs(a.data[i] - b.data[i]) / Math.abs(b.data[i]));
+    }
+    expect(nanMismatches).toBe(0);
+    expect(worst).toBeLessThan(tol);
+    return nans;
+  };
+
+  it('blur the same', () => {
+    for (const [h, w] of [[224, 224], [40, 52], [9, 11]]) {
+      const map = rand(h, w);
+      expectSame(nativeInternals().gaussianBlurForm(map, 4, false), nativeInternals().gaussianBlurForm(map, 4, true), 1e-6);
+    }
+  });
+
+  it('map back to the original size the same: resized, cropped (NaN outside the window), both, neither', () => {
+    const internals = nativeInternals();
+    const cases: [number, number, number[]][] = [
+      [224, 224, [512, 512, 256, 256, 16, 16]], // the reference's squash 256 + crop 224 of a 512-px image
+      [224, 224, [500, 1260, 256, 645, 16, 210]], // crop of a wide image
+      [160, 404, [500, 1260, 160, 404, 0, 0]], // whole image, resized (the product's default)
+      [64, 48, [64, 48, 64, 48, 0, 0]], // nothing to do
+      [30, 30, [41, 37, 36, 33, 3, 1]], // odd sizes, off-centre window
+    ];
+    for (const [h, w, geometry] of cases) {
+      const map = rand(h, w);
+      const loops = internals.mapToOriginal(map, geometry, false);
+      const tensor = internals.mapToOriginal(map, geometry, true);
+      expect(loops.shape).toEqual([geometry[0], geometry[1]]);
+      // The source coordinate of an output pixel is ~size * 1e-7 off in float32 (ATen computes it
+      // in float, the loops in double): 1.5e-5 relative at 1260 px.
+      const nans = expectSame(loops, tensor, 5e-5);
+      const cropped = geometry[2] !== h || geometry[3] !== w;
+      expect(nans > 0).toBe(cropped);
+    }
+  });
+});
+
 describe('image score with Eq. 7 reweighting', () => {
   it('weights the max patch distance by 1 - softmax over its support distances', () => {
     // Bank on a line; one query patch at 5 whose nearest bank row is 4 (s* = 1).

@@ -93,6 +93,17 @@ Napi::Object makeInternals(Napi::Env env) {
                                   rp::internals::gaussianBlur(floatArrayFromJs(info[0]), info[1].ToNumber().DoubleValue()));
           });
         }));
+  o.Set("gaussianBlurForm", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
+          return callCore(info.Env(), [&]() -> Napi::Value {
+            return floatArrayToJs(info.Env(), rp::internals::gaussianBlurForm(floatArrayFromJs(info[0]), info[1].ToNumber().DoubleValue(),
+                                                                                info[2].ToBoolean()));
+          });
+        }));
+  o.Set("mapToOriginal", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
+          return callCore(info.Env(), [&]() -> Napi::Value {
+            return floatArrayToJs(info.Env(), rp::internals::mapToOriginal(floatArrayFromJs(info[0]), intVector(info[1]), info[2].ToBoolean()));
+          });
+        }));
   o.Set("anomalyMap", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
           return callCore(info.Env(), [&]() -> Napi::Value {
             return floatArrayToJs(info.Env(), rp::internals::anomalyMap(floatArrayFromJs(info[0]),

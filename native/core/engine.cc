@@ -240,8 +240,10 @@ struct Engine::Impl {
     auto maps = anomalyMaps(patch.view({B, g.grid.height, g.grid.width}), g0.cropH, g0.cropW, opts.blurSigma);  // [B, cropH, cropW]
     // Every map at its image's own size, post-processed where it was computed; off the CPU they
     // cross to the host in one copy (with the scores), not one per image.
+    calls::stage("map to original");
     std::vector<torch::Tensor> full;
     for (int64_t b = 0; b < B; ++b) full.push_back(mapToOriginal(maps[b], g.geometry[b]));  // [H_b, W_b]
+    calls::stage("results");
     torch::Tensor hostScores = scores.to(torch::kFloat32), hostMaps;
     if (!hostPaths) {
       std::vector<torch::Tensor> flat = {hostScores};

@@ -74,6 +74,20 @@ FloatArray gaussianBlur(const FloatArray& map, double sigma) {
   return step([&] { return fromTensor(rp::gaussianBlur(toTensor(map).unsqueeze(0), sigma)[0]); });
 }
 
+FloatArray gaussianBlurForm(const FloatArray& map, double sigma, bool tensorForm) {
+  return step([&] { return fromTensor(rp::gaussianBlur(toTensor(map).unsqueeze(0), sigma, tensorForm)[0]); });
+}
+
+FloatArray mapToOriginal(const FloatArray& map, const std::vector<int64_t>& geometry, bool tensorForm) {
+  return step([&] {
+    RP_CHECK(geometry.size() == 6 && map.shape.size() == 2, Internal, "mapToOriginal: map [h, w], geometry of 6 numbers");
+    Geometry g;
+    g.origH = geometry[0], g.origW = geometry[1], g.resizedH = geometry[2], g.resizedW = geometry[3];
+    g.top = geometry[4], g.left = geometry[5], g.cropH = map.shape[0], g.cropW = map.shape[1];
+    return fromTensor(rp::mapToOriginal(toTensor(map), g, tensorForm));
+  });
+}
+
 FloatArray anomalyMap(const FloatArray& grid, int64_t outH, int64_t outW, double sigma) {
   return step([&] { return fromTensor(anomalyMaps(toTensor(grid).unsqueeze(0), outH, outW, sigma)[0]); });
 }

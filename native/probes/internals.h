@@ -43,6 +43,11 @@ void setKnnInt8Enabled(bool enabled);
 FloatArray gaussianBlur(const FloatArray& map, double sigma);
 // patch-score grid [h, w] -> map [outH, outW]
 FloatArray anomalyMap(const FloatArray& grid, int64_t outH, int64_t outW, double sigma);
+// Gaussian blur of one map; tensorForm: the tensor operations other devices run.
+FloatArray gaussianBlurForm(const FloatArray& map, double sigma, bool tensorForm);
+// mapToOriginal for a [cropH, cropW] map and geometry {origH, origW, resizedH, resizedW, top, left};
+// tensorForm: the tensor operations other devices run.
+FloatArray mapToOriginal(const FloatArray& map, const std::vector<int64_t>& geometry, bool tensorForm);
 // Eq. 7 image score for one image's patch features [L, D] against a bank [n, D].
 float reweightedScore(const FloatArray& bank, const FloatArray& queries, int64_t neighbours);
 

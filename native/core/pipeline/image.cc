@@ -1,8 +1,11 @@
 #include "core/pipeline/image.h"
 
+#include <ATen/Parallel.h>
+
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <vector>
 
 #include "core/device_context.h"
 #include "core/error.h"
@@ -86,8 +89,75 @@ torch::Tensor preprocess(const RawImageView& img, const PreprocessOptions& opts,
   return x.squeeze(0).contiguous();  // [3, cropH, cropW]
 }
 
-torch::Tensor mapToOriginal(const torch::Tensor& cropMap, const Geometry& g) {
+namespace {
+
+// Bilinear source cells and weights along one axis (align_corners = false), as ATen's CPU
+// upsampling computes them: scale in float, source clamped at 0, the upper cell clamped at the end.
+struct LinearTap {
+  int64_t i0, i1;
+  float w0, w1;
+};
+std::vector<LinearTap> linearTaps(int64_t inSize, int64_t outSize) {
+  std::vector<LinearTap> taps(outSize);
+  const double scale = static_cast<double>(inSize) / static_cast<double>(outSize);
+  for (int64_t o = 0; o < outSize; ++o) {
+    const double src = std::max(scale * (static_cast<double>(o) + 0.5) - 0.5, 0.0);
+    const int64_t i0 = std::min(static_cast<int64_t>(src), inSize - 1);
+    const int64_t i1 = i0 + (i0 < inSize - 1 ? 1 : 0);
+    const double l1 = src - static_cast<double>(i0);
+    taps[o] = {i0, i1, static_cast<float>(1.0 - l1), static_cast<float>(l1)};
+  }
+  return taps;
+}
+
+// The CPU form of mapToOriginal below, in one pass over the output with no temporaries: the
+// tensor form's padding, resize and masks allocated and wrote the full-size map ~6 times (~2.5 ms
+// of a 224-px score of a 512-px image; bench/NOTES.md).
+torch::Tensor mapToOriginalCpu(const torch::Tensor& cropMap, const Geometry& g) {
+  auto in = cropMap.contiguous();
+  const float* src = in.data_ptr<float>();
+  auto out = torch::empty({g.origH, g.origW}, torch::kFloat32);
+  float* dst = out.data_ptr<float>();
+  // The crop window padded by replication to the resized size, then resized to the original.
+  const bool resize = g.resizedH != g.origH || g.resizedW != g.origW;
+  const auto ys = linearTaps(g.resizedH, g.origH), xs = linearTaps(g.resizedW, g.origW);
+  auto inside = [](int64_t o, int64_t n, int64_t resized, int64_t lo, int64_t len) {
+    const double centre = (static_cast<double>(o) + 0.5) * (static_cast<double>(resized) / static_cast<double>(n));
+    return centre >= static_cast<double>(lo) && centre < static_cast<double>(lo + len);
+  };
+  std::vector<char> colInside(g.origW);
+  for (int64_t x = 0; x < g.origW; ++x) colInside[x] = inside(x, g.origW, g.resizedW, g.left, g.cropW);
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  at::parallel_for(0, g.origH, 16, [&](int64_t begin, int64_t end) {
+    auto crop = [&](int64_t i, int64_t lo, int64_t len) { return std::clamp<int64_t>(i - lo, 0, len - 1); };
+    for (int64_t y = begin; y < end; ++y) {
+      float* d = dst + y * g.origW;
+      if (!inside(y, g.origH, g.resizedH, g.top, g.cropH)) {
+        std::fill(d, d + g.origW, nan);
+        continue;
+      }
+      const LinearTap ty = resize ? ys[y] : LinearTap{y, y, 1.0f, 0.0f};
+      const float* r0 = src + crop(ty.i0, g.top, g.cropH) * g.cropW;
+      const float* r1 = src + crop(ty.i1, g.top, g.cropH) * g.cropW;
+      for (int64_t x = 0; x < g.origW; ++x) {
+        if (!colInside[x]) {
+          d[x] = nan;
+          continue;
+        }
+        const LinearTap tx = resize ? xs[x] : LinearTap{x, x, 1.0f, 0.0f};
+        const int64_t c0 = crop(tx.i0, g.left, g.cropW), c1 = crop(tx.i1, g.left, g.cropW);
+        d[x] = ty.w0 * (tx.w0 * r0[c0] + tx.w1 * r0[c1]) + ty.w1 * (tx.w0 * r1[c0] + tx.w1 * r1[c1]);
+      }
+    }
+  });
+  return out;
+}
+
+}  // namespace
+
+torch::Tensor mapToOriginal(const torch::Tensor& cropMap, const Geometry& g, bool tensorForm) {
   // cropMap: [cropH, cropW] -> [origH, origW]
+  if (!tensorForm && cropMap.device().is_cpu() && cropMap.scalar_type() == torch::kFloat32) return mapToOriginalCpu(cropMap, g);
   auto m = cropMap.view({1, 1, g.cropH, g.cropW});
   int64_t bottom = g.resizedH - g.top - g.cropH;
   int64_t right = g.resizedW - g.left - g.cropW;

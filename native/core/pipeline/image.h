@@ -36,7 +36,8 @@ torch::Tensor preprocess(const RawImageView& img, const PreprocessOptions& opts,
 
 // Maps a [H, W] map over the crop window back to the original image size [origH, origW]
 // (bilinear). Pixels whose centre lies outside the crop window were never inspected: they are
-// NaN, never a copy of the nearest inspected value.
-torch::Tensor mapToOriginal(const torch::Tensor& cropMap, const Geometry& g);
+// NaN, never a copy of the nearest inspected value. On the CPU one pass of plain loops;
+// tensorForm: the tensor operations other devices run, here on the CPU (for tests).
+torch::Tensor mapToOriginal(const torch::Tensor& cropMap, const Geometry& g, bool tensorForm = false);
 
 }  // namespace rp

@@ -1,5 +1,8 @@
 #include "core/pipeline/scorer.h"
 
+#include <ATen/Parallel.h>
+
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -48,10 +51,60 @@ torch::Tensor reflectIndex(int64_t n, int64_t r, const torch::Device& device) {
   return torch::tensor(idx, torch::kInt64).to(device);
 }
 
+// The same reflection as positions: entry i + r for i in [-r, n + r).
+std::vector<int64_t> reflectPositions(int64_t n, int64_t r) {
+  std::vector<int64_t> idx(n + 2 * r);
+  for (int64_t i = -r; i < n + r; ++i) {
+    int64_t m = ((i % (2 * n)) + 2 * n) % (2 * n);
+    idx[i + r] = m < n ? m : 2 * n - 1 - m;
+  }
+  return idx;
+}
+
+// [B, H, W] float32 on the CPU -> the same blur as the tensor form below (rows, then columns, the
+// kernel's taps in the same order), as plain loops on ATen's threads. The tensor form's two
+// convolutions and gathers took ~2-3 ms of a 224-px score (bench/NOTES.md).
+torch::Tensor gaussianBlurCpu(const torch::Tensor& maps, const torch::Tensor& kernel) {
+  auto in = maps.contiguous();
+  const int64_t B = in.size(0), H = in.size(1), W = in.size(2), taps = kernel.size(0), r = (taps - 1) / 2;
+  auto k = kernel.contiguous();
+  const float* w = k.data_ptr<float>();
+  auto across = torch::empty_like(in), out = torch::empty_like(in);
+  const auto xs = reflectPositions(W, r), ys = reflectPositions(H, r);
+  const float* src = in.data_ptr<float>();
+  float* mid = across.data_ptr<float>();
+  float* dst = out.data_ptr<float>();
+  at::parallel_for(0, B * H, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t row = begin; row < end; ++row) {
+      const float* s = src + row * W;
+      float* d = mid + row * W;
+      for (int64_t x = 0; x < W; ++x) {
+        float acc = 0.f;
+        for (int64_t j = 0; j < taps; ++j) acc += w[j] * s[xs[x + j]];
+        d[x] = acc;
+      }
+    }
+  });
+  at::parallel_for(0, B * H, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t row = begin; row < end; ++row) {
+      const int64_t b = row / H, y = row % H;
+      float* d = dst + row * W;
+      std::fill(d, d + W, 0.f);
+      for (int64_t j = 0; j < taps; ++j) {
+        const float* s = mid + (b * H + ys[y + j]) * W;
+        const float wj = w[j];
+        for (int64_t x = 0; x < W; ++x) d[x] += wj * s[x];
+      }
+    }
+  });
+  return out;
+}
+
 }  // namespace
 
-torch::Tensor gaussianBlur(const torch::Tensor& maps, double sigma) {
+torch::Tensor gaussianBlur(const torch::Tensor& maps, double sigma, bool tensorForm) {
   if (sigma <= 0) return maps;
+  if (!tensorForm && maps.device().is_cpu() && maps.scalar_type() == torch::kFloat32) return gaussianBlurCpu(maps, gaussianKernel1d(sigma));
   auto k = gaussianKernel1d(sigma).to(maps.device());
   const int64_t r = (k.size(0) - 1) / 2, H = maps.size(1), W = maps.size(2);
   auto x = maps.unsqueeze(1);  // [B, 1, H, W]

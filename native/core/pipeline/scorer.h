@@ -21,8 +21,9 @@ torch::Tensor reweightedImageScores(const torch::Tensor& patchScores, const torc
 torch::Tensor gaussianKernel1d(double sigma);
 
 // scipy.ndimage.gaussian_filter(map, sigma) with mode 'reflect' (d c b a | a b c d), any size.
-// maps: [B, H, W] -> [B, H, W]
-torch::Tensor gaussianBlur(const torch::Tensor& maps, double sigma);
+// maps: [B, H, W] -> [B, H, W]. On the CPU plain loops; tensorForm: the tensor operations other
+// devices run, here on the CPU (for tests).
+torch::Tensor gaussianBlur(const torch::Tensor& maps, double sigma, bool tensorForm = false);
 
 // Patch-score grid -> bilinear upsample to (outH, outW) -> Gaussian blur.
 // grid: [B, h, w] -> [B, outH, outW]

@@ -91,7 +91,8 @@ describe("head: 'auto' on a fit", () => {
     await engine.fit(train);
     const check = engine.info.headCheck!;
     expect(check.decision).toBe('patchcore');
-    expect(check.aurocHead!).toBeLessThan(check.aurocPatchcore! - 0.05);
+    // It hurts by more than the rule's margin (how much a diverged head hurts is not the point).
+    expect(check.aurocHead!).toBeLessThan(check.aurocPatchcore! - HEAD_CHECK_MARGIN);
     expect(engine.options.head).toBe(false);
     expect(engine.options.headLr).toBe(10); // kept, for the next fit's check
     // The same images minus the held-out ones, fitted as plain PatchCore, give the same scores.

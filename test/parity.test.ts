@@ -57,6 +57,14 @@ describe('parity with the PyTorch reference', () => {
     expect(kernel.shape).toEqual([784, 768]);
     expect(tensor.shape).toEqual([784, 768]);
     expect(relError(kernel.data, tensor.data)).toBeLessThan(1e-6);
+    // The resize of the stride-16 tap is a kernel of its own on the CPU and two GEMMs in the tensor
+    // path; also where the sizes do not divide (13 -> 25 cells, edge taps clamped): within 1 ulp.
+    for (const [h, w] of [[28, 28], [25, 33]]) {
+      const odd = [rand([1, 64, h, w]), rand([1, 96, Math.ceil(h / 2), Math.ceil(w / 2)])];
+      const a = nativeInternals().patchFeatures(odd, 3, 256, 128);
+      const b = nativeInternals().patchFeatures(odd, 3, 256, 128, true);
+      expect(relError(a.data, b.data)).toBeLessThan(3e-7);
+    }
   });
 
   it('embeds an image end to end through a TorchScript backbone (squash + crop, and shorter side)', async () => {

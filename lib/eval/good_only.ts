@@ -11,6 +11,7 @@ import { Engine } from '../engine/engine.js';
 import type { Progress } from '../engine/staged_fit.js';
 import { ReconpatchError } from '../errors.js';
 import { DEFECT_KINDS, synthesizeDefects } from '../head_check/defects.js';
+import { evenlySpread } from '../holdout.js';
 import { resolveInput, toRawFrame } from '../io/images.js';
 import type { RawFrame } from '../native.js';
 import type { EngineOptions } from '../options.js';
@@ -49,7 +50,7 @@ export async function evaluateGoodOnly(dir: string, options: EngineOptions, { on
   if (files.length < GOOD_ONLY_MIN_IMAGES)
     throw new ReconpatchError('ERR_EMPTY_TRAINING_SET', `an evaluation on good images only needs at least ${GOOD_ONLY_MIN_IMAGES} images (found ${files.length} in '${dir}')`);
   const held = Math.min(GOOD_ONLY_HOLDOUT.max, Math.max(GOOD_ONLY_HOLDOUT.min, Math.round(GOOD_ONLY_HOLDOUT.share * files.length)));
-  const isHeld = (i: number) => Math.floor(((i + 1) * held) / files.length) > Math.floor((i * held) / files.length);
+  const isHeld = evenlySpread(held, files.length);
   const fitFiles = files.filter((_, i) => !isHeld(i));
   const heldFiles = files.filter((_, i) => isHeld(i));
 

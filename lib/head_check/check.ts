@@ -7,6 +7,7 @@
  * reference method, which costs less.
  */
 import { ReconpatchError } from '../errors.js';
+import { evenlySpread } from '../holdout.js';
 import type { NativeEngine, RawFrame } from '../native.js';
 import { synthesizeDefects } from './defects.js';
 
@@ -56,7 +57,7 @@ export function headCheckPicker(total: number | undefined): (index: number) => b
   }
   if (total < HEAD_CHECK_MIN_FIT_IMAGES) return () => false;
   const h = Math.min(HEAD_CHECK_MAX_IMAGES, Math.max(HEAD_CHECK_MIN_IMAGES, Math.round(HEAD_CHECK_SHARE * total)));
-  return (i) => Math.floor(((i + 1) * h) / total) > Math.floor((i * h) / total);
+  return evenlySpread(h, total);
 }
 
 /** Rank AUROC of `pos` over `neg` (ties count half). */

@@ -2,7 +2,10 @@
 
 #include <ATen/Parallel.h>
 
+#include <cmath>
+
 #include "core/error.h"
+#include "core/simd.h"
 
 namespace rp {
 
@@ -44,11 +47,28 @@ std::vector<BilinearTap> bilinearTaps(int64_t inSize, int64_t outSize) {
   return taps;
 }
 
-// [B, h, w, P] -> [B, H, W, P] on CPU, bilinear as bilinearMatrix's two products (columns, then
-// rows), two taps per axis, parallel over output rows on ATen's threads. The GEMM form ran on
-// OpenBLAS's threads, whose workers then spin for ~0.1 s while the next backbone pass runs on
-// OpenMP's: on two cores that made the score's backbone and patch features ~1.5-2x slower
-// (bench/NOTES.md, "Where a score's time goes").
+// One value resized along one axis from its two source values, as a GEMM with bilinearMatrix's
+// row accumulates them (fused multiply-adds in order; a clamped edge has one entry, the two
+// weights summed). OpenBLAS's kernels still round ~2% of the values differently (1 ulp).
+inline float lerpAsGemm(const BilinearTap& t, float a, float b) {
+  return t.i0 == t.i1 ? ((0.0f + t.w0) + t.w1) * a : std::fma(t.w1, b, t.w0 * a);
+}
+
+// One output row [W, P] of the resize from its two source rows (each [w, P]).
+RP_X86_V3_CLONES void resizeRow(const float* r0, const float* r1, const BilinearTap& ty, const BilinearTap* xs, int64_t W,
+                                int64_t P, float* o) {
+  for (int64_t x = 0; x < W; ++x, o += P) {
+    const BilinearTap& tx = xs[x];
+    const float *a = r0 + tx.i0 * P, *c = r0 + tx.i1 * P, *d = r1 + tx.i0 * P, *e = r1 + tx.i1 * P;
+    for (int64_t j = 0; j < P; ++j) o[j] = lerpAsGemm(ty, lerpAsGemm(tx, a[j], c[j]), lerpAsGemm(tx, d[j], e[j]));
+  }
+}
+
+// [B, h, w, P] -> [B, H, W, P] on CPU: bilinearMatrix's two products (columns, then rows; within
+// 1 ulp, tested), two taps per axis, parallel over output rows on ATen's threads.
+// The GEMM form ran on OpenBLAS's threads, whose workers then spin for ~0.1 s while the next
+// backbone pass runs on OpenMP's: on two cores that made the score's backbone and patch features
+// ~1.5-2x slower (bench/NOTES.md, "Where a score's time goes").
 torch::Tensor resizeBilinearCpu(const torch::Tensor& p, int64_t H, int64_t W) {
   const int64_t B = p.size(0), h = p.size(1), w = p.size(2), P = p.size(3);
   auto in = p.contiguous();
@@ -60,18 +80,7 @@ torch::Tensor resizeBilinearCpu(const torch::Tensor& p, int64_t H, int64_t W) {
     for (int64_t row = begin; row < end; ++row) {
       const int64_t b = row / H;
       const BilinearTap& ty = ys[row % H];
-      const float* r0 = src + (b * h + ty.i0) * w * P;
-      const float* r1 = src + (b * h + ty.i1) * w * P;
-      float* o = dst + row * W * P;
-      for (int64_t x = 0; x < W; ++x, o += P) {
-        const BilinearTap& tx = xs[x];
-        const float *a = r0 + tx.i0 * P, *c = r0 + tx.i1 * P, *d = r1 + tx.i0 * P, *e = r1 + tx.i1 * P;
-        for (int64_t j = 0; j < P; ++j) {
-          const float top = tx.w0 * a[j] + tx.w1 * c[j];     // row y0 resized along x
-          const float bottom = tx.w0 * d[j] + tx.w1 * e[j];  // row y1
-          o[j] = ty.w0 * top + ty.w1 * bottom;
-        }
-      }
+      resizeRow(src + (b * h + ty.i0) * w * P, src + (b * h + ty.i1) * w * P, ty, xs.data(), W, P, dst + row * W * P);
     }
   });
   return out;

@@ -9,6 +9,7 @@
 
 #include "core/device_context.h"
 #include "core/error.h"
+#include "core/pipeline/bilinear.h"
 
 namespace F = torch::nn::functional;
 
@@ -91,25 +92,6 @@ torch::Tensor preprocess(const RawImageView& img, const PreprocessOptions& opts,
 
 namespace {
 
-// Bilinear source cells and weights along one axis (align_corners = false), as ATen's CPU
-// upsampling computes them: scale in float, source clamped at 0, the upper cell clamped at the end.
-struct LinearTap {
-  int64_t i0, i1;
-  float w0, w1;
-};
-std::vector<LinearTap> linearTaps(int64_t inSize, int64_t outSize) {
-  std::vector<LinearTap> taps(outSize);
-  const double scale = static_cast<double>(inSize) / static_cast<double>(outSize);
-  for (int64_t o = 0; o < outSize; ++o) {
-    const double src = std::max(scale * (static_cast<double>(o) + 0.5) - 0.5, 0.0);
-    const int64_t i0 = std::min(static_cast<int64_t>(src), inSize - 1);
-    const int64_t i1 = i0 + (i0 < inSize - 1 ? 1 : 0);
-    const double l1 = src - static_cast<double>(i0);
-    taps[o] = {i0, i1, static_cast<float>(1.0 - l1), static_cast<float>(l1)};
-  }
-  return taps;
-}
-
 // The CPU form of mapToOriginal below, in one pass over the output with no temporaries: the
 // tensor form's padding, resize and masks allocated and wrote the full-size map ~6 times (~2.5 ms
 // of a 224-px score of a 512-px image; bench/NOTES.md).
@@ -120,7 +102,7 @@ torch::Tensor mapToOriginalCpu(const torch::Tensor& cropMap, const Geometry& g) 
   float* dst = out.data_ptr<float>();
   // The crop window padded by replication to the resized size, then resized to the original.
   const bool resize = g.resizedH != g.origH || g.resizedW != g.origW;
-  const auto ys = linearTaps(g.resizedH, g.origH), xs = linearTaps(g.resizedW, g.origW);
+  const auto ys = bilinearTaps(g.resizedH, g.origH), xs = bilinearTaps(g.resizedW, g.origW);
   auto inside = [](int64_t o, int64_t n, int64_t resized, int64_t lo, int64_t len) {
     const double centre = (static_cast<double>(o) + 0.5) * (static_cast<double>(resized) / static_cast<double>(n));
     return centre >= static_cast<double>(lo) && centre < static_cast<double>(lo + len);
@@ -136,7 +118,7 @@ torch::Tensor mapToOriginalCpu(const torch::Tensor& cropMap, const Geometry& g) 
         std::fill(d, d + g.origW, nan);
         continue;
       }
-      const LinearTap ty = resize ? ys[y] : LinearTap{y, y, 1.0f, 0.0f};
+      const BilinearTap ty = resize ? ys[y] : BilinearTap{y, y, 1.0f, 0.0f};
       const float* r0 = src + crop(ty.i0, g.top, g.cropH) * g.cropW;
       const float* r1 = src + crop(ty.i1, g.top, g.cropH) * g.cropW;
       for (int64_t x = 0; x < g.origW; ++x) {
@@ -144,7 +126,7 @@ torch::Tensor mapToOriginalCpu(const torch::Tensor& cropMap, const Geometry& g) 
           d[x] = nan;
           continue;
         }
-        const LinearTap tx = resize ? xs[x] : LinearTap{x, x, 1.0f, 0.0f};
+        const BilinearTap tx = resize ? xs[x] : BilinearTap{x, x, 1.0f, 0.0f};
         const int64_t c0 = crop(tx.i0, g.left, g.cropW), c1 = crop(tx.i1, g.left, g.cropW);
         d[x] = ty.w0 * (tx.w0 * r0[c0] + tx.w1 * r0[c1]) + ty.w1 * (tx.w0 * r1[c0] + tx.w1 * r1[c1]);
       }

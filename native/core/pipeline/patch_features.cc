@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "core/error.h"
+#include "core/pipeline/bilinear.h"
 #include "core/simd.h"
 
 namespace rp {
@@ -16,35 +17,12 @@ namespace {
 torch::Tensor bilinearMatrix(int64_t inSize, int64_t outSize, const torch::TensorOptions& options) {
   auto r = torch::zeros({outSize, inSize}, torch::kFloat32);
   auto a = r.accessor<float, 2>();
-  const float scale = static_cast<float>(inSize) / static_cast<float>(outSize);
+  const auto taps = bilinearTaps(inSize, outSize);
   for (int64_t o = 0; o < outSize; ++o) {
-    float src = std::max(0.0f, scale * (o + 0.5f) - 0.5f);
-    int64_t i0 = std::min(static_cast<int64_t>(src), inSize - 1);
-    int64_t i1 = std::min(i0 + 1, inSize - 1);
-    float lambda = src - static_cast<float>(i0);
-    a[o][i0] += 1.0f - lambda;
-    a[o][i1] += lambda;
+    a[o][taps[o].i0] += taps[o].w0;
+    a[o][taps[o].i1] += taps[o].w1;
   }
   return r.to(options.device());
-}
-
-// The two source cells and weights of each output cell along one axis: the nonzero entries of
-// bilinearMatrix's rows, in the same order.
-struct BilinearTap {
-  int64_t i0, i1;
-  float w0, w1;
-};
-std::vector<BilinearTap> bilinearTaps(int64_t inSize, int64_t outSize) {
-  std::vector<BilinearTap> taps(outSize);
-  const float scale = static_cast<float>(inSize) / static_cast<float>(outSize);
-  for (int64_t o = 0; o < outSize; ++o) {
-    float src = std::max(0.0f, scale * (o + 0.5f) - 0.5f);
-    int64_t i0 = std::min(static_cast<int64_t>(src), inSize - 1);
-    int64_t i1 = std::min(i0 + 1, inSize - 1);
-    float lambda = src - static_cast<float>(i0);
-    taps[o] = {i0, i1, 1.0f - lambda, lambda};
-  }
-  return taps;
 }
 
 // One value resized along one axis from its two source values, as a GEMM with bilinearMatrix's

@@ -41,17 +41,8 @@ torch::Tensor gaussianKernel1d(double sigma) {
 
 namespace {
 
-// Indices of the 'reflect'-extended signal of length n padded by r on both sides.
-torch::Tensor reflectIndex(int64_t n, int64_t r, const torch::Device& device) {
-  std::vector<int64_t> idx(n + 2 * r);
-  for (int64_t i = -r; i < n + r; ++i) {
-    int64_t m = ((i % (2 * n)) + 2 * n) % (2 * n);
-    idx[i + r] = m < n ? m : 2 * n - 1 - m;
-  }
-  return torch::tensor(idx, torch::kInt64).to(device);
-}
-
-// The same reflection as positions: entry i + r for i in [-r, n + r).
+// Positions in the 'reflect'-extended signal of length n padded by r on both sides: entry i + r
+// for i in [-r, n + r).
 std::vector<int64_t> reflectPositions(int64_t n, int64_t r) {
   std::vector<int64_t> idx(n + 2 * r);
   for (int64_t i = -r; i < n + r; ++i) {
@@ -59,6 +50,11 @@ std::vector<int64_t> reflectPositions(int64_t n, int64_t r) {
     idx[i + r] = m < n ? m : 2 * n - 1 - m;
   }
   return idx;
+}
+
+// The same as an index tensor on `device`.
+torch::Tensor reflectIndex(int64_t n, int64_t r, const torch::Device& device) {
+  return torch::tensor(reflectPositions(n, r), torch::kInt64).to(device);
 }
 
 // [B, H, W] float32 on the CPU -> the same blur as the tensor form below (rows, then columns, the

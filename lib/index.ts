@@ -5,7 +5,7 @@
  * const engine = await Engine.create({ backbone: 'random_cnn' });
  */
 export { Engine } from './engine/engine.js';
-export type { CalibrateOptions, EngineInfo, FitOptions, LoadOptions, FitSummary, Progress, ScoreOptions, ScoreResult, ScoreStreamItem, ScoreStreamOptions, UpdateOptions, UpdateSummary } from './engine/engine.js';
+export type { CalibrateOptions, EngineInfo, FitOptions, LoadOptions, FitSummary, Progress, ScoreOptions, ScoreResult, ScoreStreamItem, ScoreStreamOptions, StageOptions, StagedShard, UpdateOptions, UpdateSummary } from './engine/engine.js';
 export { Ensemble, fuseTestMinMax, minMax } from './ensemble/ensemble.js';
 export type { EnsembleFitOptions, EnsembleFitSummary, EnsembleInfo, EnsembleLoadOptions, EnsembleOptions, EnsembleProgress, EnsembleScoreResult, EnsembleStreamItem, MemberOutputs, MemberRange } from './ensemble/ensemble.js';
 export type { Calibration, LabelObjective } from './calibration.js';

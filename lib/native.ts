@@ -109,12 +109,24 @@ export interface FloatArray {
   shape: number[];
 }
 
+/** What staged features hold: images and patches embedded (also those reduced away), rows carried, the caller's metadata. */
+export interface NativeStaged {
+  images: number;
+  patches: number;
+  rows: number;
+  metadata: string;
+}
+
 export interface NativeEngine {
   info(): NativeInfo;
   options(): NativeOptions;
   /** Starts staging: a new model ('fit', optionally with a bound on the staged patches) or the live one grown ('update'). */
   fitBegin(mode?: 'fit' | 'update', maxStagedPatches?: number): void;
   fitAdd(images: RawFrame[]): Promise<void>;
+  /** Ends the fit in progress by handing its staged features over as bytes (a distributed fit's shard); the live model is untouched. */
+  fitTakeStaged(metadata: string): Promise<NativeStaged & { bytes: Buffer }>;
+  /** Adds staged features (fitTakeStaged's bytes, from an engine with the same options) to the fit in progress. */
+  fitAddStaged(bytes: Buffer, label: string): Promise<NativeStaged>;
   /**
    * Builds the new model into a pending slot; the live model keeps serving until fitCommit.
    * leaveOut > 0: also scores up to that many staged images (spread evenly) against the pending

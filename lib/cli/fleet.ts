@@ -1,18 +1,24 @@
-/** `reconpatch worker` and `reconpatch submit`: the fleet of scoring workers on Redis (lib/fleet/). */
+/** `reconpatch worker`, `submit` and `fit --redis`: the fleet of workers on Redis (lib/fleet/). */
 import { randomUUID } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import path from 'node:path';
 
 import { ReconpatchError } from '../errors.js';
 import { FleetClient } from '../fleet/client.js';
 import { DEFAULT_QUEUE, INLINE_FRAME_MAX_BYTES, STALLED_DEFAULTS } from '../fleet/protocol.js';
 import { FleetWorker, cores } from '../fleet/worker.js';
-import { numberFlag, parseCommandArgs } from './args.js';
+import { DEFAULT_FIT_QUEUE } from '../fleet/fit_jobs.js';
+import { engineOptions, numberFlag, parseCommandArgs } from './args.js';
 import { expandInputs } from './inputs.js';
-import { help, rowFormat, rowWriter } from './output.js';
+import { help, report, rowFormat, rowWriter } from './output.js';
+import { progressLogger } from './progress.js';
 
 const WORKER_HELP = `reconpatch worker --redis <url> --store <dir> [options]
 
 Takes score jobs from a Redis queue (BullMQ) and scores each frame with the current version of the
-job's model in the model store; the verdict is the job's result. Before each job the store says
+job's model in the model store; the verdict is the job's result. Also takes a distributed fit's
+jobs ('reconpatch fit --redis'), one at a time on every core: shards it embeds, and the merge that
+publishes the model to the store. Before each job the store says
 which version is current, so 'reconpatch models publish' and 'models rollback' switch versions
 between jobs (a job in flight finishes on its version). A version that fails to load here is
 reported and the previous version this worker loaded keeps serving. SIGTERM or SIGINT: stop
@@ -27,7 +33,9 @@ taking jobs, finish the ones in flight, free the models, exit 0.
   --shared-root <dir>         frames sent by reference must lie below <dir> (default: any absolute path)
   --lock-duration <ms>        a job's lock; a dead worker's job is taken over after it expires (default ${STALLED_DEFAULTS.lockDuration})
   --stalled-interval <ms>     how often stalled jobs are looked for (default ${STALLED_DEFAULTS.stalledInterval})
-  --max-stalled <n>           stalls before a job fails instead of being retried (default ${STALLED_DEFAULTS.maxStalledCount})`;
+  --max-stalled <n>           stalls before a job fails instead of being retried (default ${STALLED_DEFAULTS.maxStalledCount})
+  --fit-queue <name>          the distributed fits' queue (default ${DEFAULT_FIT_QUEUE})
+  --no-fits                   take no fit jobs (score only)`;
 
 export async function workerCommand(rest: string[]): Promise<number> {
   const { values } = parseCommandArgs({
@@ -36,11 +44,13 @@ export async function workerCommand(rest: string[]): Promise<number> {
       help: { type: 'boolean', short: 'h' }, redis: { type: 'string' }, store: { type: 'string' }, queue: { type: 'string' },
       concurrency: { type: 'string' }, threads: { type: 'string' }, cache: { type: 'string' }, 'shared-root': { type: 'string' },
       'lock-duration': { type: 'string' }, 'stalled-interval': { type: 'string' }, 'max-stalled': { type: 'string' },
+      'fit-queue': { type: 'string' }, 'no-fits': { type: 'boolean' },
     },
   });
   if (values.help || !values.redis || !values.store) return help(WORKER_HELP, !values.help);
   const worker = await FleetWorker.start({
     redis: values.redis, store: values.store, queue: values.queue, sharedRoot: values['shared-root'],
+    fitQueue: values['no-fits'] ? false : values['fit-queue'],
     concurrency: numberFlag('concurrency', values.concurrency), threads: numberFlag('threads', values.threads),
     cacheSize: numberFlag('cache', values.cache), lockDuration: numberFlag('lock-duration', values['lock-duration']),
     stalledInterval: numberFlag('stalled-interval', values['stalled-interval']), maxStalledCount: numberFlag('max-stalled', values['max-stalled']),
@@ -111,4 +121,37 @@ export async function submitCommand(rest: string[]): Promise<number> {
     await client.close();
   }
   return failed ? 1 : 0;
+}
+
+/** `reconpatch fit --redis <url> --model-id <id> <inputs>`: a distributed fit on the workers (FleetClient.fit). */
+export async function distributedFitCommand(values: Record<string, string | boolean | string[] | undefined>, positionals: string[]): Promise<number> {
+  const modelId = values['model-id'];
+  if (typeof modelId !== 'string') throw new ReconpatchError('ERR_INVALID_OPTION', 'fit --redis publishes to the workers\' store: give the model\'s id with --model-id <id>');
+  if (values.output) throw new ReconpatchError('ERR_INVALID_OPTION', 'fit --redis publishes to the workers\' store, not to a file: leave out -o (read it back with reconpatch models list --store <dir>)');
+  const engine = engineOptions(values);
+  // The workers read the backbone file: pass it as an absolute path (a built-in name stays a name).
+  if (existsSync(engine.backbone)) engine.backbone = path.resolve(engine.backbone);
+  if (engine.weights !== undefined && existsSync(engine.weights)) engine.weights = path.resolve(engine.weights);
+  const falseAlarmRate = numberFlag('false-alarm-rate', values['false-alarm-rate'] as string | undefined);
+  if (falseAlarmRate !== undefined) engine.calibration = { falseAlarmRate };
+  const images = (await expandInputs(positionals)).map((i) => i.path);
+  const client = new FleetClient({ redis: values.redis as string, fitQueue: values['fit-queue'] as string | undefined });
+  const log = progressLogger();
+  const controller = new AbortController();
+  const stop = () => controller.abort();
+  process.once('SIGINT', stop);
+  try {
+    const maxStagedPatches = numberFlag('max-staged-patches', values['max-staged-patches'] as string | undefined);
+    const r = await client.fit(images, {
+      modelId, engine, shards: numberFlag('shards', values.shards as string | undefined), signal: controller.signal,
+      ...(maxStagedPatches === undefined ? {} : { maxStagedPatches }),
+      onProgress: (p) => log({ ...p, stage: `${p.job} ${p.stage}` }),
+    });
+    for (const w of r.warnings) process.stderr.write(`reconpatch: warning: ${w}\n`);
+    report({ ...r }, values.json as boolean | undefined);
+  } finally {
+    process.off('SIGINT', stop);
+    await client.close();
+  }
+  return 0;
 }

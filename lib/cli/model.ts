@@ -12,6 +12,7 @@ import type { Calibration } from '../calibration.js';
 import { ENGINE_FLAGS, ENGINE_HELP, LOAD_FLAGS, LOAD_HELP, engineOptions, ensembleMembers, inputOptions, loadOptions, numberFlag, parseCommandArgs } from './args.js';
 import { type InputImage, expandInputs, mirroredPaths } from './inputs.js';
 import { errorRecord, help, report, rowFormat, rowWriter } from './output.js';
+import { distributedFitCommand } from './fleet.js';
 import { progressLogger } from './progress.js';
 
 const FIT_HELP = `reconpatch fit <dir|glob|image>... -o <model.rcp> --backbone <file.pt|name> [options]
@@ -28,6 +29,11 @@ bank without its own patches, and the threshold is set so that about 1% of good 
                               at least 512
   --model-id <id>             the model's name (letters, digits, '.', '_', '-'), named by every verdict and
                               used by model stores; default: a new UUID
+  --redis <url>               a distributed fit instead: the workers on this Redis embed the images in shards
+                              and publish the model to their store as --model-id (no -o); the images and the
+                              backbone file must be on storage the workers share
+  --shards <n>                with --redis: shard jobs (default: one per 128 images)
+  --fit-queue <name>          with --redis: the workers' fit queue (default reconpatch-fit)
 
 ${ENGINE_HELP}`;
 
@@ -37,8 +43,10 @@ export async function fitCommand(rest: string[]): Promise<number> {
     options: {
       ...ENGINE_FLAGS, output: { type: 'string', short: 'o' }, 'false-alarm-rate': { type: 'string' }, threshold: { type: 'string' },
       'continue-on-error': { type: 'boolean' }, 'max-staged-patches': { type: 'string' }, 'model-id': { type: 'string' },
+      redis: { type: 'string' }, shards: { type: 'string' }, 'fit-queue': { type: 'string' },
     },
   });
+  if (values.redis && !values.help && positionals.length > 0) return distributedFitCommand(values, positionals);
   if (values.help || positionals.length === 0 || !values.output) return help(FIT_HELP, !values.help);
   const falseAlarmRate = numberFlag('false-alarm-rate', values['false-alarm-rate']);
   const threshold = numberFlag('threshold', values.threshold);

@@ -18,17 +18,17 @@ import { type ImageSizes, checkModelId, mergeSizes, modelInfo, newModelRecord } 
 import { readModelFile } from './model_file.js';
 import { type ScoreOptions, type ScoreResult, finishResult } from './results.js';
 import { Scorer } from './scorer.js';
-import { checkMaxStagedPatches, stagedBudgetWarning } from './staged_fit.js';
+import { FitControl, type StagedShard, checkMaxStagedPatches, stageShard, stagedBudgetWarning } from './staged_fit.js';
 import { fitTransaction } from './transaction.js';
-import type { EngineInfo, FitOptions, FitSummary, LoadOptions, UpdateOptions, UpdateSummary } from './types.js';
+import type { EngineInfo, FitOptions, FitSummary, LoadOptions, StageOptions, UpdateOptions, UpdateSummary } from './types.js';
 
-export type { Progress } from './staged_fit.js';
+export type { Progress, StagedShard } from './staged_fit.js';
 export type { CalibrateOptions } from './decisions.js';
 export type { HeadCheck } from '../head_check/check.js';
 export type { ScoreOptions, ScoreResult } from './results.js';
 export type { ScoreStreamOptions, StreamItem } from './scorer.js';
 export type { ImageSizes, ModelInfo } from './model_info.js';
-export type { EngineInfo, FitOptions, FitSummary, LoadOptions, ScoreStreamItem, UpdateOptions, UpdateSummary } from './types.js';
+export type { EngineInfo, FitOptions, FitSummary, LoadOptions, ScoreStreamItem, StageOptions, UpdateOptions, UpdateSummary } from './types.js';
 
 // Each engine's native side, for the ensemble (which stages its members' fits in lockstep): not
 // part of the public API.
@@ -207,12 +207,37 @@ export class Engine extends Scorer<ScoreResult, NativeScore> {
     return this.exclusive(async () => {
       const maxStagedPatches = checkMaxStagedPatches(options.maxStagedPatches ?? 0);
       checkModelId(options.modelId);
-      const r = await this.#fit(images, options, 'fit', maxStagedPatches);
+      const shards = checkShards(options.shards, this.#headAuto);
+      const r = await this.#fit(images, { ...options, shards }, 'fit', maxStagedPatches);
       const info = this.#native.info();
       return {
         images: info.trainImages, patches: info.trainPatches, bankRows: info.bankRows, calibrationImages: r.calibrationImages,
         calibration: r.calibration, warnings: [...r.warnings, ...stagedBudgetWarning(maxStagedPatches, info.trainPatches, info.trainImages)], seconds: r.seconds,
       };
+    }).catch((err) => rethrow(err, stack));
+  }
+
+  /**
+   * Embeds images of good parts for a fit that another engine builds (a distributed fit's shard,
+   * `reconpatch/fleet`): their patch features, reduced within `maxStagedPatches` as a bounded fit
+   * reduces them, as bytes that `fit(calibrationImages, { shards })` on an engine with the same
+   * options reads. This engine's model is untouched. Throws ERR_INVALID_IMAGE, ERR_EMPTY_TRAINING_SET,
+   * ERR_ABORTED, ERR_INPUT, ERR_CALLBACK.
+   * @example
+   * const a = await engineA.stage(firstHalf), b = await engineB.stage(secondHalf);
+   * await merger.fit(heldOutGood, { shards: [a.bytes, b.bytes] });
+   */
+  stage(images: Iterable<ImageInput> | AsyncIterable<ImageInput>, options: StageOptions = {}): Promise<StagedShard> {
+    const stack = new Error();
+    return this.exclusive(async () => {
+      const maxStagedPatches = checkMaxStagedPatches(options.maxStagedPatches ?? 0);
+      const control = new FitControl([this.#native], options.signal, 'engine', 'stage');
+      try {
+        const { onProgress } = options;
+        return await stageShard(this.#native, images, control, { maxStagedPatches, batchSize: this.batchSize(), input: this.#input, onProgress: onProgress && ((p) => onProgress(p)) });
+      } finally {
+        control.dispose();
+      }
     }).catch((err) => rethrow(err, stack));
   }
 
@@ -304,13 +329,13 @@ export class Engine extends Scorer<ScoreResult, NativeScore> {
   // The fit (or update) transaction (./transaction.ts), calibrated against the pending model.
   // head: 'auto' stages the same images into a second engine (the same options, the head switched),
   // checks both pending models on held-out good images and synthetic defects, and commits one.
-  async #fit(images: Iterable<ImageInput> | AsyncIterable<ImageInput>, { signal, onProgress, modelId }: FitOptions, mode: 'fit' | 'update', maxStagedPatches: number) {
+  async #fit(images: Iterable<ImageInput> | AsyncIterable<ImageInput>, { signal, onProgress, modelId, shards }: FitOptions, mode: 'fit' | 'update', maxStagedPatches: number) {
     const started = performance.now();
     const n = this.#native;
     const auto = mode === 'fit' && this.#headAuto;
     const engines = auto ? [n, await native().createEngine({ ...n.options(), head: !n.options().head })] : [n];
     try {
-      const r = await this.#transaction(engines, images, { signal, onProgress }, mode, maxStagedPatches, started);
+      const r = await this.#transaction(engines, images, { signal, onProgress, shards }, mode, maxStagedPatches, started);
       await this.#record(mode, modelId, r.sizes);
       return r;
     } finally {
@@ -321,13 +346,13 @@ export class Engine extends Scorer<ScoreResult, NativeScore> {
   }
 
   // The transaction itself, over one engine or (head: 'auto') two.
-  async #transaction(engines: NativeEngine[], images: Iterable<ImageInput> | AsyncIterable<ImageInput>, { signal, onProgress }: FitOptions, mode: 'fit' | 'update', maxStagedPatches: number, started: number) {
+  async #transaction(engines: NativeEngine[], images: Iterable<ImageInput> | AsyncIterable<ImageInput>, { signal, onProgress, shards }: FitOptions, mode: 'fit' | 'update', maxStagedPatches: number, started: number) {
     const [n] = engines;
     const auto = engines.length > 1;
     const options = this.calibrationOptions;
     const batchSize = n.options().batchSize;
     const r = await fitTransaction(engines, images, {
-      what: 'engine', mode, maxStagedPatches, signal, onProgress: onProgress && ((p) => onProgress(p)), calibration: options, input: this.#input,
+      what: 'engine', mode, maxStagedPatches, signal, onProgress: onProgress && ((p) => onProgress(p)), calibration: options, input: this.#input, shards,
       ...(auto ? { headCheck: headCheckPicker } : {}),
     }, async (staged, perEngine, control) => {
       let kept = 0;
@@ -365,6 +390,15 @@ export class Engine extends Scorer<ScoreResult, NativeScore> {
     this.hash = hash;
     this.#native.setMetadata(this.#metadata(this.calibration));
   }
+}
+
+/** `shards` checked: absent, or an Iterable or AsyncIterable (not with head: 'auto'); each item is checked as it is read. Throws ERR_INVALID_OPTION. */
+function checkShards(shards: unknown, headAuto: boolean): FitOptions['shards'] {
+  if (shards === undefined) return undefined;
+  if (shards === null || typeof shards !== 'object' || !(Symbol.iterator in shards || Symbol.asyncIterator in shards) || shards instanceof Uint8Array)
+    throw new ReconpatchError('ERR_INVALID_OPTION', 'shards must be an Iterable or AsyncIterable of Uint8Array (the bytes Engine.stage returned)');
+  if (headAuto) throw new ReconpatchError('ERR_INVALID_OPTION', "head: 'auto' cannot fit from shards (its check needs the images themselves); fit from shards with head true or false");
+  return shards as FitOptions['shards'];
 }
 
 function checkLoadOptions(options: LoadOptions): void {

@@ -13,7 +13,7 @@ import { ReconpatchError } from '../errors.js';
 import { type DecodePolicy, type ImageInput, describeInput, toRawFrame } from '../io/images.js';
 import type { NativeEngine, RawFrame } from '../native.js';
 import type { CalibrationOptions } from '../options.js';
-import type { ImageSizes } from './model_info.js';
+import { type ImageSizes, mergeSizes } from './model_info.js';
 
 /**
  * A fit or scoring stage's progress. `total` is undefined when the input's length is unknown.
@@ -80,6 +80,11 @@ export interface StageFitOptions {
   input: DecodePolicy;
   /** `head: 'auto'`: picks, from the fit's total (undefined: unknown), the images held out for the head check. */
   headCheck?: (total: number | undefined) => (index: number) => boolean;
+  /**
+   * Fit only: features staged by other engines ({@link stageShard}) that the models are built
+   * from. Then every image is held out: the images are the good images calibration scores.
+   */
+  shards?: Iterable<Uint8Array> | AsyncIterable<Uint8Array>;
 }
 
 export interface StagedFit {
@@ -163,26 +168,144 @@ export function abortFit(engines: NativeEngine[]): void {
   for (const e of engines) e.fitAbort();
 }
 
-/** See the module comment. Throws ERR_INVALID_OPTION, ERR_INPUT, ERR_INVALID_IMAGE, ERR_EMPTY_TRAINING_SET, ERR_ABORTED, ERR_CALLBACK. */
+/** See the module comment. Throws ERR_INVALID_OPTION, ERR_INPUT, ERR_INVALID_IMAGE, ERR_EMPTY_TRAINING_SET, ERR_ABORTED, ERR_CALLBACK (ERR_MODEL_FILE for a damaged shard). */
 export async function stageFit(
   engines: NativeEngine[],
   images: Iterable<ImageInput> | AsyncIterable<ImageInput>,
   control: FitControl,
-  { mode, maxStagedPatches, onProgress, calibration, batchSize, input, headCheck }: StageFitOptions,
+  { mode, maxStagedPatches, onProgress, calibration, batchSize, input, headCheck, shards }: StageFitOptions,
 ): Promise<StagedFit> {
-  if (images === null || typeof images !== 'object' || !(Symbol.iterator in images || Symbol.asyncIterator in images))
-    throw new ReconpatchError('ERR_INVALID_OPTION', `${mode} expects an Iterable or AsyncIterable of images`);
+  checkIterable(images, mode);
   control.check();
   const total = Array.isArray(images) ? images.length : undefined;
   // A fit within a staged-patch budget reduces staged images to part of their patches, so they
   // cannot be scored leave-one-out: it holds out a share of the images instead (10% unless set).
+  // A fit from shards holds out every image: its banks come from the shards.
   const holdout = calibration.holdout > 0 ? calibration.holdout : maxStagedPatches > 0 ? BUDGET_HOLDOUT : 0;
-  const heldOut = calibration.enabled ? holdoutPicker(total, holdout, calibration.minImages) : () => false;
-  const leaveOut = calibration.enabled && holdout === 0 ? calibration.maxImages : 0;
+  const heldOut = shards ? () => true : calibration.enabled ? holdoutPicker(total, holdout, calibration.minImages) : () => false;
+  const leaveOut = calibration.enabled && holdout === 0 && !shards ? calibration.maxImages : 0;
   const forCheck = headCheck ? headCheck(total) : () => false;
+  for (const e of engines) e.fitBegin(mode, maxStagedPatches);
+  let fromShards = 0;
+  let sizes: ImageSizes | null = null;
+  let k = 0;
+  for await (const bytes of shards ? inputOf(shards, 'shards') : []) {
+    if (!(bytes instanceof Uint8Array)) throw new ReconpatchError('ERR_INVALID_OPTION', `shard ${k} is not a Uint8Array (the bytes Engine.stage returned)`);
+    const buffer = Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    try {
+      for (const e of engines) {
+        const r = await e.fitAddStaged(buffer, `shard ${k}`);
+        if (e === engines[0]) {
+          fromShards += r.images;
+          sizes = mergeSizes(sizes, shardSizes(r.metadata));
+        }
+      }
+    } catch (err) {
+      throw control.explain(err);
+    }
+    k++;
+    control.call(onProgress, { stage: 'embed', done: fromShards, total: undefined }, undefined);
+    control.check();
+  }
+  if (shards && k === 0) throw new ReconpatchError('ERR_EMPTY_TRAINING_SET', `${mode} received no shards; pass the bytes of at least one Engine.stage call`);
+  const role = (i: number) => (heldOut(i) ? 'calibrate' : forCheck(i) ? 'check' : 'fit');
+  const embedded = await embedImages(engines, images, control, { mode, batchSize, input, role, onProgress });
+  if (embedded.done === 0 && fromShards === 0)
+    throw new ReconpatchError('ERR_EMPTY_TRAINING_SET', `${mode} received no images; pass at least one image of a good (defect-free) part`);
+  const { calibrationFrames, checkFrames } = embedded;
+  let count = embedded.embedded + fromShards;
+  if (count === 0) {
+    // Everything was held out (a 1-image stream): use it for the banks instead.
+    const all = [...calibrationFrames.splice(0), ...checkFrames.splice(0)];
+    for (const e of engines) await e.fitAdd(all);
+    count = all.length;
+  }
+  for (const [m, e] of engines.entries()) {
+    let received = 0;
+    try {
+      const queued = await e.fitEnd((stage, d, t, value) => {
+        received++;
+        control.call(onProgress, { stage: stage as Progress['stage'], done: d, total: t, ...(stage === 'head' ? { loss: value } : {}) }, m);
+      }, leaveOut);
+      // Progress calls travel apart from the result: take them all before going on.
+      while (received < queued) await new Promise((resolve) => setImmediate(resolve));
+    } catch (err) {
+      throw control.explain(err);
+    }
+    control.check();
+  }
+  return { images: count, calibrationFrames, checkFrames, sizes: (shards ? mergeSizes(sizes, embedded.sizes) : embedded.sizes) ?? embedded.sizes };
+}
+
+/** What {@link stageShard} hands over: the staged features as bytes, and what they hold. */
+export interface StagedShard {
+  /** The staged features (a versioned, checksummed file: `Engine.fit(images, { shards })` on an engine with the same options reads it). */
+  bytes: Buffer;
+  /** Images embedded. */
+  images: number;
+  /** Their patches (also those a budget reduced away). */
+  patches: number;
+  /** Feature rows the bytes carry (at most `maxStagedPatches` when set). */
+  rows: number;
+  /** The range of the images' sizes. */
+  sizes: ImageSizes;
+}
+
+/**
+ * A distributed fit's shard: the images embedded into `engine`'s staging (reduced within
+ * `maxStagedPatches` as a bounded fit reduces) and handed over as bytes; the engine's model is
+ * untouched. Throws as stageFit does.
+ */
+export async function stageShard(
+  engine: NativeEngine, images: Iterable<ImageInput> | AsyncIterable<ImageInput>, control: FitControl,
+  { maxStagedPatches, batchSize, input, onProgress }: Pick<StageFitOptions, 'maxStagedPatches' | 'batchSize' | 'input' | 'onProgress'>,
+): Promise<StagedShard> {
+  checkIterable(images, 'stage');
+  control.check();
+  engine.fitBegin('fit', maxStagedPatches);
+  try {
+    const r = await embedImages([engine], images, control, { mode: 'stage', batchSize, input, role: () => 'fit', onProgress });
+    if (r.done === 0) throw new ReconpatchError('ERR_EMPTY_TRAINING_SET', 'stage received no images; pass at least one image of a good (defect-free) part');
+    const { bytes, images: count, patches, rows } = await engine.fitTakeStaged(JSON.stringify({ sizes: r.sizes }));
+    return { bytes, images: count, patches, rows, sizes: r.sizes };
+  } catch (err) {
+    engine.fitAbort();
+    throw control.explain(err);
+  }
+}
+
+/** The image size range a shard's metadata records (null when it records none). */
+function shardSizes(metadata: string): ImageSizes | null {
+  try {
+    const s = (JSON.parse(metadata) as { sizes?: ImageSizes }).sizes;
+    return s && ['minWidth', 'maxWidth', 'minHeight', 'maxHeight'].every((k) => Number.isInteger(s[k as keyof ImageSizes])) ? s : null;
+  } catch {
+    return null;
+  }
+}
+
+function checkIterable(images: unknown, verb: string): asserts images is Iterable<ImageInput> | AsyncIterable<ImageInput> {
+  if (images === null || typeof images !== 'object' || !(Symbol.iterator in images || Symbol.asyncIterator in images))
+    throw new ReconpatchError('ERR_INVALID_OPTION', `${verb} expects an Iterable or AsyncIterable of images`);
+}
+
+interface EmbedOptions {
+  mode: string;
+  batchSize: number;
+  input: DecodePolicy;
+  /** Where image `index` goes: the banks, calibration, or the head check. */
+  role: (index: number) => 'fit' | 'calibrate' | 'check';
+  onProgress?: (p: Progress, member: number | undefined) => void;
+}
+
+/**
+ * One pass over the input: each batch decoded once and embedded into every engine (`fitAdd`),
+ * the images held out (by `role`) decoded and kept aside.
+ */
+async function embedImages(engines: NativeEngine[], images: Iterable<ImageInput> | AsyncIterable<ImageInput>, control: FitControl, { mode, batchSize, input, role: roleOf, onProgress }: EmbedOptions) {
+  const total = Array.isArray(images) ? images.length : undefined;
   const calibrationFrames: RawFrame[] = [];
   const checkFrames: RawFrame[] = [];
-  for (const e of engines) e.fitBegin(mode, maxStagedPatches);
   const sizes: ImageSizes = { minWidth: Infinity, maxWidth: 0, minHeight: Infinity, maxHeight: 0 };
   let done = 0;
   let embedded = 0;
@@ -198,7 +321,7 @@ export async function stageFit(
     }
     // Held-out nominal images are kept aside for calibration, not put in the banks.
     // Calibration's picks first; the head check takes its own from the rest.
-    const role = decoded.map((_, j) => (heldOut(done + j) ? 'calibrate' : forCheck(done + j) ? 'check' : 'fit'));
+    const role = decoded.map((_, j) => roleOf(done + j));
     const keep = decoded.filter((_, j) => role[j] === 'fit');
     const aside = decoded.filter((_, j) => role[j] === 'calibrate');
     const checked = decoded.filter((_, j) => role[j] === 'check');
@@ -232,36 +355,14 @@ export async function stageFit(
   }
   if (pending.length > 0) await flush();
   control.check();
-  if (done === 0)
-    throw new ReconpatchError('ERR_EMPTY_TRAINING_SET', `${mode} received no images; pass at least one image of a good (defect-free) part`);
-  if (embedded === 0) {
-    // Everything was held out (a 1-image stream): use it for the banks instead.
-    const all = [...calibrationFrames.splice(0), ...checkFrames.splice(0)];
-    for (const e of engines) await e.fitAdd(all);
-    embedded = all.length;
-  }
-  for (const [m, e] of engines.entries()) {
-    let received = 0;
-    try {
-      const queued = await e.fitEnd((stage, d, t, value) => {
-        received++;
-        control.call(onProgress, { stage: stage as Progress['stage'], done: d, total: t, ...(stage === 'head' ? { loss: value } : {}) }, m);
-      }, leaveOut);
-      // Progress calls travel apart from the result: take them all before going on.
-      while (received < queued) await new Promise((resolve) => setImmediate(resolve));
-    } catch (err) {
-      throw control.explain(err);
-    }
-    control.check();
-  }
-  return { images: embedded, calibrationFrames, checkFrames, sizes };
+  return { done, embedded, calibrationFrames, checkFrames, sizes };
 }
 
 /**
  * The input, with an error thrown by the caller's own iterable reported as ERR_INPUT (its error
  * as `cause`) rather than as if reconpatch had failed.
  */
-async function* inputOf<T>(images: Iterable<T> | AsyncIterable<T>): AsyncGenerator<T> {
+async function* inputOf<T>(images: Iterable<T> | AsyncIterable<T>, what = 'images'): AsyncGenerator<T> {
   const it: Iterator<T> | AsyncIterator<T> = Symbol.asyncIterator in images ? (images as AsyncIterable<T>)[Symbol.asyncIterator]() : (images as Iterable<T>)[Symbol.iterator]();
   let finished = false;
   try {
@@ -271,7 +372,7 @@ async function* inputOf<T>(images: Iterable<T> | AsyncIterable<T>): AsyncGenerat
         r = await it.next();
       } catch (err) {
         finished = true;
-        throw new ReconpatchError('ERR_INPUT', `fit: the images iterable threw (${err instanceof Error ? err.message : String(err)})`, { cause: err });
+        throw new ReconpatchError('ERR_INPUT', `fit: the ${what} iterable threw (${err instanceof Error ? err.message : String(err)})`, { cause: err });
       }
       if (r.done) {
         finished = true;

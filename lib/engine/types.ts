@@ -39,6 +39,30 @@ export interface FitOptions {
    * up to 128. Default: the id the engine's model already has, else a new UUID.
    */
   modelId?: string;
+  /**
+   * Builds the model from features staged elsewhere ({@link Engine.stage} on engines with the same
+   * options: a distributed fit's shards) instead of from `images`; `images` are then good images
+   * held out for calibration only (scored against the new model, never put in the bank). The
+   * shards are merged and reduced within `maxStagedPatches` as a bounded fit's batches are.
+   * A shard staged with another backbone or other options: ERR_INVALID_OPTION; damaged bytes:
+   * ERR_MODEL_FILE; no shards: ERR_EMPTY_TRAINING_SET. Not with `head: 'auto'`. An AsyncIterable
+   * is read one shard at a time (a merge holds one shard's bytes, not all of them).
+   */
+  shards?: Iterable<Uint8Array> | AsyncIterable<Uint8Array>;
+}
+
+/**
+ * Options of {@link Engine.stage}.
+ * @example
+ * const shard = await engine.stage(shardImages, { maxStagedPatches: 100_000 });
+ */
+export interface StageOptions {
+  /** Aborts the staging; the engine keeps its model. */
+  signal?: AbortSignal;
+  /** Called after each batch (stage `'embed'`). */
+  onProgress?: (p: Progress) => void;
+  /** As in {@link FitOptions.maxStagedPatches}: the staged rows are reduced to stay within it. Default: unbounded. */
+  maxStagedPatches?: number;
 }
 
 /**

@@ -17,6 +17,8 @@ import { type Job, Queue, QueueEvents } from 'bullmq';
 
 import { ReconpatchError } from '../errors.js';
 import type { RawImage } from '../io/images.js';
+import { DEFAULT_FIT_QUEUE, type FleetFitResult } from './fit_jobs.js';
+import { type FleetFitOptions, FitSubmitter, planFit } from './fit_client.js';
 import { CONNECT_TIMEOUT_MS, DEFAULT_QUEUE, INLINE_FRAME_MAX_BYTES, JOB_ATTEMPTS, KEEP_RESULTS, type JobFrame, type ScoreJobData, type Verdict, checkJobId, checkQueueName, inlineFrame, readyWithin } from './protocol.js';
 
 /** Options of {@link FleetClient}. */
@@ -29,6 +31,8 @@ export interface FleetClientOptions {
   maxInFlight?: number;
   /** Give up with ERR_QUEUE when Redis does not answer this soon at the first call (ms; default CONNECT_TIMEOUT_MS = 10 s). */
   connectTimeoutMs?: number;
+  /** The queue of distributed fit jobs (default `'reconpatch-fit'`): the workers' `--fit-queue`. */
+  fitQueue?: string;
   /** Give up waiting for a verdict after this long (ms; default 0 = wait as long as it takes; the job stays queued). */
   timeoutMs?: number;
 }
@@ -73,6 +77,8 @@ export class FleetClient {
   readonly #timeoutMs: number;
   readonly #redis: string;
   readonly #connectTimeoutMs: number;
+  readonly #fitQueue: string;
+  #fits: FitSubmitter | null = null;
   #ready: Promise<void> | null = null;
   #tried = false;
   #connected = false;
@@ -83,6 +89,7 @@ export class FleetClient {
     if (!Number.isInteger(maxInFlight) || maxInFlight < 1) throw new ReconpatchError('ERR_INVALID_OPTION', `maxInFlight must be an integer of at least 1, got ${maxInFlight}`);
     if (!Number.isFinite(timeoutMs) || timeoutMs < 0) throw new ReconpatchError('ERR_INVALID_OPTION', `timeoutMs must be 0 or more, got ${timeoutMs}`);
     const queue = checkQueueName(options.queue ?? DEFAULT_QUEUE);
+    this.#fitQueue = checkQueueName(options.fitQueue ?? DEFAULT_FIT_QUEUE);
     this.#redis = redis;
     this.#maxInFlight = maxInFlight;
     this.#timeoutMs = timeoutMs;
@@ -152,6 +159,28 @@ export class FleetClient {
     }
   }
 
+  /**
+   * A distributed fit: the images (paths on storage the workers share) are split into shard jobs
+   * that workers embed in parallel, each reducing its patches within `maxStagedPatches`; one merge
+   * job then builds the model from the shards, calibrates it on the held-out images and publishes
+   * it to the workers' store as `modelId`'s current version. Resolves with what was published.
+   * Throws the first failing job's code (ERR_INVALID_IMAGE, ERR_INVALID_OPTION, ...), ERR_ABORTED
+   * (`signal`), ERR_QUEUE.
+   * @example
+   * const r = await fleet.fit(goodPaths, { modelId: 'line3-cam2', engine: { backbone: '/srv/backbones/mobilenet_v1_imagenet.pt' }, shards: 4 });
+   * console.log(r.version, r.threshold);
+   */
+  async fit(images: string[], options: FleetFitOptions): Promise<FleetFitResult> {
+    planFit(images, options); // bad options fail before anything connects
+    await this.#connect();
+    if (!this.#fits) {
+      const fits = new FitSubmitter(this.#redis, this.#fitQueue);
+      await readyWithin(fits.ready(), this.#connectTimeoutMs, this.#redis);
+      this.#fits = fits;
+    }
+    return this.#fits.fit(images, options);
+  }
+
   /** Jobs waiting, running, and finished but kept (for the dashboard or a health check). */
   async counts(): Promise<{ waiting: number; active: number; completed: number; failed: number; delayed: number }> {
     const c = await this.#queue.getJobCounts('waiting', 'active', 'completed', 'failed', 'delayed');
@@ -161,6 +190,7 @@ export class FleetClient {
   /** Closes the connections (jobs already submitted stay in the queue and are scored). */
   async close(): Promise<void> {
     if (this.#ready) await this.#ready.catch(() => {});
+    await this.#fits?.close();
     if (this.#connected || !this.#tried) {
       await Promise.all([this.#events.close(), this.#queue.close()]);
       return;

@@ -1,7 +1,7 @@
 /**
  * reconpatch/fleet: beyond one process. The model store (versions by id, the current one,
- * rollback) that workers and the service read models from; scoring workers on a Redis queue
- * (BullMQ) and the client that submits frames to them.
+ * rollback) that workers and the service read models from; workers on a Redis queue (BullMQ) that
+ * score frames and run distributed fits, and the client that submits both.
  * @example
  * import { DirectoryModelStore, FleetClient } from 'reconpatch/fleet';
  * const store = new DirectoryModelStore('/srv/models');
@@ -13,6 +13,9 @@ export { DirectoryModelStore, loadStoredModel } from './store.js';
 export type { ModelStore, StoreModel, StoredVersion } from './store.js';
 export { FleetClient } from './client.js';
 export type { FleetClientOptions, FrameInput, FrameItem, SubmitOptions } from './client.js';
+export type { FleetFitOptions } from './fit_client.js';
+export { DEFAULT_FIT_BUDGET, DEFAULT_FIT_QUEUE, DEFAULT_SHARD_IMAGES } from './fit_jobs.js';
+export type { FitJobProgress, FleetFitResult, ShardResult } from './fit_jobs.js';
 export { FleetWorker, threadsFor } from './worker.js';
 export type { FleetWorkerOptions } from './worker.js';
 export { DEFAULT_QUEUE, INLINE_FRAME_MAX_BYTES, JOB_ATTEMPTS, KEEP_RESULTS, STALLED_DEFAULTS } from './protocol.js';

@@ -8,6 +8,8 @@
  *   <dir>/<id>/versions/<version>.json   its StoredVersion record (without `file`)
  *   <dir>/<id>/head.json                 { current, history }: the current version and the
  *                                        versions in the order they were made current
+ *   <dir>/.parts/<fit>/<name>            a distributed fit's scratch files (staged shards),
+ *                                        dropped when the fit publishes ('.parts' is no model id)
  * A reader never sees a half-written model: head.json names a version only after its files are
  * in place. Writers of one id take a lock directory (<dir>/<id>/.lock) for the read-modify-write
  * of head.json, so two publishers cannot lose each other's history.
@@ -59,6 +61,12 @@ export interface ModelStore {
   read(id: string, version?: string): Promise<{ entry: StoredVersion; bytes: Buffer }>;
   /** Makes the version current before this one (or `version`) current again. Throws ERR_MODEL_NOT_FOUND, or ERR_INVALID_OPTION when there is none before. */
   rollback(id: string, version?: string): Promise<StoredVersion>;
+  /** A distributed fit's scratch file (a staged shard), kept apart from the models. Throws ERR_IO. */
+  writePart(fit: string, name: string, bytes: Uint8Array): Promise<void>;
+  /** Throws ERR_IO when the part is not there (the fit was cancelled, or its parts dropped). */
+  readPart(fit: string, name: string): Promise<Buffer>;
+  /** Removes every part of one fit (nothing when there is none). */
+  dropParts(fit: string): Promise<void>;
 }
 
 interface Head {
@@ -171,6 +179,30 @@ export class DirectoryModelStore implements ModelStore {
 
   #recordFile(id: string, version: string): string {
     return path.join(this.dir, id, 'versions', `${version}.json`);
+  }
+
+  async writePart(fit: string, name: string, bytes: Uint8Array): Promise<void> {
+    const file = this.#partFile(fit, name);
+    await mkdir(path.dirname(file), { recursive: true }).catch((err: NodeJS.ErrnoException) => {
+      throw new ReconpatchError('ERR_IO', `cannot create the fit's scratch folder in '${this.dir}' (${err.code ?? String(err)}); check it is writable`, { cause: err });
+    });
+    await writeFileAtomically(file, bytes, 'staged shard');
+  }
+
+  async readPart(fit: string, name: string): Promise<Buffer> {
+    return readFile(this.#partFile(fit, name)).catch((err: NodeJS.ErrnoException) => {
+      throw new ReconpatchError('ERR_IO', `cannot read part '${name}' of fit '${fit}' from the store (${err.code ?? String(err)}); stage it again`, { cause: err });
+    });
+  }
+
+  async dropParts(fit: string): Promise<void> {
+    await rm(path.dirname(this.#partFile(fit, 'x')), { recursive: true, force: true });
+  }
+
+  #partFile(fit: string, name: string): string {
+    if (checkIdQuietly(fit) === null || checkIdQuietly(name) === null)
+      throw new ReconpatchError('ERR_INVALID_OPTION', `a fit id and part name are letters, digits, '.', '_' or '-', got ${JSON.stringify(fit)} / ${JSON.stringify(name)}`);
+    return path.join(this.dir, '.parts', fit, name);
   }
 
   async #head(id: string): Promise<Head> {

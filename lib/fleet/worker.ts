@@ -1,7 +1,8 @@
 /**
- * A scoring worker: a BullMQ Worker that takes score jobs from Redis, scores each frame with the
+ * A fleet worker: a BullMQ Worker that takes score jobs from Redis, scores each frame with the
  * current version of the job's model (from a model store, through the LRU in ./model_cache.ts)
- * and returns the verdict as the job's result.
+ * and returns the verdict as the job's result; and a second one that takes a distributed fit's
+ * shard and merge jobs (./fit_jobs.ts), one at a time.
  *
  * Failures are split by who can fix them. A bad frame, an unknown model or a model that does not
  * load here completes the job with a verdict carrying the typed error: a retry cannot help, and
@@ -16,6 +17,7 @@ import { performance } from 'node:perf_hooks';
 import { type Job, Worker } from 'bullmq';
 
 import { ReconpatchError } from '../errors.js';
+import { CANCEL_TTL_S, DEFAULT_FIT_QUEUE, type FitJobData, cancelKey, processFitJob } from './fit_jobs.js';
 import { ModelCache } from './model_cache.js';
 import { CONNECT_TIMEOUT_MS, DEFAULT_QUEUE, STALLED_DEFAULTS, type ScoreJobData, type Verdict, type VerdictError, checkQueueName, frameInput, readyWithin } from './protocol.js';
 import { DirectoryModelStore, type ModelStore } from './store.js';
@@ -40,6 +42,8 @@ export interface FleetWorkerOptions {
   maxStalledCount?: number;
   /** When set, frames by reference must lie below this directory. */
   sharedRoot?: string;
+  /** The queue of distributed fit jobs (default DEFAULT_FIT_QUEUE), or false to take none. Fit jobs run one at a time, on every core. */
+  fitQueue?: string | false;
   /** Give up with ERR_QUEUE when Redis does not answer this soon at start (ms; default CONNECT_TIMEOUT_MS = 10 s). Later outages are waited out. */
   connectTimeoutMs?: number;
   /** One line per event worth a log (a model loaded or failing, a job failing, Redis errors); default: stderr. */
@@ -70,6 +74,7 @@ export class FleetWorker {
   readonly threads: number;
   readonly name = `${os.hostname()}:${process.pid}`;
   readonly #worker: Worker<ScoreJobData, Verdict>;
+  readonly #fitWorker: Worker<FitJobData> | null;
   readonly #models: ModelCache;
   readonly #sharedRoot: string | undefined;
   readonly #log: (line: string) => void;
@@ -99,6 +104,24 @@ export class FleetWorker {
       maxStalledCount: positive('maxStalledCount', options.maxStalledCount, 0) ?? STALLED_DEFAULTS.maxStalledCount,
       autorun: false,
     });
+    const fitQueue = options.fitQueue === false ? null : checkQueueName(options.fitQueue ?? DEFAULT_FIT_QUEUE);
+    this.#fitWorker = fitQueue === null ? null : new Worker<FitJobData>(fitQueue, async (job, _token, signal) => {
+      const redis = await this.#fitWorker!.getBackend().client;
+      return processFitJob(job, {
+        store, sharedRoot: this.#sharedRoot, threads: options.threads ?? cores(), worker: this.name,
+        cancelled: async (fit) => (await redis.get(cancelKey(fit))) !== null,
+        cancel: async (fit) => void (await redis.set(cancelKey(fit), '1', { EX: CANCEL_TTL_S })),
+      }, signal);
+    }, {
+      connection: { url: options.redis, maxRetriesPerRequest: null },
+      concurrency: 1,
+      lockDuration,
+      stalledInterval: positive('stalledInterval', options.stalledInterval, 100) ?? STALLED_DEFAULTS.stalledInterval,
+      maxStalledCount: positive('maxStalledCount', options.maxStalledCount, 0) ?? STALLED_DEFAULTS.maxStalledCount,
+      autorun: false,
+    });
+    this.#fitWorker?.on('error', () => {}); // the score worker's listener reports the outage
+    this.#fitWorker?.on('failed', (job, err) => this.#log(`fit job ${job?.id} failed (attempt ${job?.attemptsMade}): ${err.message}`));
     // Without a listener an ioredis error (Redis restarting) would be an unhandled 'error' event;
     // the connection reconnects by itself and the worker resumes.
     // Logged once per outage, not once per reconnect attempt.
@@ -126,12 +149,14 @@ export class FleetWorker {
   static async start(options: FleetWorkerOptions): Promise<FleetWorker> {
     const w = new FleetWorker(options);
     try {
-      await readyWithin(w.#worker.waitUntilReady(), options.connectTimeoutMs ?? CONNECT_TIMEOUT_MS, options.redis);
+      await readyWithin(Promise.all([w.#worker.waitUntilReady(), w.#fitWorker?.waitUntilReady()]), options.connectTimeoutMs ?? CONNECT_TIMEOUT_MS, options.redis);
     } catch (err) {
       void w.#worker.close(true).catch(() => {}); // BullMQ's close waits for a connection: not awaited
+      void w.#fitWorker?.close(true).catch(() => {});
       throw err;
     }
     void w.#worker.run().catch((err: Error) => w.#log(`worker stopped: ${err.message}`));
+    void w.#fitWorker?.run().catch((err: Error) => w.#log(`fit worker stopped: ${err.message}`));
     return w;
   }
 
@@ -143,7 +168,7 @@ export class FleetWorker {
   /** Stops taking jobs, lets the ones in flight finish, then disposes the models. Idempotent. */
   close(): Promise<void> {
     this.#closing ??= (async () => {
-      await this.#worker.close();
+      await Promise.all([this.#worker.close(), this.#fitWorker?.close()]);
       await this.#models.close();
     })();
     return this.#closing;

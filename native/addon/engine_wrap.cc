@@ -1,5 +1,5 @@
-// The NativeEngine ObjectWrap: one AsyncWorker per native call. A little over ~400 lines because
-// each of the engine's methods needs its own worker (options copied into a plain struct first).
+// The NativeEngine ObjectWrap: one AsyncWorker per native call. Over ~400 lines because each of
+// the engine's methods needs its own worker (options copied into a plain struct first).
 #include "addon/engine_wrap.h"
 
 #include "addon/addon.h"
@@ -210,6 +210,52 @@ class EncodeWorker : public PromiseWorker {
   std::unique_ptr<std::string> bytes_;
 };
 
+Napi::Object stagedInfoToJs(Napi::Env env, const rp::StagedShardInfo& info) {
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("images", static_cast<double>(info.images));
+  o.Set("patches", static_cast<double>(info.patches));
+  o.Set("rows", static_cast<double>(info.rows));
+  o.Set("metadata", info.metadata);
+  return o;
+}
+
+// A distributed fit's shard: the staged features as bytes, handed to JS without a copy.
+class TakeStagedWorker : public PromiseWorker {
+ public:
+  TakeStagedWorker(Napi::Env env, EnginePtr engine, LanePtr lane, std::string metadata)
+      : PromiseWorker(env, "reconpatch:fitTakeStaged", std::move(lane)), engine_(std::move(engine)), metadata_(std::move(metadata)) {}
+  void Run() override { bytes_ = std::make_unique<std::string>(engine_->fitTakeStaged(metadata_, &info_)); }
+  Napi::Value Result(Napi::Env env) override {
+    auto* owned = bytes_.release();
+    Napi::Object o = stagedInfoToJs(env, info_);
+    o.Set("bytes", Napi::Buffer<char>::New(env, owned->data(), owned->size(), [](Napi::Env, char*, std::string* s) { delete s; }, owned));
+    return o;
+  }
+
+ private:
+  EnginePtr engine_;
+  std::string metadata_;
+  std::unique_ptr<std::string> bytes_;
+  rp::StagedShardInfo info_;
+};
+
+// Staged features added in place (the JS buffer is kept alive, not copied).
+class AddStagedWorker : public PromiseWorker {
+ public:
+  AddStagedWorker(Napi::Env env, EnginePtr engine, LanePtr lane, const Napi::Buffer<char>& bytes, std::string label)
+      : PromiseWorker(env, "reconpatch:fitAddStaged", std::move(lane)), engine_(std::move(engine)), bytes_(bytes.Data(), bytes.Length()),
+        label_(std::move(label)), keepAlive_(Napi::Persistent(bytes.As<Napi::Object>())) {}
+  void Run() override { info_ = engine_->fitAddStaged(bytes_, label_); }
+  Napi::Value Result(Napi::Env env) override { return stagedInfoToJs(env, info_); }
+
+ private:
+  EnginePtr engine_;
+  std::string_view bytes_;
+  std::string label_;
+  Napi::ObjectReference keepAlive_;
+  rp::StagedShardInfo info_;
+};
+
 Napi::Array arrayArg(const Napi::CallbackInfo& info, size_t i) {
   if (info.Length() <= i || !info[i].IsArray()) throw makeError(info.Env(), "ERR_INVALID_IMAGE", "expected an array of raw frames");
   return info[i].As<Napi::Array>();
@@ -240,6 +286,7 @@ Napi::Function EngineWrap::Define(Napi::Env env) {
   return DefineClass(env, "NativeEngine",
                      {InstanceMethod<&EngineWrap::Info>("info"), InstanceMethod<&EngineWrap::Options>("options"),
                       InstanceMethod<&EngineWrap::FitBegin>("fitBegin"), InstanceMethod<&EngineWrap::FitAdd>("fitAdd"),
+                      InstanceMethod<&EngineWrap::FitTakeStaged>("fitTakeStaged"), InstanceMethod<&EngineWrap::FitAddStaged>("fitAddStaged"),
                       InstanceMethod<&EngineWrap::FitEnd>("fitEnd"), InstanceMethod<&EngineWrap::FitAbort>("fitAbort"),
                       InstanceMethod<&EngineWrap::ScorePending>("scorePending"),
                       InstanceMethod<&EngineWrap::LeaveOut>("leaveOut"),
@@ -328,6 +375,17 @@ Napi::Value EngineWrap::FitBegin(const Napi::CallbackInfo& info) {
 
 Napi::Value EngineWrap::FitAdd(const Napi::CallbackInfo& info) {
   return (new FitAddWorker(info.Env(), "reconpatch:fitAdd", live(info), lane_, arrayArg(info, 0)))->Start();
+}
+
+// fitTakeStaged(metadata: string) -> Promise<{ bytes: Buffer, images, patches, rows, metadata }>
+Napi::Value EngineWrap::FitTakeStaged(const Napi::CallbackInfo& info) {
+  return (new TakeStagedWorker(info.Env(), live(info), lane_, stringArg(info, 0, "metadata")))->Start();
+}
+
+// fitAddStaged(bytes: Buffer, label: string) -> Promise<{ images, patches, rows, metadata }>
+Napi::Value EngineWrap::FitAddStaged(const Napi::CallbackInfo& info) {
+  if (info.Length() < 1 || !info[0].IsBuffer()) throw makeError(info.Env(), "ERR_INVALID_OPTION", "staged features must be a Buffer");
+  return (new AddStagedWorker(info.Env(), live(info), lane_, info[0].As<Napi::Buffer<char>>(), stringArg(info, 1, "label")))->Start();
 }
 
 Napi::Value EngineWrap::FitEnd(const Napi::CallbackInfo& info) {

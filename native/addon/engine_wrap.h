@@ -23,6 +23,8 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
   Napi::Value Options(const Napi::CallbackInfo& info);
   Napi::Value FitBegin(const Napi::CallbackInfo& info);
   Napi::Value FitAdd(const Napi::CallbackInfo& info);
+  Napi::Value FitTakeStaged(const Napi::CallbackInfo& info);
+  Napi::Value FitAddStaged(const Napi::CallbackInfo& info);
   Napi::Value FitEnd(const Napi::CallbackInfo& info);
   Napi::Value FitAbort(const Napi::CallbackInfo& info);
   Napi::Value Cancel(const Napi::CallbackInfo& info);

@@ -23,6 +23,7 @@
 #include "core/pipeline/flat_l2_index.h"
 #include "core/memory.h"
 #include "core/io/model_file.h"
+#include "core/io/staged_file.h"
 #include "core/pipeline/patch_features.h"
 #include "core/pipeline/scorer.h"
 
@@ -548,9 +549,9 @@ void Engine::fitEnd(const StageProgressFn& progress, int64_t leaveOut) {
         for (auto& c : chunks) c = I.applyHead(*head, c);
       }
       CoresetOptions co = I.coresetOptions();
-      // With a staging budget, part of the patches were reduced away: keep the share of every
-      // patch seen that the ratio asks for, out of what is left.
-      if (I.stagingBudget > 0) co.count = std::min(rows, coresetSize(I.stagingPatches, co.ratio));
+      // When part of the patches were reduced away (a staging budget, or shards staged elsewhere):
+      // keep the share of every patch seen that the ratio asks for, out of what is left.
+      if (I.stagingPatches > rows) co.count = std::min(rows, coresetSize(I.stagingPatches, co.ratio));
       calls::stage("coreset");
       torch::Tensor selected;
       double radius2 = 0;  // every row kept: nothing lies outside the bank
@@ -586,6 +587,55 @@ void Engine::fitEnd(const StageProgressFn& progress, int64_t leaveOut) {
     I.stagingImages = 0;
     I.fitting = false;
     releaseFreedMemory();  // the staged features' blocks, kept by malloc for reuse
+  });
+}
+
+std::string Engine::fitTakeStaged(const std::string& metadata, StagedShardInfo* info) {
+  return guarded([&] {
+    std::lock_guard<std::mutex> lock(impl_->mutex);
+    auto& I = *impl_;
+    calls::Scope call(I.id, "fitTakeStaged", I.label.c_str());
+    RP_CHECK(I.fitting && I.fitMode == FitMode::Fit, Internal, "fitTakeStaged called outside a fit");
+    RP_CHECK(I.stagingImages > 0, EmptyTrainingSet, "the shard received no images; pass at least one image of a good (defect-free) part");
+    StagedFeatures f;
+    f.options = I.opts;
+    f.backboneSha256 = I.backbone->info().sha256;
+    f.images = I.stagingImages;
+    f.patches = I.stagingPatches;
+    f.metadata = metadata;
+    *info = StagedShardInfo{f.images, f.patches, I.staging.rows(), metadata};
+    auto chunks = I.staging.take();
+    std::string bytes = encodeStaged(f, chunks);
+    chunks.clear();
+    I.stagingImages = 0;
+    I.stagedImages.clear();
+    I.fitting = false;
+    releaseFreedMemory();
+    return bytes;
+  });
+}
+
+StagedShardInfo Engine::fitAddStaged(std::string_view bytes, const std::string& label) {
+  return guarded([&] {
+    std::lock_guard<std::mutex> lock(impl_->mutex);
+    auto& I = *impl_;
+    calls::Scope call(I.id, "fitAddStaged", I.label.c_str());
+    RP_CHECK(I.fitting && I.fitMode == FitMode::Fit, Internal, "fitAddStaged called outside a fit");
+    I.checkCancel("while adding staged features");
+    StagedFeatures f = decodeStaged(bytes, label);
+    RP_CHECK(f.backboneSha256 == I.backbone->info().sha256, InvalidOption,
+             label << " was staged with another backbone (SHA-256 " << f.backboneSha256.substr(0, 12) << "..., this engine's "
+                   << I.backbone->info().sha256.substr(0, 12) << "...); stage every shard with the merging engine's options");
+    const std::string differ = stagedOptionsDiffer(f.options, I.opts);
+    RP_CHECK(differ.empty(), InvalidOption, label << " was staged with other options (" << differ << "); stage every shard with the merging engine's options");
+    // Rows staged elsewhere have no image layout here: none of them is scored leave-one-out.
+    const int64_t rows = f.rows.size(0);
+    if (rows > 0) I.staging.append(f.rows);
+    f.rows = torch::Tensor();
+    I.stagingImages += f.images;
+    I.stagingPatches += f.patches;
+    if (I.stagingBudget > 0 && I.staging.rows() > I.stagingBudget) I.reduceStaging();
+    return StagedShardInfo{f.images, f.patches, rows, f.metadata};
   });
 }
 

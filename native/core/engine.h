@@ -43,6 +43,13 @@ struct LeaveOutResult {
   float mapMin = 0.f, mapMax = 0.f, mapMean = 0.f;  // its anomaly map (over the inspected window)
 };
 
+// What fitAddStaged took in: the shard's images and patches (also those its budget reduced away),
+// the rows it carried and the caller's metadata.
+struct StagedShardInfo {
+  int64_t images = 0, patches = 0, rows = 0;
+  std::string metadata;
+};
+
 // What a staged fit builds: a new model from the staged images alone, or the live model grown by
 // the staged images' patches that lie outside its coverage (update).
 enum class FitMode { Fit, Update };
@@ -99,6 +106,14 @@ class Engine {
   // The last fitEnd's leave-one-image-out results, in input order (empty when none were asked, or
   // when the bank holds rows of one image only).
   std::vector<LeaveOutResult> leaveOutResults() const;
+  // A distributed fit (lib/fleet/fit.ts). fitTakeStaged ends the fit in progress (fitBegin /
+  // fitAdd) by handing its staged features over as bytes (io/staged_file.h) instead of building a
+  // model: the live model is untouched. fitAddStaged adds such bytes, staged by an engine with the
+  // same backbone and feature options (else ErrorCode::InvalidOption), to this fit, as fitAdd adds
+  // images (reduced the same way under a budget; never scored leave-one-out). Both say what the
+  // bytes hold in `StagedShardInfo`.
+  std::string fitTakeStaged(const std::string& metadata, StagedShardInfo* info);
+  StagedShardInfo fitAddStaged(std::string_view bytes, const std::string& label);
   std::vector<ScoreResult> scorePending(const std::vector<RawImageView>& images);
   void fitCommit(const std::string& metadata);           // the pending model (and metadata) goes live
   void fitAbort();                                       // drops the staged features and the pending model

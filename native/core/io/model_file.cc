@@ -35,16 +35,6 @@ void hashTensor(Sha256& h, const torch::Tensor& t) {
   h.update(c.data_ptr(), c.nbytes());
 }
 
-std::string encodeTensor(const torch::Tensor& t) {
-  auto c = t.to(torch::kCPU).to(torch::kFloat32).contiguous();
-  std::string s;
-  s.push_back(0);  // float32
-  s.push_back(static_cast<char>(c.dim()));
-  for (int64_t d : c.sizes()) putU64(s, static_cast<uint64_t>(d));
-  s.append(static_cast<const char*>(c.data_ptr()), c.nbytes());
-  return s;
-}
-
 // Bounds-checked reader over a byte range; every failure is ErrorCode::ModelFile.
 class Reader {
  public:
@@ -66,6 +56,26 @@ class Reader {
   size_t pos_ = 0;
   std::string what_;
 };
+
+std::string statText(const ModelContents& m) {
+  std::ostringstream stats;
+  stats.precision(17);
+  stats << "trainImages=" << m.trainImages << "\ntrainPatches=" << m.trainPatches << "\ncoresetRadius=" << m.coresetRadius
+        << "\nupdates=" << m.updates << "\nupdateRows=" << m.updateRows << "\n";
+  return stats.str();
+}
+
+}  // namespace
+
+std::string encodeTensor(const torch::Tensor& t) {
+  auto c = t.to(torch::kCPU).to(torch::kFloat32).contiguous();
+  std::string s;
+  s.push_back(0);  // float32
+  s.push_back(static_cast<char>(c.dim()));
+  for (int64_t d : c.sizes()) putU64(s, static_cast<uint64_t>(d));
+  s.append(static_cast<const char*>(c.data_ptr()), c.nbytes());
+  return s;
+}
 
 torch::Tensor decodeTensor(const std::string& payload, const std::string& what) {
   Reader r(payload.data(), payload.size(), what);
@@ -95,16 +105,6 @@ torch::Tensor decodeTensor(const std::string& payload, const std::string& what) 
   return torch::from_blob(const_cast<char*>(data), dims, torch::kFloat32).clone();
 }
 
-std::string statText(const ModelContents& m) {
-  std::ostringstream stats;
-  stats.precision(17);
-  stats << "trainImages=" << m.trainImages << "\ntrainPatches=" << m.trainPatches << "\ncoresetRadius=" << m.coresetRadius
-        << "\nupdates=" << m.updates << "\nupdateRows=" << m.updateRows << "\n";
-  return stats.str();
-}
-
-}  // namespace
-
 std::string contentHash(const ModelContents& m) {
   Sha256 h;
   auto section = [&](const char* tag, std::string_view payload) {
@@ -129,23 +129,10 @@ std::string contentHash(const ModelContents& m) {
   return toHex(digest.data(), digest.size());
 }
 
-std::string encodeModel(const ModelContents& m) {
+std::string encodeSections(const char magic[8], uint32_t version, const Sections& sections) {
   std::string out;
-  out.append(kMagic, 8);
-  const bool torchvision = m.backboneKind == BackboneKind::Torchvision;
-  putU32(out, kModelFormatVersion);
-  std::vector<std::pair<const char*, std::string_view>> sections;
-  const std::string opts = toText(m.options), bank = encodeTensor(m.bank), stat = statText(m);
-  sections = {{"OPTS", opts}, {"BKNM", m.backboneName}, {"BKSH", m.backboneSha256}, {"BANK", bank}, {"STAT", stat}, {"META", m.metadata}};
-  if (m.backboneKind == BackboneKind::TorchScript) sections.push_back({"BKTS", m.backboneBlob});
-  if (torchvision) sections.push_back({"BKSD", m.backboneBlob});
-  std::string headW, headB;
-  if (m.headWeight.defined()) {
-    headW = encodeTensor(m.headWeight);
-    headB = encodeTensor(m.headBias);
-    sections.push_back({"HDFW", headW});
-    sections.push_back({"HDFB", headB});
-  }
+  out.append(magic, 8);
+  putU32(out, version);
   putU32(out, static_cast<uint32_t>(sections.size()));
   for (const auto& [tag, payload] : sections) putSection(out, tag, payload);
   Sha256 h;
@@ -155,25 +142,47 @@ std::string encodeModel(const ModelContents& m) {
   return out;
 }
 
-ModelContents decodeModel(std::string_view bytes, const std::string& what) {
-  RP_CHECK(bytes.size() >= 16 + 32 && std::memcmp(bytes.data(), kMagic, 8) == 0, ModelFile,
-           what << " is not a reconpatch model (bad header)");
+DecodedSections decodeSections(std::string_view bytes, const char magic[8], uint32_t maxVersion, const std::string& what,
+                               const char* kind, const char* fix) {
+  RP_CHECK(bytes.size() >= 16 + 32 && std::memcmp(bytes.data(), magic, 8) == 0, ModelFile,
+           what << " is not " << kind << " (bad header)");
   const size_t body = bytes.size() - 32;
   RP_CHECK(sha256Hex(bytes.data(), body) == toHex(reinterpret_cast<const uint8_t*>(bytes.data() + body), 32), ModelFile,
-           what << " is corrupted or truncated (checksum mismatch); re-save it from a fitted engine");
+           what << " is corrupted or truncated (checksum mismatch); " << fix);
   Reader r(bytes.data() + 8, body - 8, what);
-  const uint32_t version = r.u32();
-  RP_CHECK(version <= kModelFormatVersion && version >= 1, ModelFile,
-           what << " has format version " << version << "; this reconpatch reads up to " << kModelFormatVersion
+  DecodedSections d;
+  d.version = r.u32();
+  RP_CHECK(d.version <= maxVersion && d.version >= 1, ModelFile,
+           what << " has format version " << d.version << "; this reconpatch reads up to " << maxVersion
                 << ", upgrade reconpatch to load it");
   const uint32_t count = r.u32();
-  std::map<std::string, std::string> sections;
   for (uint32_t i = 0; i < count; ++i) {
     std::string tag(r.take(4), 4);
     uint64_t len = r.u64();
     RP_CHECK(len <= r.remaining(), ModelFile, what << " is truncated or corrupted");
-    sections[tag] = std::string(r.take(len), len);
+    d.sections[tag] = std::string(r.take(len), len);
   }
+  return d;
+}
+
+std::string encodeModel(const ModelContents& m) {
+  const bool torchvision = m.backboneKind == BackboneKind::Torchvision;
+  const std::string opts = toText(m.options), bank = encodeTensor(m.bank), stat = statText(m);
+  Sections sections = {{"OPTS", opts}, {"BKNM", m.backboneName}, {"BKSH", m.backboneSha256}, {"BANK", bank}, {"STAT", stat}, {"META", m.metadata}};
+  if (m.backboneKind == BackboneKind::TorchScript) sections.push_back({"BKTS", m.backboneBlob});
+  if (torchvision) sections.push_back({"BKSD", m.backboneBlob});
+  std::string headW, headB;
+  if (m.headWeight.defined()) {
+    headW = encodeTensor(m.headWeight);
+    headB = encodeTensor(m.headBias);
+    sections.push_back({"HDFW", headW});
+    sections.push_back({"HDFB", headB});
+  }
+  return encodeSections(kMagic, kModelFormatVersion, sections);
+}
+
+ModelContents decodeModel(std::string_view bytes, const std::string& what) {
+  auto sections = decodeSections(bytes, kMagic, kModelFormatVersion, what, "a reconpatch model", "re-save it from a fitted engine").sections;
   for (const char* need : {"OPTS", "BKNM", "BKSH", "BANK", "STAT"})
     RP_CHECK(sections.count(need), ModelFile, what << " lacks its " << need << " section");
   ModelContents m;

@@ -13,8 +13,11 @@
 #pragma once
 #include <torch/torch.h>
 
+#include <map>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "core/backbones/backbone.h"
 #include "core/options.h"
@@ -53,5 +56,24 @@ ModelContents decodeModel(std::string_view bytes, const std::string& what);
 // every save) and not the backbone blob (BKSH is its SHA-256). So it is the same for every
 // re-save of one model and for the model a file loads into. `backboneBlob` is not read.
 std::string contentHash(const ModelContents& model);
+
+// The container both reconpatch files use (this one, and staged features: staged_file.h):
+//   magic[8] | u32 version | u32 section count | sections | SHA-256 trailer.
+using Sections = std::vector<std::pair<const char*, std::string_view>>;
+std::string encodeSections(const char magic[8], uint32_t version, const Sections& sections);
+
+struct DecodedSections {
+  uint32_t version = 0;
+  std::map<std::string, std::string> sections;  // tag -> payload
+};
+// Checks the magic, the checksum and 1 <= version <= maxVersion. Throws ErrorCode::ModelFile;
+// `kind` says what the bytes should be ("a reconpatch model"), `fix` what to do about damage.
+DecodedSections decodeSections(std::string_view bytes, const char magic[8], uint32_t maxVersion, const std::string& what,
+                               const char* kind, const char* fix);
+
+// Tensors as the files store them (float32; see the layout above). decodeTensor refuses a
+// shape that does not match the payload and any non-finite value.
+std::string encodeTensor(const torch::Tensor& t);
+torch::Tensor decodeTensor(const std::string& payload, const std::string& what);
 
 }  // namespace rp

@@ -140,6 +140,28 @@ describe.skipIf(!redisServer)('fleet: distributed fit', () => {
     expect(readdirSync(path.join(storeDir, '.parts'))).toEqual([]);
   }, 120_000);
 
+  it('a worker SIGKILLed mid-shard: its shard is taken over (stalled-job recovery) and the fit publishes a model of every image', async () => {
+    const many = Array.from({ length: 8 }, () => train).flat(); // shards of a few seconds
+    let killed: string | null = null;
+    const r = await client.fit(many, {
+      modelId: 'survivor', engine: options, shards: 2,
+      onProgress: (p) => {
+        if (killed || !p.job.startsWith('shard-') || p.stage !== 'embed') return;
+        const victim = workers.find((w) => p.worker.endsWith(`:${w.pid}`));
+        if (!victim) return;
+        killed = p.job;
+        victim.kill('SIGKILL');
+      },
+    });
+    expect(killed).not.toBeNull();
+    expect(r.shards.reduce((n, s) => n + s.images, 0) + r.calibrationImages).toBe(many.length);
+    expect((await store.current('survivor')).version).toBe(r.version);
+    // Every shard finished on a worker still alive.
+    const alive = workers.filter((w) => w.exitCode === null && w.signalCode === null).map((w) => `:${w.pid}`);
+    expect(r.shards.every((s) => alive.some((a) => s.worker.endsWith(a)))).toBe(true);
+    workers.push(await startWorker(redis.url, storeDir)); // two workers again for the tests after this one
+  }, 120_000);
+
   it('reconpatch fit --redis: publishes to the workers\' store and prints the result; models list shows it', async () => {
     const { stdout } = await run(process.execPath, [cli, 'fit', '--redis', redis.url, '--fit-queue', FIT_QUEUE, '--model-id', 'from-cli', '--shards', '2',
       '--backbone', 'random_cnn', '--no-head', '--resize', 'none', '--seed', '1', '--json', ...train], { maxBuffer: 1 << 24 });

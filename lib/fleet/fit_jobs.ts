@@ -105,6 +105,8 @@ export interface FitJobProgress {
   stage: Progress['stage'] | 'publish';
   done: number;
   total?: number;
+  /** The worker running the job (`host:pid`). */
+  worker: string;
 }
 
 /** What a worker gives the fit jobs it runs. */
@@ -147,7 +149,7 @@ export async function processFitJob(job: Job<FitJobData>, ctx: FitJobContext, si
     const options = confinedOptions(data.options, ctx.sharedRoot);
     engine = await Engine.create({ ...options, threads: ctx.threads });
     const images = (list: string[]) => list.map((p) => frameInput({ kind: 'path', path: p }, ctx.sharedRoot) as string);
-    const report = progressReporter(job);
+    const report = progressReporter(job, ctx.worker);
     if (data.kind === 'shard') {
       const s = await engine.stage(images(data.images), { maxStagedPatches: data.maxStagedPatches, signal: abort.signal, onProgress: report });
       const part = `shard-${data.shard}`;
@@ -192,7 +194,7 @@ export async function processFitJob(job: Job<FitJobData>, ctx: FitJobContext, si
 }
 
 /** Progress to the queue, at most every 250 ms and at each stage's end (each report is a Redis write). */
-function progressReporter(job: Job<FitJobData>): (p: Progress | FitJobProgress) => void {
+function progressReporter(job: Job<FitJobData>, worker: string): (p: Progress | Omit<FitJobProgress, 'worker'>) => void {
   let last = 0;
   let stage = '';
   return (p) => {
@@ -200,7 +202,7 @@ function progressReporter(job: Job<FitJobData>): (p: Progress | FitJobProgress) 
     if (now - last < 250 && p.done !== p.total && p.stage === stage) return;
     stage = p.stage;
     last = now;
-    const progress: FitJobProgress = { stage: p.stage, done: p.done, ...(p.total === undefined ? {} : { total: p.total }) };
+    const progress: FitJobProgress = { stage: p.stage, done: p.done, ...(p.total === undefined ? {} : { total: p.total }), worker };
     void job.updateProgress(progress as unknown as object).catch(() => {});
   };
 }

@@ -3,7 +3,7 @@
 // get exactly one verdict each, equal to a local engine's score; a poison frame yields its error
 // code and the workers go on; publish and rollback switch versions between jobs; a version that
 // does not load leaves the previous one serving; a worker SIGKILLed mid-run loses nothing.
-import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -15,6 +15,7 @@ import { Engine } from '../lib/engine/engine.js';
 import { FleetClient } from '../lib/fleet/client.js';
 import { INLINE_FRAME_MAX_BYTES, type ScoredVerdict, type Verdict } from '../lib/fleet/protocol.js';
 import { DirectoryModelStore } from '../lib/fleet/store.js';
+import { type WorkerProc, startWorkerProcess } from './support/fleet.js';
 import { type RedisHandle, freePort, redisServer, startRedis } from './support/redis.js';
 import { repoRoot, syntheticDataset, tempDir } from './support/data.js';
 
@@ -22,29 +23,9 @@ const run = promisify(execFile);
 const cli = path.join(repoRoot, 'dist/cli/main.js');
 const QUEUE = 'fleet-test';
 
-interface WorkerProc {
-  child: ChildProcess;
-  stderr: () => string;
-}
-
-/** A `reconpatch worker` process, resolved once it says it is ready (short locks: a dead worker's job is taken over within ~2 s). */
-async function startWorker(redis: string, store: string, extra: string[] = []): Promise<WorkerProc> {
-  const child = spawn(process.execPath, [cli, 'worker', '--redis', redis, '--store', store, '--queue', QUEUE, '--threads', '1',
-    '--lock-duration', '1500', '--stalled-interval', '500', ...extra], { stdio: ['ignore', 'ignore', 'pipe'] });
-  let err = '';
-  child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
-  await new Promise<void>((resolve, reject) => {
-    const timer = setInterval(() => {
-      if (err.includes(' ready on queue ')) {
-        clearInterval(timer);
-        resolve();
-      } else if (child.exitCode !== null) {
-        clearInterval(timer);
-        reject(new Error(`worker exited with ${child.exitCode}:\n${err}`));
-      }
-    }, 50);
-  });
-  return { child, stderr: () => err };
+/** A worker on the test queue (short locks: a dead worker's job is taken over within ~2 s). */
+function startWorker(redis: string, store: string, extra: string[] = []): Promise<WorkerProc> {
+  return startWorkerProcess(redis, store, ['--queue', QUEUE, '--threads', '1', '--lock-duration', '1500', '--stalled-interval', '500', ...extra]);
 }
 
 const scored = (v: Verdict): ScoredVerdict => {

@@ -5,7 +5,7 @@
 // code and publishes nothing; a cancelled fit stops and publishes nothing; the CLI does the same.
 // On real data (../shared), a fit whose shards and merge reduce is within the stated tolerance of
 // the single-machine fit (docs/results.md, "Distributed fit").
-import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -18,6 +18,7 @@ import { FleetClient } from '../lib/fleet/client.js';
 import type { FitJobProgress } from '../lib/fleet/fit_jobs.js';
 import { DirectoryModelStore } from '../lib/fleet/store.js';
 import type { EngineOptions } from '../lib/options.js';
+import { type WorkerProc, startWorkerProcess } from './support/fleet.js';
 import { type RedisHandle, redisServer, startRedis } from './support/redis.js';
 import { SHARED_ABSENT, hasShared, repoRoot, sharedBackbones, sharedDatasets, syntheticDataset, tempDir } from './support/data.js';
 
@@ -25,24 +26,9 @@ const run = promisify(execFile);
 const cli = path.join(repoRoot, 'dist/cli/main.js');
 const FIT_QUEUE = 'fleet-fit-test';
 
-/** A `reconpatch worker` process taking fit jobs only (score jobs go to a queue nobody fills), resolved once ready. */
-async function startWorker(redis: string, store: string): Promise<ChildProcess & { log: () => string }> {
-  const child = spawn(process.execPath, [cli, 'worker', '--redis', redis, '--store', store, '--queue', `${FIT_QUEUE}-score`, '--fit-queue', FIT_QUEUE,
-    '--threads', '1', '--lock-duration', '3000', '--stalled-interval', '1000'], { stdio: ['ignore', 'ignore', 'pipe'] });
-  let err = '';
-  child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
-  await new Promise<void>((resolve, reject) => {
-    const timer = setInterval(() => {
-      if (err.includes(' ready on queue ')) {
-        clearInterval(timer);
-        resolve();
-      } else if (child.exitCode !== null) {
-        clearInterval(timer);
-        reject(new Error(`worker exited with ${child.exitCode}:\n${err}`));
-      }
-    }, 50);
-  });
-  return Object.assign(child, { log: () => err });
+/** A worker taking fit jobs only (score jobs go to a queue nobody fills). */
+function startWorker(redis: string, store: string): Promise<WorkerProc> {
+  return startWorkerProcess(redis, store, ['--queue', `${FIT_QUEUE}-score`, '--fit-queue', FIT_QUEUE, '--threads', '1', '--lock-duration', '3000', '--stalled-interval', '1000']);
 }
 
 describe.skipIf(!redisServer)('fleet: distributed fit', () => {
@@ -53,7 +39,7 @@ describe.skipIf(!redisServer)('fleet: distributed fit', () => {
   let store: DirectoryModelStore;
   let train: string[];
   let test: string[];
-  const workers: (ChildProcess & { log: () => string })[] = [];
+  const workers: WorkerProc[] = [];
   const options: EngineOptions = { head: false, backbone: 'random_cnn', resize: null, coreset: { ratio: 0.25 }, seed: 1, threads: 1 };
 
   beforeAll(async () => {
@@ -70,7 +56,7 @@ describe.skipIf(!redisServer)('fleet: distributed fit', () => {
 
   afterAll(async () => {
     await client?.close();
-    for (const w of workers) if (w.exitCode === null && w.signalCode === null) w.kill('SIGKILL');
+    for (const w of workers) if (w.child.exitCode === null && w.child.signalCode === null) w.child.kill('SIGKILL');
     await redis?.stop();
     rmSync(dir, { recursive: true, force: true });
   });
@@ -112,7 +98,7 @@ describe.skipIf(!redisServer)('fleet: distributed fit', () => {
     expect((await store.list()).length).toBe(before);
     // The shard that staged its images has its scratch file dropped: the fit cannot finish.
     await expect.poll(() => readdirSync(path.join(storeDir, '.parts')), { timeout: 10_000, interval: 100 }).toEqual([]);
-    expect(workers.every((w) => w.exitCode === null)).toBe(true);
+    expect(workers.every((w) => w.child.exitCode === null)).toBe(true);
   }, 60_000);
 
   it('bad options fail before anything is queued: head auto, no budget, too many shards, a relative backbone outside the shared root', async () => {
@@ -133,7 +119,7 @@ describe.skipIf(!redisServer)('fleet: distributed fit', () => {
     await expect(fit).rejects.toMatchObject({ code: 'ERR_ABORTED' });
     await expect(store.current('cancelled')).rejects.toMatchObject({ code: 'ERR_MODEL_NOT_FOUND' });
     // Every job of it stops (failed, not retried) within a few batches, and its scratch files go.
-    await expect.poll(() => workers.map((w) => (w.log().match(/fit job fit-\S+ failed/g) ?? []).length).reduce((a, b) => a + b), { timeout: 30_000, interval: 200 })
+    await expect.poll(() => workers.map((w) => (w.stderr().match(/fit job fit-\S+ failed/g) ?? []).length).reduce((a, b) => a + b), { timeout: 30_000, interval: 200 })
       .toBeGreaterThanOrEqual(1);
     const next = await client.fit(train, { modelId: 'after-cancel', engine: options, shards: 2 });
     expect((await store.current('after-cancel')).version).toBe(next.version);
@@ -147,17 +133,17 @@ describe.skipIf(!redisServer)('fleet: distributed fit', () => {
       modelId: 'survivor', engine: options, shards: 2,
       onProgress: (p) => {
         if (killed || !p.job.startsWith('shard-') || p.stage !== 'embed') return;
-        const victim = workers.find((w) => p.worker.endsWith(`:${w.pid}`));
+        const victim = workers.find((w) => p.worker.endsWith(`:${w.child.pid}`));
         if (!victim) return;
         killed = p.job;
-        victim.kill('SIGKILL');
+        victim.child.kill('SIGKILL');
       },
     });
     expect(killed).not.toBeNull();
     expect(r.shards.reduce((n, s) => n + s.images, 0) + r.calibrationImages).toBe(many.length);
     expect((await store.current('survivor')).version).toBe(r.version);
     // Every shard finished on a worker still alive.
-    const alive = workers.filter((w) => w.exitCode === null && w.signalCode === null).map((w) => `:${w.pid}`);
+    const alive = workers.filter((w) => w.child.exitCode === null && w.child.signalCode === null).map((w) => `:${w.child.pid}`);
     expect(r.shards.every((s) => alive.some((a) => s.worker.endsWith(a)))).toBe(true);
     workers.push(await startWorker(redis.url, storeDir)); // two workers again for the tests after this one
   }, 120_000);

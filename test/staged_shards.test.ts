@@ -4,7 +4,7 @@
 // shard is refused with a typed error and leaves the engine as it was.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import { Engine, type EngineOptions } from '../lib/index.js';
+import { Engine, type EngineOptions, type StagedShard } from '../lib/index.js';
 import { auroc } from '../lib/eval/metrics.js';
 import { syntheticDataset } from './support/data.js';
 
@@ -61,7 +61,7 @@ describe('Engine.stage and fit({ shards })', () => {
     const third = Math.ceil(fitted.length / 3);
     const parts = [fitted.slice(0, third), fitted.slice(third, 2 * third), fitted.slice(2 * third)];
     const budget = 512;
-    const shards = [];
+    const shards: StagedShard[] = [];
     for (const p of parts) shards.push(await a.stage(p, { maxStagedPatches: budget }));
     expect(shards.every((s) => s.rows <= budget && s.rows < s.patches)).toBe(true);
     let read = 0;

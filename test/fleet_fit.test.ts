@@ -101,10 +101,11 @@ describe.skipIf(!redisServer)('fleet: distributed fit', () => {
     expect(workers.every((w) => w.child.exitCode === null)).toBe(true);
   }, 60_000);
 
-  it('bad options fail before anything is queued: head auto, no budget, too many shards, a relative backbone outside the shared root', async () => {
+  it('bad options fail before anything is queued: head auto, no budget, too many shards, a fit id that is a path, a relative backbone path', async () => {
     await expect(client.fit(train, { modelId: 'x', engine: { ...options, head: 'auto' } })).rejects.toMatchObject({ code: 'ERR_INVALID_OPTION' });
     await expect(client.fit(train, { modelId: 'x', engine: options, maxStagedPatches: 0 })).rejects.toMatchObject({ code: 'ERR_INVALID_OPTION' });
     await expect(client.fit(train, { modelId: 'x', engine: options, shards: train.length + 1 })).rejects.toMatchObject({ code: 'ERR_INVALID_OPTION' });
+    await expect(client.fit(train, { modelId: 'x', engine: options, fitId: '../escape' })).rejects.toMatchObject({ code: 'ERR_INVALID_OPTION' });
     await expect(client.fit(train, { modelId: 'x', engine: { ...options, backbone: 'relative/dir/model.pt' }, shards: 1 }))
       .rejects.toMatchObject({ code: 'ERR_INVALID_OPTION', message: expect.stringContaining('the backbone path must be absolute') });
   }, 60_000);

@@ -130,6 +130,8 @@ export function planFit(images: string[], options: FleetFitOptions): { fit: stri
   }
   if (engine.head === 'auto') throw new ReconpatchError('ERR_INVALID_OPTION', "head: 'auto' is not available to a distributed fit (its check needs the images on one machine); use head true or false");
   const fit = checkJobId(options.fitId ?? `fit-${randomUUID()}`);
+  // It names the fit's scratch folder too: the model id rule (no '/', no leading '.').
+  if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/.test(fit)) throw new ReconpatchError('ERR_INVALID_OPTION', `fitId must be letters, digits, '.', '_' or '-' (at most 128, starting with a letter or digit), got ${JSON.stringify(fit)}`);
   const maxStagedPatches = checkMaxStagedPatches(options.maxStagedPatches ?? DEFAULT_FIT_BUDGET);
   if (maxStagedPatches === 0) throw new ReconpatchError('ERR_INVALID_OPTION', 'a distributed fit needs a staged-patch budget (maxStagedPatches > 0): its shards travel through storage');
   const calibration = resolveCalibration(engine.calibration);

@@ -156,6 +156,11 @@ describe.skipIf(!redisServer)('fleet: distributed fit', () => {
     expect(r).toMatchObject({ modelId: 'from-cli', shards: [expect.anything(), expect.anything()] });
     const list = await run(process.execPath, [cli, 'models', 'list', '--store', storeDir, '--json']);
     expect(list.stdout).toContain(r.version);
+    // What it cannot do is refused before anything is queued.
+    for (const extra of [['-o', path.join(dir, 'x.rcp')], ['--threshold', '3'], ['--backbone', 'random_cnn']]) {
+      const failed = await run(process.execPath, [cli, 'fit', '--redis', redis.url, '--fit-queue', FIT_QUEUE, '--model-id', 'refused', '--backbone', 'random_cnn', ...extra, ...train.slice(0, 4)]).catch((e: { stderr: string }) => e);
+      expect((failed as { stderr: string }).stderr, extra.join(' ')).toContain('ERR_INVALID_OPTION');
+    }
   }, 120_000);
 
   describe.skipIf(!hasShared)('on real data (metal_plate, mobilenet_v1, head off)', () => {

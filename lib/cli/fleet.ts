@@ -8,7 +8,7 @@ import { FleetClient } from '../fleet/client.js';
 import { DEFAULT_QUEUE, INLINE_FRAME_MAX_BYTES, STALLED_DEFAULTS } from '../fleet/protocol.js';
 import { FleetWorker, cores } from '../fleet/worker.js';
 import { DEFAULT_FIT_QUEUE } from '../fleet/fit_jobs.js';
-import { engineOptions, numberFlag, parseCommandArgs } from './args.js';
+import { engineOptions, ensembleMembers, numberFlag, parseCommandArgs } from './args.js';
 import { expandInputs } from './inputs.js';
 import { help, report, rowFormat, rowWriter } from './output.js';
 import { progressLogger } from './progress.js';
@@ -128,6 +128,9 @@ export async function distributedFitCommand(values: Record<string, string | bool
   const modelId = values['model-id'];
   if (typeof modelId !== 'string') throw new ReconpatchError('ERR_INVALID_OPTION', 'fit --redis publishes to the workers\' store: give the model\'s id with --model-id <id>');
   if (values.output) throw new ReconpatchError('ERR_INVALID_OPTION', 'fit --redis publishes to the workers\' store, not to a file: leave out -o (read it back with reconpatch models list --store <dir>)');
+  if (ensembleMembers(values)) throw new ReconpatchError('ERR_INVALID_OPTION', 'fit --redis builds one engine: give one --backbone (an ensemble is fitted on one machine: leave out --redis)');
+  for (const flag of ['threshold', 'continue-on-error'])
+    if (values[flag] !== undefined) throw new ReconpatchError('ERR_INVALID_OPTION', `--${flag} is not available to fit --redis: the workers fit and publish (set a threshold afterwards on the published model)`);
   const engine = engineOptions(values);
   // The workers read the backbone file: pass it as an absolute path (a built-in name stays a name).
   if (existsSync(engine.backbone)) engine.backbone = path.resolve(engine.backbone);

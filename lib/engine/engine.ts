@@ -224,8 +224,9 @@ export class Engine extends Scorer<ScoreResult, NativeScore> {
    * options reads. This engine's model is untouched. Throws ERR_INVALID_IMAGE, ERR_EMPTY_TRAINING_SET,
    * ERR_ABORTED, ERR_INPUT, ERR_CALLBACK.
    * @example
-   * const a = await engineA.stage(firstHalf), b = await engineB.stage(secondHalf);
-   * await merger.fit(heldOutGood, { shards: [a.bytes, b.bytes] });
+   * // Two shards (staged on any engines with these options), then the fit calibrated on the rest.
+   * const a = await engine.stage(goodImages.slice(0, 50)), b = await engine.stage(goodImages.slice(50, 90));
+   * await engine.fit(goodImages.slice(90), { shards: [a.bytes, b.bytes] });
    */
   stage(images: Iterable<ImageInput> | AsyncIterable<ImageInput>, options: StageOptions = {}): Promise<StagedShard> {
     const stack = new Error();

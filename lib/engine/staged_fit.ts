@@ -237,7 +237,12 @@ export async function stageFit(
   return { images: count, calibrationFrames, checkFrames, sizes: (shards ? mergeSizes(sizes, embedded.sizes) : embedded.sizes) ?? embedded.sizes };
 }
 
-/** What {@link stageShard} hands over: the staged features as bytes, and what they hold. */
+/**
+ * What `Engine.stage` hands over: the staged features as bytes, and what they hold.
+ * @example
+ * const { bytes, images, rows, patches } = await engine.stage(goodImages, { maxStagedPatches: 65_536 });
+ * console.log(`${images} images: ${rows} of ${patches} patch rows, ${bytes.length} bytes`);
+ */
 export interface StagedShard {
   /** The staged features (a versioned, checksummed file: `Engine.fit(images, { shards })` on an engine with the same options reads it). */
   bytes: Buffer;

@@ -54,7 +54,7 @@ export interface FitOptions {
 /**
  * Options of {@link Engine.stage}.
  * @example
- * const shard = await engine.stage(shardImages, { maxStagedPatches: 100_000 });
+ * const shard = await engine.stage(goodImages.slice(0, 100), { maxStagedPatches: 100_000 });
  */
 export interface StageOptions {
   /** Aborts the staging; the engine keeps its model. */

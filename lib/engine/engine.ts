@@ -2,7 +2,8 @@
  * The Engine: fit on good parts, score new images. Orchestration only; every computation runs
  * in the native addon off the event loop. Calls on one engine run one at a time, in the order
  * they were made. What it shares with Ensemble (scoring, thresholds, save, the call queue) is
- * ./scorer.ts; the fit transaction ./transaction.ts; its public types ./types.ts.
+ * ./scorer.ts; the fit transaction ./transaction.ts; its public types ./types.ts. A little over
+ * ~400 lines: most of it is the public methods' TSDoc and examples, which belong beside them.
  */
 import { type Calibration, calibrateNominal, poolNominal, upgradeCalibration } from '../calibration.js';
 import { ReconpatchError, rethrow } from '../errors.js';

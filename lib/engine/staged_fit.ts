@@ -6,7 +6,9 @@
  * live models keep serving throughout. The caller then calibrates on that nominal evidence
  * ({@link nominalEvidence}) and commits (`fitCommit`), or calls {@link abortFit}: a failure or
  * abort at any point leaves every engine as it was. With `calibration.holdout` > 0 a share of the
- * images is set aside instead (not embedded) and scored against the pending models.
+ * images is set aside instead (not embedded) and scored against the pending models. A distributed
+ * fit's shard ({@link stageShard}) is the same staging handed over as bytes. A little over ~400
+ * lines: the fit, the shard and the calibration evidence share one embedding loop and FitControl.
  */
 import { type NominalEvidence, holdoutPicker, mapStats } from '../calibration.js';
 import { ReconpatchError } from '../errors.js';

@@ -10,7 +10,7 @@ export { Ensemble, fuseTestMinMax, minMax } from './ensemble/ensemble.js';
 export type { EnsembleFitOptions, EnsembleFitSummary, EnsembleInfo, EnsembleLoadOptions, EnsembleOptions, EnsembleProgress, EnsembleScoreResult, EnsembleStreamItem, MemberOutputs, MemberRange } from './ensemble/ensemble.js';
 export type { Calibration, LabelObjective } from './calibration.js';
 export type { BatchingOptions, EngineOptions, HeadOptions } from './options.js';
-export { BUILTIN_BACKBONES, HEAD_DEFAULTS } from './options.js';
+export { AUTO_RESIZE, BUILTIN_BACKBONES, HEAD_DEFAULTS } from './options.js';
 export type { FailOn, ImageInput, InputOptions, RawImage } from './io/images.js';
 export { INPUT_DEFAULTS, toRawFrame } from './io/images.js';
 export { ReconpatchError } from './errors.js';

@@ -33,6 +33,11 @@ export interface NativeOptions {
   resize: number;
   crop: number;
   resizeMode: 'area' | 'shorter' | 'squash';
+  /** false: an image with fewer pixels than the resize target keeps its size. */
+  upscale: boolean;
+  /** Tiles of this many pixels of the resized image (0: the whole image at once), overlapping by tileOverlap. */
+  tileSize: number;
+  tileOverlap: number;
   patchSize: number;
   pretrainDim: number;
   targetDim: number;

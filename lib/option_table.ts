@@ -30,6 +30,9 @@ export const OPTION_TABLE = {
   resize: { kind: 'int', default: 256, min: 16, max: 8192, off: true },
   crop: { kind: 'int', default: 0, min: 16, max: 8192, off: true },
   resizeMode: { kind: 'enum', default: 'area', values: ['area', 'shorter', 'squash'] },
+  upscale: { kind: 'bool', default: true },
+  tileSize: { kind: 'int', default: 0, min: 64, max: 8192, off: true },
+  tileOverlap: { kind: 'int', default: 128, min: 0, max: 4096 },
   patchSize: { kind: 'int', default: 3, min: 1, max: 15 },
   pretrainDim: { kind: 'int', default: 1024, min: 1, max: 8192 },
   targetDim: { kind: 'int', default: 1024, min: 1, max: 8192 },
@@ -116,6 +119,22 @@ export function batchPixelsProblem(batchSize: number, resize: number): string | 
         `use batchSize <= ${Math.max(1, Math.floor(BATCH_PIXELS / (side * side)))}`;
 }
 
+/** Tiles' size must be a multiple of this (every backbone's coarsest stride divides it). */
+export const TILE_ALIGN = 32;
+
+/**
+ * Why these tiles (native `tileSize`, 0 = none, and `tileOverlap`) cannot be used, or null.
+ * @example
+ * tilesProblem(256, 64); // null
+ * tilesProblem(250, 64); // 'tiles.size (250) must be a multiple of 32'
+ */
+export function tilesProblem(tileSize: number, tileOverlap: number): string | null {
+  if (tileSize === 0) return null;
+  if (tileSize % TILE_ALIGN !== 0) return `tiles.size (${tileSize}) must be a multiple of ${TILE_ALIGN}`;
+  if (tileOverlap >= tileSize) return `tiles.overlap (${tileOverlap}) must be smaller than tiles.size (${tileSize})`;
+  return null;
+}
+
 /**
  * Every problem of a complete native options object: keys missing or unknown, values out of
  * range, and the constraints across keys (a crop no larger than the resize; a batch's pixels
@@ -133,6 +152,9 @@ export function nativeOptionProblems(o: Record<string, unknown>): string[] {
   for (const key of Object.keys(o)) if (!(key in OPTION_TABLE)) problems.push(`${key} is not an option`);
   const { resize, crop } = o as { resize?: number; crop?: number };
   if (typeof resize === 'number' && typeof crop === 'number' && resize > 0 && crop > resize) problems.push(`crop (${crop}) exceeds resize (${resize})`);
+  const { tileSize, tileOverlap } = o as { tileSize?: number; tileOverlap?: number };
+  const tileProblem = typeof tileSize === 'number' && typeof tileOverlap === 'number' ? tilesProblem(tileSize, tileOverlap) : null;
+  if (tileProblem) problems.push(tileProblem);
   const { batchSize } = o as { batchSize?: number };
   if (typeof resize === 'number' && typeof batchSize === 'number' && problems.length === 0) {
     const p = batchPixelsProblem(batchSize, resize);

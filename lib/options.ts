@@ -12,7 +12,7 @@ import { DEFAULT_FALSE_ALARM_RATE } from './calibration.js';
 import { ReconpatchError } from './errors.js';
 import type { NativeOptions } from './native.js';
 import type { InputOptions } from './io/images.js';
-import { type OptionKey, batchPixelsProblem, optionDefault, optionProblem } from './option_table.js';
+import { type OptionKey, batchPixelsProblem, optionDefault, optionProblem, tilesProblem } from './option_table.js';
 import { TORCHVISION_ARCHITECTURES, cachedWeights, isTorchvisionArchitecture, pullCommand, tapNames } from './io/weights.js';
 
 /**
@@ -62,8 +62,20 @@ export interface EngineOptions {
    * ratio and is scaled to about `resize` x `resize` pixels in all; the shorter side with
    * `'shorter'`; both sides with `'squash'`. `null` keeps the size. Bank size and scoring cost grow
    * with resize²; a larger value keeps thinner defects visible (docs/results.md).
+   * `'auto'`: about {@link AUTO_RESIZE}² pixels, never more than the image has (`upscale: false`):
+   * the policy of docs/results.md, "Resolution and tiling".
    */
-  resize?: number | null;
+  resize?: number | null | 'auto';
+  /** false: an image with fewer pixels than the resize target keeps its own size (default true; false with `resize: 'auto'`). */
+  upscale?: boolean;
+  /**
+   * Embed the resized image in overlapping tiles of `size` pixels (a multiple of 32), `overlap`
+   * pixels shared between neighbours (default 128), and stitch their features into one grid that
+   * one memory bank scores (default none: the whole image at once). Scores and maps match the whole
+   * image's but near the seams; what tiles bound is the backbone's memory on very large working
+   * images (e.g. `resize: null` on camera frames), at the cost of the overlap's extra backbone work.
+   */
+  tiles?: { size: number; overlap?: number } | null;
   /**
    * Center crop in pixels after resizing (default none: every pixel is inspected). Pixels outside
    * the crop are not inspected: NaN in maps, hatched grey in heatmaps.
@@ -326,9 +338,18 @@ function plainObject(value: unknown, name: string): Record<string, unknown> {
 }
 
 const TOP_LEVEL = new Set([
-  'backbone', 'weights', 'layers', 'head', 'coreset', 'resize', 'crop', 'resizeMode', 'features', 'scoring',
+  'backbone', 'weights', 'layers', 'head', 'coreset', 'resize', 'crop', 'resizeMode', 'upscale', 'tiles', 'features', 'scoring',
   'batchSize', 'threads', 'device', 'seed', 'calibration', 'batching', 'fitPrecision', 'input',
 ]);
+
+/**
+ * The working size of `resize: 'auto'`: about 384² pixels (2,304 patches at stride 8), never above
+ * the image's own size. The rule and its measurements: docs/results.md, "Resolution and tiling".
+ * @example
+ * const engine = await Engine.create({ backbone: 'random_cnn', resize: 'auto' });
+ * AUTO_RESIZE; // 384
+ */
+export const AUTO_RESIZE = 384;
 
 /** Validates user options and fills every default. Throws ERR_INVALID_OPTION with what to change. */
 export function resolveOptions(options: EngineOptions): NativeOptions {
@@ -377,8 +398,17 @@ export function resolveOptions(options: EngineOptions): NativeOptions {
   // null turns resize / crop off (0 natively); a given size must be in range.
   const size = (key: 'resize' | 'crop', value: unknown) =>
     value === undefined ? optionDefault(key) : value === null ? 0 : value === 0 ? fail(`${key} must be a size in pixels or null, got 0`) : checked(key, value, key);
-  const resize = size('resize', o.resize);
+  const auto = o.resize === 'auto';
+  const resize = auto ? AUTO_RESIZE : size('resize', o.resize);
   const crop = size('crop', o.crop);
+  const upscale = o.upscale === undefined ? !auto : checked('upscale', o.upscale, 'upscale');
+  const tiles = o.tiles === undefined || o.tiles === null ? null : plainObject(o.tiles, 'tiles');
+  for (const key of Object.keys(tiles ?? {})) if (key !== 'size' && key !== 'overlap') fail(`unknown option 'tiles.${key}'`);
+  const tileSize = tiles ? checked('tileSize', tiles.size, 'tiles.size') : 0;
+  if (tiles && tileSize === 0) fail('tiles.size must be a size in pixels (or tiles: null for none), got 0');
+  const tileOverlap = tiles?.overlap === undefined ? optionDefault('tileOverlap') : checked('tileOverlap', tiles.overlap, 'tiles.overlap');
+  const tileProblem = tilesProblem(tileSize, tileOverlap);
+  if (tileProblem) fail(tileProblem);
   if (resize > 0 && crop > resize) fail(`crop (${crop}) must not exceed resize (${resize})`);
   const given = <K extends OptionKey>(key: K, value: unknown, name: string) => checked(key, value === undefined ? optionDefault(key) : value, name);
 
@@ -392,6 +422,9 @@ export function resolveOptions(options: EngineOptions): NativeOptions {
     resize,
     crop,
     resizeMode: given('resizeMode', o.resizeMode, 'resizeMode'),
+    upscale,
+    tileSize,
+    tileOverlap,
     patchSize: optionDefault('patchSize'),
     pretrainDim: given('pretrainDim', features.pretrainDim, 'features.pretrainDim'),
     targetDim: given('targetDim', features.targetDim, 'features.targetDim'),

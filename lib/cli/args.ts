@@ -74,6 +74,7 @@ export const ENGINE_FLAGS = {
   resize: { type: 'string' },
   crop: { type: 'string' },
   'resize-mode': { type: 'string' },
+  tiles: { type: 'string' },
   coreset: { type: 'string' },
   seed: { type: 'string' },
   threads: { type: 'string' },
@@ -105,9 +106,12 @@ export const ENGINE_HELP = `Engine options:
                               scores fused by per-member min-max
   --weights <file.pth>        torchvision architectures: this state dict instead of the cached weights
   --layers <a,b>              torchvision taps (default layer2,layer3; denseblock2,denseblock3)
-  --resize <px|none>          resize target (default 256: with resize mode area, about 256 x 256 pixels)
+  --resize <px|none|auto>     resize target (default 256: with resize mode area, about 256 x 256 pixels);
+                              auto: about 384 x 384, never above the image's own size (small defects)
   --crop <px|none>            center crop (default none: every pixel inspected; outside a crop is not)
   --resize-mode area|shorter|squash   area (default): aspect ratio kept, about resize^2 pixels
+  --tiles <px[,overlap]>      embed the resized image in overlapping tiles (a multiple of 32; overlap
+                              default 128) stitched into one map: bounds memory on very large images
   --coreset <ratio>           coreset ratio (default 0.1)
   --no-head                   no ReConPatch head: PatchCore features as they are (the head is trained by default)
   --head-auto                 train the head, check on held-out good images with synthetic defects, keep it only if it helps
@@ -143,7 +147,11 @@ export function engineOptions(v: Record<string, unknown>, defaults: Partial<Engi
   const o: EngineOptions = { ...defaults, backbone };
   if (v.weights !== undefined) o.weights = v.weights as string;
   if (v.layers !== undefined) o.layers = (v.layers as string).split(',');
-  if (v.resize !== undefined) o.resize = size('resize');
+  if (v.resize !== undefined) o.resize = v.resize === 'auto' ? 'auto' : size('resize');
+  if (v.tiles !== undefined) {
+    const [tileSize, overlap] = String(v.tiles).split(',');
+    o.tiles = v.tiles === 'none' ? null : { size: numberFlag('tiles', tileSize) as number, ...(overlap === undefined ? {} : { overlap: numberFlag('tiles', overlap) }) };
+  }
   if (v.crop !== undefined) o.crop = size('crop');
   if (v['resize-mode'] !== undefined) o.resizeMode = v['resize-mode'] as EngineOptions['resizeMode'];
   if (v.coreset !== undefined) o.coreset = { ratio: num('coreset') };

@@ -6,6 +6,7 @@ import { Engine } from '../engine/engine.js';
 import { checkWritable } from '../engine/model_file.js';
 import { Ensemble } from '../ensemble/ensemble.js';
 import { ReconpatchError } from '../errors.js';
+import { AUTO_RESIZE } from '../options.js';
 import { type NativeOptions, type RawFrame } from '../native.js';
 import { type InputOptions, toRawFrame } from '../io/images.js';
 import type { Calibration } from '../calibration.js';
@@ -215,17 +216,23 @@ type ModelInfo = NonNullable<InfoOf['model']>;
 
 /** A member's or an engine's summary: backbone, bank, images, preprocessing, head, device (its threshold for a member too). */
 function engineLines(info: InfoOf, o: NativeOptions): string[] {
-  const px = (n: number) => (n > 0 ? `${n}` : 'none');
   const lines = [
     `backbone      ${info.backbone}${o.layers ? ` (${o.layers})` : ''}${o.weights ? ` weights ${o.weights}` : ''}`,
     `bank          ${info.bankRows} rows x ${info.featureDim} features (coreset ${o.coresetRatio})`,
     `train images  ${info.trainImages}${info.updates ? ` (${info.updates} update${info.updates > 1 ? 's' : ''} added ${info.updateRows} rows)` : ''}`,
-    `resize        ${px(o.resize)} (${o.resizeMode})${o.crop > 0 ? `, crop ${o.crop}` : ''}`,
+    `resize        ${resizeText(o)}${o.crop > 0 ? `, crop ${o.crop}` : ''}`,
+    `tiles         ${o.tileSize > 0 ? `${o.tileSize} px, overlap ${o.tileOverlap} px (one bank; features stitched)` : 'none (the whole image at once)'}`,
     `head          ${o.head ? `on (${o.headIterations} iterations)` : 'off (PatchCore)'}`,
     ...(info.headCheck ? [`head check    kept ${info.headCheck.decision}: ${info.headCheck.reason}`] : []),
     `device        ${info.device}`,
   ];
   return lines;
+}
+
+/** The resize as the user would have asked for it ('auto' when it is the auto policy's). */
+function resizeText(o: NativeOptions): string {
+  if (o.resize === AUTO_RESIZE && o.resizeMode === 'area' && !o.upscale) return `auto (about ${AUTO_RESIZE} x ${AUTO_RESIZE} px, never above the image's own size)`;
+  return `${o.resize > 0 ? o.resize : 'none'} (${o.resizeMode}${o.upscale ? '' : ', never above the image\'s own size'})`;
 }
 
 /** The model's identity and provenance (older files: what can be derived). */

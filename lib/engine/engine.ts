@@ -72,8 +72,8 @@ export class Engine extends Scorer<ScoreResult, NativeScore> {
     super(calibrationOptions ?? (n.metadata() ? storedCalibrationOptions(meta.calibrationOptions) : resolveCalibration(undefined)));
     this.#native = n;
     natives.set(this, n);
-    const { resize, resizeMode } = n.options();
-    this.#input = { ...resolveInput(input), resizes: [{ resize, resizeMode }] };
+    const { resize, resizeMode, upscale } = n.options();
+    this.#input = { ...resolveInput(input), resizes: [{ resize, resizeMode, upscale }] };
     this.#batcher = new ScoreBatcher((task) => super.exclusive(task), (frames) => this.#native.score(frames), resolveBatching(batching));
     this.calibration = upgradeCalibration(meta.calibration);
     this.#headCheck = meta.headCheck ?? null;

@@ -65,7 +65,7 @@ export class Ensemble extends Scorer<EnsembleScoreResult, MemberOutputs> {
     super(calibrationOptions);
     this.#members = members;
     // Decoded once for every member: within the budget of each member's resize.
-    this.#input = { ...resolveInput(input), resizes: members.map((m) => ({ resize: m.options.resize, resizeMode: m.options.resizeMode })) };
+    this.#input = { ...resolveInput(input), resizes: members.map((m) => ({ resize: m.options.resize, resizeMode: m.options.resizeMode, upscale: m.options.upscale })) };
     this.#fitted = state !== undefined;
     this.#ranges = state?.ranges ?? null;
     this.calibration = upgradeCalibration(state?.calibration ?? null);

@@ -85,6 +85,8 @@ const FAIL_ON: readonly FailOn[] = ['none', 'truncated', 'error', 'warning'];
 export interface ResizePlan {
   resize: number;
   resizeMode: 'area' | 'shorter' | 'squash';
+  /** false: an image with fewer pixels than the target keeps its size (default true). */
+  upscale?: boolean;
 }
 
 /** Everything decoding checks: the input options and the resizes of the engines the frame is for. */
@@ -109,7 +111,12 @@ export function resolveInput(value: InputOptions | undefined): Required<InputOpt
 }
 
 /** The size the native preprocessing resizes a width x height image to (core/pipeline/image.cc, planGeometry). */
-export function resizedSize(width: number, height: number, { resize, resizeMode }: ResizePlan): [number, number] {
+export function resizedSize(width: number, height: number, plan: ResizePlan): [number, number] {
+  const [w, h] = targetSize(width, height, plan);
+  return plan.upscale === false && w * h > width * height ? [width, height] : [w, h];
+}
+
+function targetSize(width: number, height: number, { resize, resizeMode }: ResizePlan): [number, number] {
   if (resize <= 0) return [width, height];
   if (resizeMode === 'squash') return [resize, resize];
   if (resizeMode === 'area') {

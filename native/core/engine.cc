@@ -20,6 +20,7 @@
 #include "core/pipeline/feature_staging.h"
 #include "core/pipeline/head.h"
 #include "core/pipeline/image.h"
+#include "core/pipeline/tiles.h"
 #include "core/pipeline/flat_l2_index.h"
 #include "core/memory.h"
 #include "core/io/model_file.h"
@@ -120,6 +121,7 @@ struct Engine::Impl {
     pre.resize = opts.resize;
     pre.crop = opts.crop;
     pre.mode = opts.resizeMode;
+    pre.upscale = opts.upscale;
     pre.mean = bi.mean;
     pre.std = bi.std;
     publishInfo();
@@ -186,14 +188,20 @@ struct Engine::Impl {
         // features independent of what it was batched with, so batched scoring equals sequential.
         std::vector<torch::Tensor> perImage;
         for (auto& x : inputs[gi]) {
-          calls::stage("backbone");
-          auto taps = backbone->forward(x.unsqueeze(0));  // [1, 3, h, w] -> taps
-          calls::stage("patch features");
-          perImage.push_back(patchFeatures(taps, opts.patchSize, opts.pretrainDim, opts.targetDim, &groups[gi].grid));
+          perImage.push_back(tiled(x) ? embedTiled(x, &groups[gi].grid) : embedWhole(x.unsqueeze(0), &groups[gi].grid));
           checkFinite(perImage.back());
           x = torch::Tensor();
         }
         groups[gi].features = torch::cat(perImage, 0);  // [B, L, D]
+      } else if (tiled(inputs[gi][0])) {
+        // Each image's tiles batched together (those of one shape).
+        std::vector<torch::Tensor> perImage;
+        for (auto& x : inputs[gi]) {
+          perImage.push_back(embedTiled(x, &groups[gi].grid));
+          x = torch::Tensor();
+        }
+        groups[gi].features = torch::cat(perImage, 0);  // [B, L, D]
+        checkFinite(groups[gi].features);
       } else {
         auto batch = torch::stack(inputs[gi], 0);  // [B, 3, h, w]
         inputs[gi].clear();
@@ -206,6 +214,77 @@ struct Engine::Impl {
       }
     }
     return groups;
+  }
+
+  // [B, 3, h, w] -> [B, L, D] patch features and their grid.
+  torch::Tensor embedWhole(const torch::Tensor& batch, PatchGrid* grid) const {
+    calls::stage("backbone");
+    auto taps = backbone->forward(batch);
+    calls::stage("patch features");
+    return patchFeatures(taps, opts.patchSize, opts.pretrainDim, opts.targetDim, grid,
+                         hostPaths ? PatchFeaturesPath::Auto : PatchFeaturesPath::Tensor);
+  }
+
+  bool tiled(const torch::Tensor& x) const {  // x: [3, h, w]
+    return opts.tileSize > 0 && (x.size(1) > opts.tileSize || x.size(2) > opts.tileSize);
+  }
+
+  // x: [3, h, w] -> [1, L, D] over the whole image, from overlapping tiles (pipeline/tiles.h):
+  // each tile through the backbone and the patch aggregation on its own (off the CPU, the tiles of
+  // one shape as one batch), each stitched cell from the tile whose border is farther.
+  torch::Tensor embedTiled(const torch::Tensor& x, PatchGrid* grid) const {
+    const auto& strides = backbone->info().strides;
+    const int64_t cell = strides.front(), align = strides.back();
+    RP_CHECK(align % cell == 0, Backbone, "tiling needs the backbone's strides to divide each other (" << cell << ", " << align << ")");
+    const auto ys = planTileSpans(x.size(1), opts.tileSize, opts.tileOverlap, align);
+    const auto xs = planTileSpans(x.size(2), opts.tileSize, opts.tileOverlap, align);
+    // Tiles row-major; the tiles of one shape embedded together (one at a time on the CPU).
+    std::vector<torch::Tensor> tiles(ys.size() * xs.size());
+    std::vector<PatchGrid> grids(tiles.size());
+    std::vector<bool> done(tiles.size(), false);
+    for (size_t t = 0; t < tiles.size(); ++t) {
+      if (done[t]) continue;
+      std::vector<size_t> same;
+      for (size_t u = t; u < tiles.size(); ++u) {
+        const bool match = ys[u / xs.size()].size == ys[t / xs.size()].size && xs[u % xs.size()].size == xs[t % xs.size()].size;
+        if (!done[u] && match && (u == t || !hostPaths)) same.push_back(u);
+      }
+      std::vector<torch::Tensor> crops;
+      for (size_t u : same) {
+        const auto& y = ys[u / xs.size()];
+        const auto& xx = xs[u % xs.size()];
+        crops.push_back(x.narrow(1, y.origin, y.size).narrow(2, xx.origin, xx.size));
+      }
+      PatchGrid g;
+      auto f = embedWhole(torch::stack(crops, 0), &g);  // [n, l, D]
+      for (size_t k = 0; k < same.size(); ++k) {
+        tiles[same[k]] = f[k].view({g.height, g.width, f.size(2)});
+        grids[same[k]] = g;
+        done[same[k]] = true;
+      }
+    }
+    std::vector<int64_t> offY, cntY, offX, cntX;
+    for (size_t i = 0; i < ys.size(); ++i) {
+      offY.push_back(ys[i].origin / cell);
+      cntY.push_back(grids[i * xs.size()].height);
+    }
+    for (size_t j = 0; j < xs.size(); ++j) {
+      offX.push_back(xs[j].origin / cell);
+      cntX.push_back(grids[j].width);
+    }
+    const auto keepY = keptTileCells(offY, cntY), keepX = keptTileCells(offX, cntX);
+    grid->height = offY.back() + cntY.back();
+    grid->width = offX.back() + cntX.back();
+    auto out = torch::empty({grid->height, grid->width, tiles[0].size(2)}, tiles[0].options());
+    for (size_t i = 0; i < ys.size(); ++i)
+      for (size_t j = 0; j < xs.size(); ++j) {
+        const auto& ky = keepY[i];
+        const auto& kx = keepX[j];
+        out.narrow(0, offY[i] + ky.from, ky.to - ky.from)
+            .narrow(1, offX[j] + kx.from, kx.to - kx.from)
+            .copy_(tiles[i * xs.size() + j].narrow(0, ky.from, ky.to - ky.from).narrow(1, kx.from, kx.to - kx.from));
+      }
+    return out.view({1, grid->height * grid->width, out.size(2)});
   }
 
   // NaN or Inf features would make every distance meaningless (and the coreset find no finite

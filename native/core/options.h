@@ -56,6 +56,12 @@ struct EngineOptions {
   int64_t resize = 256;
   int64_t crop = 0;
   ResizeMode resizeMode = ResizeMode::Area;
+  // false: never scale an image up (a smaller image is inspected at its own size); resize: 'auto'.
+  bool upscale = true;
+  // Tiling (image.h, planTiles): the resized image is embedded in overlapping tiles of tileSize
+  // pixels (0: whole) and their features stitched into one grid; the bank is shared.
+  int64_t tileSize = 0;
+  int64_t tileOverlap = 128;
 
   // Patch features (§1.4-5).
   int64_t patchSize = 3;
@@ -97,6 +103,9 @@ void visitOptions(Options& o, Visitor&& visit) {
   visit("resize", o.resize);
   visit("crop", o.crop);
   visit("resizeMode", o.resizeMode);
+  visit("upscale", o.upscale);
+  visit("tileSize", o.tileSize);
+  visit("tileOverlap", o.tileOverlap);
   visit("patchSize", o.patchSize);
   visit("pretrainDim", o.pretrainDim);
   visit("targetDim", o.targetDim);

@@ -45,6 +45,12 @@ Geometry planGeometry(const RawImageView& img, const PreprocessOptions& opts) {
       g.resizedH = static_cast<int64_t>(opts.resize * img.height / static_cast<double>(img.width));
     }
   }
+  // Never above the image's own pixels: more pixels than the camera gave add no detail (measured:
+  // magnetic_tile loses AUROC when scaled up, docs/results.md "Resolution and tiling").
+  if (!opts.upscale && g.resizedH * g.resizedW > img.height * img.width) {
+    g.resizedH = img.height;
+    g.resizedW = img.width;
+  }
   if (opts.crop > 0) {
     RP_CHECK(opts.crop <= g.resizedH && opts.crop <= g.resizedW, InvalidImage,
              "crop " << opts.crop << " is larger than the resized image (" << g.resizedW << "x" << g.resizedH << ")");

@@ -13,6 +13,7 @@ struct PreprocessOptions {
   int64_t resize = 256;  // 0: keep the image's size
   int64_t crop = 0;      // 0: no crop (every pixel inspected)
   ResizeMode mode = ResizeMode::Area;
+  bool upscale = true;   // false: an image smaller than the target keeps its size
   std::optional<std::array<float, 3>> mean;  // normalisation; none = [0, 1] input (TorchScript contract)
   std::optional<std::array<float, 3>> std;
 };

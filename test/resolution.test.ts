@@ -7,7 +7,7 @@ import path from 'node:path';
 
 import { describe, expect, it } from 'vitest';
 
-import { AUTO_RESIZE, Engine, ReconpatchError } from '../lib/index.js';
+import { AUTO_RESIZE, Engine, Ensemble, ReconpatchError } from '../lib/index.js';
 import type { RawFrame } from '../lib/native.js';
 import { resizedSize } from '../lib/io/images.js';
 import { repoRoot, tempDir } from './support/data.js';
@@ -127,6 +127,27 @@ describe('tiles', () => {
     for (let x = 0; x < 384; x += 8) expect(columnMax(t.map, x)).toBeLessThanOrEqual(columnMax(w.map, x) * 1.03);
     expect(Math.abs(t.score - w.score)).toBeLessThanOrEqual(0.02 * w.score);
     for (const e of [whole, tiled]) await e.dispose();
+  });
+
+  it('work with calibration, a bounded fit, update() and an ensemble', async () => {
+    const tiles = { size: 96, overlap: 32 };
+    const train = [0, 1, 2, 3, 4, 5].map((i) => frame(224, 160, i));
+    const engine = await Engine.create({ ...base, resize: null, tiles, calibration: {} });
+    const bounded = await engine.fit(train, { maxStagedPatches: 600 });
+    expect(bounded.calibrationImages).toBeGreaterThan(0);
+    expect(engine.calibration?.threshold).toBeGreaterThan(0);
+    expect(bounded.bankRows).toBeLessThanOrEqual(600);
+    const update = await engine.update([frame(224, 160, 20, { x: 0, y: 0, size: 1 }), frame(224, 160, 21)]);
+    expect(update.bankRows).toBeGreaterThanOrEqual(bounded.bankRows);
+    const defect = frame(224, 160, 30, { x: 150, y: 70, size: 14 });
+    expect((await engine.score(defect)).isAnomaly).toBe(true);
+    const member = { head: false, backbone: 'random_cnn', resize: null, coreset: { ratio: 0.5 } } as const;
+    const ensemble = await Ensemble.create({ members: [{ ...member, tiles }, { ...member, seed: 1 }] });
+    await ensemble.fit(train);
+    const r = await ensemble.score(defect);
+    expect([r.width, r.height]).toEqual([224, 160]);
+    expect(r.score).toBeGreaterThan((await ensemble.score(frame(224, 160, 31))).score);
+    for (const e of [engine, ensemble]) await e.dispose();
   });
 
   it('round-trip through save/load and show in info', async () => {

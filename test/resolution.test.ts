@@ -135,7 +135,7 @@ describe('tiles', () => {
     const engine = await Engine.create({ ...base, resize: null, tiles, calibration: {} });
     const bounded = await engine.fit(train, { maxStagedPatches: 600 });
     expect(bounded.calibrationImages).toBeGreaterThan(0);
-    expect(engine.calibration?.threshold).toBeGreaterThan(0);
+    expect(engine.info.calibration?.threshold).toBeGreaterThan(0);
     expect(bounded.bankRows).toBeLessThanOrEqual(600);
     const update = await engine.update([frame(224, 160, 20, { x: 0, y: 0, size: 1 }), frame(224, 160, 21)]);
     expect(update.bankRows).toBeGreaterThanOrEqual(bounded.bankRows);

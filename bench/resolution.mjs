@@ -6,10 +6,12 @@
 // A resize is a number, 'auto', or '<n>/t<size>' (tiles of that size). Run it on a quiet machine:
 // the ratios between resizes are the figures, measured minutes apart in one run.
 import { execFileSync } from 'node:child_process';
-import { existsSync, readdirSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+
+import { benchDataset } from './dataset.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 // The stage timer is in the test addon only (lib/native.ts): ask for it before the addon loads.
@@ -21,16 +23,7 @@ const internals = native().internals;
 const args = process.argv.slice(2);
 const opt = (name, d) => { const i = args.indexOf(`--${name}`); return i >= 0 ? args[i + 1] : d; };
 const category = opt('category', 'screw');
-const shared = path.resolve(root, '../shared');
-const mobilenet = path.join(shared, 'backbones/mobilenet_v1_imagenet.pt');
-if (!existsSync(path.join(shared, 'datasets', category)) || !existsSync(mobilenet)) {
-  console.error(`../shared is absent (${shared}): nothing to measure`);
-  process.exit(1);
-}
-const ls = (d) => readdirSync(d).sort().map((f) => path.join(d, f));
-const train = ls(path.join(shared, 'datasets', category, 'train/good'));
-const testRoot = path.join(shared, 'datasets', category, 'test');
-const allTest = readdirSync(testRoot).sort().flatMap((d) => ls(path.join(testRoot, d)));
+const { mobilenet, train, test: allTest } = benchDataset(root, category);
 // Spread evenly over the test set's folders.
 const count = Math.min(Number(opt('images', '40')), allTest.length);
 const test = Array.from({ length: count }, (_, i) => allTest[Math.floor((i * allTest.length) / count)]);

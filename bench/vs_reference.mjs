@@ -9,10 +9,12 @@
 // names (core/call_record.h) timed by the test addon's stage timer; the JS side is what is left
 // of a call (decode with sharp measured apart, on the same images).
 import { spawnSync } from 'node:child_process';
-import { existsSync, readdirSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+
+import { benchDataset } from './dataset.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 // The stage timer is in the test addon only (lib/native.ts): ask for it before the addon loads.
@@ -27,16 +29,7 @@ const opt = (name, d) => { const i = args.indexOf(`--${name}`); return i >= 0 ? 
 const category = opt('category', 'metal_plate');
 const coreset = Number(opt('coreset', '0.1'));
 const rounds = Number(opt('rounds', '2'));
-const shared = path.resolve(root, '../shared');
-const mobilenet = path.join(shared, 'backbones/mobilenet_v1_imagenet.pt');
-if (!existsSync(path.join(shared, 'datasets', category)) || !existsSync(mobilenet)) {
-  console.error(`../shared is absent (${shared}): nothing to measure`);
-  process.exit(1);
-}
-const ls = (d) => readdirSync(d).sort().map((f) => path.join(d, f));
-const train = ls(path.join(shared, 'datasets', category, 'train/good'));
-const testRoot = path.join(shared, 'datasets', category, 'test');
-const test = readdirSync(testRoot).sort().flatMap((d) => ls(path.join(testRoot, d)));
+const { shared, mobilenet, train, test } = benchDataset(root, category);
 const cores = os.availableParallelism();
 const PREPROCESSING = {
   reference: { resizeMode: 'squash', resize: 256, crop: 224 },

@@ -53,10 +53,28 @@ if (args[0] === '--one') {
   const lines = ['| dataset | resize | seed | image AUROC | pixel AUROC | PRO | recall at threshold | false alarms | fit s | score ms/image | peak RSS MiB |', '|---|---|---|---|---|---|---|---|---|---|---|'];
   for (const r of readRows().sort((a, b) => a.dataset.localeCompare(b.dataset) || order(a.resize) - order(b.resize) || a.seed - b.seed))
     lines.push(`| ${r.dataset} | ${r.resize} | ${r.seed} | ${f(r.image_auroc)} | ${f(r.pixel_auroc)} | ${f(r.pro, 3)} | ${f(r.decision?.recall, 3)} | ${f(r.decision?.false_alarm_rate, 3)} | ${f(r.fit_seconds, 0)} | ${f(r.score_ms_per_image, 0)} | ${r.peak_rss_mb} |`);
+  // Mean (min–max) over seeds per dataset and configuration. On screw and metal_plate every image
+  // has more than 384² pixels, so 'auto' is resize 384 exactly (the same computation): their 384
+  // rows count as 'auto' rows too.
+  const summary = ['| dataset | resize | seeds | image AUROC | pixel AUROC | PRO | recall at threshold | false alarms | score ms/image |', '|---|---|---|---|---|---|---|---|---|'];
+  const groups = new Map();
+  for (const r of readRows()) {
+    const spec = r.resize === 384 && (r.dataset === 'screw' || r.dataset === 'metal_plate') ? 'auto' : r.resize;
+    const key = `${r.dataset}|${spec}`;
+    if (!groups.has(key)) groups.set(key, { dataset: r.dataset, spec, rows: [] });
+    groups.get(key).rows.push(r);
+  }
+  const stat = (rows, get, d = 4) => {
+    const v = rows.map(get).filter((x) => typeof x === 'number');
+    if (v.length === 0) return '—';
+    const mean = v.reduce((a, b) => a + b, 0) / v.length;
+    return v.length === 1 ? mean.toFixed(d) : `${mean.toFixed(d)} (${Math.min(...v).toFixed(d)}–${Math.max(...v).toFixed(d)})`;
+  };
+  for (const g of [...groups.values()].sort((a, b) => a.dataset.localeCompare(b.dataset) || order(a.spec) - order(b.spec)))
+    summary.push(`| ${g.dataset} | ${g.spec} | ${g.rows.map((r) => r.seed).sort().join(', ')} | ${stat(g.rows, (r) => r.image_auroc)} | ${stat(g.rows, (r) => r.pixel_auroc)} | ${stat(g.rows, (r) => r.pro, 3)} | ${stat(g.rows, (r) => r.decision?.recall, 3)} | ${stat(g.rows, (r) => r.decision?.false_alarm_rate, 3)} | ${stat(g.rows, (r) => r.score_ms_per_image, 0)} |`);
   const text = readFileSync(doc, 'utf8');
-  const begin = '<!-- resolution:begin -->';
-  const end = '<!-- resolution:end -->';
-  writeFileSync(doc, text.replace(new RegExp(`${begin}[\\s\\S]*${end}`), `${begin}\n${lines.join('\n')}\n${end}`));
+  const replace = (t, name, body) => t.replace(new RegExp(`<!-- ${name}:begin -->[\\s\\S]*<!-- ${name}:end -->`), `<!-- ${name}:begin -->\n${body.join('\n')}\n<!-- ${name}:end -->`);
+  writeFileSync(doc, replace(replace(text, 'resolution', lines), 'resolution-summary', summary));
 } else {
   console.error('usage: node scripts/results_resolution.mjs run [--datasets ...] [--resizes ...] [--seeds ...] | render');
   process.exit(2);

@@ -229,62 +229,12 @@ struct Engine::Impl {
     return opts.tileSize > 0 && (x.size(1) > opts.tileSize || x.size(2) > opts.tileSize);
   }
 
-  // x: [3, h, w] -> [1, L, D] over the whole image, from overlapping tiles (pipeline/tiles.h):
-  // each tile through the backbone and the patch aggregation on its own (off the CPU, the tiles of
-  // one shape as one batch), each stitched cell from the tile whose border is farther.
+  // x: [3, h, w] -> [1, L, D] over the whole image from overlapping tiles (pipeline/tiles.h); off
+  // the CPU the tiles of one shape go through the backbone as one batch.
   torch::Tensor embedTiled(const torch::Tensor& x, PatchGrid* grid) const {
     const auto& strides = backbone->info().strides;
-    const int64_t cell = strides.front(), align = strides.back();
-    RP_CHECK(align % cell == 0, Backbone, "tiling needs the backbone's strides to divide each other (" << cell << ", " << align << ")");
-    const auto ys = planTileSpans(x.size(1), opts.tileSize, opts.tileOverlap, align);
-    const auto xs = planTileSpans(x.size(2), opts.tileSize, opts.tileOverlap, align);
-    // Tiles row-major; the tiles of one shape embedded together (one at a time on the CPU).
-    std::vector<torch::Tensor> tiles(ys.size() * xs.size());
-    std::vector<PatchGrid> grids(tiles.size());
-    std::vector<bool> done(tiles.size(), false);
-    for (size_t t = 0; t < tiles.size(); ++t) {
-      if (done[t]) continue;
-      std::vector<size_t> same;
-      for (size_t u = t; u < tiles.size(); ++u) {
-        const bool match = ys[u / xs.size()].size == ys[t / xs.size()].size && xs[u % xs.size()].size == xs[t % xs.size()].size;
-        if (!done[u] && match && (u == t || !hostPaths)) same.push_back(u);
-      }
-      std::vector<torch::Tensor> crops;
-      for (size_t u : same) {
-        const auto& y = ys[u / xs.size()];
-        const auto& xx = xs[u % xs.size()];
-        crops.push_back(x.narrow(1, y.origin, y.size).narrow(2, xx.origin, xx.size));
-      }
-      PatchGrid g;
-      auto f = embedWhole(torch::stack(crops, 0), &g);  // [n, l, D]
-      for (size_t k = 0; k < same.size(); ++k) {
-        tiles[same[k]] = f[k].view({g.height, g.width, f.size(2)});
-        grids[same[k]] = g;
-        done[same[k]] = true;
-      }
-    }
-    std::vector<int64_t> offY, cntY, offX, cntX;
-    for (size_t i = 0; i < ys.size(); ++i) {
-      offY.push_back(ys[i].origin / cell);
-      cntY.push_back(grids[i * xs.size()].height);
-    }
-    for (size_t j = 0; j < xs.size(); ++j) {
-      offX.push_back(xs[j].origin / cell);
-      cntX.push_back(grids[j].width);
-    }
-    const auto keepY = keptTileCells(offY, cntY), keepX = keptTileCells(offX, cntX);
-    grid->height = offY.back() + cntY.back();
-    grid->width = offX.back() + cntX.back();
-    auto out = torch::empty({grid->height, grid->width, tiles[0].size(2)}, tiles[0].options());
-    for (size_t i = 0; i < ys.size(); ++i)
-      for (size_t j = 0; j < xs.size(); ++j) {
-        const auto& ky = keepY[i];
-        const auto& kx = keepX[j];
-        out.narrow(0, offY[i] + ky.from, ky.to - ky.from)
-            .narrow(1, offX[j] + kx.from, kx.to - kx.from)
-            .copy_(tiles[i * xs.size() + j].narrow(0, ky.from, ky.to - ky.from).narrow(1, kx.from, kx.to - kx.from));
-      }
-    return out.view({1, grid->height * grid->width, out.size(2)});
+    const TileGeometry tiles{opts.tileSize, opts.tileOverlap, strides.front(), strides.back()};
+    return stitchTiles(x, tiles, !hostPaths, [this](const torch::Tensor& crops, PatchGrid* g) { return embedWhole(crops, g); }, grid);
   }
 
   // NaN or Inf features would make every distance meaningless (and the coreset find no finite

@@ -46,4 +46,53 @@ std::vector<KeptCells> keptTileCells(const std::vector<int64_t>& offsets, const 
   return kept;
 }
 
+torch::Tensor stitchTiles(const torch::Tensor& x, const TileGeometry& tiles, bool batchTiles, const EmbedTilesFn& embed,
+                          PatchGrid* grid) {
+  const int64_t cell = tiles.cell, align = tiles.align;
+  RP_CHECK(align % cell == 0, Backbone, "tiling needs the backbone's strides to divide each other (" << cell << ", " << align << ")");
+  const auto ys = planTileSpans(x.size(1), tiles.size, tiles.overlap, align);
+  const auto xs = planTileSpans(x.size(2), tiles.size, tiles.overlap, align);
+  const size_t count = ys.size() * xs.size();  // row-major
+  auto spanY = [&](size_t t) { return ys[t / xs.size()]; };
+  auto spanX = [&](size_t t) { return xs[t % xs.size()]; };
+  std::vector<torch::Tensor> features(count);  // [th', tw', D] per tile
+  std::vector<PatchGrid> grids(count);
+  for (size_t t = 0; t < count; ++t) {
+    if (features[t].defined()) continue;
+    std::vector<size_t> same = {t};
+    for (size_t u = t + 1; batchTiles && u < count; ++u)
+      if (!features[u].defined() && spanY(u).size == spanY(t).size && spanX(u).size == spanX(t).size) same.push_back(u);
+    std::vector<torch::Tensor> crops;
+    for (size_t u : same) crops.push_back(x.narrow(1, spanY(u).origin, spanY(u).size).narrow(2, spanX(u).origin, spanX(u).size));
+    PatchGrid g;
+    auto f = embed(torch::stack(crops, 0), &g);  // [n, l, D]
+    for (size_t k = 0; k < same.size(); ++k) {
+      features[same[k]] = f[k].view({g.height, g.width, f.size(2)});
+      grids[same[k]] = g;
+    }
+  }
+  std::vector<int64_t> offY, cntY, offX, cntX;
+  for (size_t i = 0; i < ys.size(); ++i) {
+    offY.push_back(ys[i].origin / cell);
+    cntY.push_back(grids[i * xs.size()].height);
+  }
+  for (size_t j = 0; j < xs.size(); ++j) {
+    offX.push_back(xs[j].origin / cell);
+    cntX.push_back(grids[j].width);
+  }
+  const auto keepY = keptTileCells(offY, cntY), keepX = keptTileCells(offX, cntX);
+  grid->height = offY.back() + cntY.back();
+  grid->width = offX.back() + cntX.back();
+  auto out = torch::empty({grid->height, grid->width, features[0].size(2)}, features[0].options());
+  for (size_t i = 0; i < ys.size(); ++i)
+    for (size_t j = 0; j < xs.size(); ++j) {
+      const auto& ky = keepY[i];
+      const auto& kx = keepX[j];
+      out.narrow(0, offY[i] + ky.from, ky.to - ky.from)
+          .narrow(1, offX[j] + kx.from, kx.to - kx.from)
+          .copy_(features[i * xs.size() + j].narrow(0, ky.from, ky.to - ky.from).narrow(1, kx.from, kx.to - kx.from));
+    }
+  return out.view({1, grid->height * grid->width, out.size(2)});
+}
+
 }  // namespace rp

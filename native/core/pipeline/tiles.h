@@ -2,8 +2,13 @@
 // the whole image (docs/results.md, "Resolution and tiling"). One shared bank scores the stitched
 // grid, so everything after the embedding (k-NN, maps, calibration, update) is unchanged.
 #pragma once
+#include <torch/torch.h>
+
 #include <cstdint>
+#include <functional>
 #include <vector>
+
+#include "core/pipeline/patch_features.h"
 
 namespace rp {
 
@@ -29,5 +34,21 @@ struct KeptCells {
   int64_t to = 0;
 };
 std::vector<KeptCells> keptTileCells(const std::vector<int64_t>& offsets, const std::vector<int64_t>& counts);
+
+// How an engine tiles: tile size and overlap in pixels, the backbone's finest stride (one cell of
+// the grid) and coarsest stride (tile origins are multiples of it).
+struct TileGeometry {
+  int64_t size = 0, overlap = 0;
+  int64_t cell = 8, align = 32;
+};
+
+// [n, 3, th, tw] tiles -> [n, l, D] patch features and their grid (the backbone and aggregation).
+using EmbedTilesFn = std::function<torch::Tensor(const torch::Tensor& tiles, PatchGrid* grid)>;
+
+// x: [3, h, w] -> [1, L, D]: the tiles of x embedded (those of one shape as one call when
+// `batchTiles`, else one at a time) and stitched by keptTileCells into the grid of the whole
+// image (*grid).
+torch::Tensor stitchTiles(const torch::Tensor& x, const TileGeometry& tiles, bool batchTiles, const EmbedTilesFn& embed,
+                          PatchGrid* grid);
 
 }  // namespace rp

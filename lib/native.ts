@@ -174,6 +174,8 @@ export interface NativeInternals {
   /** bfloat16: select on the points rounded to bfloat16, as fit does. deviceLoop: the loop the GPU runs, here on the CPU. */
   greedyCoreset(projected: FloatArray, starts: number[], count: number, pruned: boolean, threads?: number, bfloat16?: boolean, deviceLoop?: boolean): number[];
   coresetProject(features: FloatArray, projectionDim: number, seed: number): FloatArray;
+  /** Tiles along one axis (pipeline/tiles.h): per tile origin, size, and the kept cells [from, to) of its ceil(size / cell). */
+  tilePlan(length: number, tile: number, overlap: number, align: number, cell: number): number[];
   backboneMilliseconds(backbone: string, size: number, batch: number, reps: number, threads: number): { backboneMs: number; patchFeaturesMs: number };
   /**
    * Exact k-NN. kernel: 'auto' (the engine's choice), 'float32', or 'int8' (int8 + float32 re-scoring where the CPU has

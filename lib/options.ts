@@ -71,9 +71,10 @@ export interface EngineOptions {
   /**
    * Embed the resized image in overlapping tiles of `size` pixels (a multiple of 32), `overlap`
    * pixels shared between neighbours (default 128), and stitch their features into one grid that
-   * one memory bank scores (default none: the whole image at once). Scores and maps match the whole
-   * image's but near the seams; what tiles bound is the backbone's memory on very large working
-   * images (e.g. `resize: null` on camera frames), at the cost of the overlap's extra backbone work.
+   * one memory bank scores (default none: the whole image at once). Features near a seam still see
+   * the tile's border within the backbone's receptive field, so use tiles large against it (256 and
+   * up for mobilenet_v1; docs/results.md). What tiles bound is the backbone's memory on very large
+   * working images (e.g. `resize: null` on camera frames), at the cost of the overlap's extra work.
    */
   tiles?: { size: number; overlap?: number } | null;
   /**

@@ -1,6 +1,8 @@
 // Working resolution and tiling (issue 33): resize 'auto' never scales an image up, tiles stitch
 // one grid (exactly the whole image's with one tile, no seam peaks on a flat image, defects where
 // they are), and the choice round-trips through save/load. The built-in random CNN, real libtorch.
+import './support/test_addon.js';
+
 import { execFileSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -8,7 +10,7 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 
 import { AUTO_RESIZE, Engine, Ensemble, ReconpatchError } from '../lib/index.js';
-import type { RawFrame } from '../lib/native.js';
+import { type RawFrame, native } from '../lib/native.js';
 import { resizedSize } from '../lib/io/images.js';
 import { repoRoot, tempDir } from './support/data.js';
 
@@ -76,6 +78,28 @@ describe('tiles', () => {
       expect((err as ReconpatchError).code).toBe('ERR_INVALID_OPTION');
     }
     await expect(Engine.create({ ...base, tiles: { size: 256, overlap: 64 } })).resolves.toBeInstanceOf(Engine);
+  });
+
+  it('are planned so the stitched grid takes no cell near a tile border the whole image does not have', () => {
+    const { tilePlan } = native().internals!;
+    for (const [length, tile, overlap] of [[384, 128, 64], [1000, 256, 128], [1264, 512, 128], [640, 160, 32], [200, 256, 64]]) {
+      const plan = tilePlan(length, tile, overlap, 32, 8);
+      const tiles = Array.from({ length: plan.length / 4 }, (_, i) => plan.slice(4 * i, 4 * i + 4));
+      let next = 0; // the kept cells cover the axis once, in order
+      for (const [i, [origin, size, from, to]] of tiles.entries()) {
+        expect(origin % 32).toBe(0);
+        expect(origin + size).toBeLessThanOrEqual(length);
+        expect(origin / 8 + from).toBe(next);
+        next = origin / 8 + to;
+        // Every kept cell is at least about half the overlap (in cells) from a border it shares
+        // with a neighbour; the image's own borders are kept as the whole image has them.
+        const margin = Math.floor(overlap / 16) - 1;
+        if (i > 0) expect(from).toBeGreaterThanOrEqual(margin);
+        if (i < tiles.length - 1) expect(Math.ceil(size / 8) - to).toBeGreaterThanOrEqual(margin);
+      }
+      expect(next).toBe(Math.ceil(length / 8));
+      expect(tiles.at(-1)![0] + tiles.at(-1)![1]).toBe(length);
+    }
   });
 
   it('with one tile give exactly the whole image: same bank, scores and maps', async () => {

@@ -70,6 +70,12 @@ Napi::Object makeInternals(Napi::Env env) {
                                                                        info.Length() > 6 && info[6].ToBoolean()));
           });
         }));
+  o.Set("tilePlan", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
+          return callCore(info.Env(), [&]() -> Napi::Value {
+            auto n = [&](int i) { return info[i].ToNumber().Int64Value(); };
+            return toJsArray(info.Env(), rp::internals::tilePlan(n(0), n(1), n(2), n(3), n(4)));
+          });
+        }));
   o.Set("knn", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
           return callCore(info.Env(), [&]() -> Napi::Value {
             std::vector<int64_t> idx;

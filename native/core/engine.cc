@@ -182,36 +182,23 @@ struct Engine::Impl {
       inputs[gi].push_back(x);
     }
     for (size_t gi = 0; gi < groups.size(); ++gi) {
-      if (hostPaths) {
+      auto& group = groups[gi];
+      if (hostPaths || tiled(inputs[gi][0])) {
         // One image at a time on CPU: batched convolutions and patch aggregation are no faster
         // per image here (measured, bench/NOTES.md), and per-image passes make every image's
         // features independent of what it was batched with, so batched scoring equals sequential.
+        // A tiled image's tiles are batched off the CPU (embedTiled).
         std::vector<torch::Tensor> perImage;
         for (auto& x : inputs[gi]) {
-          perImage.push_back(tiled(x) ? embedTiled(x, &groups[gi].grid) : embedWhole(x.unsqueeze(0), &groups[gi].grid));
-          checkFinite(perImage.back());
+          perImage.push_back(tiled(x) ? embedTiled(x, &group.grid) : embedWhole(x.unsqueeze(0), &group.grid));
           x = torch::Tensor();
         }
-        groups[gi].features = torch::cat(perImage, 0);  // [B, L, D]
-      } else if (tiled(inputs[gi][0])) {
-        // Each image's tiles batched together (those of one shape).
-        std::vector<torch::Tensor> perImage;
-        for (auto& x : inputs[gi]) {
-          perImage.push_back(embedTiled(x, &groups[gi].grid));
-          x = torch::Tensor();
-        }
-        groups[gi].features = torch::cat(perImage, 0);  // [B, L, D]
-        checkFinite(groups[gi].features);
+        group.features = torch::cat(perImage, 0);  // [B, L, D]
       } else {
-        auto batch = torch::stack(inputs[gi], 0);  // [B, 3, h, w]
+        group.features = embedWhole(torch::stack(inputs[gi], 0), &group.grid);  // [B, 3, h, w] -> [B, L, D]
         inputs[gi].clear();
-        calls::stage("backbone");
-        auto taps = backbone->forward(batch);
-        calls::stage("patch features");
-        groups[gi].features = patchFeatures(taps, opts.patchSize, opts.pretrainDim, opts.targetDim, &groups[gi].grid,
-                                            PatchFeaturesPath::Tensor);
-        checkFinite(groups[gi].features);  // one host sync per batch off the CPU
       }
+      checkFinite(group.features);  // one host sync per batch off the CPU
     }
     return groups;
   }

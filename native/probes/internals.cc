@@ -15,6 +15,7 @@
 #include "core/pipeline/flat_l2_index.h"
 #include "core/pipeline/patch_features.h"
 #include "core/pipeline/scorer.h"
+#include "core/pipeline/tiles.h"
 #include "core/backbones/torchvision.h"
 #include "probes/tensor_arrays.h"
 
@@ -177,6 +178,21 @@ std::vector<FloatArray> torchvisionTaps(const std::string& arch, const std::stri
 
 KnnInt8State knnInt8State() { return {knnInt8Supported(), knnInt8Enabled()}; }
 void setKnnInt8Enabled(bool enabled) { rp::setKnnInt8Enabled(enabled); }
+
+std::vector<int64_t> tilePlan(int64_t length, int64_t tile, int64_t overlap, int64_t align, int64_t cell) {
+  return guarded([&] {
+    const auto spans = planTileSpans(length, tile, overlap, align);
+    std::vector<int64_t> offsets, counts;
+    for (const auto& s : spans) {
+      offsets.push_back(s.origin / cell);
+      counts.push_back((s.size + cell - 1) / cell);
+    }
+    const auto kept = keptTileCells(offsets, counts);
+    std::vector<int64_t> out;
+    for (size_t i = 0; i < spans.size(); ++i) out.insert(out.end(), {spans[i].origin, spans[i].size, kept[i].from, kept[i].to});
+    return out;
+  });
+}
 
 FloatArray coresetProject(const FloatArray& features, int64_t projectionDim, uint64_t seed) {
   return step([&] {

@@ -26,6 +26,9 @@ FloatArray preprocess(const RawImageView& image, int64_t resize, int64_t crop, R
 // deviceLoop: the tensor-op loop the GPU runs (greedyCoresetIndicesDevice), here on the CPU.
 std::vector<int64_t> greedyCoreset(const FloatArray& projected, const std::vector<int64_t>& starts, int64_t count,
                                    bool pruned, int threads, bool bfloat16 = false, bool deviceLoop = false);
+// Tiles along one axis of `length` pixels (pipeline/tiles.h), each tile's grid taken as
+// ceil(size / cell) cells -> per tile [origin, size, keptFrom, keptTo] (kept: in the tile's cells).
+std::vector<int64_t> tilePlan(int64_t length, int64_t tile, int64_t overlap, int64_t align, int64_t cell);
 // features [n, D] times the coreset's random projection for `seed` -> [n, projectionDim]
 FloatArray coresetProject(const FloatArray& features, int64_t projectionDim, uint64_t seed);
 // exact k-NN: bank [n, d], queries [q, d] -> squared distances [q, k] and indices [q, k], over the

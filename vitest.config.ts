@@ -10,7 +10,7 @@ import { defineConfig } from 'vitest/config';
 export const NATIVE_TESTS = [
   'batching', 'coreset', 'crash', 'device', 'dispose', 'engine', 'errors', 'gpu_paths', 'head', 'knn', 'knn_int8',
   'model_file', 'model_info', 'model_limits', 'options', 'parity', 'scorer', 'terminate', 'torchvision', 'transaction',
-  'update', 'workers', 'engine_threads', 'staged_shards', 'resolution',
+  'update', 'workers', 'engine_threads', 'staged_shards', 'resolution', 'backbone_passes',
 ].map((name) => `test/${name}.test.ts`);
 const missing = NATIVE_TESTS.filter((f) => !existsSync(f));
 if (missing.length) throw new Error(`vitest.config.ts: NATIVE_TESTS lists files that do not exist: ${missing.join(', ')}`);

@@ -176,6 +176,8 @@ export interface NativeInternals {
   coresetProject(features: FloatArray, projectionDim: number, seed: number): FloatArray;
   /** Tiles along one axis (pipeline/tiles.h): per tile origin, size, and the kept cells [from, to) of its ceil(size / cell). */
   tilePlan(length: number, tile: number, overlap: number, align: number, cell: number): number[];
+  /** What the graph passes (native/core/backbones/script_passes.h) did to a TorchScript backbone, or why not. */
+  backbonePasses(backbone: string): string;
   backboneMilliseconds(backbone: string, size: number, batch: number, reps: number, threads: number): { backboneMs: number; patchFeaturesMs: number };
   /**
    * Exact k-NN. kernel: 'auto' (the engine's choice), 'float32', or 'int8' (int8 + float32 re-scoring where the CPU has
@@ -231,6 +233,11 @@ export interface NativeModule {
   /** Checks and decodes model-file bytes; `label` names them in errors. */
   decodeModel(bytes: Buffer, label: string): Promise<DecodedModel>;
   loadEngine(model: DecodedModel['model']): Promise<NativeEngine>;
+  /**
+   * PNG row filters undone on a pool thread (lib/io/png.ts): `filtered` is `height` rows of a filter
+   * type byte and `width * channels` bytes; the result is RGB, or null for a filter type PNG does not have.
+   */
+  unfilterPng(filtered: Uint8Array, width: number, height: number, channels: number): Promise<Buffer | null>;
   /** The addon's option keys, in order, with its C++ defaults (compared with lib/option_table.ts). */
   optionDefaults(): Record<string, unknown>;
   /** The torchvision architectures the addon builds, with their taps (compared with lib/io/weights.ts). */
@@ -390,6 +397,7 @@ export function native(): NativeModule {
   }
   // An addon built from other sources than this JavaScript (a stale build) would read options wrongly.
   const drift = [...optionTableDrift(mod.optionDefaults()), ...torchvisionDrift(mod.torchvisionCatalog())];
+  if (typeof mod.unfilterPng !== 'function') drift.push('the addon has no unfilterPng (built before lib/io/png.ts)');
   if (drift.length) {
     throw new ReconpatchError('ERR_NATIVE_LOAD', `reconpatch: the addon ${pick.addon.file} does not match this package's JavaScript ` +
       `(rebuild it: npm rebuild reconpatch):\n  ${drift.join('\n  ')}`);

@@ -1,7 +1,8 @@
 // head: 'auto' (issue 27): the fit checks, on held-out good images and synthetic defects painted
 // on them, whether the ReConPatch head helps, and keeps the better model. Both outcomes are
-// constructed: the default head on metal_plate with mobilenet_v1 (real data: the head gains on
-// the check and on the real defects) and a head trained with a learning rate that wrecks it. The decision and its evidence survive save/load;
+// exercised: the default head on metal_plate with mobilenet_v1 (real data: whichever the check
+// chooses, checked against the rule) and a head trained with a learning rate that wrecks it (the
+// drop, constructed). The decision and its evidence survive save/load;
 // an abort during the check leaves the engine as it was.
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
@@ -146,19 +147,36 @@ describe("head: 'auto' on a fit", () => {
 });
 
 describe("head: 'auto' on real data", () => {
-  it.skipIf(!hasShared)(`keeps the head where it helps: the default head on ${hasShared ? 'metal_plate with mobilenet_v1' : SHARED_ABSENT}`, async () => {
-    const { train } = await readMvtecDataset(sharedDatasets, 'metal_plate');
-    // threads 2: the rounding (and so the decision) of a 2-core machine and of every larger one.
-    const engine = await Engine.create({ backbone: path.join(sharedBackbones, 'mobilenet_v1_imagenet.pt'), head: 'auto', seed: 0, threads: 2, calibration: false });
+  // Which model this split keeps is not asserted: the check's AUROCs on 6 held-out images move with
+  // float rounding, because the head's training amplifies it. When the backbone's graph passes
+  // changed the features by ~3e-6 relative (issue 28), this split went from 0.9128 (head) vs 0.9020
+  // (PatchCore), keep, to 0.9020 vs 0.9035, drop: within the check's noise (docs/results.md, "head:
+  // 'auto'": 13 of 24 runs agree with the real labels). What is asserted is the rule and the model
+  // it keeps: the decision follows the AUROCs, and a dropped head leaves exactly PatchCore.
+  it.skipIf(!hasShared)(`follows its rule on ${hasShared ? 'metal_plate with mobilenet_v1 and keeps the model it chose' : SHARED_ABSENT}`, async () => {
+    const { train, test } = await readMvtecDataset(sharedDatasets, 'metal_plate');
+    const backbone = path.join(sharedBackbones, 'mobilenet_v1_imagenet.pt');
+    const options: EngineOptions = { backbone, head: 'auto', seed: 0, threads: 2, calibration: false };
+    const engine = await Engine.create(options);
     const stages = new Set<string>();
     const summary = await engine.fit(train, { onProgress: (p) => stages.add(p.stage) });
     const check = engine.info.headCheck!;
-    expect(check.decision).toBe('head');
-    expect(check.aurocHead! - check.aurocPatchcore!).toBeGreaterThan(HEAD_CHECK_MARGIN);
+    console.log(`[head_auto] metal_plate: ${check.reason}`);
+    expect(check.decision).toBe(decideHead(check.aurocHead!, check.aurocPatchcore!).decision);
+    // Both arms are real detectors on this split, not a diverged head or a broken bank.
+    expect(Math.min(check.aurocHead!, check.aurocPatchcore!)).toBeGreaterThan(0.85);
     expect(check.heldOutImages).toBe(6);
     expect(check.defectImages).toBe(6 * 18);
-    expect(engine.options.head).toBe(true);
     expect(summary.images).toBe(58);
     expect([...stages]).toEqual(expect.arrayContaining(['embed', 'head', 'coreset', 'check']));
-  }, 300_000);
+    const kept = check.decision === 'head';
+    expect(engine.options.head).toBe(kept);
+    // The kept model is the one chosen: the same images minus the held-out ones, fitted with the head
+    // on (kept) or off (dropped), score a real defect the same.
+    const pick = headCheckPicker(train.length);
+    const same = await Engine.create({ ...options, head: kept });
+    await same.fit(train.filter((_, i) => !pick(i)));
+    const defect = test.find((t) => t.label === 1)!.path;
+    expect((await engine.score(defect)).score).toBeCloseTo((await same.score(defect)).score, 4);
+  }, 400_000);
 });

@@ -1,12 +1,14 @@
 /**
  * Any image input -> a raw frame ({@link RawFrame}: HWC uint8, 1 or 3 channels). Encoded images
- * (PNG, JPEG, TIFF, WebP...) are decoded with sharp, BMP by lib/bmp.ts (sharp has no BMP loader);
- * the addon only ever sees raw pixels.
+ * (PNG, JPEG, TIFF, WebP...) are decoded with sharp, BMP by lib/bmp.ts (sharp has no BMP loader),
+ * plain 8-bit PNGs by lib/io/png.ts (faster than sharp for them, the same pixels); the addon only
+ * ever sees raw pixels.
  */
 import sharp, { type Metadata } from 'sharp';
 
 import { bmpSize, isBmp } from './bmp.js';
 import { decodeBmpOffThread } from './bmp_worker.js';
+import { decodeSimplePng, simplePngHeader } from './png.js';
 import { readRegularFile } from './regular_file.js';
 import { ReconpatchError } from '../errors.js';
 import type { RawFrame } from '../native.js';
@@ -201,6 +203,12 @@ async function decode(bytes: Uint8Array, label: string, policy: DecodePolicy, ow
     } catch (err) {
       throw invalid(`${label} could not be decoded as a BMP (${(err as Error).message})`, err);
     }
+  }
+  const png = simplePngHeader(bytes);
+  if (png) {
+    checkSize(png.width, png.height, label, policy);
+    const frame = await decodeSimplePng(bytes);
+    if (frame) return frame;
   }
   const { failOn, maxPixels } = policy;
   const open = () => sharp(bytes, { failOn, limitInputPixels: maxPixels });

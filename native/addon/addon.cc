@@ -9,6 +9,7 @@
 #include "addon/convert.h"
 #include "addon/crash_handler.h"
 #include "addon/engine_wrap.h"
+#include "addon/png_wrap.h"
 #include "core/memory.h"
 #include "core/backbones/catalog.h"
 #include "core/runtime.h"
@@ -74,6 +75,11 @@ Napi::Object makeInternals(Napi::Env env) {
           return callCore(info.Env(), [&]() -> Napi::Value {
             auto n = [&](int i) { return info[i].ToNumber().Int64Value(); };
             return toJsArray(info.Env(), rp::internals::tilePlan(n(0), n(1), n(2), n(3), n(4)));
+          });
+        }));
+  o.Set("backbonePasses", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
+          return callCore(info.Env(), [&]() -> Napi::Value {
+            return Napi::String::New(info.Env(), rp::internals::backbonePasses(info[0].ToString().Utf8Value()));
           });
         }));
   o.Set("knn", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
@@ -319,6 +325,7 @@ Addon::Addon(Napi::Env env, Napi::Object exports) {
   exports.Set("createEngine", Napi::Function::New(env, CreateEngine, "createEngine"));
   exports.Set("decodeModel", Napi::Function::New(env, DecodeModel, "decodeModel"));
   exports.Set("loadEngine", Napi::Function::New(env, LoadEngine, "loadEngine"));
+  exports.Set("unfilterPng", Napi::Function::New(env, UnfilterPng, "unfilterPng"));
 #ifdef RECONPATCH_PROBES
   exports.Set("internals", makeInternals(env));
   exports.Set("probes", makeProbes(env));

@@ -179,6 +179,14 @@ std::vector<FloatArray> torchvisionTaps(const std::string& arch, const std::stri
 KnnInt8State knnInt8State() { return {knnInt8Supported(), knnInt8Enabled()}; }
 void setKnnInt8Enabled(bool enabled) { rp::setKnnInt8Enabled(enabled); }
 
+std::string backbonePasses(const std::string& path) {
+  return guarded([&] {
+    EngineOptions o;
+    o.backbone = path;
+    return makeBackbone(o, torch::kCPU)->info().graphPasses;
+  });
+}
+
 std::vector<int64_t> tilePlan(int64_t length, int64_t tile, int64_t overlap, int64_t align, int64_t cell) {
   return guarded([&] {
     const auto spans = planTileSpans(length, tile, overlap, align);

@@ -29,6 +29,8 @@ std::vector<int64_t> greedyCoreset(const FloatArray& projected, const std::vecto
 // Tiles along one axis of `length` pixels (pipeline/tiles.h), each tile's grid taken as
 // ceil(size / cell) cells -> per tile [origin, size, keptFrom, keptTo] (kept: in the tile's cells).
 std::vector<int64_t> tilePlan(int64_t length, int64_t tile, int64_t overlap, int64_t align, int64_t cell);
+// A TorchScript backbone loaded on the CPU -> what the graph passes did to it (BackboneInfo::graphPasses).
+std::string backbonePasses(const std::string& path);
 // features [n, D] times the coreset's random projection for `seed` -> [n, projectionDim]
 FloatArray coresetProject(const FloatArray& features, int64_t projectionDim, uint64_t seed);
 // exact k-NN: bank [n, d], queries [q, d] -> squared distances [q, k] and indices [q, k], over the

@@ -2,12 +2,15 @@
 
 #include <torch/cuda.h>
 #include <torch/script.h>
+#include <torch/version.h>
 
 #include <fstream>
+#include <mutex>
 #include <sstream>
 
 #include "core/error.h"
 #include "core/io/sha256.h"
+#include "core/backbones/script_passes.h"
 #include "core/backbones/torchvision.h"
 
 namespace F = torch::nn::functional;
@@ -85,14 +88,72 @@ class TorchScriptBackbone : public Backbone {
                Backbone, "TorchScript backbone '" << label << "': strides must be positive and increasing (finest first)");
     }
     validate(label, device);
+    optimize(device);
   }
 
   BackboneKind kind() const override { return BackboneKind::TorchScript; }
 
-  std::vector<torch::Tensor> forward(const torch::Tensor& x) override {
+  std::vector<torch::Tensor> forward(const torch::Tensor& x) override { return run(module_, x, inputFormat_); }
+
+  const std::string& blob() const override { return bytes_; }
+
+ private:
+  // The graph passes (script_passes.h) and, on the CPU, channels-last input: oneDNN runs its
+  // convolutions on NHWC data as they are, where NCHW costs a reorder in and out of every layer
+  // (mobilenet_v1 at 224: 9.0 -> 6.3 ms; bench/NOTES.md). Kept only if the taps equal the loaded
+  // module's, up to float rounding, on a seeded random input; otherwise the module runs as loaded.
+  void optimize(const torch::Device& device) {
+    if (!backbonePassesEnabled()) {
+      info_.graphPasses = "none (RECONPATCH_BACKBONE_PASSES=0)";
+      return;
+    }
+    ScriptPassReport report;
+    auto optimised = optimizeBackboneScript(module_, &report);
+    const auto format = device.is_cpu() ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+    torch::NoGradGuard noGrad;
+    auto gen = at::make_generator<at::CPUGeneratorImpl>(20261206);
+    auto x = at::rand({1, 3, 96, 80}, gen).to(device);
+    std::string why;
+    try {
+      auto want = run(module_, x, at::MemoryFormat::Contiguous);
+      auto got = run(optimised, x, format);
+      if (got.size() != want.size()) why = "tap counts differ";
+      for (size_t i = 0; i < want.size() && why.empty(); ++i) {
+        if (!got[i].sizes().equals(want[i].sizes())) {
+          why = "tap shapes differ";
+        } else {
+          double scale = want[i].abs().max().item<double>();
+          double err = (got[i] - want[i]).abs().max().item<double>() / std::max(scale, 1e-12);
+          if (!(err <= 1e-4)) why = "taps differ by " + std::to_string(err) + " relative";
+        }
+      }
+    } catch (const std::exception& e) {
+      why = std::string("the optimised module failed: ") + e.what();
+    }
+    if (!why.empty()) {
+      info_.graphPasses = "none (" + why + ")";
+      return;
+    }
+    module_ = optimised;
+    inputFormat_ = format;
+    info_.graphPasses = report.frozen ? "frozen, " + std::to_string(report.padConvolutions) + " pad+conv2d fused"
+                                      : "not frozen (" + report.skippedBecause + ")";
+    if (format == at::MemoryFormat::ChannelsLast) info_.graphPasses += ", channels-last input";
+  }
+
+  // The module on x in `format`; the taps come back contiguous (NCHW), as the pipeline reads them.
+  std::vector<torch::Tensor> run(torch::jit::Module& module, const torch::Tensor& x, at::MemoryFormat format) {
+    auto taps = tapsOf(module, format == at::MemoryFormat::Contiguous ? x : x.contiguous(format));
+    if (format != at::MemoryFormat::Contiguous) {
+      for (auto& t : taps) t = t.contiguous();
+    }
+    return taps;
+  }
+
+  std::vector<torch::Tensor> tapsOf(torch::jit::Module& module, const torch::Tensor& x) {
     torch::jit::IValue out;
     try {
-      out = module_.forward({x});
+      out = module.forward({x});
     } catch (const c10::Error& e) {
       RP_FAIL(Backbone, "TorchScript backbone '" << info_.name << "' failed: " << e.what_without_backtrace());
     }
@@ -115,9 +176,6 @@ class TorchScriptBackbone : public Backbone {
     return taps;
   }
 
-  const std::string& blob() const override { return bytes_; }
-
- private:
   // One small forward pass checks the declared strides/channels against what the module returns.
   void validate(const std::string& label, const torch::Device& device) {
     torch::NoGradGuard noGrad;
@@ -141,7 +199,18 @@ class TorchScriptBackbone : public Backbone {
 
   std::string bytes_;
   torch::jit::Module module_;
+  at::MemoryFormat inputFormat_ = at::MemoryFormat::Contiguous;
 };
+
+// PyTorch 2.x tries NNPACK for some CPU convolutions and, on CPUs it does not support (these AMD
+// machines), logs "Could not initialize NNPACK! Reason: Unsupported hardware." on every try: one
+// line per layer per image on the user's stderr. oneDNN runs those convolutions either way.
+void keepNnpackQuiet() {
+#if TORCH_VERSION_MAJOR >= 2
+  static std::once_flag once;
+  std::call_once(once, [] { at::globalContext().setUserEnabledNNPACK(false); });
+#endif
+}
 
 std::string readFile(const std::string& path, const char* what) {
   std::ifstream in(path, std::ios::binary);
@@ -154,6 +223,7 @@ std::string readFile(const std::string& path, const char* what) {
 }  // namespace
 
 std::unique_ptr<Backbone> makeBackbone(const EngineOptions& o, const torch::Device& device) {
+  keepNnpackQuiet();
   if (o.backbone == "random_cnn") return std::make_unique<RandomCnnBackbone>(o.seed, device);
   if (isTorchvisionArchitecture(o.backbone)) {
     RP_CHECK(!o.weights.empty(), Backbone, "backbone '" << o.backbone << "' needs a weights file");
@@ -165,6 +235,7 @@ std::unique_ptr<Backbone> makeBackbone(const EngineOptions& o, const torch::Devi
 
 std::unique_ptr<Backbone> restoreBackbone(BackboneKind kind, const EngineOptions& o, std::string blob,
                                           const std::string& label, const torch::Device& device) {
+  keepNnpackQuiet();
   switch (kind) {
     case BackboneKind::RandomCnn:
       RP_CHECK(o.backbone == "random_cnn", ModelFile, label << " names backbone '" << o.backbone << "' but does not contain it");

@@ -25,6 +25,7 @@ struct BackboneInfo {
   // Input normalisation the engine applies; none = the module takes RGB in [0, 1].
   std::optional<std::array<float, 3>> mean, std;
   std::string sha256;             // identity of the weights
+  std::string graphPasses;        // TorchScript only: what script_passes.h did to the module, or why not
 };
 
 // How a backbone is made, and so how a model file restores it.

@@ -1,5 +1,6 @@
 #include "core/backbones/script_passes.h"
 
+#include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/csrc/jit/passes/dead_code_elimination.h>
 #include <torch/csrc/jit/passes/subgraph_rewrite.h>
 #include <torch/library.h>
@@ -28,11 +29,25 @@ torch::Tensor padConv2d(const torch::Tensor& x, c10::IntArrayRef pad, c10::strin
   return at::conv2d(at::pad(x, pad, mode, value), weight, bias, stride, padding, dilation, groups);
 }
 
-TORCH_LIBRARY(reconpatch, m) {
-  m.def(
-      "pad_conv2d(Tensor x, int[] pad, str mode, float? value, Tensor weight, Tensor? bias, int[] stride, "
-      "int[] padding, int[] dilation, int groups) -> Tensor",
-      TORCH_FN(padConv2d));
+// Registered on first use, not at load: a static TORCH_LIBRARY would std::terminate the process
+// at load if two copies of the addon (two installs of the package) registered the namespace.
+// Another copy's registration is used as it is; a failure only skips the pad rewrite.
+bool padConv2dRegistered() {
+  static const bool registered = [] {
+    try {
+      if (c10::Dispatcher::singleton().findSchema({"reconpatch::pad_conv2d", ""}).has_value()) return true;
+      // Never destroyed: the op stays registered while any module that uses it may run.
+      auto* library = new torch::Library(torch::Library::FRAGMENT, "reconpatch", c10::nullopt, __FILE__, __LINE__);
+      library->def(
+          "pad_conv2d(Tensor x, int[] pad, str mode, float? value, Tensor weight, Tensor? bias, int[] stride, "
+          "int[] padding, int[] dilation, int groups) -> Tensor",
+          TORCH_FN(padConv2d));
+      return true;
+    } catch (const std::exception&) {
+      return false;
+    }
+  }();
+  return registered;
 }
 
 const char* kPadConvPattern = R"IR(
@@ -73,10 +88,12 @@ torch::jit::Module optimizeBackboneScript(const torch::jit::Module& module, Scri
     auto frozen = torch::jit::freeze(module, c10::nullopt, /*optimize_numerics=*/true);
     r.frozen = true;
     auto graph = frozen.get_method("forward").graph();
-    torch::jit::SubgraphRewriter rewriter;
-    rewriter.RegisterRewritePattern(kPadConvPattern, kPadConvReplacement);
-    rewriter.runOnGraph(graph);
-    torch::jit::EliminateDeadCode(graph);
+    if (padConv2dRegistered()) {
+      torch::jit::SubgraphRewriter rewriter;
+      rewriter.RegisterRewritePattern(kPadConvPattern, kPadConvReplacement);
+      rewriter.runOnGraph(graph);
+      torch::jit::EliminateDeadCode(graph);
+    }
     r.padConvolutions = countNodes(graph, "reconpatch::pad_conv2d");
     return frozen;
   } catch (const std::exception& e) {

@@ -141,13 +141,10 @@ class TorchScriptBackbone : public Backbone {
     if (format == at::MemoryFormat::ChannelsLast) info_.graphPasses += ", channels-last input";
   }
 
-  // The module on x in `format`; the taps come back contiguous (NCHW), as the pipeline reads them.
+  // The module on x in `format`. The taps stay as the module leaves them (channels-last here):
+  // the patch features read them through their strides, and the CPU kernel wants NHWC anyway.
   std::vector<torch::Tensor> run(torch::jit::Module& module, const torch::Tensor& x, at::MemoryFormat format) {
-    auto taps = tapsOf(module, format == at::MemoryFormat::Contiguous ? x : x.contiguous(format));
-    if (format != at::MemoryFormat::Contiguous) {
-      for (auto& t : taps) t = t.contiguous();
-    }
-    return taps;
+    return tapsOf(module, format == at::MemoryFormat::Contiguous ? x : x.contiguous(format));
   }
 
   std::vector<torch::Tensor> tapsOf(torch::jit::Module& module, const torch::Tensor& x) {

@@ -40,7 +40,8 @@ class Backbone {
   virtual ~Backbone() = default;
   const BackboneInfo& info() const { return info_; }
   virtual BackboneKind kind() const = 0;
-  // x: [B, 3, H, W] (normalised per info()) -> taps: [B, C_i, H / s_i, W / s_i]
+  // x: [B, 3, H, W] (normalised per info()) -> taps: [B, C_i, H / s_i, W / s_i], in any memory
+  // layout (a TorchScript backbone on the CPU gives channels-last)
   virtual std::vector<torch::Tensor> forward(const torch::Tensor& x) = 0;
   // The bytes a model file carries so that restoreBackbone() needs no other file (empty for
   // kinds rebuilt from the options). info().sha256 identifies them.

@@ -91,8 +91,9 @@ inline void poolRow(const float* v, const std::vector<Window>& windows, float* o
 torch::Tensor neighbourhoodPoolCpu(const torch::Tensor& tap, int64_t k, int64_t P) {
   const int64_t B = tap.size(0), C = tap.size(1), h = tap.size(2), w = tap.size(3), r = k / 2;
   const int64_t F = C * k * k;
-  // [B, h + 2r, w + 2r, C]: channels last, so a neighbour's C values are one contiguous run.
-  auto padded = torch::constant_pad_nd(tap.to(torch::kFloat32), {r, r, r, r}).permute({0, 2, 3, 1}).contiguous();
+  // [B, h + 2r, w + 2r, C]: channels last, so a neighbour's C values are one contiguous run. One
+  // copy from a channels-last tap (what a TorchScript backbone gives on the CPU), two from NCHW.
+  auto padded = torch::constant_pad_nd(tap.to(torch::kFloat32).permute({0, 2, 3, 1}), {0, 0, r, r, r, r}).contiguous();
   auto out = torch::empty({B, h, w, P}, torch::kFloat32);
   const float* src = padded.data_ptr<float>();
   float* dst = out.data_ptr<float>();

@@ -78,10 +78,6 @@ torch::jit::Module optimizeBackboneScript(const torch::jit::Module& module, Scri
   ScriptPassReport local;
   ScriptPassReport& r = report ? *report : local;
   r = ScriptPassReport{};
-  if (!backbonePassesEnabled()) {
-    r.skippedBecause = "RECONPATCH_BACKBONE_PASSES=0";
-    return module;
-  }
   try {
     // freeze: attributes become constants and the frozen-graph passes fold conv -> mul -> add
     // (and conv -> BatchNorm) into the convolution's weight and bias.

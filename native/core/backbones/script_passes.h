@@ -23,7 +23,8 @@ struct ScriptPassReport {
 bool backbonePassesEnabled();
 
 // An eval-mode module -> a module whose forward computes the same taps. Never throws: a pass that
-// fails leaves the module as loaded and says why in the report.
+// fails leaves the module as loaded and says why in the report. The caller checks
+// backbonePassesEnabled() first.
 torch::jit::Module optimizeBackboneScript(const torch::jit::Module& module, ScriptPassReport* report);
 
 }  // namespace rp
